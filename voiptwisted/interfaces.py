@@ -1,0 +1,117 @@
+"""The interfaces application code implements: ``IDialog`` (a call), ``ISession`` (its media).
+
+Everything between the network and these interfaces belongs to voiptwisted;
+everything behind them belongs to the application.  An exception raised by an
+implementation is logged with the call's Call-ID and ends that call (500 before
+answer, BYE after), never the connection or the service.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IDialog(Interface):
+    """A SIP dialog (RFC 3261 §12): one call between us and a remote party.
+
+    ``voiptwisted.sip.Dialog`` implements it; subclass it and override
+    ``call_received`` (and optionally ``hangup_received``) to handle calls.
+    """
+
+    call_id = Attribute("The dialog's Call-ID (str).")
+    local_tag = Attribute("Our tag in From/To (str).")
+    remote_tag = Attribute("The remote party's tag (str), or None before it is known.")
+    remote_party = Attribute("The remote party's From/To value as a CallerID, or None.")
+    session = Attribute("The ISession running this call's media, or None before answer.")
+
+    def call_received() -> None:
+        """Called by the protocol once for each new inbound INVITE.
+
+        The implementation decides what happens to the call: it may call
+        ``ringing()``, ``answer(session_class=...)`` or ``reject()`` now or
+        later (from a timer, a Deferred ...).  The base class rejects with
+        486 Busy Here.
+        """
+
+    def ringing() -> None:
+        """Send 180 Ringing (with our To tag) for the pending inbound INVITE.
+
+        Optional; idempotent once the call is answered or rejected.
+        """
+
+    def answer(session_class: type, **session_kwargs: object) -> None:
+        """Accept the pending inbound INVITE and start its media.
+
+        Negotiates the SDP answer (RFC 3264) from the INVITE's offer, opens the
+        call's RTP socket, creates ``session_class(dialog=self,
+        **session_kwargs)`` and sends 200 OK, retransmitted until the ACK
+        arrives (RFC 3261 §13.3.1.4).  When no codec matches, the call is
+        rejected with 488 instead.
+        """
+
+    def reject(status_code: int = 486) -> None:
+        """Reject the pending inbound INVITE with a final 3xx-6xx response (default 486)."""
+
+    def bye() -> object:
+        """End an established call: send BYE, stop the media, forget the dialog.
+
+        Returns a Deferred that fires (with None) when the BYE is answered or
+        has timed out (64*T1); the dialog is gone either way.
+        """
+
+    def dial(target: str, session_class: type, **session_kwargs: object) -> object:
+        """Place an outbound call to *target* (a SIP/SIPS URI string or SipURI).
+
+        Returns a Deferred that fires with this dialog once the call is
+        answered (200 OK received and ACKed, media running), or fails with
+        ``voiptwisted.sip.CallFailed`` carrying the final status code.
+        Cancelling the Deferred before the answer sends CANCEL.
+        """
+
+    def hangup_received() -> None:
+        """Called when the remote party ends the call (BYE, or CANCEL before answer).
+
+        Media is already stopped when this runs; use it for application teardown.
+        """
+
+
+class ISession(Interface):
+    """The media of one call: decoded audio and DTMF in, audio and DTMF out.
+
+    ``voiptwisted.media.Session`` implements it; subclass it and override
+    ``audio_received`` / ``dtmf_received`` (and ``start``/``stop``).  Instances
+    are created by ``IDialog.answer``/``IDialog.dial`` as
+    ``session_class(dialog=dialog, **session_kwargs)``.
+
+    Audio is a one-dimensional ``numpy.ndarray`` of ``int16`` samples, mono,
+    at ``sample_rate`` Hz (8000 for G.711; 20 ms is 160 samples).
+    """
+
+    dialog = Attribute("The IDialog this session belongs to.")
+    sample_rate = Attribute("Sample rate (Hz) of audio passed to audio_received/send_audio.")
+    stats = Attribute("Per-call RTP statistics: packets sent/received, lost, jitter.")
+
+    def start() -> None:
+        """Called once when media starts (after the ACK inbound, after the 200 outbound)."""
+
+    def stop() -> None:
+        """Called once when the call's media stops, whichever side ended it."""
+
+    def audio_received(samples: object) -> None:
+        """Called with each decoded 20 ms frame from the remote party, in playout order."""
+
+    def dtmf_received(digit: str) -> None:
+        """Called exactly once per key the remote party pressed (RFC 4733): ``0-9 * # A-D``."""
+
+    def send_audio(samples: object) -> None:
+        """Queue int16 mono audio at ``sample_rate`` for sending; returns at once.
+
+        The process-wide 20 ms pacer takes one frame per tick from the queue;
+        silence is not sent while the queue is empty.
+        """
+
+    def send_dtmf(digits: str) -> None:
+        """Queue RFC 4733 telephone-events for *digits* (``0-9 * # A-D``)."""
+
+    def hang_up() -> object:
+        """End the call from the media side (sends BYE). Returns the dialog's Deferred."""
