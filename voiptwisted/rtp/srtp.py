@@ -1,0 +1,226 @@
+"""SRTP with SDES key exchange: ``a=crypto`` (RFC 4568) and protect/unprotect (RFC 3711).
+
+All cryptography is done by libsrtp through ``pylibsrtp``; this module only
+parses and generates the SDP key material and keeps per-call counters.  Keys
+never appear in ``repr``, ``str`` of errors or logs: use :func:`redact_sdp`
+before logging an SDP body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from dataclasses import dataclass, field
+
+import pylibsrtp
+
+__all__ = [
+    "SUITES",
+    "CryptoAttribute",
+    "CryptoSuite",
+    "SDESError",
+    "SRTPContext",
+    "redact_sdp",
+]
+
+
+class SDESError(ValueError):
+    """An ``a=crypto`` line is malformed or asks for something we do not support.
+
+    The message names the problem but never contains key material.
+    """
+
+
+@dataclass(frozen=True)
+class CryptoSuite:
+    """An SRTP crypto-suite (RFC 4568 §6.2, RFC 7714 §12) and its libsrtp profile."""
+
+    name: str
+    profile: int
+    key_length: int
+    salt_length: int
+    #: Maximum SRTP master key lifetime in packets (RFC 4568 §6.2.1: 2^48).
+    max_lifetime: int = 2**48
+
+    @property
+    def master_length(self) -> int:
+        """Length of the ``inline:`` key||salt value once decoded."""
+        return self.key_length + self.salt_length
+
+
+#: Suites we accept, in our order of preference for offers.
+_P = pylibsrtp.Policy
+SUITES: dict[str, CryptoSuite] = {
+    s.name: s
+    for s in (
+        CryptoSuite("AES_CM_128_HMAC_SHA1_80", _P.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14),
+        CryptoSuite("AES_CM_128_HMAC_SHA1_32", _P.SRTP_PROFILE_AES128_CM_SHA1_32, 16, 14),
+        CryptoSuite("AEAD_AES_128_GCM", _P.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12),
+    )
+}
+
+#: Session parameters (RFC 4568 §6.3) that we can honour; WSH is only a hint.
+_HARMLESS_SESSION_PARAMS = ("WSH=",)
+_TAG_RE = re.compile(r"[0-9]{1,9}\Z")
+_LIFETIME_RE = re.compile(r"(?:2\^([0-9]{1,3})|([0-9]{1,20}))\Z")
+_MKI_RE = re.compile(r"[0-9]{1,10}:[0-9]{1,3}\Z")
+
+
+def _parse_lifetime(text: str, suite: CryptoSuite) -> int:
+    match = _LIFETIME_RE.match(text)
+    if match is None:
+        raise SDESError("a=crypto: malformed key lifetime")
+    value = 2 ** int(match.group(1)) if match.group(1) else int(match.group(2))
+    if value <= 0 or value > suite.max_lifetime:
+        raise SDESError(f"a=crypto: key lifetime outside 1..2^48 for {suite.name}")
+    return value
+
+
+@dataclass(frozen=True)
+class CryptoAttribute:
+    """One ``a=crypto`` line: ``tag suite inline:key||salt[|lifetime]`` (RFC 4568 §9.1).
+
+    MKI and multiple keys per line are refused with :class:`SDESError`
+    (libsrtp through pylibsrtp cannot select keys by MKI).
+    """
+
+    tag: int
+    suite: CryptoSuite
+    master: bytes = field(repr=False)
+    lifetime: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<CryptoAttribute tag={self.tag} suite={self.suite.name} key=<redacted>>"
+
+    @classmethod
+    def generate(cls, tag: int = 1, suite: str = "AES_CM_128_HMAC_SHA1_80") -> CryptoAttribute:
+        """A fresh random master key and salt (RFC 4568 §6.1: keys MUST be random)."""
+        spec = SUITES[suite]
+        return cls(tag=tag, suite=spec, master=secrets.token_bytes(spec.master_length))
+
+    @classmethod
+    def parse(cls, value: str) -> CryptoAttribute:
+        """Parse the value of an ``a=crypto`` attribute (without ``crypto:``).
+
+        Raises :class:`SDESError` for malformed lines, unknown suites, MKI,
+        multiple keys and unsupported session parameters (RFC 4568 §6.3).
+        """
+        if not isinstance(value, str) or len(value) > 1024:
+            raise SDESError("a=crypto: value missing or too long")
+        parts = value.split()
+        if len(parts) < 3:
+            raise SDESError("a=crypto: expected 'tag suite key-params'")
+        tag_text, suite_name, key_params, *session_params = parts
+        if not _TAG_RE.match(tag_text):
+            raise SDESError("a=crypto: tag must be 1-9 digits")
+        suite = SUITES.get(suite_name)
+        if suite is None:
+            raise SDESError(f"a=crypto: unsupported crypto-suite {suite_name[:40]!r}")
+        for param in session_params:
+            if not param.startswith(_HARMLESS_SESSION_PARAMS):
+                raise SDESError(f"a=crypto: unsupported session parameter {param[:20]!r}")
+        if ";" in key_params:
+            raise SDESError("a=crypto: multiple master keys (needs MKI) are not supported")
+        if not key_params.startswith("inline:"):
+            raise SDESError("a=crypto: only the 'inline:' key method is supported")
+        key_info, *extras = key_params[len("inline:") :].split("|")
+        try:
+            master = base64.b64decode(key_info, validate=True)
+        except (binascii.Error, ValueError):
+            raise SDESError("a=crypto: key is not valid base64") from None
+        if len(master) != suite.master_length:
+            raise SDESError(
+                f"a=crypto: {suite.name} needs {suite.master_length} bytes of key||salt,"
+                f" got {len(master)}"
+            )
+        lifetime = None
+        if len(extras) > 2:
+            raise SDESError("a=crypto: too many '|' fields in key parameters")
+        for extra in extras:
+            if _MKI_RE.match(extra):
+                raise SDESError("a=crypto: MKI is not supported")
+            if lifetime is not None:
+                raise SDESError("a=crypto: lifetime given twice")
+            lifetime = _parse_lifetime(extra, suite)
+        return cls(tag=int(tag_text), suite=suite, master=master, lifetime=lifetime)
+
+    def to_sdp(self) -> str:
+        """The attribute value, ready for ``a=crypto:`` (contains the key: never log it)."""
+        key = base64.b64encode(self.master).decode("ascii")
+        lifetime = f"|{self.lifetime}" if self.lifetime is not None else ""
+        return f"{self.tag} {self.suite.name} inline:{key}{lifetime}"
+
+
+_INLINE_RE = re.compile(rb"inline:[A-Za-z0-9+/=]*")
+
+
+def redact_sdp(data: bytes) -> bytes:
+    """Return *data* with every ``inline:`` key replaced, for logging (issue 5 item 4)."""
+    return _INLINE_RE.sub(b"inline:<redacted>", data)
+
+
+class SRTPContext:
+    """SRTP/SRTCP for one call: our key protects, the peer's key unprotects (RFC 3711 §3.3).
+
+    Replay protection is libsrtp's (RFC 3711 §3.3.2, 128-packet window).  Packets
+    failing authentication or the replay check are dropped (``None``) and counted.
+    """
+
+    def __init__(self, local: CryptoAttribute, remote: CryptoAttribute) -> None:
+        if local.suite != remote.suite:
+            raise SDESError("SRTP: both directions must use the same crypto-suite")
+        self.suite = local.suite
+        self._tx = pylibsrtp.Session(
+            pylibsrtp.Policy(
+                key=local.master,
+                ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                srtp_profile=local.suite.profile,
+            )
+        )
+        self._rx = pylibsrtp.Session(
+            pylibsrtp.Policy(
+                key=remote.master,
+                ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                srtp_profile=remote.suite.profile,
+            )
+        )
+        self.auth_failures = 0
+        self.replays = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<SRTPContext {self.suite.name} auth_failures={self.auth_failures}"
+            f" replays={self.replays}>"
+        )
+
+    def protect(self, packet: bytes) -> bytes:
+        """Encrypt and authenticate an RTP packet."""
+        return self._tx.protect(packet)
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        """Encrypt and authenticate an RTCP compound packet (SRTCP, RFC 3711 §3.4)."""
+        return self._tx.protect_rtcp(packet)
+
+    def unprotect(self, packet: bytes) -> bytes | None:
+        """Verify and decrypt an SRTP packet, or return None (and count) if it fails."""
+        try:
+            return self._rx.unprotect(packet)
+        except pylibsrtp.Error as exc:
+            self._count(exc)
+            return None
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes | None:
+        """Verify and decrypt an SRTCP packet, or return None (and count) if it fails."""
+        try:
+            return self._rx.unprotect_rtcp(packet)
+        except pylibsrtp.Error as exc:
+            self._count(exc)
+            return None
+
+    def _count(self, exc: pylibsrtp.Error) -> None:
+        if "replay" in str(exc):
+            self.replays += 1
+        else:
+            self.auth_failures += 1
