@@ -1,0 +1,100 @@
+"""Tests for voiptwisted.media.jitter.JitterBuffer."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from voiptwisted.media.jitter import JitterBuffer
+from voiptwisted.rtp.packet import RTPPacket
+
+
+def pkt(seq: int, ssrc: int = 1, base_ts: int = 0) -> RTPPacket:
+    timestamp = (base_ts + seq * 160) & 0xFFFFFFFF
+    return RTPPacket(sequence=seq & 0xFFFF, timestamp=timestamp, ssrc=ssrc)
+
+
+def feed(buffer: JitterBuffer, seqs: list[int], **kw: int) -> list[int]:
+    out: list[int] = []
+    for s in seqs:
+        out.extend(p.sequence for p in buffer.push(pkt(s, **kw)))
+    return out
+
+
+class JitterBufferTests(SynchronousTestCase):
+    def test_in_order_passes_through(self) -> None:
+        buffer = JitterBuffer()
+        self.assertEqual(feed(buffer, list(range(10))), list(range(10)))
+        self.assertEqual(len(buffer), 0)
+
+    def test_reorders_within_window(self) -> None:
+        """A packet up to 60 ms (3 packets) late is put back in order."""
+        buffer = JitterBuffer()
+        self.assertEqual(feed(buffer, [0, 2, 3, 4, 1, 5]), [0, 1, 2, 3, 4, 5])
+        self.assertEqual(buffer.lost, 0)
+
+    def test_gives_up_after_window(self) -> None:
+        """A packet missing for more than 60 ms of media is counted lost and skipped."""
+        buffer = JitterBuffer()
+        self.assertEqual(feed(buffer, [0, 2, 3, 4]), [0])
+        self.assertEqual(feed(buffer, [5]), [2, 3, 4, 5])
+        self.assertEqual(buffer.lost, 1)
+        # The lost packet arriving now is late: dropped.
+        self.assertEqual(feed(buffer, [1, 6]), [6])
+        self.assertEqual(buffer.late, 1)
+
+    def test_window_is_configurable(self) -> None:
+        buffer = JitterBuffer(window=0.02)
+        self.assertEqual(feed(buffer, [0, 2, 3]), [0, 2, 3])
+        self.assertEqual(buffer.lost, 1)
+
+    def test_drops_duplicates(self) -> None:
+        """RFC 3550 §A.1: duplicates (buffered or already played) are not played twice."""
+        buffer = JitterBuffer()
+        self.assertEqual(feed(buffer, [0, 2, 2, 1, 1, 0, 3]), [0, 1, 2, 3])
+        self.assertEqual(buffer.duplicates, 1)
+        self.assertEqual(buffer.late, 2)
+
+    def test_sequence_wraparound(self) -> None:
+        """RFC 3550 §5.1: the 16-bit sequence number wraps; order is kept across the wrap."""
+        buffer = JitterBuffer()
+        seqs = [65533, 65534, 0, 65535, 1, 2]
+        self.assertEqual(feed(buffer, seqs), [65533, 65534, 65535, 0, 1, 2])
+
+    def test_timestamp_wraparound(self) -> None:
+        buffer = JitterBuffer()
+        base = 2**32 - 320
+        self.assertEqual(feed(buffer, [0, 2, 3, 4, 5], base_ts=base), [0, 2, 3, 4, 5])
+        self.assertEqual(buffer.lost, 1)
+
+    def test_new_ssrc_restarts(self) -> None:
+        buffer = JitterBuffer()
+        feed(buffer, [10, 12])
+        out = [(p.ssrc, p.sequence) for p in buffer.push(pkt(500, ssrc=2))]
+        self.assertEqual(out, [(1, 12), (2, 500)])
+
+    def test_large_jump_confirmed_by_next_packet(self) -> None:
+        """RFC 3550 §A.1: a jump beyond MAX_DROPOUT is accepted when the next packet follows."""
+        buffer = JitterBuffer()
+        feed(buffer, [1, 2])
+        self.assertEqual(feed(buffer, [40000]), [])
+        self.assertEqual(feed(buffer, [40001, 40002]), [40001, 40002])
+        self.assertEqual(feed(buffer, [3]), [])  # the old stream is now late
+
+    def test_memory_bounded(self) -> None:
+        """Packets whose timestamps never advance still cannot grow the buffer without bound."""
+        buffer = JitterBuffer(max_packets=8)
+        buffer.push(RTPPacket(sequence=0, timestamp=0, ssrc=1))
+        for seq in range(2, 2000):
+            buffer.push(RTPPacket(sequence=seq, timestamp=0, ssrc=1))
+            self.assertLessEqual(len(buffer), 8)
+
+    def test_flush_releases_in_order(self) -> None:
+        buffer = JitterBuffer()
+        feed(buffer, [0, 3, 2])
+        self.assertEqual([p.sequence for p in buffer.flush()], [2, 3])
+        self.assertEqual(len(buffer), 0)
+        self.assertEqual(buffer.lost, 1)
+
+    def test_rejects_bad_config(self) -> None:
+        with self.assertRaises(ValueError):
+            JitterBuffer(max_packets=0)

@@ -1,0 +1,47 @@
+"""Media: G.711 codecs, jitter buffer, the shared 20 ms pacer, and (lazily) sessions.
+
+Session and call classes are loaded on first access (PEP 562) so importing
+the codecs never pulls in the call machinery.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from .jitter import JitterBuffer
+from .pacer import Pacer, default_pacer
+
+__all__ = [
+    "CallMedia",
+    "EchoSession",
+    "JitterBuffer",
+    "MediaConfig",
+    "Pacer",
+    "PlaybackSession",
+    "RecordingSession",
+    "Session",
+    "alaw_decode",
+    "alaw_encode",
+    "default_pacer",
+    "ulaw_decode",
+    "ulaw_encode",
+]
+
+_LAZY = {
+    "Session": "voiptwisted.media.session",
+    "EchoSession": "voiptwisted.media.session",
+    "PlaybackSession": "voiptwisted.media.session",
+    "RecordingSession": "voiptwisted.media.session",
+    "CallMedia": "voiptwisted.media.call",
+    "MediaConfig": "voiptwisted.media.call",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: import session/call modules only when their names are used."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,133 @@
+"""A small reordering jitter buffer for received RTP (RFC 3550 §5.1 sequence rules).
+
+Packets go in as they arrive; :meth:`JitterBuffer.push` returns the packets
+that are now ready for playout, in sequence order.  A missing packet is
+waited for until the packets buffered after it span ``window`` seconds of
+media (60 ms = 3 packets at 20 ms), then it is counted lost and playout
+skips it.  Duplicates and packets older than the
+last one played are dropped.  Sequence numbers wrap at 2**16; RTP timestamps
+at 2**32.  Memory is bounded by ``max_packets``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["JitterBuffer"]
+
+_SEQ_MOD = 1 << 16
+_TS_MOD = 1 << 32
+#: Forward sequence jump beyond which the stream is treated as restarted (RFC 3550 §A.1).
+_MAX_DROPOUT = 3000
+#: Backward distance beyond which a packet is a restart candidate, not a late packet.
+_MAX_MISORDER = 100
+
+
+class _Packet(Protocol):
+    sequence: int
+    timestamp: int
+    ssrc: int
+
+
+class JitterBuffer:
+    """Reorders packets within ``window`` seconds and drops duplicates and late arrivals.
+
+    Works on any object with ``sequence``, ``timestamp`` and ``ssrc`` (an
+    :class:`~voiptwisted.rtp.packet.RTPPacket`).  A new SSRC, or a large
+    sequence jump confirmed by the next packet (RFC 3550 §A.1), restarts the
+    buffer: what was buffered is released first.
+    """
+
+    def __init__(self, window: float = 0.06, clock_rate: int = 8000, max_packets: int = 50):
+        if window < 0 or clock_rate <= 0 or max_packets < 1:
+            raise ValueError("window >= 0, clock_rate > 0 and max_packets >= 1 required")
+        self.window_units = round(window * clock_rate)
+        self.max_packets = max_packets
+        self._buffer: dict[int, _Packet] = {}
+        self._started = False
+        self._next = 0
+        self._ssrc: int | None = None
+        self._bad_seq: int | None = None
+        self.duplicates = 0
+        self.late = 0
+        self.lost = 0
+        self.played = 0
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def push(self, packet: _Packet) -> list[_Packet]:
+        """Add one received packet; return the packets ready for playout, in order."""
+        seq = packet.sequence & 0xFFFF
+        out: list[_Packet] = []
+        if not self._started or packet.ssrc != self._ssrc:
+            out.extend(self.flush())
+            self._restart(packet)
+        delta = (seq - self._next) & 0xFFFF
+        if delta >= _SEQ_MOD - _MAX_MISORDER:
+            self.late += 1
+            return out
+        if delta >= _MAX_DROPOUT:
+            if seq != self._bad_seq:
+                self._bad_seq = (seq + 1) & 0xFFFF
+                self.late += 1
+                return out
+            out.extend(self.flush())
+            self._restart(packet)
+        self._bad_seq = None
+        if seq in self._buffer:
+            self.duplicates += 1
+            return out
+        self._buffer[seq] = packet
+        self._release(out)
+        return out
+
+    def flush(self) -> list[_Packet]:
+        """Release everything buffered, in order (e.g. at the end of the call)."""
+        out: list[_Packet] = []
+        while self._buffer:
+            self._skip_gap()
+            self._drain(out)
+        return out
+
+    def _restart(self, packet: _Packet) -> None:
+        self._started = True
+        self._ssrc = packet.ssrc
+        self._next = packet.sequence & 0xFFFF
+        self._bad_seq = None
+
+    def _drain(self, out: list[_Packet]) -> None:
+        buffer = self._buffer
+        nxt = self._next
+        while nxt in buffer:
+            packet = buffer.pop(nxt)
+            out.append(packet)
+            nxt = (nxt + 1) & 0xFFFF
+            self.played += 1
+        self._next = nxt
+
+    def _skip_gap(self) -> None:
+        """Give up on the missing packet(s): jump to the oldest buffered one."""
+        nxt = self._next
+        gap = min((s - nxt) & 0xFFFF for s in self._buffer)
+        self.lost += gap
+        self._next = (nxt + gap) & 0xFFFF
+
+    def _release(self, out: list[_Packet]) -> None:
+        self._drain(out)
+        while self._buffer and (len(self._buffer) > self.max_packets or self._waited_enough()):
+            self._skip_gap()
+            self._drain(out)
+
+    def _waited_enough(self) -> bool:
+        """True when the buffered media after the gap spans ``window`` or more.
+
+        With 20 ms packets and a 60 ms window a missing packet is waited for
+        while up to three later packets arrive, i.e. it may arrive up to three
+        places out of order.
+        """
+        nxt = self._next
+        oldest = min(self._buffer.values(), key=lambda p: (p.sequence - nxt) & 0xFFFF)
+        newest = max(self._buffer.values(), key=lambda p: (p.sequence - nxt) & 0xFFFF)
+        ahead = (newest.timestamp - oldest.timestamp) % _TS_MOD
+        return ahead < _TS_MOD // 2 and ahead >= self.window_units
