@@ -1,0 +1,160 @@
+"""RFC 5626 §4.4.1 CRLF keep-alive for a connection-oriented SIP flow.
+
+The UA sends a double CRLF ("ping") on the flow and the registrar or edge proxy answers with a
+single CRLF ("pong").  A flow that does not answer within 10 seconds is dead: we abort the
+connection so the reconnecting service opens a new flow, which re-registers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+__all__ = ["PING", "PONG_TIMEOUT", "FlowKeepalive"]
+
+#: RFC 5626 §4.4.1 / §3.5.1 keep-alive ping (double CRLF).
+PING = b"\r\n\r\n"
+
+#: RFC 5626 §4.4.1: without a pong within 10 seconds the flow has failed.
+PONG_TIMEOUT = 10.0
+
+
+class FlowKeepalive:
+    """Ping one SIP flow every ``interval`` seconds (randomised to 80-100 %, RFC 5626 §4.4.1).
+
+    The protocol calls :meth:`connection_made` / :meth:`connection_lost` (its ``keepalive`` hook)
+    and :meth:`pong_received` when the framer yields a CRLF pong.  The registration calls
+    :meth:`set_interval` with the registrar's ``Flow-Timer`` value.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        protocol: Any = None,
+        clock: IReactorTime | None = None,
+        interval: float = 30.0,
+        *,
+        pong_timeout: float = PONG_TIMEOUT,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("keepalive interval must be positive")
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock: IReactorTime = clock
+        self.interval = float(interval)
+        self.pong_timeout = float(pong_timeout)
+        self._jitter = jitter if jitter is not None else lambda: random.uniform(0.8, 1.0)
+        self.protocol: Any = None
+        self._next_ping: IDelayedCall | None = None
+        self._pong_deadline: IDelayedCall | None = None
+        self.pings_sent = 0
+        self.pongs_received = 0
+        if protocol is not None:
+            self.connection_made(protocol)
+
+    @property
+    def running(self) -> bool:
+        """True while a ping or a pong deadline is scheduled."""
+        return self._next_ping is not None or self._pong_deadline is not None
+
+    @property
+    def awaiting_pong(self) -> bool:
+        """True between a ping and its pong (or the 10 s deadline)."""
+        return self._pong_deadline is not None
+
+    def connection_made(self, protocol: Any) -> None:
+        """Start pinging the new flow ``protocol`` (its ``transport`` carries the pings)."""
+        self.stop()
+        self.protocol = protocol
+        self._schedule_ping()
+
+    def connection_lost(self, protocol: Any = None, reason: object = None) -> None:
+        """The flow is gone: cancel every timer (the service opens the next flow)."""
+        if protocol is None or protocol is self.protocol:
+            self.stop()
+            self.protocol = None
+
+    def start(self) -> None:
+        """(Re)start pinging the current flow."""
+        self.stop()
+        if self.protocol is not None:
+            self._schedule_ping()
+
+    def stop(self) -> None:
+        """Cancel the pending ping and pong deadline; idempotent."""
+        for call in (self._next_ping, self._pong_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._next_ping = None
+        self._pong_deadline = None
+
+    def set_interval(self, seconds: float) -> None:
+        """Use the registrar's ``Flow-Timer`` (RFC 5626 §4.4.1) as the new interval.
+
+        A pending ping is rescheduled so the new interval applies at once.
+        """
+        if seconds <= 0:
+            self.log.warn("ignoring non-positive keepalive interval {seconds}", seconds=seconds)
+            return
+        self.interval = float(seconds)
+        if self._next_ping is not None:
+            self._next_ping.cancel()
+            self._schedule_ping()
+
+    def pong_received(self) -> None:
+        """The flow answered (RFC 5626 §4.4.1 pong): it is alive, schedule the next ping."""
+        self.pongs_received += 1
+        if self._pong_deadline is None:
+            return
+        self._pong_deadline.cancel()
+        self._pong_deadline = None
+        self._schedule_ping()
+
+    def _next_delay(self) -> float:
+        fraction = min(1.0, max(0.8, self._jitter()))
+        return self.interval * fraction
+
+    def _schedule_ping(self) -> None:
+        self._next_ping = self.clock.callLater(self._next_delay(), self._ping)
+
+    def _ping(self) -> None:
+        self._next_ping = None
+        transport = getattr(self.protocol, "transport", None)
+        if transport is None:
+            return
+        transport.write(PING)
+        self.pings_sent += 1
+        self._pong_deadline = self.clock.callLater(self.pong_timeout, self._flow_dead)
+
+    def _flow_dead(self) -> None:
+        self._pong_deadline = None
+        transport = getattr(self.protocol, "transport", None)
+        self.log.warn(
+            "SIP flow to {peer} is dead: no keepalive pong within {timeout:g} s; reconnecting",
+            peer=_peer(transport),
+            timeout=self.pong_timeout,
+        )
+        if transport is None:
+            return
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
+
+
+def _peer(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return "the registrar"
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    if host is None:
+        return str(peer)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
