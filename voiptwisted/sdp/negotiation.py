@@ -1,0 +1,426 @@
+"""SDP offer/answer (RFC 3264) for one audio stream, with SDES-SRTP (RFC 4568).
+
+Codec choice: the first codec in *our* preference list that the offer
+contains, using the offer's payload type number (RFC 3264 §6.1).  Codecs
+live in :data:`CODECS` (name -> encoder/decoder); register more with
+:func:`register_codec` and list them in ``MediaConfig.codecs``.
+
+SRTP policy:
+
+``required``
+    inbound ``RTP/AVP`` streams are rejected (no usable stream -> 488); our
+    offers are ``RTP/SAVP`` only.
+``optional``
+    inbound ``RTP/AVP`` or ``RTP/SAVP`` accepted; our offers are
+    ``RTP/SAVP``; the dialog retries with ``create_offer(secure=False)`` after
+    488/415/606.
+``off``
+    ``RTP/SAVP`` streams are rejected with port 0 (RFC 3264 §6: a stream we
+    cannot accept is declined, not answered in clear — that would be a
+    downgrade the offerer did not ask for); if the offer has no other audio
+    stream the result is 488.  ``a=crypto`` on an ``RTP/AVP`` line (best
+    effort SRTP, outside RFC 4568) is ignored under every policy.
+
+The ``c=`` address must be one the peer can reach; the unspecified
+addresses ``0.0.0.0``/``::`` are refused (``ValueError``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from voiptwisted.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from voiptwisted.rtp.srtp import SUITES, CryptoAttribute, SDESError
+from voiptwisted.sdp import Attribute, MediaDescription, RTPPayloadFormat, SessionDescription
+
+__all__ = [
+    "CODECS",
+    "TELEPHONE_EVENT_PT",
+    "Codec",
+    "NegotiatedMedia",
+    "NegotiationFailed",
+    "SRTPParams",
+    "answer_for",
+    "create_offer",
+    "parse_answer",
+    "register_codec",
+]
+
+#: Payload type we use for telephone-event/8000 in our offers (RFC 4733 §7.1.1).
+TELEPHONE_EVENT_PT = 101
+_REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
+            "inactive": "inactive"}
+_OFFER_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+_POLICIES = ("required", "optional", "off")
+
+
+class NegotiationFailed(Exception):
+    """Offer/answer found nothing acceptable; ``status_code`` is the SIP answer (488)."""
+
+    def __init__(self, status_code: int = 488, reason: str = "Not Acceptable Here") -> None:
+        super().__init__(f"{status_code} {reason}")
+        self.status_code = status_code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Codec:
+    """An audio codec: RTP name and clock rate, static PT if any, and its numpy coder."""
+
+    name: str
+    clock_rate: int
+    static_pt: int | None
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+    fmtp: str | None = None
+
+
+CODECS: dict[str, Codec] = {}
+
+
+def register_codec(codec: Codec) -> None:
+    """Make *codec* available to negotiation (by its upper-case name)."""
+    CODECS[codec.name.upper()] = codec
+
+
+register_codec(Codec("PCMA", 8000, 8, alaw_encode, alaw_decode))
+register_codec(Codec("PCMU", 8000, 0, ulaw_encode, ulaw_decode))
+
+
+@dataclass(frozen=True)
+class SRTPParams:
+    """The SDES keys of a call: ours (protects what we send) and the peer's."""
+
+    local: CryptoAttribute
+    remote: CryptoAttribute
+
+    def __repr__(self) -> str:
+        return f"<SRTPParams {self.local.suite.name} keys=<redacted>>"
+
+
+@dataclass(frozen=True)
+class NegotiatedMedia:
+    """Outcome of offer/answer for the audio stream (what the RTP protocol needs)."""
+
+    payload_type: int
+    codec: Codec
+    ptime: int
+    telephone_event_pt: int | None
+    direction: str
+    remote_host: str | None
+    remote_port: int
+    rtcp_mux: bool
+    rtcp_port: int | None
+    srtp: SRTPParams | None = None
+
+    @property
+    def codec_name(self) -> str:
+        return self.codec.name
+
+    @property
+    def clock_rate(self) -> int:
+        return self.codec.clock_rate
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where to send RTP before latching; None on hold (``c=0.0.0.0``) or a hostname."""
+        if self.remote_host is None or self.remote_port == 0:
+            return None
+        return (self.remote_host, self.remote_port)
+
+
+def _check_host(host: str) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.is_unspecified:
+        raise ValueError("the SDP address must be reachable, not 0.0.0.0 or ::")
+    return str(address)
+
+
+def _remote_host(sd: SessionDescription, media: MediaDescription) -> str | None:
+    """The peer's media IP, or None for hold (0.0.0.0, RFC 3264 §8.4) or non-literals."""
+    connection = sd.media_connection(media)
+    if connection is None:
+        return None
+    try:
+        address = ipaddress.ip_address(connection.address)
+    except ValueError:
+        return None
+    return None if address.is_unspecified else str(address)
+
+
+def _find_format(media: MediaDescription, name: str, rate: int) -> RTPPayloadFormat | None:
+    for fmt in media.fmt:
+        if (fmt.encoding_name or "").upper() == name.upper() and fmt.sample_rate == rate:
+            return fmt
+    return None
+
+
+def _ptime(value: int | None) -> int:
+    """Packetisation we use: the peer's a=ptime when it is a multiple of 20 ms up to 120."""
+    if value is not None and value % 20 == 0 and 20 <= value <= 120:
+        return value
+    return 20
+
+
+def _codecs(names: Iterable[str]) -> list[Codec]:
+    result = []
+    for name in names:
+        codec = CODECS.get(name.upper())
+        if codec is None:
+            raise ValueError(f"unknown codec {name!r}; register it with register_codec")
+        result.append(codec)
+    return result
+
+
+def _rejected(media: MediaDescription) -> MediaDescription:
+    """The answer's copy of a declined stream: port 0, formats kept (RFC 3264 §6)."""
+    formats = list(media.formats)
+    fmt = [RTPPayloadFormat(f.payload_type) for f in media.fmt]
+    if not fmt and not formats:
+        formats = ["0"]
+    return MediaDescription(media.media, 0, media.proto, fmt=fmt, formats=formats)
+
+
+def _audio_section(
+    port: int,
+    proto: str,
+    codec_pt: int,
+    codec: Codec,
+    te_pt: int | None,
+    te_fmtp: str | None,
+    ptime: int,
+    direction: str,
+    rtcp_mux: bool,
+    crypto: Iterable[CryptoAttribute] = (),
+    extra_codecs: Iterable[tuple[int, Codec]] = (),
+) -> MediaDescription:
+    fmt = [RTPPayloadFormat(codec_pt, codec.fmtp, codec.name, 1, codec.clock_rate)]
+    for pt, other in extra_codecs:
+        fmt.append(RTPPayloadFormat(pt, other.fmtp, other.name, 1, other.clock_rate))
+    if te_pt is not None:
+        fmt.append(RTPPayloadFormat(te_pt, te_fmtp, "telephone-event", 1, codec.clock_rate))
+    attributes = [Attribute("ptime", str(ptime)), Attribute(direction)]
+    if rtcp_mux:
+        attributes.append(Attribute("rtcp-mux"))
+    attributes.extend(Attribute("crypto", c.to_sdp()) for c in crypto)
+    return MediaDescription("audio", port, proto, fmt=fmt, attributes=attributes)
+
+
+def _pick_crypto(
+    media: MediaDescription, factory: Callable[..., CryptoAttribute]
+) -> SRTPParams | None:
+    """RFC 4568 §7.1.2: take the first offered a=crypto line we fully support."""
+    for attribute in media.get_attributes("crypto"):
+        try:
+            remote = CryptoAttribute.parse(attribute.value or "")
+        except SDESError:
+            continue
+        local = factory(tag=remote.tag, suite=remote.suite.name)
+        return SRTPParams(local=local, remote=remote)
+    return None
+
+
+def answer_for(
+    offer: SessionDescription,
+    *,
+    local_host: str,
+    port: int,
+    codecs: Iterable[str] = ("PCMA", "PCMU"),
+    srtp_policy: str = "optional",
+    crypto_key_factory: Callable[..., CryptoAttribute] = CryptoAttribute.generate,
+) -> tuple[SessionDescription, NegotiatedMedia]:
+    """Answer *offer* (RFC 3264 §6): accept the first usable audio stream, decline the rest.
+
+    Raises :class:`NegotiationFailed` (488) when no audio stream is acceptable.
+    """
+    if srtp_policy not in _POLICIES:
+        raise ValueError(f"srtp policy must be one of {_POLICIES}")
+    host = _check_host(local_host)
+    ours = _codecs(codecs)
+    sections: list[MediaDescription] = []
+    result: NegotiatedMedia | None = None
+    reasons: list[str] = []
+    for media in offer.media:
+        chosen = None
+        if result is None and media.media == "audio" and media.port != 0:
+            chosen = _negotiate_stream(
+                offer, media, host, port, ours, srtp_policy, crypto_key_factory, reasons
+            )
+        if chosen is None:
+            sections.append(_rejected(media))
+        else:
+            section, result = chosen
+            sections.append(section)
+    if result is None:
+        reason = reasons[0] if reasons else "no audio stream offered"
+        raise NegotiationFailed(488, reason)
+    answer = SessionDescription.create(host, host, sections, username="voiptwisted")
+    return answer, result
+
+
+def _negotiate_stream(
+    offer: SessionDescription,
+    media: MediaDescription,
+    host: str,
+    port: int,
+    ours: list[Codec],
+    policy: str,
+    factory: Callable[..., CryptoAttribute],
+    reasons: list[str],
+) -> tuple[MediaDescription, NegotiatedMedia] | None:
+    srtp = None
+    if media.proto == "RTP/SAVP":
+        if policy == "off":
+            reasons.append("SRTP offered but disabled here")
+            return None
+        srtp = _pick_crypto(media, factory)
+        if srtp is None:
+            reasons.append("no supported a=crypto suite offered")
+            return None
+    elif media.proto == "RTP/AVP":
+        if policy == "required":
+            reasons.append("SRTP required (RTP/SAVP)")
+            return None
+    else:
+        reasons.append(f"unsupported transport {media.proto[:30]}")
+        return None
+    for codec in ours:
+        fmt = _find_format(media, codec.name, codec.clock_rate)
+        if fmt is not None:
+            break
+    else:
+        reasons.append("no common codec")
+        return None
+    event = _find_format(media, "telephone-event", codec.clock_rate)
+    te_pt = event.payload_type if event is not None else None
+    ptime = _ptime(media.ptime)
+    direction = _REVERSE[offer.media_direction(media)]
+    rtcp_mux = media.rtcp_mux
+    section = _audio_section(
+        port, media.proto, fmt.payload_type, codec, te_pt,
+        event.fmtp if event is not None else None, ptime, direction, rtcp_mux,
+        [srtp.local] if srtp is not None else (),
+    )
+    remote_port = media.port
+    negotiated = NegotiatedMedia(
+        payload_type=fmt.payload_type,
+        codec=codec,
+        ptime=ptime,
+        telephone_event_pt=te_pt,
+        direction=direction,
+        remote_host=_remote_host(offer, media),
+        remote_port=remote_port,
+        rtcp_mux=rtcp_mux,
+        rtcp_port=remote_port if rtcp_mux else (media.rtcp_port or remote_port + 1),
+        srtp=srtp,
+    )
+    return section, negotiated
+
+
+def create_offer(
+    *,
+    local_host: str,
+    port: int,
+    codecs: Iterable[str] = ("PCMA", "PCMU"),
+    secure: bool = False,
+    crypto_key_factory: Callable[..., CryptoAttribute] = CryptoAttribute.generate,
+) -> tuple[SessionDescription, dict[int, CryptoAttribute]]:
+    """Our offer (RFC 3264 §5): our codecs, telephone-event/8000, ptime 20, sendrecv, rtcp-mux.
+
+    With *secure*, the stream is ``RTP/SAVP`` with one fresh key per offered
+    suite; the returned dict (tag -> our key) is needed by :func:`parse_answer`.
+    """
+    host = _check_host(local_host)
+    ours = _codecs(codecs)
+    if not ours:
+        raise ValueError("at least one codec is needed")
+    dynamic = 96
+    listed: list[tuple[int, Codec]] = []
+    for codec in ours:
+        if codec.static_pt is not None:
+            listed.append((codec.static_pt, codec))
+        else:
+            listed.append((dynamic, codec))
+            dynamic += 1
+    crypto = {}
+    if secure:
+        for tag, suite in enumerate(_OFFER_SUITES, 1):
+            crypto[tag] = crypto_key_factory(tag=tag, suite=suite)
+    first_pt, first = listed[0]
+    section = _audio_section(
+        port, "RTP/SAVP" if secure else "RTP/AVP", first_pt, first, TELEPHONE_EVENT_PT,
+        "0-16", 20, "sendrecv", True, crypto.values(), listed[1:],
+    )
+    offer = SessionDescription.create(host, host, [section], username="voiptwisted")
+    return offer, crypto
+
+
+def parse_answer(
+    answer: SessionDescription,
+    *,
+    offer: SessionDescription,
+    offered_crypto: dict[int, CryptoAttribute] | None = None,
+    codecs: Iterable[str] = ("PCMA", "PCMU"),
+) -> NegotiatedMedia:
+    """Check the answer to our offer (RFC 3264 §7) and return what to send and expect.
+
+    We send with the first codec in the answer that we offered.  Raises
+    :class:`NegotiationFailed` when the stream was declined, the codec or
+    transport does not match what we offered, or the SRTP key is missing.
+    """
+    if len(answer.media) != len(offer.media) or not answer.media:
+        raise NegotiationFailed(488, "answer has a different number of m= lines (RFC 3264 §6)")
+    ours = {c.name: c for c in _codecs(codecs)}
+    media, offered = answer.media[0], offer.media[0]
+    if media.port == 0:
+        raise NegotiationFailed(488, "audio stream declined")
+    if media.proto != offered.proto:
+        raise NegotiationFailed(488, f"answer transport {media.proto[:30]} is not what we offered")
+    chosen = None
+    for fmt in media.fmt:
+        name = (fmt.encoding_name or "").upper()
+        codec = ours.get(name)
+        if codec is not None and fmt.sample_rate == codec.clock_rate:
+            chosen = (fmt, codec)
+            break
+    if chosen is None:
+        raise NegotiationFailed(488, "no common codec in the answer")
+    fmt, codec = chosen
+    srtp = None
+    if offered.proto == "RTP/SAVP":
+        srtp = _answer_crypto(media, offered_crypto or {})
+    event = _find_format(media, "telephone-event", codec.clock_rate)
+    theirs = answer.media_direction(media)
+    return NegotiatedMedia(
+        payload_type=fmt.payload_type,
+        codec=codec,
+        ptime=_ptime(media.ptime),
+        telephone_event_pt=event.payload_type if event is not None else None,
+        direction=_REVERSE[theirs],
+        remote_host=_remote_host(answer, media),
+        remote_port=media.port,
+        rtcp_mux=media.rtcp_mux,
+        rtcp_port=media.port if media.rtcp_mux else (media.rtcp_port or media.port + 1),
+        srtp=srtp,
+    )
+
+
+def _answer_crypto(media: MediaDescription, offered: dict[int, CryptoAttribute]) -> SRTPParams:
+    """RFC 4568 §7.1.3: exactly one a=crypto whose tag and suite match one we offered."""
+    lines = media.get_attributes("crypto")
+    if len(lines) != 1:
+        raise NegotiationFailed(488, "answer must carry exactly one a=crypto")
+    try:
+        remote = CryptoAttribute.parse(lines[0].value or "")
+    except SDESError as exc:
+        raise NegotiationFailed(488, str(exc)) from None
+    local = offered.get(remote.tag)
+    if local is None or local.suite != remote.suite or remote.suite.name not in SUITES:
+        raise NegotiationFailed(488, "answer's a=crypto tag/suite was not offered")
+    return SRTPParams(local=local, remote=remote)
