@@ -205,6 +205,12 @@ class ClientTests(SynchronousTestCase):
         self.clock.advance(0.5)
         self.failureResultOf(d, StunTimeout)
 
+    def test_ipv4_mapped_source_accepted(self) -> None:
+        """A dual-stack socket reports an IPv4 server as ::ffff:a.b.c.d; same transaction."""
+        d = self.client.request(SERVER)
+        self.client.datagram_received(response_for(self.sent[0][0]), ("::ffff:198.51.100.1", 3478))
+        self.successResultOf(d)
+
     def test_ipv6_server(self) -> None:
         server = ("::1", 3478)
         d = self.client.request(server)

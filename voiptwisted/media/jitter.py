@@ -4,9 +4,9 @@ Packets go in as they arrive; :meth:`JitterBuffer.push` returns the packets
 that are now ready for playout, in sequence order.  A missing packet is
 waited for until the packets buffered after it span ``window`` seconds of
 media (60 ms = 3 packets at 20 ms), then it is counted lost and playout
-skips it.  Duplicates and packets older than the
-last one played are dropped.  Sequence numbers wrap at 2**16; RTP timestamps
-at 2**32.  Memory is bounded by ``max_packets``.
+skips it.  Duplicates and packets older than the last one played are
+dropped.  Sequence numbers wrap at 2**16; RTP timestamps at 2**32.  Memory
+is bounded by ``max_packets``.
 """
 
 from __future__ import annotations

@@ -243,9 +243,17 @@ def binding_request(transaction_id: bytes | None = None, *, software: str | None
     return message.serialize(fingerprint=True)
 
 
+def _normalise(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def _same_address(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Compare transport addresses, treating ::ffff:a.b.c.d (dual-stack socket) as a.b.c.d."""
     try:
-        return (ipaddress.ip_address(a[0]), a[1]) == (ipaddress.ip_address(b[0]), b[1])
+        return (_normalise(a[0]), a[1]) == (_normalise(b[0]), b[1])
     except ValueError:
         return False
 
