@@ -85,7 +85,7 @@ class SipURIParseTests(SynchronousTestCase):
         self.assertEqual(uri, "sip:bob@example.com:5060?Subject=hello%20there&Priority=urgent")
 
     def test_escaped_user(self) -> None:
-        """RFC 4475 §3.1.1.? style: escaped ':' and '@' in the user part are decoded."""
+        """RFC 3261 §19.1.2: escaped ':' and '@' in the user part are decoded."""
         uri = SipURI.parse("sip:sips%3Auser%40example.com@example.net")
         self.assertEqual(uri.user, "sips:user@example.com")
         self.assertEqual(uri.host, "example.net")
@@ -138,9 +138,25 @@ class SipURIParseTests(SynchronousTestCase):
         self.assertEqual(uri.replace(scheme="sips").port, 5061)
         self.assertRaises(TypeError, uri.replace, colour="red")
 
-    def test_aor(self) -> None:
+    def test_aor_keeps_plus(self) -> None:
+        """RFC 3261 §19.1.4: '+' is reserved, so the AOR keeps it unescaped."""
         uri = SipURI.parse("sip:+49301234@example.com:5080;transport=tcp")
-        self.assertEqual(uri.aor, "sip:%2B49301234@example.com")
+        self.assertEqual(uri.aor, "sip:+49301234@example.com")
+        self.assertEqual(SipURI.parse("sips:[::1]").aor, "sips:[::1]")
+
+    def test_parameters_read_only(self) -> None:
+        """The str value cannot go stale: parts are read-only, copies via replace()."""
+        uri = SipURI.parse("sip:bob@example.com;lr?x=y")
+        with self.assertRaises(TypeError):
+            uri.parameters["transport"] = "tcp"  # type: ignore[index]
+        with self.assertRaises(TypeError):
+            uri.headers["x"] = "z"  # type: ignore[index]
+        self.assertEqual(uri.parameters, {"lr": None})
+
+    def test_parse_of_parsed_uri_keeps_it(self) -> None:
+        uri = SipURI.parse(f"sip:bob:{SECRET}@example.com")
+        self.assertIs(SipURI.parse(uri), uri)
+        self.assertEqual(SipURI(uri).password, SECRET)
 
     def test_copy_and_pickle_keep_parts(self) -> None:
         uri = SipURI.parse(f"sip:bob:{SECRET}@example.com;lr?x=y")
@@ -149,6 +165,46 @@ class SipURIParseTests(SynchronousTestCase):
             self.assertEqual(clone.password, SECRET)
             self.assertEqual(clone.parameters, {"lr": None})
             self.assertEqual(clone.headers, {"x": "y"})
+
+
+class EquivalenceTests(SynchronousTestCase):
+    """RFC 3261 §19.1.4 URI comparison, with the RFC's own examples."""
+
+    def test_rfc3261_equivalent_pairs(self) -> None:
+        """RFC 3261 §19.1.4: the listed equivalent URIs compare equal."""
+        for a, b in [
+            ("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;security=on"),
+            (
+                "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+                "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com",
+            ),
+            (
+                "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+                "sip:alice@atlanta.com?priority=urgent&subject=project%20x",
+            ),
+        ]:
+            self.assertTrue(SipURI.parse(a).equivalent(b), (a, b))
+            self.assertTrue(SipURI.parse(b).equivalent(a), (b, a))
+
+    def test_rfc3261_non_equivalent_pairs(self) -> None:
+        """RFC 3261 §19.1.4: the listed non-equivalent URIs differ."""
+        for a, b in [
+            ("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com:6000;transport=tcp"),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com?Subject=next%20meeting"),
+            ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),
+            ("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"),
+            ("sip:bob@biloxi.com", "sips:bob@biloxi.com"),
+            ("sip:bob@biloxi.com", "not a uri"),
+        ]:
+            self.assertFalse(SipURI.parse(a).equivalent(b), (a, b))
+
+    def test_default_port_deviation(self) -> None:
+        """Deviation from RFC 3261 §19.1.4: the default port is always made explicit."""
+        self.assertTrue(SipURI.parse("sip:bob@biloxi.com").equivalent("sip:bob@biloxi.com:5060"))
 
 
 class PasswordSecurityTests(SynchronousTestCase):

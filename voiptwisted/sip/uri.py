@@ -17,6 +17,7 @@ import ipaddress
 import re
 import urllib.parse
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 __all__ = ["CallerID", "InvalidURI", "NetworkAddress", "SipURI"]
@@ -28,13 +29,14 @@ MAX_URI_LENGTH = 8192
 
 _DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
 
-_ESC = r"%[0-9A-Fa-f]{2}"
-# RFC 3261 §25.1: unreserved = alphanum / mark
-_UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
-_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESC})+"
-_PASSWORD = rf"(?:[{_UNRESERVED}&=+$,]|{_ESC})*"
-_PCHAR = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESC})"
-_HCHAR = rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESC})"
+# RFC 3261 §25.1 character sets; "%" stands for an escape, checked by _BAD_ESCAPE_RE
+# (single character classes keep the regex engine in its fast loops).
+_UNRESERVED = r"A-Za-z0-9\-_.!~*'()%"
+_USER = rf"[{_UNRESERVED}&=+$,;?/]+"
+_PASSWORD = rf"[{_UNRESERVED}&=+$,]*"
+_PCHAR = rf"[{_UNRESERVED}\[\]/:&+$]"
+_HCHAR = rf"[{_UNRESERVED}\[\]/?:+$]"
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 _URI_RE = re.compile(
     r"(?P<scheme>[Ss][Ii][Pp][Ss]?):"
@@ -73,6 +75,8 @@ def _quoter(safe: str) -> Any:
 
 
 _quote_user = _quoter(_USER_SAFE)
+# RFC 3261 §25.1 user-unreserved kept verbatim, "+" included (telephone numbers).
+_quote_user_rfc = _quoter(_USER_SAFE + "+")
 _quote_param = _quoter(_PARAM_SAFE)
 _quote_header = _quoter(_HEADER_SAFE)
 
@@ -200,7 +204,8 @@ class SipURI(str):
     **without the password**.  IPv6 hosts are written in brackets (RFC 2732);
     ``host`` holds an ``ipaddress`` object for literals, the hostname otherwise.
     Parameter names are lower-cased (they compare case-insensitively,
-    RFC 3261 §19.1.4).
+    RFC 3261 §19.1.4).  ``parameters`` and ``headers`` are read-only mappings
+    so the string value cannot go stale; use `with_parameters` / `replace`.
 
     >>> SipURI.parse("sip:alice@example.com")
     'sip:alice@example.com:5060'
@@ -217,8 +222,8 @@ class SipURI(str):
     user: str | None
     password: str | None
     port: int
-    parameters: dict[str, str | None]
-    headers: dict[str, str]
+    parameters: Mapping[str, str | None]
+    headers: Mapping[str, str]
 
     def __new__(
         cls,
@@ -288,8 +293,8 @@ class SipURI(str):
         self.user = user
         self.password = password
         self.port = port
-        self.parameters = params
-        self.headers = hdrs
+        self.parameters = MappingProxyType(params)
+        self.headers = MappingProxyType(hdrs)
         return self
 
     @classmethod
@@ -300,12 +305,14 @@ class SipURI(str):
         empty or malformed host, unclosed IPv6 bracket, port outside 1..65535,
         characters the grammar does not allow, bad escapes, bad ``maddr``/``ttl``.
         """
+        if isinstance(value, SipURI):
+            return value
         if not isinstance(value, str):
             raise InvalidURI("SIP URI must be a str")
         if len(value) > MAX_URI_LENGTH:
             raise InvalidURI(f"SIP URI longer than {MAX_URI_LENGTH} characters")
         match = _URI_RE.fullmatch(value)
-        if match is None:
+        if match is None or ("%" in value and _BAD_ESCAPE_RE.search(value)):
             bracket = value.rfind("[")
             if bracket != -1 and value.find("]", bracket) == -1:
                 raise InvalidURI(f"unclosed IPv6 bracket in SIP URI: {_redact(value)}")
@@ -368,8 +375,8 @@ class SipURI(str):
                 self.user,
                 self.password,
                 self.port,
-                self.parameters,
-                self.headers,
+                dict(self.parameters),
+                dict(self.headers),
             ),
         )
 
@@ -438,11 +445,60 @@ class SipURI(str):
 
     @property
     def aor(self) -> str:
-        """The address-of-record form ``scheme:user@host`` (no port, parameters, headers)."""
+        """The address-of-record form ``scheme:user@host`` (no port, parameters, headers).
+
+        Unlike the string value, a ``+`` in the user part stays unescaped: it is
+        a reserved character, so ``%2B`` would not compare equal (RFC 3261 §19.1.4)
+        at a registrar that stores the AOR as configured.
+        """
         host = _format_host(self.host)
         if self.user is None:
             return f"{self.scheme}:{host}"
-        return f"{self.scheme}:{_quote_user(self.user)}@{host}"
+        return f"{self.scheme}:{_quote_user_rfc(self.user)}@{host}"
+
+    def equivalent(self, other: str) -> bool:
+        """Compare two SIP URIs by the rules of RFC 3261 §19.1.4.
+
+        Scheme, userinfo (case-sensitive, after unescaping), host (case-insensitive)
+        and port must match; the ``user``, ``ttl``, ``method``, ``maddr`` and
+        ``transport`` parameters must match when either URI has them; other
+        parameters only when both have them (values case-insensitive); headers
+        must all match.  Deviation: the default port is always explicit here, so
+        ``sip:a@h`` and ``sip:a@h:5060`` compare equal.  Unparseable *other* -> False.
+        """
+        try:
+            that = SipURI.parse(other)
+        except InvalidURI:
+            return False
+        if (self.scheme, self.user, self.password, self.port) != (
+            that.scheme,
+            that.user,
+            that.password,
+            that.port,
+        ):
+            return False
+        if isinstance(self.host, str) != isinstance(that.host, str):
+            return False
+        if isinstance(self.host, str):
+            if self.host.lower() != str(that.host).lower():
+                return False
+        elif self.host != that.host:
+            return False
+        mine, theirs = self.parameters, that.parameters
+        for name in mine.keys() | theirs.keys():
+            if name in mine and name in theirs:
+                a, b = mine[name], theirs[name]
+                if (a or "").lower() != (b or "").lower() or (a is None) != (b is None):
+                    return False
+            elif name in _ALWAYS_COMPARED_PARAMS:
+                return False
+        own_headers = {k.lower(): v for k, v in self.headers.items()}
+        other_headers = {k.lower(): v for k, v in that.headers.items()}
+        return own_headers == other_headers
+
+
+#: RFC 3261 §19.1.4: these parameters must match even when only one URI has them.
+_ALWAYS_COMPARED_PARAMS = frozenset({"user", "ttl", "method", "maddr", "transport"})
 
 
 def _parse_param_host(value: str | None) -> Host:
