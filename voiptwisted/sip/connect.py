@@ -1,0 +1,603 @@
+"""Connecting a UA to its registrar: endpoints, TLS identity, reconnection and :func:`run`.
+
+* :func:`client_endpoint` turns an AOR into an ``IStreamClientEndpoint``: TLS (``sips:``, and
+  ``sip:`` without a ``transport`` parameter) or plain TCP (``;transport=tcp``), IPv4/IPv6
+  literals and hostnames (``HostnameEndpoint``), a resolver seam for NAPTR/SRV (RFC 3263).
+* The server certificate is verified with service_identity against the SIP domain
+  (RFC 5922 §7.2), never against the resolved IP address.  Verification failures produce one
+  log line that names the problem (hostname mismatch, unknown CA, expired ...).
+* :func:`client_service` keeps the flow up with ``ClientService`` and exponential backoff
+  (1 s doubling to 60 s, with jitter); every new flow re-registers through the protocol's
+  ``registration`` hook.
+* :func:`run` is the library entry point: connect, register, fire with the protocol.
+
+Which name is verified: the AOR's host (a domain, or an IP literal checked against the
+certificate's IP SANs).  When the AOR carries ``;maddr=`` we connect there; if that maddr is a
+*hostname* it names the server explicitly and the certificate must be valid for it, while an
+IP-literal maddr only says where to connect and the AOR domain is still verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import ssl as stdlib_ssl
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from OpenSSL import SSL, crypto
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet import ssl
+from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from voiptwisted.sip.keepalive import FlowKeepalive
+from voiptwisted.sip.registration import Registration, RegistrationFailed, normalize_instance_id
+from voiptwisted.sip.uri import NetworkAddress, SipURI
+
+__all__ = [
+    "RegistrationFailed",
+    "SIPClientEndpoint",
+    "SIPClientService",
+    "TLSVerificationFailed",
+    "client_endpoint",
+    "client_service",
+    "default_resolver",
+    "describe_tls_failure",
+    "load_instance_id",
+    "retry_policy",
+    "run",
+    "tls_server_name",
+]
+
+log = Logger()
+
+Resolver = Callable[[SipURI], Sequence[tuple[str, int]] | Deferred[Sequence[tuple[str, int]]]]
+
+INSTANCE_ID_FILE = "instance-id"
+
+# OpenSSL X509_V_ERR_* codes that mean "we do not trust who signed this".
+_UNKNOWN_CA_CODES = frozenset({2, 18, 19, 20, 21})
+
+
+class TLSVerificationFailed(Exception):
+    """The registrar's certificate was refused; ``str()`` names the problem."""
+
+
+def retry_policy(jitter: Callable[[], float] | None = None) -> Callable[[int], float]:
+    """Reconnect delays for ``ClientService``: 1 s doubling to 60 s, plus up to 1 s of jitter.
+
+    ``ClientService`` passes the number of consecutive failures (1 for the first retry), so
+    retry *n* waits ``min(2 ** (n - 1), 60)`` seconds before jitter.
+    """
+    if jitter is None:
+        return backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=60.0)
+    return backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=60.0, jitter=jitter)
+
+
+def load_instance_id(state_dir: str) -> str:
+    """The UA's stable ``+sip.instance`` URN (RFC 5626 §4.1), created once in ``state_dir``.
+
+    The file ``instance-id`` holds one UUID; it is written atomically the first time, and a
+    corrupt file is replaced.  Returns ``urn:uuid:<uuid>``.
+    """
+    os.makedirs(state_dir, exist_ok=True)
+    path = os.path.join(state_dir, INSTANCE_ID_FILE)
+    try:
+        with open(path, encoding="ascii") as handle:
+            return normalize_instance_id(handle.read(200))
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    value = f"urn:uuid:{uuid.uuid4()}"
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="ascii") as handle:
+        handle.write(value + "\n")
+    os.replace(temporary, path)
+    return value
+
+
+def default_resolver(aor: SipURI) -> list[tuple[str, int]]:
+    """Where to connect: ``maddr`` or the AOR host, and the URI's port (no DNS SRV/NAPTR).
+
+    A NAPTR/SRV resolver (RFC 3263) can replace this: any callable taking the AOR and
+    returning (or firing with) a list of ``(host, port)`` to try in order.
+    """
+    address: NetworkAddress = aor.maddr
+    return [(str(address.host), int(address.port))]
+
+
+def tls_server_name(aor: SipURI) -> str:
+    """The name the server certificate must match (RFC 5922 §7.2): see the module docstring."""
+    maddr = aor.parameters.get("maddr")
+    if maddr:
+        host = aor.maddr.host
+        if not isinstance(host, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return str(host)
+    return str(aor.host)
+
+
+def _load_pem_certificates(path: str) -> list[ssl.Certificate]:
+    with open(path, "rb") as handle:
+        data = handle.read(1 << 20)
+    blocks = re.findall(
+        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, flags=re.DOTALL
+    )
+    if not blocks:
+        raise ValueError(f"no PEM certificate in CA file {path!r}")
+    return [ssl.Certificate.loadPEM(block) for block in blocks]
+
+
+@implementer(IOpenSSLTrustRoot)
+class _PlatformPlusCertificates:
+    """Trust the platform's CA store and, in addition, the given certificates."""
+
+    def __init__(self, certificates: Sequence[ssl.Certificate]) -> None:
+        self._certificates = list(certificates)
+
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
+        context.set_default_verify_paths()
+        store = context.get_cert_store()
+        for certificate in self._certificates:
+            store.add_cert(certificate.original)
+
+
+def _trust_root(ca_file: str | None) -> Any:
+    if ca_file is None:
+        return ssl.platformTrust()
+    return _PlatformPlusCertificates(_load_pem_certificates(ca_file))
+
+
+def client_endpoint(
+    reactor: Any,
+    aor: SipURI,
+    *,
+    ca_file: str | None = None,
+    verify: bool = True,
+    resolver: Resolver | None = None,
+    timeout: float = 30.0,
+) -> SIPClientEndpoint:
+    """An endpoint for the flow to ``aor``'s registrar.
+
+    TLS for ``sips:`` and for ``sip:`` without ``transport`` (the port is the URI's: 5061 by
+    default for sips, 5060 for sip), plain TCP for ``;transport=tcp``; UDP is refused (this
+    library keeps one connection-oriented flow, RFC 5626).  ``ca_file`` adds a private CA to
+    the platform trust store; ``verify=False`` disables certificate checks and logs a warning
+    on every connect.
+    """
+    transport = aor.transport
+    if transport not in ("TLS", "TCP"):
+        raise ValueError(f"unsupported SIP transport {transport!r}: use TLS or TCP")
+    creator = None
+    server_name = tls_server_name(aor)
+    if transport == "TLS":
+        if verify:
+            creator = ssl.optionsForClientTLS(server_name, trustRoot=_trust_root(ca_file))
+        else:
+            creator = ssl.CertificateOptions(verify=False)
+    return SIPClientEndpoint(
+        reactor,
+        aor,
+        creator,
+        resolver=resolver or default_resolver,
+        insecure=transport == "TLS" and not verify,
+        server_name=server_name,
+        ca_file=ca_file,
+        timeout=timeout,
+    )
+
+
+@implementer(IStreamClientEndpoint)
+class SIPClientEndpoint:
+    """Tries the resolver's targets in order; wraps TLS; reports certificate failures.
+
+    ``tls_failure_observers`` are called with a :class:`TLSVerificationFailed` when a
+    handshake fails verification (``run`` uses that to fail fast before registration).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        aor: SipURI,
+        creator: Any,
+        *,
+        resolver: Resolver,
+        insecure: bool,
+        server_name: str,
+        ca_file: str | None,
+        timeout: float,
+    ) -> None:
+        self.reactor = reactor
+        self.aor = aor
+        self.creator = creator
+        self.resolver = resolver
+        self.insecure = insecure
+        self.server_name = server_name
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.tls_failure_observers: list[Callable[[TLSVerificationFailed], None]] = []
+
+    @property
+    def is_tls(self) -> bool:
+        """True when the flow is TLS."""
+        return self.creator is not None
+
+    def __repr__(self) -> str:
+        kind = "TLS" if self.is_tls else "TCP"
+        return f"<SIPClientEndpoint {kind} {self.aor.aor} verify={self.server_name!r}>"
+
+    def target_endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
+        """The endpoint for one resolved target (TCP, wrapped in TLS when needed)."""
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self.reactor, host, port, timeout=self.timeout
+        )
+        if self.creator is not None:
+            endpoint = wrapClientTLS(self.creator, endpoint)
+        return endpoint
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """Connect to the first resolved target that accepts (RFC 3263 §4.3 order)."""
+        if self.insecure:
+            log.warn(
+                "TLS certificate verification is DISABLED for {aor}: anyone on the path can "
+                "impersonate the registrar",
+                aor=self.aor.aor,
+            )
+        factory = _ReportingFactory(protocolFactory, self)
+        d = maybeDeferred(self.resolver, self.aor)
+
+        def attempt(targets: Sequence[tuple[str, int]]) -> Deferred[IProtocol]:
+            remaining = list(targets)[:16]
+            if not remaining:
+                raise ValueError(f"resolver returned no address for {self.aor.aor}")
+
+            def next_target(failure: Failure | None) -> Deferred[IProtocol]:
+                if not remaining:
+                    return failure  # type: ignore[return-value]
+                host, port = remaining.pop(0)
+                attempt_d = self.target_endpoint(host, port).connect(factory)
+                return attempt_d.addErrback(next_target)
+
+            return next_target(None)
+
+        d.addCallback(attempt)
+        d.addCallback(lambda proxy: proxy.wrapped)
+        return d
+
+    def report(self, transport: Any, reason: Failure) -> None:
+        """Log one line for a certificate failure on ``transport`` and tell the observers."""
+        text = describe_tls_failure(reason, transport, ca_file=self.ca_file)
+        if text is None:
+            return
+        peer = _peer_text(transport)
+        error = TLSVerificationFailed(f"TLS to {peer} refused: {text}")
+        log.error("{error}", error=str(error))
+        for observer in list(self.tls_failure_observers):
+            observer(error)
+
+
+@implementer(IProtocolFactory)
+class _ReportingFactory:
+    """Builds :class:`_ReportingProxy` around the given factory's protocols."""
+
+    def __init__(self, factory: IProtocolFactory, endpoint: SIPClientEndpoint) -> None:
+        self.factory = factory
+        self.endpoint = endpoint
+
+    def doStart(self) -> None:
+        self.factory.doStart()
+
+    def doStop(self) -> None:
+        self.factory.doStop()
+
+    def buildProtocol(self, addr: Any) -> IProtocol | None:
+        built = self.factory.buildProtocol(addr)
+        if built is None:
+            return None
+        return _ReportingProxy(built, self.endpoint)
+
+
+@implementer(IProtocol)
+class _ReportingProxy:
+    """Passes everything to the real protocol; inspects why a TLS flow was lost."""
+
+    def __init__(self, wrapped: IProtocol, endpoint: SIPClientEndpoint) -> None:
+        self.wrapped = wrapped
+        self.endpoint = endpoint
+        self.transport: Any = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.transport = transport
+        self.wrapped.makeConnection(transport)
+
+    def connectionMade(self) -> None:
+        """Unused: ``makeConnection`` hands the transport to the wrapped protocol."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.wrapped.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        try:
+            if self.endpoint.is_tls:
+                self.endpoint.report(self.transport, reason)
+        finally:
+            self.wrapped.connectionLost(reason)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+_X509_ERRORS = {
+    2: "unable to get issuer certificate",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in chain",
+    20: "unable to get local issuer certificate",
+    21: "unable to verify the first certificate",
+    23: "certificate revoked",
+    26: "unsupported certificate purpose",
+}
+
+
+def describe_tls_failure(
+    reason: Failure, transport: Any = None, *, ca_file: str | None = None
+) -> str | None:
+    """Name the certificate problem behind a lost TLS flow, or None if it is not one.
+
+    Hostname mismatches come from service_identity (``VerificationError``); chain problems
+    from OpenSSL's "certificate verify failed", which we re-check against the same trust
+    anchors to say *why* (unknown CA, expired, self-signed ...).
+    """
+    value = reason.value
+    if type(value).__name__ == "VerificationError":
+        name = _mismatched_names(value)
+        return f"hostname mismatch: the certificate is not valid for {name}"
+    if not isinstance(value, SSL.Error):
+        return None
+    text = _openssl_reasons(value)
+    if "certificate verify failed" not in text:
+        return f"TLS handshake failed: {text or type(value).__name__}"
+    detail = _chain_problem(transport, ca_file)
+    if detail is None:
+        return "certificate not trusted (unknown CA, expired or self-signed)"
+    code, message, subject = detail
+    kind = "unknown CA" if code in _UNKNOWN_CA_CODES else "certificate rejected"
+    return f"{kind}: {message} (certificate {subject})"
+
+
+def _mismatched_names(value: Exception) -> str:
+    names = []
+    for error in getattr(value, "errors", ()):
+        identity = getattr(error, "mismatched_id", None)
+        for attribute in ("hostname", "ip"):
+            item = getattr(identity, attribute, None)
+            if item is not None:
+                names.append(item.decode() if isinstance(item, bytes) else str(item))
+    return repr(names[0]) if names else "the server name"
+
+
+def _openssl_reasons(value: SSL.Error) -> str:
+    parts = []
+    for item in value.args[0] if value.args and isinstance(value.args[0], list) else ():
+        if isinstance(item, tuple) and item:
+            parts.append(str(item[-1]))
+    return ", ".join(parts) if parts else str(value)
+
+
+def _chain_problem(transport: Any, ca_file: str | None) -> tuple[int, str, str] | None:
+    try:
+        chain = transport.getHandle().get_peer_cert_chain()
+    except Exception:
+        return None
+    if not chain:
+        return None
+    store = crypto.X509Store()
+    paths = stdlib_ssl.get_default_verify_paths()
+    with contextlib.suppress(Exception):  # the platform store may be absent
+        store.load_locations(paths.cafile, paths.capath)
+    if ca_file is not None:
+        try:
+            for certificate in _load_pem_certificates(ca_file):
+                store.add_cert(certificate.original)
+        except (OSError, ValueError):
+            return None
+    leaf, intermediates = chain[0], chain[1:]
+    try:
+        subject = leaf.to_cryptography().subject.rfc4514_string()
+    except Exception:
+        subject = "of the server"
+    try:
+        crypto.X509StoreContext(store, leaf, intermediates).verify_certificate()
+    except crypto.X509StoreContextError as exc:
+        code = exc.errors[0] if exc.errors else -1
+        message = exc.errors[2] if len(exc.errors) > 2 else _X509_ERRORS.get(code, str(exc))
+        return code, str(message), subject
+    return None
+
+
+def _peer_text(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+        host, port = peer.host, peer.port
+    except Exception:
+        return "the registrar"
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def client_service(
+    endpoint: IStreamClientEndpoint,
+    factory: IProtocolFactory,
+    *,
+    clock: Any = None,
+    policy: Callable[[int], float] | None = None,
+) -> ClientService:
+    """``ClientService`` over ``endpoint`` with :func:`retry_policy` backoff."""
+    kwargs: dict[str, Any] = {"retryPolicy": policy or retry_policy()}
+    if clock is not None:
+        kwargs["clock"] = clock
+    return ClientService(endpoint, factory, **kwargs)
+
+
+class _FlowFactory(Factory):
+    """Builds one SessionInitiationProtocol per flow, wired to the shared registration."""
+
+    def __init__(self, build: Callable[[], Any], client: SIPClientService) -> None:
+        self._build = build
+        self._client = client
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = self._build()
+        protocol.factory = self
+        protocol.registration = self._client.registration
+        protocol.keepalive = self._client.keepalive
+        try:
+            protocol.service = self._client
+        except AttributeError:
+            log.warn("protocol has no 'service' attribute; keep the SIPClientService handle")
+        return protocol
+
+
+class SIPClientService(Service):
+    """The running UA: ClientService (reconnecting flow) + Registration + FlowKeepalive.
+
+    ``startService`` connects; :meth:`when_registered` fires with the protocol once the
+    registrar accepted us.  ``stopService`` un-registers (bounded by the registration's
+    timeout), then closes the flow and stops reconnecting.  It is a Twisted ``Service``, so it
+    can live inside a ``MultiService`` (twistd).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        endpoint: SIPClientEndpoint,
+        build_protocol: Callable[[], Any],
+        registration: Registration,
+        keepalive: FlowKeepalive | None,
+        *,
+        policy: Callable[[int], float] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.registration = registration
+        self.keepalive = keepalive
+        self.factory = _FlowFactory(build_protocol, self)
+        self.client = client_service(endpoint, self.factory, clock=reactor, policy=policy)
+        self._ready: Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        """Start connecting (and reconnecting)."""
+        super().startService()
+        self.client.startService()
+
+    def stopService(self) -> Deferred[None]:
+        """Un-register (REGISTER Expires: 0), then close the flow for good."""
+        super().stopService()
+        d = self.registration.stop()
+        if self.keepalive is not None:
+            self.keepalive.stop()
+        d.addCallback(lambda _: self.client.stopService())
+        return d
+
+    def start(self) -> Deferred[Any]:
+        """Start and fire with the registered protocol.
+
+        Fails (and stops the service) if the first connection attempt fails, if the
+        certificate is refused before the first registration, or if the registrar refuses
+        us (``RegistrationFailed``).  After the first success, reconnects are silent.
+        """
+        ready: Deferred[Any] = Deferred()
+        done = []
+
+        def succeed_once(protocol: Any) -> None:
+            if not done:
+                done.append(True)
+                self.endpoint.tls_failure_observers.remove(on_tls)
+                ready.callback(protocol)
+
+        def fail_once(failure: Failure | Exception) -> None:
+            if done:
+                return
+            done.append(True)
+            self.endpoint.tls_failure_observers.remove(on_tls)
+            self.stopService().addBoth(lambda _: ready.errback(failure))
+
+        def on_tls(error: TLSVerificationFailed) -> None:
+            fail_once(Failure(error))
+
+        self.endpoint.tls_failure_observers.append(on_tls)
+        self.registration.when_registered().addCallbacks(succeed_once, fail_once)
+        self.client.whenConnected(failAfterFailures=1).addErrback(fail_once)
+        self.startService()
+        return ready
+
+
+def run(
+    aor: SipURI,
+    *,
+    password: str | None = None,
+    username: str | None = None,
+    dialog_class: type | None = None,
+    media_config: Any = None,
+    ca_file: str | None = None,
+    verify: bool = True,
+    keepalive: float | None = 30.0,
+    reactor: Any = None,
+    instance_id: str | None = None,
+    expires: int = 3600,
+    resolver: Resolver | None = None,
+) -> Deferred[Any]:
+    """Connect to ``aor``'s registrar, register, and fire with the registered protocol.
+
+    The Twisted form of the reference's ``SessionInitiationProtocol.run``.  The protocol's
+    ``service`` attribute is the :class:`SIPClientService`: ``protocol.service.stopService()``
+    un-registers and disconnects.  The Deferred fails with ``RegistrationFailed`` (refused),
+    :class:`TLSVerificationFailed` (certificate refused) or the connection error of the first
+    attempt; the service is then stopped.  ``instance_id`` defaults to a fresh UUID: pass
+    :func:`load_instance_id` to keep it across restarts (RFC 5626 §4.1).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+    instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
+    endpoint = client_endpoint(reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver)
+    registration = Registration(
+        aor,
+        password=password,
+        username=username,
+        clock=reactor,
+        expires=expires,
+        instance_id=instance,
+    )
+    flow_keepalive = FlowKeepalive(clock=reactor, interval=keepalive) if keepalive else None
+    credentials = (username or aor.user or "", password) if password is not None else None
+
+    def build() -> Any:
+        kwargs: dict[str, Any] = {
+            "aor": aor,
+            "clock": reactor,
+            "instance_id": instance,
+            "credentials": credentials,
+        }
+        if dialog_class is not None:
+            kwargs["dialog_class"] = dialog_class
+        if media_config is not None:
+            kwargs["media_config"] = media_config
+        if keepalive:
+            kwargs["keepalive_interval"] = keepalive
+        return SessionInitiationProtocol(**kwargs)
+
+    client = SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
+    return client.start()
