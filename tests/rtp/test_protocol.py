@@ -1,0 +1,452 @@
+"""Tests for voiptwisted.rtp.protocol: RTP send/receive, latching, pacing, DTMF, ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import numpy as np
+from twisted.internet import reactor, task
+from twisted.internet.error import CannotListenError
+from twisted.trial import unittest
+
+from voiptwisted.media.g711 import alaw_decode, alaw_encode
+from voiptwisted.media.pacer import Pacer
+from voiptwisted.media.session import Session
+from voiptwisted.rtp.dtmf import DTMFSender
+from voiptwisted.rtp.packet import RTPPacket, SenderReport, parse_rtcp
+from voiptwisted.rtp.protocol import (
+    RTCP_TICKS,
+    PortAllocator,
+    RealtimeTransportProtocol,
+)
+from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext
+from voiptwisted.sdp.negotiation import CODECS
+
+SDP_PEER = ("192.0.2.1", 4000)
+NAT_PEER = ("198.51.100.7", 33333)
+
+
+class FakePort:
+    """Stands in for a listening UDP port: records writes."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.stopped = False
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+    def stopListening(self) -> None:
+        self.stopped = True
+
+
+class FakeDialog:
+    call_id = "call-1"
+
+    def __init__(self) -> None:
+        self.byes = 0
+
+    def bye(self) -> None:
+        self.byes += 1
+
+
+class Recorder(Session):
+    def __init__(self, dialog: object, **kwargs: object) -> None:
+        super().__init__(dialog, **kwargs)
+        self.audio: list[np.ndarray] = []
+        self.digits: list[str] = []
+        self.events: list[str] = []
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def stop(self) -> None:
+        self.events.append("stop")
+
+    def audio_received(self, samples: np.ndarray) -> None:
+        self.audio.append(samples)
+
+    def dtmf_received(self, digit: str) -> None:
+        self.digits.append(digit)
+
+
+def make(srtp: SRTPContext | None = None, **config: object):
+    clock = task.Clock()
+    pacer = Pacer(clock)
+    proto = RealtimeTransportProtocol(clock=clock, pacer=pacer)
+    rtp, rtcp = FakePort(), FakePort()
+    proto.transport = rtp
+    proto.ports = (rtp, rtcp)
+    config.setdefault("telephone_event_pt", 101)
+    proto.configure(remote=SDP_PEER, codec=CODECS["PCMA"], payload_type=8, srtp=srtp, **config)
+    session = Recorder(FakeDialog())
+    session.attach(proto, clock)
+    proto.start(session)
+    return proto, clock, rtp, rtcp, session
+
+
+def audio_packet(seq: int, value: int = 1000, pt: int = 8, ssrc: int = 0xABCD) -> bytes:
+    payload = alaw_encode(np.full(160, value, np.int16))
+    return RTPPacket(payload_type=pt, sequence=seq, timestamp=seq * 160, ssrc=ssrc,
+                     payload=payload).serialize()
+
+
+def frames(n: int, start: int = 0) -> np.ndarray:
+    return np.concatenate([np.full(160, 100 * (start + i + 1), np.int16) for i in range(n)])
+
+
+class SendTests(unittest.SynchronousTestCase):
+    def test_paced_send_and_timestamps(self) -> None:
+        """RFC 3550 §5.1: seq +1 per packet, timestamp +160 per 20 ms, marker per talkspurt."""
+        proto, clock, rtp, _, session = make()
+        session.send_audio(frames(3))
+        clock.advance(0.02)
+        self.assertEqual(len(rtp.sent), 1)
+        for _ in range(2):
+            clock.advance(0.02)
+        packets = [RTPPacket.parse(d) for d, _ in rtp.sent]
+        self.assertEqual([a for _, a in rtp.sent], [SDP_PEER] * 3)
+        self.assertEqual([p.marker for p in packets], [True, False, False])
+        seqs = [p.sequence for p in packets]
+        self.assertEqual([(s - seqs[0]) & 0xFFFF for s in seqs], [0, 1, 2])
+        ts = [p.timestamp for p in packets]
+        self.assertEqual([(t - ts[0]) & 0xFFFFFFFF for t in ts], [0, 160, 320])
+        self.assertEqual({p.ssrc for p in packets}, {proto.ssrc})
+        decoded = np.concatenate([alaw_decode(p.payload) for p in packets])
+        np.testing.assert_allclose(decoded, frames(3), atol=20)
+        self.assertEqual(proto.stats.packets_sent, 3)
+
+    def test_timestamps_continuous_across_silence(self) -> None:
+        """Issue 4 item 6: silence is not sent, but the media clock keeps running."""
+        _, clock, rtp, _, session = make()
+        session.send_audio(frames(1))
+        clock.advance(0.02)
+        for _ in range(5):
+            clock.advance(0.02)
+        session.send_audio(frames(1))
+        clock.advance(0.02)
+        first, second = (RTPPacket.parse(d) for d, _ in rtp.sent)
+        self.assertEqual((second.timestamp - first.timestamp) & 0xFFFFFFFF, 6 * 160)
+        self.assertEqual((second.sequence - first.sequence) & 0xFFFF, 1)
+        self.assertTrue(second.marker)
+
+    def test_late_tick_keeps_clock(self) -> None:
+        """A stalled reactor (five ticks late) sends the due frames with their own timestamps."""
+        proto, clock, rtp, _, session = make()
+        session.send_audio(frames(10))
+        clock.advance(0.02)
+        clock.advance(0.10)
+        packets = [RTPPacket.parse(d) for d, _ in rtp.sent]
+        self.assertEqual(len(packets), 4)
+        ts = [(p.timestamp - packets[0].timestamp) & 0xFFFFFFFF for p in packets]
+        self.assertEqual(ts, [0, 3 * 160, 4 * 160, 5 * 160])
+        self.assertEqual(proto.stats.skipped_ticks, 2)
+
+    def test_ptime_40(self) -> None:
+        """RFC 4566 §6 a=ptime:40: two frames per packet."""
+        _, clock, rtp, _, session = make(ptime=40)
+        session.send_audio(frames(4))
+        for _ in range(4):
+            clock.advance(0.02)
+        packets = [RTPPacket.parse(d) for d, _ in rtp.sent]
+        self.assertEqual([len(p.payload) for p in packets], [320, 320])
+        self.assertEqual((packets[1].timestamp - packets[0].timestamp) & 0xFFFFFFFF, 320)
+
+    def test_recvonly_sends_nothing(self) -> None:
+        """RFC 3264 §5.1: with recvonly we must not send media."""
+        _, clock, rtp, _, session = make(direction="recvonly")
+        session.send_audio(frames(3))
+        for _ in range(3):
+            clock.advance(0.02)
+        self.assertEqual(rtp.sent, [])
+
+    def test_send_dtmf(self) -> None:
+        """RFC 4733 §2.5.1: one event = marker start, updates, three end packets, one timestamp."""
+        proto, clock, rtp, _, session = make()
+        session.send_dtmf("5")
+        for _ in range(12):
+            clock.advance(0.02)
+        packets = [RTPPacket.parse(d) for d, _ in rtp.sent]
+        self.assertTrue(all(p.payload_type == 101 for p in packets))
+        self.assertEqual(len(packets), 5 + 3)
+        self.assertEqual([p.marker for p in packets], [True] + [False] * 7)
+        self.assertEqual(len({p.timestamp for p in packets}), 1)
+        self.assertEqual([p.payload[1] >> 7 for p in packets], [0] * 5 + [1] * 3)
+        self.assertEqual(packets[0].payload[0], 5)
+        self.assertEqual(proto.stats.dtmf_sent, 1)
+
+    def test_dtmf_queued_before_start(self) -> None:
+        """Digits sent before media starts are delivered once the session is attached."""
+        clock = task.Clock()
+        proto = RealtimeTransportProtocol(clock=clock, pacer=Pacer(clock))
+        port = FakePort()
+        proto.transport, proto.ports = port, (port, FakePort())
+        proto.configure(remote=SDP_PEER, codec=CODECS["PCMA"], payload_type=8,
+                        telephone_event_pt=101)
+        session = Recorder(FakeDialog())
+        session.send_dtmf("1")
+        session.attach(proto, clock)
+        proto.start(session)
+        clock.advance(0.02)
+        self.assertEqual(RTPPacket.parse(port.sent[0][0]).payload_type, 101)
+
+    def test_rtcp_sender_report(self) -> None:
+        """RFC 3550 §6.2/§6.4.1: an SR every ~5 s to port+1 with our counts."""
+        proto, clock, _rtp, rtcp, session = make()
+        session.send_audio(frames(2))
+        for _ in range(RTCP_TICKS + 2):
+            clock.advance(0.02)
+        self.assertEqual(len(rtcp.sent), 1)
+        data, addr = rtcp.sent[0]
+        self.assertEqual(addr, (SDP_PEER[0], SDP_PEER[1] + 1))
+        (report,) = parse_rtcp(data)
+        self.assertIsInstance(report, SenderReport)
+        self.assertEqual((report.ssrc, report.packet_count, report.octet_count),
+                         (proto.ssrc, 2, 320))
+
+    def test_rtcp_mux(self) -> None:
+        """RFC 5761 §4: with rtcp-mux, RTCP goes to the RTP port and is demultiplexed."""
+        proto, clock, rtp, rtcp, _ = make(rtcp_mux=True)
+        for _ in range(RTCP_TICKS + 2):
+            clock.advance(0.02)
+        self.assertEqual(rtcp.sent, [])
+        self.assertEqual(rtp.sent[-1][1], SDP_PEER)
+        proto.datagramReceived(rtp.sent[-1][0], SDP_PEER)
+        self.assertEqual(proto.stats.rtcp_received, 1)
+        self.assertEqual(proto.stats.packets_received, 0)
+
+
+class ReceiveTests(unittest.SynchronousTestCase):
+    def test_latching(self) -> None:
+        """RFC 4961: send to the SDP address until the peer's packets arrive, then to it."""
+        proto, clock, rtp, _, session = make()
+        session.send_audio(frames(1))
+        clock.advance(0.02)
+        self.assertEqual(rtp.sent[-1][1], SDP_PEER)
+        proto.datagramReceived(audio_packet(1), NAT_PEER)
+        self.assertTrue(proto.latched)
+        session.send_audio(frames(1))
+        clock.advance(0.02)
+        self.assertEqual(rtp.sent[-1][1], NAT_PEER)
+        self.assertEqual(proto.rtcp_remote, (NAT_PEER[0], NAT_PEER[1] + 1))
+
+    def test_other_source_ignored_while_latched(self) -> None:
+        """After latching, another source is refused until the latched one is silent."""
+        proto, clock, _, _, _session = make()
+        proto.datagramReceived(audio_packet(1), NAT_PEER)
+        proto.datagramReceived(audio_packet(2, ssrc=7), ("203.0.113.9", 5000))
+        self.assertEqual(proto.stats.rejected_source, 1)
+        self.assertEqual(proto.remote, NAT_PEER)
+        clock.advance(2.0)
+        proto.datagramReceived(audio_packet(3, ssrc=7), ("203.0.113.9", 5000))
+        self.assertEqual(proto.remote, ("203.0.113.9", 5000))
+
+    def test_audio_decoded_to_session(self) -> None:
+        """ISession.audio_received gets int16 frames of 160 samples at 8 kHz."""
+        proto, _, _, _, session = make()
+        proto.datagramReceived(audio_packet(1, 1000), SDP_PEER)
+        self.assertEqual(len(session.audio), 1)
+        self.assertEqual(session.audio[0].dtype, np.int16)
+        self.assertEqual(session.audio[0].shape, (160,))
+        self.assertLess(abs(float(session.audio[0].mean()) - 1000), 40)
+        self.assertEqual(proto.stats.packets_received, 1)
+
+    def test_jitter_reorder_and_duplicates(self) -> None:
+        """Issue 4 item 2: reordered packets are played in order, a repeat is dropped."""
+        proto, _, _, _, session = make()
+        for seq in (10, 12, 11, 11, 13):
+            proto.datagramReceived(audio_packet(seq, 100 * seq), SDP_PEER)
+        levels = [round(float(f.mean()) / 100) for f in session.audio]
+        self.assertEqual(levels, [10, 11, 12, 13])
+        stats = proto.refresh_stats()
+        self.assertEqual(stats.duplicates + stats.late, 1)
+
+    def test_dtmf_once_per_press(self) -> None:
+        """RFC 4733 §2.5.1.4: the three end packets and updates are one key press."""
+        proto, _, _, _, session = make()
+        sender = DTMFSender()
+        seq = 100
+        for entry in sender.packets("19#"):
+            if entry is None:
+                continue
+            marker, offset, payload = entry
+            packet = RTPPacket(payload_type=101, sequence=seq, timestamp=1000 + offset,
+                               ssrc=55, payload=payload, marker=marker)
+            proto.datagramReceived(packet.serialize(), SDP_PEER)
+            proto.datagramReceived(packet.serialize(), SDP_PEER)
+            seq += 1
+        self.assertEqual(session.digits, ["1", "9", "#"])
+        self.assertEqual(proto.stats.dtmf_received, 3)
+
+    def test_inactive_delivers_nothing(self) -> None:
+        proto, _, _, _, session = make(direction="inactive")
+        proto.datagramReceived(audio_packet(1), SDP_PEER)
+        self.assertEqual(session.audio, [])
+
+    def test_garbage_never_raises(self) -> None:
+        """Bad datagrams are counted and dropped, never raised into the reactor."""
+        proto, _, _, _, _session = make()
+        rng = np.random.default_rng(7)
+        samples = [b"", b"\x80", b"\x80" * 11, b"\x00" * 40, b"\xbf" + b"\x00" * 11]
+        samples += [rng.integers(0, 256, int(n), np.uint8).tobytes()
+                    for n in rng.integers(0, 300, 300)]
+        for data in samples:
+            proto.datagramReceived(data, SDP_PEER)
+            proto.rtcp_received(data, SDP_PEER)
+        self.assertGreater(proto.stats.malformed, 0)
+        unknown = proto.stats.unknown_payload
+        proto.datagramReceived(audio_packet(1, pt=18), SDP_PEER)
+        self.assertEqual(proto.stats.unknown_payload, unknown + 1)
+
+    def test_srtp_tampered_and_replayed_dropped(self) -> None:
+        """RFC 3711 §3.3: failing authentication or replay is dropped and counted."""
+        ours, theirs = CryptoAttribute.generate(), CryptoAttribute.generate()
+        proto, _, _, _, session = make(srtp=SRTPContext(ours, theirs))
+        peer = SRTPContext(theirs, ours)
+        good = peer.protect(audio_packet(1))
+        proto.datagramReceived(good, SDP_PEER)
+        proto.datagramReceived(good, SDP_PEER)
+        bad = bytearray(peer.protect(audio_packet(2)))
+        bad[30] ^= 0xFF
+        proto.datagramReceived(bytes(bad), SDP_PEER)
+        proto.datagramReceived(audio_packet(3), SDP_PEER)
+        stats = proto.refresh_stats()
+        self.assertEqual(len(session.audio), 1)
+        self.assertEqual((stats.replays, stats.auth_failures), (1, 2))
+        self.assertEqual(stats.packets_received, 1)
+
+    def test_srtp_outbound_protected(self) -> None:
+        ours, theirs = CryptoAttribute.generate(), CryptoAttribute.generate()
+        _, clock, rtp, _, session = make(srtp=SRTPContext(ours, theirs))
+        session.send_audio(frames(1))
+        clock.advance(0.02)
+        data = rtp.sent[0][0]
+        self.assertEqual(len(data), 12 + 160 + 10)
+        plain = SRTPContext(theirs, ours).unprotect(data)
+        self.assertEqual(RTPPacket.parse(plain).payload_type, 8)
+
+    def test_session_error_hangs_up(self) -> None:
+        """interfaces.py: an exception in the session ends the call, not the reactor."""
+        proto, clock, _, _, session = make()
+
+        def boom(samples: object) -> None:
+            raise RuntimeError("app bug")
+
+        session.audio_received = boom  # type: ignore[method-assign]
+        proto.datagramReceived(audio_packet(1), SDP_PEER)
+        clock.advance(0)
+        self.assertEqual(session.dialog.byes, 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_stop(self) -> None:
+        """stop() stops the session, leaves the pacer and closes both ports; idempotent."""
+        proto, _clock, rtp, rtcp, session = make()
+        proto.stop()
+        proto.stop()
+        self.assertEqual(session.events, ["start", "stop"])
+        self.assertTrue(rtp.stopped and rtcp.stopped)
+        self.assertNotIn(proto.tick, proto.pacer)
+        proto.datagramReceived(audio_packet(1), SDP_PEER)
+        self.assertEqual(session.audio, [])
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class PortTests(unittest.TestCase):
+    def test_even_ports_in_range(self) -> None:
+        """RFC 3550 §11: RTP on an even port, RTCP on the next odd one, inside the range."""
+        allocator = PortAllocator((41000, 41020))
+        protos = []
+        for _ in range(5):
+            proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+            port = allocator.bind(reactor, proto, "127.0.0.1")
+            protos.append(proto)
+            self.assertEqual(port % 2, 0)
+            self.assertTrue(41000 <= port < 41020)
+            self.assertEqual(proto.ports[1].getHost().port, port + 1)
+        self.assertEqual(len({p.local_port for p in protos}), 5)
+        for proto in protos:
+            proto.stop()
+
+    def test_busy_port_skipped(self) -> None:
+        """EADDRINUSE: the next even port is tried; bounded attempts then CannotListenError."""
+        busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 42000))
+        allocator = PortAllocator((42000, 42004))
+        allocator._next = 42000
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        self.assertEqual(allocator.bind(reactor, proto, "127.0.0.1"), 42002)
+        other = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        with self.assertRaises(CannotListenError):
+            allocator.bind(reactor, other, "127.0.0.1")
+        proto.stop()
+
+    def test_ipv6(self) -> None:
+        """IPv6 sockets work the same way (::1)."""
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        port = PortAllocator((43000, 43100)).bind(reactor, proto, "::1")
+        self.assertEqual(proto.ports[0].getHost().host, "::1")
+        self.assertEqual(proto.ports[0].getHost().port, port)
+        proto.stop()
+
+    def test_receive_buffer_enlarged(self) -> None:
+        """notes/performance.md: RTP sockets ask for a larger SO_RCVBUF than the default."""
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        PortAllocator((44000, 44100)).bind(reactor, proto, "127.0.0.1")
+        size = proto.ports[0].socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        default = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(default.close)
+        self.assertGreater(size, default.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        proto.stop()
+
+    async def test_no_leak_after_2000_calls(self) -> None:
+        """Issue 4 item 1: 2000 open/close cycles leave no socket open."""
+        allocator = PortAllocator((45000, 47000))
+        pacer = Pacer(task.Clock())
+        warm_up = RealtimeTransportProtocol(clock=reactor, pacer=pacer)
+        allocator.bind(reactor, warm_up, "127.0.0.1")
+        warm_up.stop()
+        await task.deferLater(reactor, 0.05, lambda: None)
+        before = open_fds()
+        for _batch in range(20):
+            for _ in range(100):
+                proto = RealtimeTransportProtocol(clock=reactor, pacer=pacer)
+                allocator.bind(reactor, proto, "127.0.0.1")
+                proto.stop()
+            await task.deferLater(reactor, 0, lambda: None)
+        await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(open_fds(), before)
+
+    async def test_loopback_packet(self) -> None:
+        """A real datagram over loopback reaches the session through the socket."""
+        allocator = PortAllocator((46000, 46100))
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        allocator.bind(reactor, proto, "127.0.0.1")
+        self.addCleanup(proto.stop)
+        proto.configure(remote=None, codec=CODECS["PCMA"], payload_type=8)
+        session = Recorder(FakeDialog())
+        proto.start(session)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sender.close)
+        sender.bind(("127.0.0.1", 0))
+        sender.sendto(audio_packet(1), ("127.0.0.1", proto.local_port))
+        for _ in range(100):
+            if session.audio:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(session.audio), 1)
+        self.assertEqual(proto.remote, sender.getsockname())
+
+
+class HeaderTests(unittest.SynchronousTestCase):
+    def test_version_two(self) -> None:
+        _, clock, rtp, _, session = make()
+        session.send_audio(frames(1))
+        clock.advance(0.02)
+        (b0,) = struct.unpack_from("!B", rtp.sent[0][0])
+        self.assertEqual(b0 >> 6, 2)

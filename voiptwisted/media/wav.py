@@ -1,0 +1,102 @@
+"""WAV read/write helpers (stdlib ``wave`` + numpy) and resampling to the call's rate.
+
+Audio inside voiptwisted is ``int16`` numpy arrays; these helpers convert any
+PCM WAV (8/16/24/32-bit integer, any channel count, any rate) into mono int16
+at the rate a session needs, and write multi-channel int16 WAVs.
+"""
+
+from __future__ import annotations
+
+import os
+import wave
+
+import numpy as np
+
+__all__ = ["WavError", "load_mono", "read_wav", "resample", "to_mono", "write_wav"]
+
+#: Refuse files that would decode to more than this many samples per channel (1 h at 48 kHz).
+MAX_FRAMES = 48_000 * 3600
+
+
+class WavError(ValueError):
+    """The file is not a PCM WAV we can read."""
+
+
+def _decode_frames(raw: bytes, width: int, channels: int) -> np.ndarray:
+    if width == 1:
+        data = (np.frombuffer(raw, np.uint8).astype(np.int32) - 128) << 8
+    elif width == 2:
+        data = np.frombuffer(raw, "<i2").astype(np.int32)
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        data = ((b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)) >> 16
+    elif width == 4:
+        data = np.frombuffer(raw, "<i4") >> 16
+    else:
+        raise WavError(f"unsupported sample width {width}")
+    return data.reshape(-1, channels)
+
+
+def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Read a PCM WAV: returns (samples as int16 array shaped (frames, channels), rate)."""
+    try:
+        with wave.open(os.fspath(path), "rb") as wav:
+            channels = wav.getnchannels()
+            width = wav.getsampwidth()
+            rate = wav.getframerate()
+            frames = wav.getnframes()
+            if not 1 <= channels <= 32 or rate <= 0:
+                raise WavError("unsupported channel count or rate")
+            if frames > MAX_FRAMES:
+                raise WavError("file too long")
+            raw = wav.readframes(frames)
+    except (wave.Error, EOFError) as exc:
+        raise WavError(f"not a PCM WAV file: {exc}") from None
+    usable = len(raw) - len(raw) % (width * channels)
+    data = _decode_frames(raw[:usable], width, channels)
+    return data.astype(np.int16), rate
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Average all channels into one (int16)."""
+    if samples.ndim == 1:
+        return samples.astype(np.int16, copy=False)
+    return samples.astype(np.int32).mean(axis=1).round().astype(np.int16)
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Resample mono int16 audio from *rate* to *target* Hz.
+
+    Linear interpolation after a moving-average low-pass when downsampling
+    (enough for speech to G.711's 8 kHz; not a studio resampler).
+    """
+    if rate == target or samples.size == 0:
+        return samples.astype(np.int16, copy=False)
+    data = samples.astype(np.float64)
+    if target < rate:
+        taps = max(1, round(rate / target))
+        if taps > 1:
+            kernel = np.ones(taps) / taps
+            data = np.convolve(data, kernel, mode="same")
+    count = int(len(data) * target / rate)
+    positions = np.arange(count) * (rate / target)
+    out = np.interp(positions, np.arange(len(data)), data)
+    return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+
+
+def load_mono(path: str | os.PathLike[str], rate: int) -> np.ndarray:
+    """Read any PCM WAV and return it as mono int16 at *rate* Hz."""
+    samples, file_rate = read_wav(path)
+    return resample(to_mono(samples), file_rate, rate)
+
+
+def write_wav(path: str | os.PathLike[str], samples: np.ndarray, rate: int) -> None:
+    """Write int16 samples shaped (frames,) or (frames, channels) as a PCM WAV."""
+    data = np.asarray(samples, dtype=np.int16)
+    if data.ndim == 1:
+        data = data[:, None]
+    with wave.open(os.fspath(path), "wb") as wav:
+        wav.setnchannels(data.shape[1])
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(data.astype("<i2").tobytes())

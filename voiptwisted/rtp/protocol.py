@@ -1,0 +1,507 @@
+"""Per-call RTP/RTCP over UDP: ``RealtimeTransportProtocol`` (RFC 3550, RFC 4961, RFC 5761).
+
+One UDP socket per call, taken from a port range (even port for RTP, the
+next odd one for RTCP unless ``a=rtcp-mux``).  Outbound audio is paced by
+the process-wide :class:`~voiptwisted.media.pacer.Pacer`; the RTP timestamp
+is derived from the tick count so it stays continuous across silence and
+late ticks.  Media is sent to the SDP address until the peer's first valid
+packet arrives, then to that packet's source (symmetric RTP, RFC 4961).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from voiptwisted.rtp.dtmf import DTMFReceiver, DTMFSender
+from voiptwisted.rtp.packet import (
+    ReceiverReport,
+    RTPPacket,
+    RTPParseError,
+    RTPStats,
+    SenderReport,
+    build_rtcp,
+    ntp_timestamp,
+    parse_rtcp,
+)
+from voiptwisted.rtp.srtp import SRTPContext
+from voiptwisted.rtp.stun import StunClient, is_stun
+
+__all__ = ["MediaStats", "PortAllocator", "RealtimeTransportProtocol"]
+
+_HEADER = struct.Struct("!BBHII")
+#: Receive buffer asked for on every RTP socket (see notes/performance.md).
+RECEIVE_BUFFER = 1 << 20
+#: RTCP report interval in 20 ms ticks (RFC 3550 §6.2: 5 s minimum for small sessions).
+RTCP_TICKS = 250
+#: How long (seconds) the latched source must be silent before another one may take over.
+RELATCH_AFTER = 1.0
+#: At most this many frames are sent in one tick after a stall (the rest are skipped).
+MAX_CATCH_UP = 3
+_SENDING = frozenset(("sendrecv", "sendonly"))
+_RECEIVING = frozenset(("sendrecv", "recvonly"))
+
+
+@dataclass(slots=True)
+class MediaStats:
+    """Per-call RTP statistics (RFC 3550 §6.4 figures plus drop counters)."""
+
+    packets_sent: int = 0
+    octets_sent: int = 0
+    packets_received: int = 0
+    octets_received: int = 0
+    lost: int = 0
+    jitter_ms: float = 0.0
+    late: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    unknown_payload: int = 0
+    auth_failures: int = 0
+    replays: int = 0
+    rejected_source: int = 0
+    dtmf_received: int = 0
+    dtmf_sent: int = 0
+    skipped_ticks: int = 0
+    rtcp_sent: int = 0
+    rtcp_received: int = 0
+    remote_fraction_lost: int = 0
+    remote_jitter: int = 0
+
+
+def _address(addr: Any) -> tuple[str, int]:
+    return (addr[0], addr[1])
+
+
+class _RTCPProtocol(DatagramProtocol):
+    """The RTCP socket (port+1) of a call; hands datagrams to its RTP protocol."""
+
+    def __init__(self, owner: RealtimeTransportProtocol) -> None:
+        self.owner = owner
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.owner.rtcp_received(data, _address(addr))
+
+
+class PortAllocator:
+    """Hands out even RTP ports (and port+1 for RTCP) from a range, round robin.
+
+    On EADDRINUSE the next even port is tried, at most ``attempts`` times.
+    """
+
+    def __init__(self, port_range: tuple[int, int] = (10000, 20000), attempts: int = 64) -> None:
+        low, high = port_range
+        low += low % 2
+        if not 1024 <= low < high <= 65535 or high - low < 2:
+            raise ValueError(f"bad RTP port range {port_range}")
+        self.low = low
+        self.high = high
+        self.attempts = attempts
+        self._next = low + 2 * secrets.randbelow((high - low) // 2)
+
+    def bind(self, reactor: Any, protocol: RealtimeTransportProtocol, interface: str) -> int:
+        """Listen on the next free even port (+1 for RTCP) on *interface*; return the port."""
+        for _ in range(self.attempts):
+            port = self._next
+            self._next = port + 2 if port + 3 <= self.high else self.low
+            try:
+                rtcp = reactor.listenUDP(port + 1, _RTCPProtocol(protocol), interface=interface)
+            except CannotListenError:
+                continue
+            try:
+                rtp = reactor.listenUDP(port, protocol, interface=interface)
+            except CannotListenError:
+                rtcp.stopListening()
+                continue
+            for listening in (rtp, rtcp):
+                sock = getattr(listening, "socket", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            protocol.ports = (rtp, rtcp)
+            protocol.local_port = port
+            return port
+        raise CannotListenError(interface, self._next, f"no free RTP port after {self.attempts}")
+
+
+class RealtimeTransportProtocol(DatagramProtocol):
+    """RTP for one call: receive -> (SRTP) -> jitter buffer -> decode -> session, and back.
+
+    Create, bind with :class:`PortAllocator`, :meth:`configure` once the SDP
+    is negotiated, :meth:`start` with the session, :meth:`stop` at the end.
+    """
+
+    log = Logger()
+
+    def __init__(self, *, clock: Any = None, pacer: Any = None, stun_server: Any = None) -> None:
+        from voiptwisted.media.jitter import JitterBuffer
+
+        if clock is None:
+            from twisted.internet import reactor as clock
+        if pacer is None:
+            from voiptwisted.media.pacer import default_pacer
+
+            pacer = default_pacer(clock)
+        self.clock = clock
+        self.pacer = pacer
+        self.ports: tuple[Any, ...] = ()
+        self.local_port = 0
+        self.remote: tuple[str, int] | None = None
+        self.rtcp_remote: tuple[str, int] | None = None
+        self.rtcp_mux = False
+        self.latched = False
+        self._last_from_remote = 0.0
+        self._rtcp_latched = False
+        self.codec: Any = None
+        self.payload_type = -1
+        self.telephone_event_pt: int | None = None
+        self.direction = "sendrecv"
+        self.frames_per_packet = 1
+        self.srtp: SRTPContext | None = None
+        self.session: Any = None
+        self.stats = MediaStats()
+        self.ssrc = secrets.randbits(32)
+        self._sequence = secrets.randbits(16)
+        self._ts_base = secrets.randbits(32)
+        self._tick = 0
+        self._talking = False
+        self._pending_frames: list[np.ndarray] = []
+        self._carry = np.empty(0, np.int16)
+        self._dtmf_sender = DTMFSender()
+        self._dtmf_ticks: list[Any] = []
+        self._dtmf_start = 0
+        self._dtmf_receiver = DTMFReceiver()
+        self._jitter = JitterBuffer()
+        self._rx_stats: RTPStats | None = None
+        self._running = False
+        self._stopped = False
+        self._failed = False
+        self.stun = StunClient(self._write_raw, clock) if stun_server is not None else None
+
+    def __repr__(self) -> str:
+        return f"<RealtimeTransportProtocol port={self.local_port} remote={self.remote}>"
+
+    # configuration -------------------------------------------------------------------
+    def configure(
+        self,
+        *,
+        remote: tuple[str, int] | None,
+        codec: Any,
+        payload_type: int,
+        telephone_event_pt: int | None = None,
+        direction: str = "sendrecv",
+        rtcp_mux: bool = False,
+        rtcp_remote: tuple[str, int] | None = None,
+        ptime: int = 20,
+        srtp: SRTPContext | None = None,
+    ) -> None:
+        """Apply the negotiated media parameters (RFC 3264); may be called again on re-INVITE."""
+        self.remote = remote
+        self.latched = False
+        self.rtcp_mux = rtcp_mux
+        if rtcp_remote is None and remote is not None:
+            rtcp_remote = remote if rtcp_mux else (remote[0], remote[1] + 1)
+        self.rtcp_remote = rtcp_remote
+        self.codec = codec
+        self.payload_type = payload_type
+        self.telephone_event_pt = telephone_event_pt
+        self.direction = direction
+        self.frames_per_packet = max(1, min(6, ptime // 20))
+        self.srtp = srtp
+        if self._rx_stats is not None:
+            self._rx_stats.clock_rate = codec.clock_rate
+
+    # lifecycle -----------------------------------------------------------------------
+    def start(self, session: Any) -> None:
+        """Attach *session* and join the pacer; session.start() is called here."""
+        if self._stopped:
+            raise RuntimeError("RTP stream already stopped")
+        self.session = session
+        self._running = True
+        self.pacer.add(self.tick)
+        self._call_session(session.start)
+
+    def stop(self) -> None:
+        """Leave the pacer, stop the session, release both ports. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._running = False
+        self.pacer.remove(self.tick)
+        if self.stun is not None:
+            self.stun.cancel_all()
+        session, self.session = self.session, None
+        if session is not None:
+            self._call_session(session.stop)
+        ports, self.ports = self.ports, ()
+        for port in ports:
+            port.stopListening()
+
+    def send_dtmf(self, digits: str) -> None:
+        """Queue RFC 4733 events for *digits*; sent on the pacer ticks that follow."""
+        if self.telephone_event_pt is None:
+            self.log.warn("DTMF {digits!r} not sent: peer did not offer telephone-event",
+                          digits=len(digits))
+            return
+        self._dtmf_ticks.extend(self._dtmf_sender.packets(digits))
+        self.stats.dtmf_sent += len(digits)
+
+    @property
+    def clock_rate(self) -> int:
+        return self.codec.clock_rate if self.codec is not None else 8000
+
+    def refresh_stats(self) -> MediaStats:
+        """Update loss/jitter figures from the receiver state and return :attr:`stats`."""
+        if self._rx_stats is not None:
+            self.stats.lost = self._rx_stats.lost
+            self.stats.jitter_ms = 1000.0 * self._rx_stats.jitter / self.clock_rate
+        self.stats.late = self._jitter.late
+        self.stats.duplicates = self._jitter.duplicates
+        if self.srtp is not None:
+            self.stats.auth_failures = self.srtp.auth_failures
+            self.stats.replays = self.srtp.replays
+        return self.stats
+
+    # sending -------------------------------------------------------------------------
+    def _write_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.ports:
+            self.transport.write(data, addr)
+
+    def tick(self, ticks: int) -> None:
+        """Pacer callback: send this tick's frame (or DTMF), RTCP every ~5 s."""
+        if not self._running:
+            return
+        if ticks > MAX_CATCH_UP:
+            self.stats.skipped_ticks += ticks - MAX_CATCH_UP
+            self._tick += ticks - MAX_CATCH_UP
+            self._talking = False
+            ticks = MAX_CATCH_UP
+        for _ in range(ticks):
+            self._one_tick()
+            self._tick += 1
+            if self._tick % RTCP_TICKS == 0:
+                self._send_rtcp()
+
+    def _one_tick(self) -> None:
+        session = self.session
+        frame = None
+        if session is not None:
+            try:
+                frame = session.next_frame()
+            except Exception:
+                self._session_failed()
+                return
+        if self._dtmf_ticks:
+            entry = self._dtmf_ticks.pop(0)
+            if entry is not None and entry[0]:
+                self._dtmf_start = self._tick
+            if entry is not None and self.telephone_event_pt is not None:
+                marker, _offset, payload = entry
+                timestamp = self._ts_base + self._dtmf_start * 160
+                self._send(self.telephone_event_pt, marker, timestamp, payload)
+            self._talking = False
+            return
+        if frame is None:
+            self._pending_frames.clear()
+            self._talking = False
+            return
+        self._pending_frames.append(frame)
+        if len(self._pending_frames) < self.frames_per_packet:
+            return
+        frames = self._pending_frames
+        first_tick = self._tick - len(frames) + 1
+        samples = frames[0] if len(frames) == 1 else np.concatenate(frames)
+        self._pending_frames = []
+        payload = self.codec.encode(samples)
+        marker = not self._talking
+        self._talking = True
+        self._send(self.payload_type, marker, self._ts_base + first_tick * 160, payload)
+
+    def _send(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> None:
+        if self.direction not in _SENDING or self.remote is None or not self.ports:
+            return
+        seq = self._sequence = (self._sequence + 1) & 0xFFFF
+        packet = _HEADER.pack(
+            0x80, payload_type | (0x80 if marker else 0), seq, timestamp & 0xFFFFFFFF, self.ssrc
+        ) + payload
+        if self.srtp is not None:
+            packet = self.srtp.protect(packet)
+        try:
+            self.transport.write(packet, self.remote)
+        except Exception as exc:
+            self.log.debug("RTP send to {remote} failed: {exc}", remote=self.remote, exc=exc)
+            return
+        self.stats.packets_sent += 1
+        self.stats.octets_sent += len(payload)
+
+    def _send_rtcp(self) -> None:
+        if self.rtcp_remote is None or not self.ports:
+            return
+        now = self.clock.seconds()
+        blocks = []
+        if self._rx_stats is not None:
+            blocks.append(self._rx_stats.report_block(now))
+        if self.stats.packets_sent:
+            msw, lsw = ntp_timestamp(now)
+            report: Any = SenderReport(
+                self.ssrc, msw, lsw, (self._ts_base + self._tick * 160) & 0xFFFFFFFF,
+                self.stats.packets_sent, self.stats.octets_sent, blocks,
+            )
+        else:
+            report = ReceiverReport(self.ssrc, blocks)
+        data = build_rtcp(report)
+        if self.srtp is not None:
+            data = self.srtp.protect_rtcp(data)
+        port = self.ports[0] if self.rtcp_mux else self.ports[1]
+        try:
+            port.write(data, self.rtcp_remote)
+        except Exception as exc:
+            self.log.debug("RTCP send failed: {exc}", exc=exc)
+            return
+        self.stats.rtcp_sent += 1
+
+    # receiving -----------------------------------------------------------------------
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        """Handle one datagram on the RTP port; never raises (bad input is counted, dropped)."""
+        if len(data) < 12 or not data[0] & 0x80:
+            if self.stun is not None and is_stun(data):
+                self.stun.datagram_received(data, _address(addr))
+            elif self.rtcp_mux and len(data) >= 8 and 192 <= data[1] <= 223:
+                self.rtcp_received(data, _address(addr))
+            else:
+                self.stats.malformed += 1
+            return
+        if self.rtcp_mux and 192 <= data[1] <= 223:
+            self.rtcp_received(data, _address(addr))
+            return
+        if self.codec is None or self._stopped:
+            return
+        if self.srtp is not None:
+            data = self.srtp.unprotect(data)
+            if data is None:
+                return
+        try:
+            packet = RTPPacket.parse(data)
+        except RTPParseError:
+            self.stats.malformed += 1
+            return
+        pt = packet.payload_type
+        if pt != self.payload_type and pt != self.telephone_event_pt:
+            self.stats.unknown_payload += 1
+            return
+        source = _address(addr)
+        now = self.clock.seconds()
+        if not self._accept_source(source, now):
+            self.stats.rejected_source += 1
+            return
+        self.stats.packets_received += 1
+        self.stats.octets_received += len(packet.payload)
+        if self._rx_stats is None or self._rx_stats.ssrc != packet.ssrc:
+            self._rx_stats = RTPStats(packet.ssrc, self.clock_rate)
+        self._rx_stats.update(packet.sequence, packet.timestamp, now)
+        session = self.session
+        if session is None or self.direction not in _RECEIVING:
+            return
+        if pt == self.telephone_event_pt:
+            digit = self._dtmf_receiver.receive(packet.timestamp, packet.payload)
+            if digit is not None:
+                self.stats.dtmf_received += 1
+                self._call_session(session.dtmf_received, digit)
+            return
+        for ready in self._jitter.push(packet):
+            self._deliver(ready.payload)
+
+    def _accept_source(self, source: tuple[str, int], now: float) -> bool:
+        """Symmetric RTP (RFC 4961 §4): latch to the first valid source; re-latch after silence."""
+        if source == self.remote and self.latched:
+            self._last_from_remote = now
+            return True
+        if not self.latched or now - self._last_from_remote > RELATCH_AFTER:
+            if source != self.remote:
+                self.log.info("RTP latched to {source} (SDP said {sdp})", source=source,
+                              sdp=self.remote)
+            self.remote = source
+            if not self.rtcp_mux and not self._rtcp_latched:
+                self.rtcp_remote = (source[0], source[1] + 1)
+            elif self.rtcp_mux:
+                self.rtcp_remote = source
+            self.latched = True
+            self._last_from_remote = now
+            return True
+        return False
+
+    def _deliver(self, payload: bytes) -> None:
+        try:
+            samples = self.codec.decode(payload)
+        except Exception:
+            self.stats.malformed += 1
+            return
+        if len(samples) == 160 and not len(self._carry):
+            self._call_session(self.session.audio_received, samples)
+            return
+        data = np.concatenate((self._carry, samples)) if len(self._carry) else samples
+        whole = len(data) - len(data) % 160
+        for start in range(0, whole, 160):
+            if self.session is None:
+                return
+            self._call_session(self.session.audio_received, data[start : start + 160])
+        self._carry = data[whole:].copy()
+
+    def rtcp_received(self, data: bytes, source: tuple[str, int]) -> None:
+        """Handle an RTCP datagram (port+1 or muxed): SR times for LSR, peer's loss report."""
+        if self._stopped:
+            return
+        if self.srtp is not None:
+            data = self.srtp.unprotect_rtcp(data)
+            if data is None:
+                return
+        try:
+            items = parse_rtcp(data)
+        except RTPParseError:
+            self.stats.malformed += 1
+            return
+        self.stats.rtcp_received += 1
+        if not self.rtcp_mux:
+            self.rtcp_remote = source
+            self._rtcp_latched = True
+        now = self.clock.seconds()
+        for item in items:
+            rx = self._rx_stats
+            if isinstance(item, SenderReport) and rx is not None and item.ssrc == rx.ssrc:
+                rx.sender_report_received(item.ntp_msw, item.ntp_lsw, now)
+            for block in getattr(item, "reports", ()):
+                if block.ssrc == self.ssrc:
+                    self.stats.remote_fraction_lost = block.fraction_lost
+                    self.stats.remote_jitter = block.jitter
+
+    # application errors --------------------------------------------------------------
+    def _call_session(self, method: Callable[..., Any], *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception:
+            self._session_failed()
+
+    def _session_failed(self) -> None:
+        """An ISession method raised: log it and end the call (interfaces.py contract)."""
+        self.log.failure("session {session!r} raised; ending the call", session=self.session)
+        if self._failed:
+            return
+        self._failed = True
+        session = self.session
+        if session is not None and not self._stopped:
+            self.clock.callLater(0, self._hang_up, session)
+
+    def _hang_up(self, session: Any) -> None:
+        try:
+            session.hang_up()
+        except Exception:
+            self.log.failure("hang_up after a session error failed")
