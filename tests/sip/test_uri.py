@@ -470,3 +470,23 @@ class RoundTripPropertyTests(SynchronousTestCase):
         except InvalidURI:
             return
         self.assertEqual(SipURI.parse(str(uri)), uri)
+
+
+class CallerIDPropertyTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.text(max_size=60)
+        | st.from_regex(r'("[^"]{0,8}" )?<?sips?:[a-z:@;=<>"\\]{0,20}>?(;tag=[a-z]{0,4})?')
+    )
+    def test_any_value_never_crashes(self, value: str) -> None:
+        """Every accessor of an arbitrary From/To value returns or raises InvalidURI."""
+        caller = CallerID(value)
+        for name in ("display_name", "user", "host", "tag"):
+            result = getattr(caller, name)
+            self.assertTrue(result is None or isinstance(result, str), name)
+        self.assertIsInstance(repr(caller), str)
+        try:
+            uri = caller.uri
+        except InvalidURI:
+            return
+        self.assertTrue(uri is None or isinstance(uri, SipURI))
