@@ -1,0 +1,766 @@
+"""Tests for voiptwisted.sip.dialog: calls in and out, RFC 3261 §9, §12-§15, §22.
+
+Two protocols talk in memory through ``twisted.test.iosim`` (no sockets); where
+the exact bytes matter a single protocol is driven through a StringTransport.
+Media is a fake ``CallMedia`` injected through ``protocol.media_class``.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from voiptwisted.interfaces import IDialog
+from voiptwisted.sip.dialog import CallFailed, Dialog
+from voiptwisted.sip.framing import PING, PONG, StreamFramer
+from voiptwisted.sip.message import Message, Request, Response
+from voiptwisted.sip.protocol import SessionInitiationProtocol
+from voiptwisted.sip.transaction import T1
+
+OFFER = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+SAVP_OFFER = (
+    OFFER + b"m=audio 10000 RTP/SAVP 8\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:KEY\r\n"
+)
+AVP_OFFER = OFFER + b"m=audio 10000 RTP/AVP 8\r\n"
+ANSWER = OFFER + b"m=audio 20000 RTP/AVP 8\r\n"
+
+
+class FakeNegotiationFailed(ValueError):
+    """Stands in for media.call.NegotiationFailed: carries status_code 488."""
+
+    status_code = 488
+
+
+def make_media_class() -> Any:
+    """A fresh fake CallMedia class (its own instance list) implementing the contract."""
+
+    class FakeMedia:
+        created: list[FakeMedia] = []
+        refuse_secure = False
+
+        def __init__(self, local_sdp: bytes, secure: bool | None) -> None:
+            self.local_sdp = local_sdp
+            self.secure = secure
+            self.session: Any = None
+            self.answer: bytes | None = None
+            self.started = False
+            self.stopped = False
+            type(self).created.append(self)
+
+        @classmethod
+        def answer_offer(cls, config: Any, offer_sdp: bytes, local_host: str) -> FakeMedia:
+            if b"m=audio" not in offer_sdp:
+                raise FakeNegotiationFailed("no audio stream")
+            if cls.refuse_secure and b"RTP/SAVP" in offer_sdp:
+                raise FakeNegotiationFailed("SRTP not supported")
+            return cls(ANSWER, None)
+
+        @classmethod
+        def create_offer(
+            cls, config: Any, local_host: str, *, secure: bool | None = None
+        ) -> FakeMedia:
+            return cls(AVP_OFFER if secure is False else SAVP_OFFER, secure)
+
+        def accept_answer(self, answer_sdp: bytes) -> None:
+            if b"m=audio" not in answer_sdp:
+                raise FakeNegotiationFailed("no audio in answer")
+            self.answer = answer_sdp
+
+        def start(self, session: Any) -> None:
+            self.started = True
+            self.session = session
+            session.start()
+
+        def stop(self) -> None:
+            if not self.stopped:
+                self.stopped = True
+                if self.session is not None:
+                    self.session.stop()
+
+    FakeMedia.created = []
+    return FakeMedia
+
+
+class FakeSession:
+    """Records start/stop; raises in start() when asked to."""
+
+    def __init__(self, dialog: Any, fail: bool = False, **kwargs: Any) -> None:
+        self.dialog = dialog
+        self.fail = fail
+        self.kwargs = kwargs
+        self.started = 0
+        self.stopped = 0
+
+    def start(self) -> None:
+        if self.fail:
+            raise RuntimeError("session refused to start")
+        self.started += 1
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+class CalleeDialog(Dialog):
+    """Inbound dialog whose behaviour is picked per test with ``action``."""
+
+    action = "answer"
+    instances: list[CalleeDialog] = []
+    hangups = 0
+
+    def call_received(self) -> None:
+        type(self).instances.append(self)
+        if self.action == "answer":
+            self.ringing()
+            self.answer(session_class=FakeSession, colour="blue")
+        elif self.action == "ring":
+            self.ringing()
+        elif self.action == "reject":
+            self.reject()
+        elif self.action == "decline":
+            self.reject(603)
+        elif self.action == "raise":
+            raise RuntimeError("application bug")
+        elif self.action == "nothing":
+            pass
+
+    def hangup_received(self) -> None:
+        type(self).hangups += 1
+        if self.action == "raise-on-hangup":
+            raise RuntimeError("teardown bug")
+
+
+class CallerDialog(Dialog):
+    hangups = 0
+
+    def hangup_received(self) -> None:
+        CallerDialog.hangups += 1
+
+
+def callee_class(action: str) -> type[CalleeDialog]:
+    return type("Callee", (CalleeDialog,), {"action": action, "instances": [], "hangups": 0})
+
+
+CONFIG = types.SimpleNamespace(srtp="optional", public_host=None)
+
+
+def make_protocol(
+    aor: str, clock: task.Clock, media: Any, **kwargs: Any
+) -> SessionInitiationProtocol:
+    kwargs.setdefault("media_config", CONFIG)
+    return SessionInitiationProtocol(aor=aor, clock=clock, media_class=media, **kwargs)
+
+
+def connect(proto: SessionInitiationProtocol, port: int = 5070) -> StringTransport:
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", port),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 5061),
+    )
+    proto.makeConnection(transport)
+    return transport
+
+
+def written(transport: StringTransport) -> list[Any]:
+    """Every SIP message written so far (keepalives skipped); clears the transport."""
+    data = transport.value()
+    transport.clear()
+    return [Message.parse(f) for f in StreamFramer().feed(data) if f not in (PING, PONG)]
+
+
+def invite_bytes(
+    *,
+    branch: str = "z9hG4bKinv1",
+    call_id: str = "call-1@example.com",
+    cseq: int = 1,
+    body: bytes = AVP_OFFER,
+    extra: str = "",
+    method: str = "INVITE",
+    to_tag: str = "",
+    cseq_method: str | None = None,
+) -> bytes:
+    to = "<sip:bob@example.com>" + (f";tag={to_tag}" if to_tag else "")
+    content_type = "Content-Type: application/sdp\r\n" if body else ""
+    return (
+        f"{method} sip:bob@127.0.0.1:5070;transport=tls SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS 127.0.0.1:5061;branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        'From: "Alice" <sip:alice@example.com>;tag=alicetag\r\n'
+        f"To: {to}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {cseq_method or method}\r\n"
+        "Contact: <sip:alice@127.0.0.1:5099;transport=tls>\r\n"
+        f"{extra}{content_type}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def respond_to(
+    request: Request,
+    code: int,
+    *,
+    to_tag: str | None = "bobtag",
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+) -> bytes:
+    extra = list(headers or [])
+    if 200 <= code < 300:
+        extra.append(("Contact", "<sip:bob@127.0.0.1:5088;transport=tls>"))
+    return bytes(Response.from_request(request, code, to_tag=to_tag, headers=extra, body=body))
+
+
+class CallPair(SynchronousTestCase):
+    """Alice (client side) and Bob (server side) connected in memory."""
+
+    callee_action = "answer"
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.media = make_media_class()
+        self.callee = callee_class(self.callee_action)
+        CallerDialog.hangups = 0
+        self.alice, self.bob, self.pump = iosim.connectedServerAndClient(
+            lambda: make_protocol(
+                "sip:bob@example.com", self.clock, self.media, dialog_class=self.callee
+            ),
+            lambda: make_protocol("sip:alice@example.com", self.clock, self.media),
+            clock=self.clock,
+        )
+
+    def dial(self, **kwargs: Any) -> tuple[CallerDialog, Any]:
+        dialog = CallerDialog(sip=self.alice)
+        d = dialog.dial("sip:bob@example.com", session_class=FakeSession, **kwargs)
+        self.pump.flush()
+        return dialog, d
+
+    def assertNothingLeft(self) -> None:
+        for proto in (self.alice, self.bob):
+            self.assertEqual(
+                (proto.dialog_count, proto.transaction_count, proto.pending_timer_count),
+                (0, 0, 0),
+            )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        for media in self.media.created:
+            self.assertTrue(media.stopped, media)
+
+
+class AnsweredCallTests(CallPair):
+    def test_call_answered(self) -> None:
+        """RFC 3261 §13: INVITE/200/ACK in memory; both sessions start after the handshake."""
+        dialog, d = self.dial(volume=3)
+        self.assertIs(self.successResultOf(d), dialog)
+        self.assertTrue(IDialog.providedBy(dialog))
+        [callee] = self.callee.instances
+        self.assertEqual(callee.call_id, dialog.call_id)
+        self.assertEqual(callee.remote_tag, dialog.local_tag)
+        self.assertEqual(callee.local_tag, dialog.remote_tag)
+        self.assertEqual(dialog.remote_party.tag, callee.local_tag)
+        self.assertEqual(callee.remote_party.user, "alice")
+        self.assertEqual(dialog.session.started, 1)
+        self.assertEqual(dialog.session.kwargs, {"volume": 3})
+        self.assertEqual(callee.session.started, 1)
+        self.assertEqual(callee.session.kwargs, {"colour": "blue"})
+        self.assertIs(callee.session.dialog, callee)
+        self.assertEqual(dialog.media.answer, ANSWER)
+        self.assertEqual(self.alice.dialog_count, 1)
+        self.assertEqual(self.bob.dialog_count, 1)
+        self.assertEqual(self.bob.pending_timer_count, 0)  # ACK stopped the 2xx retransmission
+
+    def test_caller_hangs_up(self) -> None:
+        """RFC 3261 §15.1: caller BYE; callee answers 200, stops media, hangup_received."""
+        dialog, _d = self.dial()
+        [callee] = self.callee.instances
+        bye = dialog.bye()
+        self.assertIsNone(dialog.media)  # media stops at once
+        self.pump.flush()
+        self.assertIsNone(self.successResultOf(bye))
+        self.assertEqual(self.callee.hangups, 1)
+        self.assertEqual(callee.session.stopped, 1)
+        self.assertEqual(dialog.session.stopped, 1)
+        self.assertEqual(CallerDialog.hangups, 0)
+        self.assertNothingLeft()
+
+    def test_callee_hangs_up(self) -> None:
+        """RFC 3261 §15.1: BYE from the callee uses the caller's Contact and CSeq+1 (§12.2.1.1)."""
+        dialog, _d = self.dial()
+        [callee] = self.callee.instances
+        first_cseq = callee.outbound_cseq
+        done = callee.bye()
+        self.assertEqual(callee.outbound_cseq, first_cseq + 1)
+        self.pump.flush()
+        self.successResultOf(done)
+        self.assertEqual(CallerDialog.hangups, 1)
+        self.assertEqual(dialog.session.stopped, 1)
+        self.assertNothingLeft()
+
+    def test_second_bye_is_harmless(self) -> None:
+        dialog, _ = self.dial()
+        first, second = dialog.bye(), dialog.bye()
+        self.pump.flush()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.successResultOf(dialog.bye())
+        self.assertNothingLeft()
+
+    def test_hundred_sequential_calls_leave_nothing(self) -> None:
+        """Issue 3: 100 calls in a row leave no dialog, transaction or timer behind."""
+        for i in range(100):
+            dialog, d = self.dial()
+            self.successResultOf(d)
+            (dialog if i % 2 else self.callee.instances[-1]).bye()
+            self.pump.flush()
+        self.assertEqual(len(self.callee.instances), 100)
+        self.assertEqual(len(self.media.created), 200)
+        self.assertNothingLeft()
+
+    def test_established_call_survives_connection_loss(self) -> None:
+        """Issue 3 item 3: a call whose flow died keeps its media until BYE or timeout."""
+        dialog, _ = self.dial()
+        self.alice.transport.loseConnection()
+        self.pump.flush()
+        self.assertFalse(dialog.media.stopped)
+        self.assertEqual(self.alice.dialog_count, 1)
+        done = dialog.bye()
+        self.successResultOf(done)
+        self.assertEqual(self.alice.dialog_count, 0)
+
+
+class RejectedCallTests(CallPair):
+    callee_action = "reject"
+
+    def test_reject_default_486(self) -> None:
+        """RFC 3261 §13.3.1.3: reject() sends 486; the caller's Deferred fails with CallFailed."""
+        _, d = self.dial()
+        failure = self.failureResultOf(d, CallFailed)
+        self.assertEqual(failure.value.status_code, 486)
+        self.assertEqual(str(failure.value), "486 Busy Here")
+        self.assertNothingLeft()
+
+
+class DeclinedCallTests(CallPair):
+    callee_action = "decline"
+
+    def test_reject_603(self) -> None:
+        _, d = self.dial()
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 603)
+        self.assertNothingLeft()
+
+
+class CancelTests(CallPair):
+    callee_action = "ring"
+
+    def test_cancel_after_ringing(self) -> None:
+        """RFC 3261 §9.1/§9.2: CANCEL after a provisional; 200 to CANCEL, 487 to the INVITE."""
+        dialog, d = self.dial()
+        self.assertNoResult(d)
+        [callee] = self.callee.instances
+        self.assertEqual(dialog.remote_tag, callee.local_tag)  # early dialog from the 180
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.pump.flush()
+        self.assertEqual(self.callee.hangups, 1)
+        self.assertNothingLeft()
+
+    def test_bye_before_answer_cancels(self) -> None:
+        dialog, d = self.dial()
+        self.successResultOf(dialog.bye())
+        self.failureResultOf(d, CancelledError)
+        self.pump.flush()
+        self.assertNothingLeft()
+
+    def test_callee_bye_before_answer_rejects(self) -> None:
+        """An unanswered inbound call ended with bye() is rejected (480)."""
+        _, d = self.dial()
+        self.successResultOf(self.callee.instances[0].bye())
+        self.pump.flush()
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 480)
+        self.assertNothingLeft()
+
+    def test_answer_later(self) -> None:
+        _, d = self.dial()
+        self.clock.advance(60)  # ringing for a minute: no Timer B once Proceeding (§17.1.1.2)
+        self.assertNoResult(d)
+        self.callee.instances[0].answer(session_class=FakeSession)
+        self.pump.flush()
+        self.successResultOf(d)
+
+    def test_pending_dial_fails_on_connection_loss(self) -> None:
+        _, d = self.dial()
+        self.alice.transport.loseConnection()
+        self.pump.flush()
+        self.failureResultOf(d, ConnectionDone)
+        self.assertEqual(self.alice.dialog_count, 0)
+        self.assertEqual(self.bob.dialog_count, 0)
+        self.assertEqual(self.callee.hangups, 1)
+
+
+class AppErrorTests(CallPair):
+    callee_action = "raise"
+
+    def test_exception_in_call_received_gives_500(self) -> None:
+        """IDialog: an application exception before answer ends that call with 500."""
+        _, d = self.dial()
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertNothingLeft()
+        self.assertFalse(self.bob.transport.disconnecting)
+
+
+class HangupErrorTests(CallPair):
+    callee_action = "raise-on-hangup"
+
+    def test_exception_in_hangup_received_is_contained(self) -> None:
+        self.callee.action = "answer"
+        dialog, _ = self.dial()
+        self.callee.action = "raise-on-hangup"
+        dialog.bye()
+        self.pump.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertNothingLeft()
+
+
+class SessionErrorTests(CallPair):
+    def test_outbound_session_failure_sends_bye(self) -> None:
+        """An exception in the caller's session start ends the call with BYE."""
+        _, d = self.dial(fail=True)
+        self.failureResultOf(d, RuntimeError)
+        self.pump.flush()
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(self.callee.hangups, 1)
+        self.assertNothingLeft()
+
+    def test_inbound_session_failure_sends_bye(self) -> None:
+        """After answer, an exception in the callee's session ends the call with BYE."""
+
+        def answer_failing(self: Dialog) -> None:
+            self.answer(session_class=FakeSession, fail=True)
+
+        self.callee.call_received = answer_failing
+        _, d = self.dial()
+        self.successResultOf(d)
+        self.pump.flush()
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(CallerDialog.hangups, 1)
+        self.assertNothingLeft()
+
+
+class NegotiationTests(CallPair):
+    def test_no_common_media_gives_488(self) -> None:
+        """RFC 3264 §6 via CallMedia.answer_offer: NegotiationFailed -> 488."""
+        self.media.refuse_secure = True
+        self.bob.media_config = types.SimpleNamespace(srtp="optional", public_host=None)
+        self.alice.media_config = types.SimpleNamespace(srtp="required", public_host=None)
+        _, d = self.dial()
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 488)
+        self.assertNothingLeft()
+
+    def test_srtp_optional_falls_back_to_rtp(self) -> None:
+        """Issue 5 item 3: 488 to an SRTP offer with policy "optional" -> retry with RTP/AVP."""
+        self.media.refuse_secure = True
+        dialog, d = self.dial()
+        self.successResultOf(d)
+        self.assertIs(dialog.media.secure, False)
+        self.assertEqual(dialog.outbound_cseq, 2)
+        self.assertTrue(self.media.created[0].stopped)  # the refused offer's port released
+
+
+class TimerTests(SynchronousTestCase):
+    """Single protocols on a StringTransport: exact messages and timers."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.media = make_media_class()
+        self.callee = callee_class("answer")
+        self.bob = make_protocol(
+            "sip:bob@example.com", self.clock, self.media, dialog_class=self.callee
+        )
+        self.bob_t = connect(self.bob)
+        self.alice = make_protocol(
+            "sip:alice@example.com", self.clock, self.media, credentials=("alice", "secret")
+        )
+        self.alice_t = connect(self.alice, 5090)
+
+    def test_2xx_retransmitted_until_ack(self) -> None:
+        """RFC 3261 §13.3.1.4: 200 resent at T1, 2T1, 4T1 ... capped at T2 until the ACK."""
+        self.bob.dataReceived(invite_bytes())
+        sent = written(self.bob_t)
+        self.assertEqual([m.status_code for m in sent], [100, 180, 200])
+        ok = sent[-1]
+        self.assertEqual(ok.body, ANSWER)
+        self.assertIn(";ob>", ok.headers["Contact"])
+        [callee] = self.callee.instances
+        self.assertIsNone(callee.session)  # session waits for the ACK
+        gaps = []
+        elapsed = 0.0
+        for _ in range(6):
+            step = 0.0
+            while not written(self.bob_t):
+                self.clock.advance(0.25)
+                step += 0.25
+            gaps.append(step)
+            elapsed += step
+        self.assertEqual(gaps, [T1, 2 * T1, 4 * T1, 4.0, 4.0, 4.0])
+        ack = invite_bytes(method="ACK", branch="z9hG4bKack", body=b"", to_tag=ok.remote_tag)
+        self.bob.dataReceived(ack)
+        self.assertEqual(callee.session.started, 1)
+        self.assertEqual(self.bob.pending_timer_count, 0)
+        self.clock.advance(100)
+        self.assertEqual(written(self.bob_t), [])
+
+    def test_no_ack_hangs_up(self) -> None:
+        """RFC 3261 §13.3.1.4: no ACK within 64*T1 -> session ended with BYE."""
+        self.bob.dataReceived(invite_bytes())
+        written(self.bob_t)
+        self.clock.advance(64 * T1)
+        byes = [m for m in written(self.bob_t) if isinstance(m, Request)]
+        self.assertEqual([m.method for m in byes], ["BYE"])
+        bye = byes[0]
+        self.assertEqual(bye.uri, "sip:alice@127.0.0.1:5099;transport=tls")
+        self.assertEqual(bye.remote_tag, "alicetag")
+        self.assertTrue(self.media.created[0].stopped)
+        self.bob.dataReceived(respond_to(bye, 200, to_tag=None))
+        self.assertEqual((self.bob.dialog_count, self.bob.pending_timer_count), (0, 0))
+
+    def test_bye_waits_for_ack(self) -> None:
+        """RFC 3261 §15: the callee must not send BYE before the ACK of its 2xx."""
+        self.bob.dataReceived(invite_bytes())
+        ok = written(self.bob_t)[-1]
+        done = self.callee.instances[0].bye()
+        self.assertEqual(written(self.bob_t), [])
+        self.bob.dataReceived(
+            invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", to_tag=ok.remote_tag)
+        )
+        [bye] = written(self.bob_t)
+        self.assertEqual(bye.method, "BYE")
+        self.assertNoResult(done)
+        self.bob.dataReceived(respond_to(bye, 200, to_tag=None))
+        self.successResultOf(done)
+
+    def test_route_set_uas(self) -> None:
+        """RFC 3261 §12.1.1: Record-Route copied into the 2xx; route set in order;
+        §12.2.1.1: in-dialog BYE goes to the Contact with the route set as Route."""
+        rr = "Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n"
+        self.bob.dataReceived(invite_bytes(extra=rr))
+        ok = written(self.bob_t)[-1]
+        self.assertEqual(
+            ok.headers.getlist("Record-Route"),
+            ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"],
+        )
+        [callee] = self.callee.instances
+        self.assertEqual(callee.route_set, ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"])
+        self.bob.dataReceived(
+            invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", to_tag=ok.remote_tag)
+        )
+        callee.bye()
+        [bye] = written(self.bob_t)
+        self.assertEqual(bye.uri, "sip:alice@127.0.0.1:5099;transport=tls")
+        self.assertEqual(
+            bye.headers.getlist("Route"), ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+        )
+        self.assertEqual(bye.cseq, (callee.outbound_cseq, "BYE"))
+
+    def test_strict_router(self) -> None:
+        """RFC 3261 §12.2.1.1: a strict first route becomes the Request-URI."""
+        self.bob.dataReceived(invite_bytes(extra="Record-Route: <sip:strict.example.com>\r\n"))
+        ok = written(self.bob_t)[-1]
+        self.bob.dataReceived(
+            invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", to_tag=ok.remote_tag)
+        )
+        self.callee.instances[0].bye()
+        [bye] = written(self.bob_t)
+        self.assertEqual(bye.uri, "sip:strict.example.com")
+        self.assertEqual(
+            bye.headers.getlist("Route"), ["<sip:alice@127.0.0.1:5099;transport=tls>"]
+        )
+
+    def test_cseq_out_of_order(self) -> None:
+        """RFC 3261 §12.2.2: an in-dialog request with a lower CSeq gets 500."""
+        self.bob.dataReceived(invite_bytes(cseq=5))
+        ok = written(self.bob_t)[-1]
+        tag = ok.remote_tag
+        self.bob.dataReceived(
+            invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", cseq=5, to_tag=tag)
+        )
+        self.bob.dataReceived(
+            invite_bytes(method="BYE", branch="z9hG4bKb", body=b"", cseq=4, to_tag=tag)
+        )
+        [resp] = written(self.bob_t)
+        self.assertEqual(resp.status_code, 500)
+        self.assertEqual(self.bob.dialog_count, 1)
+
+    def test_reinvite_refused_keeps_call(self) -> None:
+        """RFC 3261 §14.2: a refused re-INVITE leaves the session as it was."""
+        self.bob.dataReceived(invite_bytes())
+        tag = written(self.bob_t)[-1].remote_tag
+        self.bob.dataReceived(invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", to_tag=tag))
+        self.bob.dataReceived(invite_bytes(branch="z9hG4bKre", cseq=2, to_tag=tag))
+        self.assertEqual([m.status_code for m in written(self.bob_t)], [100, 488])
+        self.bob.dataReceived(
+            invite_bytes(method="ACK", branch="z9hG4bKre", body=b"", cseq=2, to_tag=tag)
+        )
+        self.assertEqual(self.bob.transaction_count, 0)
+        self.assertEqual(self.bob.dialog_count, 1)
+        self.assertEqual(self.callee.instances[0].session.stopped, 0)
+
+    def test_late_offer(self) -> None:
+        """RFC 3261 §13.2.1: INVITE without SDP -> offer in the 200, answer in the ACK."""
+        self.bob.dataReceived(invite_bytes(body=b""))
+        ok = written(self.bob_t)[-1]
+        self.assertEqual(ok.body, SAVP_OFFER)
+        self.bob.dataReceived(
+            invite_bytes(method="ACK", branch="z9hG4bKa", body=ANSWER, to_tag=ok.remote_tag)
+        )
+        self.assertEqual(self.media.created[0].answer, ANSWER)
+        self.assertEqual(self.callee.instances[0].session.started, 1)
+
+    def dial(self, target: str = "sip:bob@example.com") -> tuple[Dialog, Any, Request]:
+        dialog = Dialog(sip=self.alice)
+        d = dialog.dial(target, session_class=FakeSession)
+        [invite] = written(self.alice_t)
+        return dialog, d, invite
+
+    def test_invite_format(self) -> None:
+        """RFC 3261 §8.1.1: To, From with tag, Call-ID, CSeq, Max-Forwards, Via (branch, rport),
+        Contact; SDP offer body."""
+        dialog, _, invite = self.dial()
+        self.assertEqual(invite.method, "INVITE")
+        self.assertEqual(invite.uri, "sip:bob@example.com")
+        self.assertEqual(invite.local_tag, dialog.local_tag)
+        self.assertIsNone(invite.remote_tag)
+        self.assertEqual(invite.cseq, (1, "INVITE"))
+        self.assertEqual(invite.headers["Max-Forwards"], "70")
+        self.assertTrue(invite.branch.startswith("z9hG4bK"))
+        self.assertIs(invite.top_via.rport, True)
+        self.assertEqual(invite.headers["Content-Type"], "application/sdp")
+        self.assertEqual(invite.body, SAVP_OFFER)
+        self.assertTrue(invite.headers["User-Agent"].startswith("voiptwisted/"))
+
+    def test_dial_rejects_bad_target(self) -> None:
+        dialog = Dialog(sip=self.alice)
+        self.assertRaises(ValueError, dialog.dial, "http://example.com", session_class=FakeSession)
+
+    def test_route_set_uac_and_ack(self) -> None:
+        """RFC 3261 §12.1.2: UAC route set = Record-Route reversed; §13.2.2.4: ACK for the 2xx
+        is a new transaction (new branch) with the INVITE's CSeq number, sent to the Contact."""
+        dialog, d, invite = self.dial()
+        self.alice.dataReceived(respond_to(invite, 180))
+        self.assertEqual(dialog.remote_tag, "bobtag")
+        rr = [("Record-Route", "<sip:p1.example.com;lr>, <sip:p2.example.com;lr>")]
+        self.alice.dataReceived(respond_to(invite, 200, body=ANSWER, headers=rr))
+        self.successResultOf(d)
+        [ack] = written(self.alice_t)
+        self.assertEqual(ack.method, "ACK")
+        self.assertNotEqual(ack.branch, invite.branch)
+        self.assertEqual(ack.cseq, (1, "ACK"))
+        self.assertEqual(ack.uri, "sip:bob@127.0.0.1:5088;transport=tls")
+        self.assertEqual(
+            ack.headers.getlist("Route"), ["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]
+        )
+        self.assertEqual(dialog.route_set, ["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"])
+        # §13.2.2.4: a retransmitted 2xx is ACKed again
+        self.alice.dataReceived(respond_to(invite, 200, body=ANSWER, headers=rr))
+        [again] = written(self.alice_t)
+        self.assertEqual(bytes(again), bytes(ack))
+
+    def test_dial_timer_b(self) -> None:
+        """RFC 3261 §17.1.1.2: no response at all -> Timer B -> CallFailed 408."""
+        _, d, _ = self.dial()
+        self.clock.advance(64 * T1)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 408)
+        self.assertEqual((self.alice.dialog_count, self.alice.pending_timer_count), (0, 0))
+        self.assertTrue(self.media.created[0].stopped)
+
+    def test_dial_401_retry(self) -> None:
+        """RFC 3261 §22.2: 401 -> ACK, then INVITE again with Authorization and CSeq+1."""
+        _dialog, d, invite = self.dial()
+        challenge = [("WWW-Authenticate", 'Digest realm="example.com", nonce="abc", qop="auth"')]
+        self.alice.dataReceived(respond_to(invite, 401, headers=challenge))
+        ack, retry = written(self.alice_t)
+        self.assertEqual((ack.method, ack.branch), ("ACK", invite.branch))
+        self.assertEqual(retry.method, "INVITE")
+        self.assertEqual(retry.cseq, (2, "INVITE"))
+        self.assertEqual(retry.call_id, invite.call_id)
+        self.assertEqual(retry.local_tag, invite.local_tag)
+        self.assertNotEqual(retry.branch, invite.branch)
+        self.assertIn('username="alice"', retry.headers["Authorization"])
+        self.assertIn('realm="example.com"', retry.headers["Authorization"])
+        # a second challenge is a failure, not a loop
+        self.alice.dataReceived(respond_to(retry, 401, headers=challenge))
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 401)
+        self.assertEqual(self.alice.dialog_count, 0)
+
+    def test_dial_407_retry(self) -> None:
+        """RFC 3261 §22.3: 407 is answered with Proxy-Authorization."""
+        _, d, invite = self.dial()
+        challenge = [("Proxy-Authenticate", 'Digest realm="proxy", nonce="n1"')]
+        self.alice.dataReceived(respond_to(invite, 407, headers=challenge))
+        retry = written(self.alice_t)[-1]
+        self.assertIn("Proxy-Authorization", retry.headers)
+        self.alice.dataReceived(respond_to(retry, 200, body=ANSWER))
+        self.successResultOf(d)
+
+    def test_srtp_required_does_not_fall_back(self) -> None:
+        self.alice.media_config = types.SimpleNamespace(srtp="required", public_host=None)
+        _, d, invite = self.dial()
+        self.alice.dataReceived(respond_to(invite, 488))
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 488)
+
+    def test_cancel_waits_for_provisional(self) -> None:
+        """RFC 3261 §9.1: no CANCEL before a provisional; then CANCEL with the INVITE's Via."""
+        _dialog, d, invite = self.dial()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(written(self.alice_t), [])
+        self.alice.dataReceived(respond_to(invite, 100, to_tag=None))
+        [cancel] = written(self.alice_t)
+        self.assertEqual(cancel.method, "CANCEL")
+        self.assertEqual(cancel.branch, invite.branch)
+        self.assertEqual(cancel.uri, invite.uri)
+        self.assertEqual(cancel.cseq, (1, "CANCEL"))
+        self.assertEqual(cancel.headers["To"], invite.headers["To"])
+        self.assertEqual(cancel.headers["From"], invite.headers["From"])
+        self.alice.dataReceived(respond_to(cancel, 200))
+        self.alice.dataReceived(respond_to(invite, 487))
+        [ack] = written(self.alice_t)
+        self.assertEqual((ack.method, ack.branch), ("ACK", invite.branch))
+        self.assertEqual(self.alice.dialog_count, 0)
+        self.assertEqual(self.alice.transaction_count, 0)
+        self.assertEqual(self.alice.pending_timer_count, 0)
+
+    def test_cancel_unanswered_gives_up(self) -> None:
+        """RFC 3261 §9.1: no final response 64*T1 after CANCEL -> the INVITE is abandoned."""
+        _, d, invite = self.dial()
+        self.alice.dataReceived(respond_to(invite, 180))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        written(self.alice_t)
+        self.clock.advance(64 * T1)
+        self.assertEqual((self.alice.dialog_count, self.alice.pending_timer_count), (0, 0))
+
+    def test_200_crossing_cancel_is_ended_with_bye(self) -> None:
+        """RFC 3261 §9.1: a 2xx arriving after our CANCEL -> ACK, then BYE."""
+        _, d, invite = self.dial()
+        self.alice.dataReceived(respond_to(invite, 180))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        written(self.alice_t)
+        self.alice.dataReceived(respond_to(invite, 200, body=ANSWER))
+        self.assertEqual([m.method for m in written(self.alice_t)], ["ACK", "BYE"])
+
+
+class CallFailedTests(SynchronousTestCase):
+    def test_str_and_attributes(self) -> None:
+        exc = CallFailed(486)
+        self.assertEqual(
+            (exc.status_code, exc.phrase, str(exc)), (486, "Busy Here", "486 Busy Here")
+        )
+        self.assertEqual(str(CallFailed(404, "Nobody")), "404 Nobody")
+
+    def test_dial_needs_protocol(self) -> None:
+        self.assertRaises(ValueError, Dialog().dial, "sip:x@example.com", session_class=object)

@@ -1,0 +1,753 @@
+"""SIP dialogs (RFC 3261 §12-§15): one call between us and a remote party.
+
+:class:`Dialog` implements :class:`~voiptwisted.interfaces.IDialog` with the
+reference library's names.  Subclass it and override :meth:`call_received`
+(and optionally :meth:`hangup_received`) to handle inbound calls; create one
+with ``Dialog(sip=protocol)`` and call :meth:`dial` for outbound calls.
+
+The dialog is the transaction user (TU) of RFC 3261 §17: it builds requests
+and responses, retransmits its 2xx until the ACK arrives (§13.3.1.4), sends
+the ACK for a 2xx it receives (§13.2.2.4), keeps the route set, remote target
+and CSeq numbers (§12.1, §12.2), and drives the call's media through the
+``CallMedia`` contract (``protocol.media_class``).  Everything that waits
+uses the protocol's :class:`~voiptwisted.sip.transaction.Timers`, so a call
+that ended leaves no timer behind.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from voiptwisted.interfaces import IDialog
+from voiptwisted.sip.headers import NameAddr, SIPParseError
+from voiptwisted.sip.message import Request, Response
+from voiptwisted.sip.status import SIPStatus
+from voiptwisted.sip.transaction import (
+    T1,
+    T2,
+    ClientInviteTransaction,
+    ServerInviteTransaction,
+    ServerTransaction,
+    TransactionTimeout,
+)
+from voiptwisted.sip.uri import CallerID, InvalidURI, SipURI
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
+    from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+__all__ = ["CallFailed", "Dialog", "DialogState"]
+
+log = Logger()
+
+#: Responses that may mean "your SRTP offer is not acceptable" (issue 5: retry with RTP/AVP).
+_SRTP_REFUSALS = frozenset({415, 488, 606})
+
+
+class CallFailed(Exception):
+    """An outbound call ended with a final non-2xx status (or timed out: 408).
+
+    ``str()`` is the status line, e.g. ``"486 Busy Here"``.
+    """
+
+    def __init__(self, status_code: int, phrase: str | None = None) -> None:
+        self.status_code = int(status_code)
+        self.phrase = phrase or SIPStatus.phrase_for(self.status_code)
+        super().__init__(f"{self.status_code} {self.phrase}")
+
+    def __str__(self) -> str:
+        return f"{self.status_code} {self.phrase}"
+
+
+class DialogState(enum.Enum):
+    """Where a call is: before the final response, established, or over (RFC 3261 §12)."""
+
+    INIT = "init"
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+def _new_tag() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _uri_of(value: str) -> str:
+    """The URI inside a From/To/Contact/Route value, or the value itself."""
+    try:
+        return NameAddr.parse(value).uri
+    except SIPParseError:
+        return value.strip().strip("<>")
+
+
+@implementer(IDialog)
+class Dialog:
+    """A SIP dialog (RFC 3261 §12) and the call it carries.
+
+    Attributes follow the reference: ``call_id``, ``local_tag``,
+    ``remote_tag``, ``remote_contact`` (the remote target URI, §12.1),
+    ``route_set`` (list of Route values, §12.1.1/§12.1.2), ``local_party`` /
+    ``remote_party`` (our and their From/To values, as :class:`CallerID`, with
+    tags), ``outbound_cseq`` (our last CSeq number, §12.2.1.1), ``sip`` (the
+    protocol) and ``session`` (the ISession once media runs).
+    """
+
+    #: RFC 3261 §17.1.1.1 / §17.1.2.2 timer values, in seconds.
+    T1: float = T1
+    T2: float = T2
+
+    def __init__(
+        self,
+        *,
+        sip: SessionInitiationProtocol | None = None,
+        call_id: str | None = None,
+        local_tag: str | None = None,
+        remote_tag: str | None = None,
+        remote_contact: str | None = None,
+        route_set: list[str] | None = None,
+        local_party: str | None = None,
+        remote_party: str | None = None,
+        outbound_cseq: int = 1,
+        uac: SipURI | None = None,
+    ) -> None:
+        self.sip = sip
+        self.uac = uac
+        self.call_id = call_id or f"{uuid.uuid4().hex}@voiptwisted"
+        self.local_tag = local_tag or _new_tag()
+        self.remote_tag = remote_tag
+        self.remote_contact = remote_contact
+        self.route_set: list[str] = list(route_set or [])
+        self.local_party = CallerID(local_party) if local_party is not None else None
+        self.remote_party = CallerID(remote_party) if remote_party is not None else None
+        self.outbound_cseq = outbound_cseq
+        self.remote_cseq: int | None = None
+        self.session: Any = None
+        self.media: Any = None
+        self.state = DialogState.INIT
+        self.inbound = False
+        self.invite_transaction: ServerInviteTransaction | None = None
+        self.invite_request: Request | None = None
+        self._session_class: type | None = None
+        self._session_kwargs: dict[str, Any] = {}
+        # inbound: our 2xx, retransmitted until the ACK (§13.3.1.4)
+        self._ok: Response | None = None
+        self._ok_interval = self.T1
+        self._ok_timer: IDelayedCall | None = None
+        self._ack_deadline: IDelayedCall | None = None
+        self._late_offer = False
+        self._bye_after_ack = False
+        # outbound
+        self._dial_deferred: Deferred[Dialog] | None = None
+        self._invite_tx: ClientInviteTransaction | None = None
+        self._provisional_seen = False
+        self._cancel_requested = False
+        self._cancel_sent = False
+        self._auth_tried = False
+        self._insecure_tried = False
+        self._ack: Request | None = None
+        # either
+        self._bye_deferreds: list[Deferred[None]] = []
+        self._bye_sent = False
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def from_request(cls, request: Request, **kwargs: Any) -> Dialog:
+        """Create the UAS side of a dialog from an inbound INVITE (RFC 3261 §12.1.1).
+
+        The remote tag is the From tag, the remote target the Contact URI,
+        the route set the Record-Route values in order, the remote CSeq the
+        INVITE's; our tag is new.
+        """
+        contacts = request.contact
+        our_tag = request.remote_tag or _new_tag()
+        dialog = cls(
+            call_id=request.call_id,
+            local_tag=our_tag,
+            remote_tag=request.local_tag,
+            remote_contact=contacts[0].uri if contacts else None,
+            route_set=request.headers.getlist("Record-Route"),
+            local_party=f"{request.headers['To']};tag={our_tag}",
+            remote_party=request.headers["From"],
+            **kwargs,
+        )
+        dialog.inbound = True
+        dialog.remote_cseq = request.cseq[0]
+        dialog.invite_request = request
+        dialog.state = DialogState.EARLY
+        return dialog
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.call_id} {self.state.value} "
+            f"remote={self.remote_party!r}>"
+        )
+
+    # -- application hooks (IDialog) -----------------------------------------------------
+
+    def call_received(self) -> None:
+        """Called once for each new inbound INVITE.  The base class rejects with 486 Busy Here."""
+        self.reject()
+
+    def hangup_received(self) -> None:
+        """Called when the remote party ends the call (BYE, or CANCEL before answer)."""
+
+    # -- inbound (UAS) -------------------------------------------------------------------
+
+    @property
+    def _pending_invite(self) -> bool:
+        tx = self.invite_transaction
+        return tx is not None and not tx.final_sent and self.state is DialogState.EARLY
+
+    def _response(self, status_code: int, **kwargs: Any) -> Response:
+        assert self.invite_request is not None
+        return Response.from_request(
+            self.invite_request, status_code, to_tag=self.local_tag, **kwargs
+        )
+
+    def _dialog_headers(self) -> list[tuple[str, str]]:
+        """Contact and Record-Route for responses that establish the dialog (§12.1.1)."""
+        assert self.sip is not None and self.invite_request is not None
+        headers = [("Contact", self.sip.contact)]
+        headers += [
+            ("Record-Route", rr) for rr in self.invite_request.headers.getlist("Record-Route")
+        ]
+        return headers
+
+    def ringing(self) -> None:
+        """Send 180 Ringing with our To tag (RFC 3261 §13.3.1.1); ignored once answered."""
+        if not self._pending_invite:
+            return
+        assert self.invite_transaction is not None
+        self.invite_transaction.respond(self._response(180, headers=self._dialog_headers()))
+
+    def answer(self, *, session_class: type, **session_kwargs: Any) -> None:
+        """Accept the pending INVITE: SDP answer, 200 OK retransmitted until the ACK.
+
+        RFC 3264 negotiation is done by ``CallMedia.answer_offer``; when it
+        raises ``NegotiationFailed`` the call is rejected with its status (488).
+        An INVITE without SDP gets our offer in the 200 and the answer is
+        taken from the ACK (RFC 3261 §13.2.1).  The session is created and
+        media started when the ACK arrives (§13.3.1.4).
+        """
+        if not self._pending_invite:
+            log.warn(
+                "answer() ignored for call {call_id}: no pending INVITE", call_id=self.call_id
+            )
+            return
+        sip = self.sip
+        assert sip is not None and self.invite_request is not None
+        media_class = sip.media_class
+        try:
+            if self.invite_request.body:
+                media = media_class.answer_offer(
+                    sip.media_config, self.invite_request.body, sip.media_host
+                )
+            else:
+                media = media_class.create_offer(sip.media_config, sip.media_host)
+                self._late_offer = True
+        except Exception as exc:
+            code = getattr(exc, "status_code", None)
+            if isinstance(code, int) and 400 <= code < 700:
+                log.info(
+                    "call {call_id}: media negotiation failed: {reason}",
+                    call_id=self.call_id,
+                    reason=exc,
+                )
+                self.reject(code)
+            else:
+                log.failure("call {call_id}: cannot set up media", call_id=self.call_id)
+                self.reject(SIPStatus.SERVER_INTERNAL_ERROR)
+            return
+        self.media = media
+        self._session_class = session_class
+        self._session_kwargs = dict(session_kwargs)
+        ok = self._response(
+            200,
+            headers=[
+                *self._dialog_headers(),
+                ("Allow", sip.allow_header),
+                ("Supported", "outbound"),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=media.local_sdp,
+        )
+        self._ok = ok
+        self.state = DialogState.CONFIRMED
+        assert self.invite_transaction is not None
+        self.invite_transaction.respond(ok)
+        self.invite_transaction = None
+        self._ok_interval = self.T1
+        self._ok_timer = sip.timers.call_later(self._ok_interval, self._retransmit_ok)
+        self._ack_deadline = sip.timers.call_later(64 * self.T1, self._ack_timed_out)
+
+    def _retransmit_ok(self) -> None:
+        """RFC 3261 §13.3.1.4: resend the 2xx at T1, 2*T1 ... capped at T2 until the ACK."""
+        assert self.sip is not None and self._ok is not None
+        self._ok_timer = None
+        self.sip.send_message(self._ok)
+        self._ok_interval = min(self._ok_interval * 2, self.T2)
+        self._ok_timer = self.sip.timers.call_later(self._ok_interval, self._retransmit_ok)
+
+    def _stop_ok_retransmission(self) -> None:
+        if self.sip is not None:
+            self.sip.timers.cancel(self._ok_timer)
+            self.sip.timers.cancel(self._ack_deadline)
+        self._ok_timer = self._ack_deadline = None
+
+    def _ack_timed_out(self) -> None:
+        """No ACK within 64*T1: the dialog is confirmed, the session ends with BYE (§13.3.1.4)."""
+        self._ack_deadline = None
+        log.warn(
+            "call {call_id}: no ACK for 200 OK within 64*T1, hanging up", call_id=self.call_id
+        )
+        self._stop_ok_retransmission()
+        self._ok = None
+        self._send_bye()
+
+    def ack_received(self, ack: Request) -> None:
+        """The ACK for our 2xx: stop retransmitting, create the session, start media."""
+        if self._ok is None or self.invite_request is None:
+            return
+        if ack.cseq[0] != self.invite_request.cseq[0]:
+            return
+        self._stop_ok_retransmission()
+        self._ok = None
+        if self._late_offer:
+            try:
+                self.media.accept_answer(ack.body)
+            except Exception:
+                log.failure("call {call_id}: unusable SDP answer in ACK", call_id=self.call_id)
+                self._send_bye()
+                return
+        if self._bye_after_ack:
+            self._send_bye()
+            return
+        self._start_session()
+
+    def _start_session(self) -> Failure | None:
+        """Create ``session_class(dialog=self, **kwargs)`` and start the media with it.
+
+        An application exception is logged with the Call-ID, the call ends
+        with BYE, and the failure is returned.
+        """
+        assert self._session_class is not None
+        try:
+            self.session = self._session_class(dialog=self, **self._session_kwargs)
+            self.media.start(self.session)
+        except Exception:
+            failure = Failure()
+            log.failure("call {call_id}: session failed to start", failure, call_id=self.call_id)
+            self._send_bye()
+            return failure
+        return None
+
+    def reject(self, status_code: int = SIPStatus.BUSY_HERE) -> None:
+        """Reject the pending INVITE with a final 3xx-6xx response (default 486, §13.3.1.3)."""
+        code = int(status_code)
+        if not 300 <= code < 700:
+            raise ValueError(f"reject() needs a 3xx-6xx status, not {code}")
+        if not self._pending_invite:
+            return
+        assert self.invite_transaction is not None
+        self.invite_transaction.respond(self._response(code))
+        self.invite_transaction = None
+        self._end()
+
+    def cancel_received(self, cancel: Request) -> None:
+        """CANCEL matched our pending INVITE (§9.2): 487 to the INVITE, then hangup_received()."""
+        if not self._pending_invite:
+            return
+        assert self.invite_transaction is not None
+        self.invite_transaction.respond(self._response(SIPStatus.REQUEST_TERMINATED))
+        self.invite_transaction = None
+        self._end()
+        self._call_app(self.hangup_received)
+
+    def request_received(self, request: Request, transaction: ServerTransaction) -> None:
+        """An in-dialog request (RFC 3261 §12.2.2): CSeq check, then BYE / re-INVITE / OPTIONS."""
+        number = request.cseq[0]
+        if self.remote_cseq is not None and number < self.remote_cseq:
+            transaction.respond(Response.from_request(request, 500, "CSeq Out Of Order"))
+            return
+        self.remote_cseq = number
+        method = request.method
+        if method == "BYE":
+            self._bye_received(request, transaction)
+        elif method == "INVITE":
+            # Re-INVITE (RFC 3261 §14.2): session changes are not supported; 488 keeps the
+            # current session as it is.
+            transaction.respond(Response.from_request(request, 488))
+        elif method == "OPTIONS":
+            assert self.sip is not None
+            transaction.respond(self.sip.options_response(request))
+        else:
+            assert self.sip is not None
+            transaction.respond(self.sip.method_not_allowed_response(request))
+
+    def _bye_received(self, request: Request, transaction: ServerTransaction) -> None:
+        """RFC 3261 §15.1.2: 200 to the BYE (487 to a pending INVITE), stop media, hang up."""
+        if self._pending_invite:
+            assert self.invite_transaction is not None
+            self.invite_transaction.respond(self._response(SIPStatus.REQUEST_TERMINATED))
+            self.invite_transaction = None
+        transaction.respond(Response.from_request(request, 200))
+        self._end()
+        self._fire_bye_deferreds()
+        self._call_app(self.hangup_received)
+
+    # -- outbound (UAC) ------------------------------------------------------------------
+
+    def dial(self, target: str, *, session_class: type, **session_kwargs: Any) -> Deferred[Dialog]:
+        """Place a call to *target*; the Deferred fires with this dialog once answered.
+
+        Sends INVITE with our SDP offer (RFC 3261 §13.2.1), answers a 401/407
+        once with the protocol's credentials (§22.2), retries once without
+        SRTP when an SRTP offer is refused with 488/415/606 and the SRTP
+        policy is "optional", ACKs the 2xx (§13.2.2.4), applies the answer and
+        starts ``session_class(dialog=self, **session_kwargs)``.  Fails with
+        :class:`CallFailed`.  Cancelling the Deferred before the answer sends
+        CANCEL (§9.1) once a provisional response has arrived.
+        """
+        sip = self.sip
+        if sip is None:
+            raise ValueError("Dialog.dial() needs a protocol: Dialog(sip=protocol)")
+        if self.state is not DialogState.INIT:
+            raise RuntimeError("a Dialog places at most one call")
+        target = str(target)
+        if not target.lower().startswith(("sip:", "sips:", "tel:")):
+            raise InvalidURI(f"not a SIP, SIPS or tel URI: {target[:80]!r}")
+        self.uac = sip.aor
+        self.remote_contact = None
+        self.local_party = CallerID(f"<{sip.aor}>;tag={self.local_tag}")
+        self.remote_party = CallerID(f"<{target}>")
+        self._target = target
+        self._session_class = session_class
+        self._session_kwargs = dict(session_kwargs)
+        self._dial_deferred = Deferred(canceller=self._cancel_dial)
+        self.state = DialogState.EARLY
+        sip.register_dialog(self)
+        try:
+            self.media = sip.media_class.create_offer(sip.media_config, sip.media_host)
+        except Exception:
+            log.failure("call {call_id}: cannot set up media", call_id=self.call_id)
+            self._dial_failed(Failure())
+            return self._dial_deferred
+        self._send_invite()
+        return self._dial_deferred
+
+    def _send_invite(self, authorization: tuple[str, str] | None = None) -> None:
+        sip = self.sip
+        assert sip is not None and self.local_party is not None and self.remote_party is not None
+        headers: list[tuple[str, str]] = []
+        if sip.outbound_proxy:
+            headers.append(("Route", sip.outbound_proxy))
+        headers += [
+            ("From", str(self.local_party)),
+            ("To", str(self.remote_party)),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{self.outbound_cseq} INVITE"),
+            ("Contact", sip.contact),
+            ("Allow", sip.allow_header),
+            ("Supported", "outbound"),
+            ("Content-Type", "application/sdp"),
+        ]
+        if authorization is not None:
+            headers.append(authorization)
+        invite = Request("INVITE", self._target, headers, body=self.media.local_sdp)
+        self.invite_request = invite
+        self._provisional_seen = False
+        self._cancel_sent = False
+        tx = sip.start_client_transaction(invite, on_provisional=self._provisional_received)
+        self._invite_tx = tx
+        tx.deferred.addCallbacks(self._final_response, self._dial_failed)
+
+    def _provisional_received(self, response: Response) -> None:
+        """A 1xx: learn the remote tag (early dialog, §12.1.2); send a CANCEL that was waiting."""
+        if response.status_code > 100 and response.remote_tag and self.remote_tag is None:
+            self.remote_tag = response.remote_tag
+        self._provisional_seen = True
+        if self._cancel_requested and not self._cancel_sent:
+            self._send_cancel()
+
+    def _cancel_dial(self, deferred: Deferred[Dialog]) -> None:
+        """Deferred.cancel(): CANCEL now if a provisional arrived, else when the first one does."""
+        self._cancel_requested = True
+        if self._provisional_seen and not self._cancel_sent:
+            self._send_cancel()
+
+    def _send_cancel(self) -> None:
+        """CANCEL (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, CSeq number and Via."""
+        sip = self.sip
+        invite = self.invite_request
+        assert sip is not None and invite is not None and self._invite_tx is not None
+        self._cancel_sent = True
+        headers: list[tuple[str, str]] = [("Via", str(invite.via[0]))]
+        headers += [("Route", r) for r in invite.headers.getlist("Route")]
+        headers += [
+            ("Max-Forwards", "70"),
+            ("From", invite.headers["From"]),
+            ("To", invite.headers["To"]),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{invite.cseq[0]} CANCEL"),
+        ]
+        cancel = Request("CANCEL", invite.uri, headers)
+        sip.send_request(cancel, new_branch=False).addErrback(
+            lambda f: log.info("CANCEL for {call_id} failed: {f}", call_id=self.call_id, f=f.value)
+        )
+        self._invite_tx.cancel_sent()
+
+    def _final_response(self, response: Response) -> None:
+        code = response.status_code
+        cancelled = self._dial_deferred is not None and self._dial_deferred.called
+        if 200 <= code < 300:
+            self._answered(response)
+            return
+        if not cancelled and code in (401, 407) and self._retry_with_credentials(response):
+            return
+        if (
+            not cancelled
+            and code in _SRTP_REFUSALS
+            and not self._insecure_tried
+            and self._offer_is_secure()
+            and getattr(self.sip.media_config, "srtp", "optional") == "optional"
+        ):
+            self._insecure_tried = True
+            log.info(
+                "call {call_id}: {code} to SRTP offer, retrying RTP/AVP",
+                call_id=self.call_id,
+                code=code,
+            )
+            self._stop_media()
+            try:
+                self.media = self.sip.media_class.create_offer(
+                    self.sip.media_config, self.sip.media_host, secure=False
+                )
+            except Exception:
+                self._dial_failed(Failure())
+                return
+            self.outbound_cseq += 1
+            self._send_invite()
+            return
+        self._dial_failed(Failure(CallFailed(code, response.phrase)))
+
+    def _offer_is_secure(self) -> bool:
+        sdp = getattr(self.media, "local_sdp", b"") or b""
+        return b"RTP/SAVP" in sdp
+
+    def _retry_with_credentials(self, response: Response) -> bool:
+        """Answer one 401/407 challenge (RFC 3261 §22.2) with a new CSeq; False if we can't."""
+        from voiptwisted.sip.digest import Challenge, DigestClient, DigestError
+
+        sip = self.sip
+        if self._auth_tried or sip is None or not sip.credentials:
+            return False
+        self._auth_tried = True
+        if response.status_code == 401:
+            challenge_name, answer_name = "WWW-Authenticate", "Authorization"
+        else:
+            challenge_name, answer_name = "Proxy-Authenticate", "Proxy-Authorization"
+        values = [v for n, v in response.headers.items() if n.lower() == challenge_name.lower()]
+        try:
+            challenge = DigestClient.select(Challenge.parse(v) for v in values)
+            client = sip.digest_client or DigestClient(*sip.credentials)
+            sip.digest_client = client
+            value = client.authorization(challenge, "INVITE", self._target, self.media.local_sdp)
+        except DigestError as exc:
+            log.warn(
+                "call {call_id}: cannot answer challenge: {exc}", call_id=self.call_id, exc=exc
+            )
+            return False
+        self.outbound_cseq += 1
+        self._send_invite((answer_name, value))
+        return True
+
+    def _answered(self, response: Response) -> None:
+        """2xx to our INVITE (§13.2.2.4, §12.1.2): dialog state, ACK, answer, media."""
+        sip = self.sip
+        assert sip is not None and self.invite_request is not None
+        self.remote_tag = response.remote_tag
+        self.remote_party = CallerID(response.headers["To"])
+        contacts = response.contact
+        self.remote_contact = contacts[0].uri if contacts else None
+        self.route_set = list(reversed(response.headers.getlist("Record-Route")))
+        self.state = DialogState.CONFIRMED
+        self._ack = self._in_dialog_request("ACK", cseq=self.invite_request.cseq[0])
+        sip.send_stateless(self._ack)
+        deferred = self._dial_deferred
+        assert deferred is not None
+        if deferred.called:
+            # The CANCEL crossed the 200 (§9.1): the call is up, so end it with BYE.
+            self._send_bye()
+            return
+        try:
+            self.media.accept_answer(response.body)
+        except Exception as exc:
+            code = getattr(exc, "status_code", 488)
+            log.info("call {call_id}: unusable SDP answer: {exc}", call_id=self.call_id, exc=exc)
+            self._send_bye()
+            deferred.errback(CallFailed(code if isinstance(code, int) else 488))
+            return
+        failure = self._start_session()
+        if failure is not None:
+            deferred.errback(failure)
+            return
+        deferred.callback(self)
+
+    def response_retransmitted(self, response: Response) -> None:
+        """A 2xx retransmission for our INVITE reached the core: send the ACK again (§13.2.2.4)."""
+        if self._ack is not None and self.sip is not None and response.status_code < 300:
+            self.sip.send_message(self._ack)
+
+    def _dial_failed(self, failure: Failure) -> None:
+        if failure.check(TransactionTimeout):
+            failure = Failure(CallFailed(408, "Request Timeout"))
+        self._end()
+        deferred = self._dial_deferred
+        if deferred is not None and not deferred.called:
+            deferred.errback(failure)
+        elif not failure.check(CallFailed, CancelledError):
+            log.info("call {call_id} ended: {f}", call_id=self.call_id, f=failure.value)
+
+    # -- in-dialog requests and BYE ------------------------------------------------------
+
+    def _target_and_routes(self) -> tuple[str, list[str]]:
+        """Request-URI and Route values for an in-dialog request (RFC 3261 §12.2.1.1)."""
+        target = self.remote_contact
+        if target is None:
+            assert self.remote_party is not None
+            target = _uri_of(str(self.remote_party))
+        routes = list(self.route_set)
+        if routes:
+            first = _uri_of(routes[0])
+            try:
+                loose = "lr" in SipURI.parse(first).parameters
+            except (InvalidURI, ValueError):
+                loose = True
+            if not loose:
+                # Strict router: it becomes the Request-URI, the remote target the last Route.
+                return first.split(";", 1)[0], [*routes[1:], f"<{target}>"]
+        return target, routes
+
+    def _in_dialog_request(self, method: str, *, cseq: int | None = None) -> Request:
+        """A request inside the dialog: From/To with tags, route set, CSeq (§12.2.1.1)."""
+        if cseq is None:
+            self.outbound_cseq += 1
+            cseq = self.outbound_cseq
+        uri, routes = self._target_and_routes()
+        headers: list[tuple[str, str]] = [("Route", r) for r in routes]
+        headers += [
+            ("Max-Forwards", "70"),
+            ("From", str(self.local_party)),
+            ("To", str(self.remote_party)),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{cseq} {method}"),
+        ]
+        return Request(method, uri, headers)
+
+    def bye(self) -> Deferred[None]:
+        """End the call (RFC 3261 §15.1.1); fires when the BYE is answered or timed out.
+
+        Media stops at once and the dialog is dropped either way.  Before the
+        ACK of our 2xx arrived the BYE waits for it (§15: a UAS must not send
+        BYE before).  An unanswered inbound call is rejected with 480; an
+        outbound call not yet answered is cancelled.
+        """
+        deferred: Deferred[None] = Deferred()
+        if self.state is DialogState.TERMINATED:
+            deferred.callback(None)
+            return deferred
+        if self._pending_invite:
+            self.reject(SIPStatus.TEMPORARILY_UNAVAILABLE)
+            deferred.callback(None)
+            return deferred
+        if self.state is DialogState.EARLY and self._dial_deferred is not None:
+            self._dial_deferred.cancel()
+            deferred.callback(None)
+            return deferred
+        self._bye_deferreds.append(deferred)
+        if self._ok is not None:
+            self._bye_after_ack = True
+        else:
+            self._send_bye()
+        return deferred
+
+    def _send_bye(self) -> None:
+        """Send BYE once, stop media now, drop the dialog when the BYE transaction ends."""
+        if self._bye_sent or self.state is DialogState.TERMINATED or self.sip is None:
+            return
+        self._bye_sent = True
+        self._stop_ok_retransmission()
+        self._stop_media()
+        request = self._in_dialog_request("BYE")
+
+        def done(result: Response | Failure) -> None:
+            if isinstance(result, Failure):
+                log.info("BYE for {call_id}: {f}", call_id=self.call_id, f=result.value)
+            self._end()
+            self._fire_bye_deferreds()
+
+        self.sip.send_request(request).addBoth(done)
+
+    def _fire_bye_deferreds(self) -> None:
+        waiting, self._bye_deferreds = self._bye_deferreds, []
+        for deferred in waiting:
+            deferred.callback(None)
+
+    # -- teardown ------------------------------------------------------------------------
+
+    def _stop_media(self) -> None:
+        media, self.media = self.media, None
+        if media is not None:
+            try:
+                media.stop()
+            except Exception:
+                log.failure("call {call_id}: media.stop() failed", call_id=self.call_id)
+
+    def _end(self) -> None:
+        """Forget the call: timers, media, registration with the protocol."""
+        if self.state is DialogState.TERMINATED:
+            return
+        self.state = DialogState.TERMINATED
+        self._stop_ok_retransmission()
+        self._stop_media()
+        if self.sip is not None:
+            self.sip.drop_dialog(self)
+
+    def connection_lost(self) -> None:
+        """The signalling flow died: calls not yet established end; established ones keep media."""
+        if self.state is DialogState.EARLY:
+            self.invite_transaction = None
+            self._end()
+            if self.inbound:
+                self._call_app(self.hangup_received)
+
+    def _call_app(self, function: Any, *args: Any) -> None:
+        """Run application code; an exception is logged with the Call-ID and ends the call."""
+        try:
+            function(*args)
+        except Exception:
+            log.failure("call {call_id}: application error", call_id=self.call_id)
+            self._abort()
+
+    def _abort(self) -> None:
+        """End this call after an application error: 500 before answer, BYE after."""
+        if self._pending_invite:
+            self.reject(SIPStatus.SERVER_INTERNAL_ERROR)
+        elif self.state is DialogState.CONFIRMED:
+            if self._ok is not None:
+                self._bye_after_ack = True
+            else:
+                self._send_bye()
+        elif self.state is DialogState.EARLY and self._dial_deferred is not None:
+            self._dial_deferred.cancel()
+        else:
+            self._end()
