@@ -235,6 +235,8 @@ class PasswordSecurityTests(SynchronousTestCase):
             f"alice:{SECRET}@example.com",
             f"tel:alice:{SECRET}@x",
             f"sip:alice:{SECRET}@-x.com",
+            f"sip:alice:{SECRET}",
+            f"sip:alice:{SECRET};transport=tcp",
         ]
         for value in bad_inputs:
             with self.assertRaises(InvalidURI) as caught:

@@ -91,12 +91,21 @@ class InvalidURI(ValueError):
 def _redact(value: str) -> str:
     """Return *value* shortened and with any userinfo password replaced by ``***``."""
     at = value.rfind("@")
+    match = _SCHEME_PREFIX_RE.match(value)
+    start = match.end() if match else 0
     if at != -1:
-        match = _SCHEME_PREFIX_RE.match(value, 0, at)
-        start = match.end() if match else 0
         colon = value.find(":", start, at)
         if colon != -1:
             value = f"{value[: colon + 1]}***{value[at:]}"
+    else:
+        # "sip:alice:secret" (host forgotten): whatever follows the colon may be a password.
+        colon = value.find(":", start)
+        end = min(
+            (i for i in (value.find(";", start), value.find("?", start)) if i != -1),
+            default=len(value),
+        )
+        if start <= colon < end and not value[colon + 1 : end].isdigit():
+            value = f"{value[: colon + 1]}***{value[end:]}"
     if len(value) > 80:
         value = value[:80] + "..."
     return repr(value)
