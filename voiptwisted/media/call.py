@@ -1,0 +1,289 @@
+"""The media half of a call, as the dialogs use it: negotiate SDP, own the RTP socket.
+
+``CallMedia.answer_offer`` (inbound INVITE) and ``CallMedia.create_offer`` +
+``accept_answer`` (outbound) negotiate per RFC 3264 and bind the call's UDP
+ports; ``start(session)`` attaches the application's ``ISession`` and joins
+the shared pacer; ``stop()`` ends it and releases the ports.
+
+The SDP ``c=`` address is, in order: the ``public_host`` argument (the
+address the registrar saw, from Via ``received``), ``MediaConfig.public_host``,
+the STUN mapped address (``*_deferred`` variants, at most 500 ms), else the
+local address of the signalling connection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from voiptwisted.rtp.protocol import MediaStats, PortAllocator, RealtimeTransportProtocol
+from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext, redact_sdp
+from voiptwisted.sdp import SDPParseError, SessionDescription
+from voiptwisted.sdp.negotiation import (
+    NegotiatedMedia,
+    NegotiationFailed,
+    answer_for,
+    create_offer,
+    parse_answer,
+)
+
+__all__ = ["CallMedia", "MediaConfig", "NegotiationFailed"]
+
+#: Hard bound on STUN discovery during call setup (issue 4 item 8).
+STUN_TIMEOUT = 0.5
+#: SDP bodies larger than this are refused before parsing.
+MAX_SDP = 64 * 1024
+
+
+@dataclasses.dataclass
+class MediaConfig:
+    """Media settings of a service: ports, codec preference, SRTP policy, NAT help."""
+
+    port_range: tuple[int, int] = (10000, 20000)
+    codecs: tuple[str, ...] = ("PCMA", "PCMU")
+    srtp: str = "optional"
+    public_host: str | None = None
+    stun_server: Any = None
+    reactor: Any = None
+    pacer: Any = None
+    allocator: PortAllocator = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.srtp not in ("required", "optional", "off"):
+            raise ValueError("srtp must be 'required', 'optional' or 'off'")
+        self.allocator = PortAllocator(self.port_range)
+
+    def get_reactor(self) -> Any:
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.reactor
+
+
+def _parse(sdp: bytes) -> SessionDescription:
+    if len(sdp) > MAX_SDP:
+        raise NegotiationFailed(488, "SDP too large")
+    try:
+        return SessionDescription.parse(sdp)
+    except SDPParseError as exc:
+        raise NegotiationFailed(488, f"malformed SDP: {exc}") from None
+
+
+class CallMedia:
+    """One call's media: the negotiated parameters, the RTP protocol and its ports."""
+
+    log = Logger()
+
+    def __init__(self, config: MediaConfig, local_host: str) -> None:
+        self.config = config
+        self.local_host = local_host
+        self.reactor = config.get_reactor()
+        self.rtp = RealtimeTransportProtocol(
+            clock=self.reactor, pacer=config.pacer, stun_server=config.stun_server
+        )
+        self.local_port = config.allocator.bind(self.reactor, self.rtp, local_host)
+        self.advertised_host = local_host
+        self.advertised_port = self.local_port
+        self.local_sdp = b""
+        self.negotiated: NegotiatedMedia | None = None
+        self.session: Any = None
+        self._offer: SessionDescription | None = None
+        self._offered_crypto: dict[int, CryptoAttribute] = {}
+        self._started = False
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"<CallMedia port={self.local_port} negotiated={self.negotiated is not None}>"
+
+    # construction --------------------------------------------------------------------
+    @classmethod
+    def answer_offer(
+        cls, config: MediaConfig, offer_sdp: bytes, local_host: str, *,
+        public_host: str | None = None,
+    ) -> CallMedia:
+        """Negotiate the answer to *offer_sdp* (RFC 3264 §6) and bind the RTP port.
+
+        ``local_sdp`` is the answer.  Raises :class:`NegotiationFailed` (488)
+        with the port already released when nothing is acceptable.
+        """
+        offer = _parse(offer_sdp)
+        media = cls(config, local_host)
+        media._advertise(public_host)
+        try:
+            media._answer(offer)
+        except BaseException:
+            media.stop()
+            raise
+        return media
+
+    @classmethod
+    def create_offer(
+        cls, config: MediaConfig, local_host: str, *, secure: bool | None = None,
+        public_host: str | None = None,
+    ) -> CallMedia:
+        """Bind the RTP port and build our offer (``local_sdp``).
+
+        *secure* None follows the policy: RTP/SAVP unless ``srtp="off"``.
+        ``secure=False`` with policy ``required`` raises NegotiationFailed.
+        """
+        media = cls(config, local_host)
+        media._advertise(public_host)
+        try:
+            media._make_offer(secure)
+        except BaseException:
+            media.stop()
+            raise
+        return media
+
+    @classmethod
+    def answer_offer_deferred(
+        cls, config: MediaConfig, offer_sdp: bytes, local_host: str, *,
+        public_host: str | None = None,
+    ) -> defer.Deferred[CallMedia]:
+        """Like :meth:`answer_offer`, after STUN discovery when ``config.stun_server`` is set."""
+        try:
+            offer = _parse(offer_sdp)
+        except NegotiationFailed as exc:
+            return defer.fail(exc)
+        media = cls(config, local_host)
+        d = media._discover(public_host)
+        d.addCallback(lambda _: media._answer(offer))
+        d.addCallbacks(lambda _: media, media._fail)
+        return d
+
+    @classmethod
+    def create_offer_deferred(
+        cls, config: MediaConfig, local_host: str, *, secure: bool | None = None,
+        public_host: str | None = None,
+    ) -> defer.Deferred[CallMedia]:
+        """Like :meth:`create_offer`, after STUN discovery when ``config.stun_server`` is set."""
+        media = cls(config, local_host)
+        d = media._discover(public_host)
+        d.addCallback(lambda _: media._make_offer(secure))
+        d.addCallbacks(lambda _: media, media._fail)
+        return d
+
+    def _fail(self, failure: Any) -> Any:
+        self.stop()
+        return failure
+
+    def _advertise(self, public_host: str | None) -> None:
+        host = public_host or self.config.public_host
+        if host:
+            self.advertised_host = host
+
+    def _discover(self, public_host: str | None) -> defer.Deferred[None]:
+        """STUN Binding on the RTP socket (RFC 5389), bounded by STUN_TIMEOUT."""
+        self._advertise(public_host)
+        server = self.config.stun_server
+        if public_host or self.config.public_host or server is None or self.rtp.stun is None:
+            return defer.succeed(None)
+        self.rtp.stun.timeout = STUN_TIMEOUT
+        d = self.rtp.stun.request((server[0], server[1]))
+
+        def found(mapped: Any) -> None:
+            self.advertised_host = str(mapped.host)
+            self.advertised_port = int(mapped.port)
+
+        def failed(failure: Any) -> None:
+            self.log.warn("STUN failed ({error}); advertising {host}",
+                          error=failure.getErrorMessage(), host=self.advertised_host)
+
+        d.addCallbacks(found, failed)
+        return d
+
+    # negotiation ---------------------------------------------------------------------
+    def _answer(self, offer: SessionDescription) -> None:
+        answer, negotiated = answer_for(
+            offer,
+            local_host=self.advertised_host,
+            port=self.advertised_port,
+            codecs=self.config.codecs,
+            srtp_policy=self.config.srtp,
+        )
+        self.local_sdp = bytes(answer)
+        self._apply(negotiated)
+
+    def _make_offer(self, secure: bool | None) -> None:
+        if secure is None:
+            secure = self.config.srtp != "off"
+        if not secure and self.config.srtp == "required":
+            raise NegotiationFailed(488, "SRTP required: will not offer RTP/AVP")
+        offer, crypto = create_offer(
+            local_host=self.advertised_host,
+            port=self.advertised_port,
+            codecs=self.config.codecs,
+            secure=secure,
+        )
+        self._offer = offer
+        self._offered_crypto = crypto
+        self.local_sdp = bytes(offer)
+
+    def accept_answer(self, answer_sdp: bytes) -> NegotiatedMedia:
+        """Apply the peer's answer to our offer (RFC 3264 §7); raises NegotiationFailed."""
+        if self._offer is None:
+            raise RuntimeError("accept_answer without create_offer")
+        negotiated = parse_answer(
+            _parse(answer_sdp),
+            offer=self._offer,
+            offered_crypto=self._offered_crypto,
+            codecs=self.config.codecs,
+        )
+        self._apply(negotiated)
+        return negotiated
+
+    def _apply(self, negotiated: NegotiatedMedia) -> None:
+        srtp = None
+        if negotiated.srtp is not None:
+            srtp = SRTPContext(negotiated.srtp.local, negotiated.srtp.remote)
+        rtcp_remote = None
+        if negotiated.remote is not None and negotiated.rtcp_port is not None:
+            rtcp_remote = (negotiated.remote[0], negotiated.rtcp_port)
+        self.rtp.configure(
+            remote=negotiated.remote,
+            codec=negotiated.codec,
+            payload_type=negotiated.payload_type,
+            telephone_event_pt=negotiated.telephone_event_pt,
+            direction=negotiated.direction,
+            rtcp_mux=negotiated.rtcp_mux,
+            rtcp_remote=rtcp_remote,
+            ptime=negotiated.ptime,
+            srtp=srtp,
+        )
+        self.negotiated = negotiated
+        self.log.debug("media negotiated: {sdp}", sdp=redact_sdp(self.local_sdp))
+
+    # lifecycle -----------------------------------------------------------------------
+    @property
+    def secure(self) -> bool:
+        """True when the negotiated stream is SRTP."""
+        return self.negotiated is not None and self.negotiated.srtp is not None
+
+    @property
+    def stats(self) -> MediaStats:
+        """Live RTP statistics of this call."""
+        return self.rtp.refresh_stats()
+
+    def start(self, session: Any) -> None:
+        """Attach *session* (an ISession) and start sending/receiving. Once only."""
+        if self.negotiated is None:
+            raise RuntimeError("media not negotiated yet")
+        if self._started or self._stopped:
+            raise RuntimeError("media already started or stopped")
+        self._started = True
+        self.session = session
+        attach = getattr(session, "attach", None)
+        if attach is not None:
+            attach(self.rtp, self.reactor)
+        self.rtp.start(session)
+
+    def stop(self) -> None:
+        """Stop the session (``session.stop()``) and release the ports. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.rtp.stop()
