@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import wave
 
 import numpy as np
@@ -36,6 +38,15 @@ class FakeMedia:
 
     def refresh_stats(self) -> str:
         return "stats"
+
+
+class TempDirMixin:
+    """Temporary files outside the working directory (pytest runs from the repo root)."""
+
+    def tmp(self, name: str = "x.wav") -> str:
+        directory = tempfile.mkdtemp(prefix="voiptwisted-test-")
+        self.addCleanup(shutil.rmtree, directory, True)  # type: ignore[attr-defined]
+        return os.path.join(directory, name)
 
 
 def tone(freq: float, seconds: float, rate: int, amplitude: float = 8000.0) -> np.ndarray:
@@ -113,9 +124,9 @@ class EchoSessionTests(unittest.SynchronousTestCase):
         self.assertEqual(int(session.next_frame()[0]), 7)
 
 
-class PlaybackSessionTests(unittest.TestCase):
+class PlaybackSessionTests(TempDirMixin, unittest.TestCase):
     def write(self, samples: np.ndarray, rate: int) -> str:
-        path = self.mktemp() + ".wav"
+        path = self.tmp()
         write_wav(path, samples, rate)
         return path
 
@@ -155,17 +166,17 @@ class PlaybackSessionTests(unittest.TestCase):
         self.assertEqual(dialog.byes, 0)
 
     def test_not_a_wav(self) -> None:
-        path = self.mktemp()
+        path = self.tmp()
         with open(path, "wb") as handle:
             handle.write(b"RIFF garbage")
         with self.assertRaises(WavError):
             PlaybackSession(FakeDialog(), path)
 
 
-class RecordingSessionTests(unittest.TestCase):
+class RecordingSessionTests(TempDirMixin, unittest.TestCase):
     def test_wav_and_json(self) -> None:
         """Issue 4 item 7: two channels (far L, near R) and DTMF with timestamps beside it."""
-        directory = self.mktemp()
+        directory = self.tmp()
         session = RecordingSession(FakeDialog(), directory)
         clock = task.Clock()
         session.attach(FakeMedia(), clock)
@@ -192,7 +203,7 @@ class RecordingSessionTests(unittest.TestCase):
         self.assertEqual(digits, [{"digit": "5", "time": 0.06}, {"digit": "#", "time": 1.06}])
 
 
-class WavTests(unittest.TestCase):
+class WavTests(TempDirMixin, unittest.TestCase):
     def test_sample_widths(self) -> None:
         """8, 16, 24 and 32-bit PCM all read as int16."""
         value = 0x1234
@@ -202,7 +213,7 @@ class WavTests(unittest.TestCase):
             (3, (value << 8).to_bytes(3, "little", signed=True)),
             (4, (value << 16).to_bytes(4, "little", signed=True)),
         ):
-            path = self.mktemp()
+            path = self.tmp()
             with wave.open(path, "wb") as handle:
                 handle.setnchannels(1)
                 handle.setsampwidth(width)
@@ -213,7 +224,7 @@ class WavTests(unittest.TestCase):
             self.assertEqual(samples[:, 0].tolist(), [expected] * 4, width)
 
     def test_negative_24_bit(self) -> None:
-        path = self.mktemp()
+        path = self.tmp()
         with wave.open(path, "wb") as handle:
             handle.setnchannels(1)
             handle.setsampwidth(3)
@@ -226,6 +237,6 @@ class WavTests(unittest.TestCase):
         audio = tone(200, 1.0, 16000)
         self.assertEqual(len(resample(audio, 16000, 8000)), 8000)
         self.assertIs(resample(audio, 8000, 8000).dtype, np.dtype(np.int16))
-        path = self.mktemp()
+        path = self.tmp()
         write_wav(path, audio, 16000)
         self.assertEqual(len(load_mono(path, 8000)), 8000)
