@@ -1,0 +1,438 @@
+"""Tests for voiptwisted.sip.protocol: framing, dispatch, UA-core answers, headers, hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.sip.test_dialog import (
+    SAVP_OFFER,
+    callee_class,
+    connect,
+    invite_bytes,
+    make_media_class,
+    make_protocol,
+    respond_to,
+    written,
+)
+from voiptwisted.sip.framing import PING, PONG
+from voiptwisted.sip.message import Request
+from voiptwisted.sip.protocol import (
+    USER_AGENT,
+    SessionInitiationProtocol,
+    SIPClientFactory,
+    minimal_response,
+    redact,
+)
+from voiptwisted.sip.transaction import T1, TransactionTimeout
+from voiptwisted.sip.uri import NetworkAddress
+
+
+def options_bytes(
+    branch: str = "z9hG4bKopt", extra: str = "", to_tag: str = "", method: str = "OPTIONS"
+) -> bytes:
+    return invite_bytes(method=method, branch=branch, body=b"", extra=extra, to_tag=to_tag)
+
+
+class Recorder:
+    """A registration/keepalive hook that records what the protocol tells it."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def connection_made(self, protocol: Any) -> None:
+        self.events.append(("made", protocol))
+
+    def connection_lost(self, protocol: Any, reason: Any = None) -> None:
+        self.events.append(("lost", protocol, reason))
+
+    def pong_received(self) -> None:
+        self.events.append(("pong",))
+
+
+class ProtocolTestCase(SynchronousTestCase):
+    aor = "sip:bob@example.com"
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.media = make_media_class()
+        self.callee = callee_class("ring")
+        self.proto = make_protocol(self.aor, self.clock, self.media, dialog_class=self.callee)
+        self.transport = connect(self.proto)
+
+    def assertCounts(self, transactions: int, timers: int, dialogs: int) -> None:
+        proto = self.proto
+        self.assertEqual(
+            (proto.transaction_count, proto.pending_timer_count, proto.dialog_count),
+            (transactions, timers, dialogs),
+        )
+
+    def feed(self, data: bytes) -> list[Any]:
+        self.proto.dataReceived(data)
+        return written(self.transport)
+
+
+class DispatchTests(ProtocolTestCase):
+    def test_options(self) -> None:
+        """RFC 3261 §11.2: OPTIONS -> 200 with Allow, Accept and Supported."""
+        [ok] = self.feed(options_bytes())
+        self.assertEqual(ok.status_code, 200)
+        self.assertEqual(ok.headers["Allow"], "INVITE, ACK, BYE, CANCEL, OPTIONS")
+        self.assertEqual(ok.headers["Accept"], "application/sdp")
+        self.assertEqual(ok.headers["Supported"], "outbound")
+        self.assertEqual(ok.headers["User-Agent"], USER_AGENT)
+        self.assertEqual(ok.branch, "z9hG4bKopt")
+        self.assertEqual(self.proto.transaction_count, 0)
+
+    def test_unknown_method_405(self) -> None:
+        """RFC 3261 §8.2.1: an unsupported method gets 405 with Allow."""
+        for method in ("SUBSCRIBE", "FOO", "REGISTER"):
+            [resp] = self.feed(options_bytes(method=method, branch=f"z9hG4bK{method}"))
+            self.assertEqual(resp.status_code, 405)
+            self.assertEqual(resp.headers["Allow"], "INVITE, ACK, BYE, CANCEL, OPTIONS")
+
+    def test_unknown_dialog_481(self) -> None:
+        """RFC 3261 §12.2.2: an in-dialog request matching no dialog gets 481 (never 410)."""
+        [resp] = self.feed(options_bytes(method="BYE", to_tag="nosuchtag"))
+        self.assertEqual(resp.status_code, 481)
+
+    def test_unknown_dialog_reinvite_481(self) -> None:
+        """RFC 3261 §12.2.2: a re-INVITE for an unknown dialog gets 100 then 481."""
+        sent = self.feed(invite_bytes(branch="z9hG4bKre", to_tag="nosuchtag"))
+        self.assertEqual([m.status_code for m in sent], [100, 481])
+
+    def test_cancel_without_invite_481(self) -> None:
+        """RFC 3261 §9.2: a CANCEL matching no INVITE transaction gets 481."""
+        [resp] = self.feed(options_bytes(method="CANCEL", branch="z9hG4bKnone"))
+        self.assertEqual(resp.status_code, 481)
+
+    def test_bye_outside_dialog_481(self) -> None:
+        [resp] = self.feed(options_bytes(method="BYE"))
+        self.assertEqual(resp.status_code, 481)
+
+    def test_ack_never_answered(self) -> None:
+        """RFC 3261 §17: an ACK matching nothing is absorbed, never answered."""
+        self.assertEqual(self.feed(options_bytes(method="ACK", to_tag="x")), [])
+        self.assertEqual(self.feed(options_bytes(method="ACK")), [])
+
+    def test_require_unknown_extension_420(self) -> None:
+        """RFC 3261 §8.2.2.3: Require with an unsupported option tag -> 420 with Unsupported."""
+        [resp] = self.feed(options_bytes(extra="Require: 100rel, outbound\r\n"))
+        self.assertEqual(resp.status_code, 420)
+        self.assertEqual(resp.headers["Unsupported"], "100rel")
+
+    def test_invite_with_foreign_body_415(self) -> None:
+        """RFC 3261 §8.2.3: a body type we do not understand -> 415 with Accept."""
+        raw = invite_bytes().replace(b"application/sdp", b"text/plain")
+        sent = self.feed(raw)
+        self.assertEqual([m.status_code for m in sent], [100, 415])
+        self.assertEqual(sent[1].headers["Accept"], "application/sdp")
+        self.assertEqual(self.proto.dialog_count, 0)
+
+    def test_invite_gets_100_trying_then_dialog(self) -> None:
+        """RFC 3261 §17.2.1: 100 Trying at once; the dialog's 180 carries our To tag."""
+        sent = self.feed(invite_bytes())
+        self.assertEqual([m.status_code for m in sent], [100, 180])
+        self.assertIsNone(sent[0].remote_tag)
+        [dialog] = self.callee.instances
+        self.assertEqual(sent[1].remote_tag, dialog.local_tag)
+        self.assertEqual(self.proto.dialog_count, 1)
+
+    def test_retransmitted_invite(self) -> None:
+        """RFC 3261 §17.2.1: a retransmitted INVITE gets the last provisional, no new call."""
+        self.feed(invite_bytes())
+        [again] = self.feed(invite_bytes())
+        self.assertEqual(again.status_code, 180)
+        self.assertEqual(len(self.callee.instances), 1)
+
+    def test_invite_retransmission_after_answer_dropped(self) -> None:
+        self.feed(invite_bytes())
+        self.callee.instances[0].answer(session_class=lambda dialog: None)
+        written(self.transport)
+        self.assertEqual(self.feed(invite_bytes()), [])
+        self.assertEqual(len(self.callee.instances), 1)
+
+    def test_cancel_after_final_has_no_effect(self) -> None:
+        """RFC 3261 §9.2: CANCEL after the final response: 200 to the CANCEL, nothing else."""
+        self.feed(invite_bytes())
+        dialog = self.callee.instances[0]
+        dialog.reject(486)
+        [busy] = written(self.transport)
+        [ok] = self.feed(options_bytes(method="CANCEL", branch="z9hG4bKinv1"))
+        self.assertEqual(ok.status_code, 200)
+        self.assertEqual(ok.cseq, (1, "CANCEL"))
+        self.assertEqual(self.callee.hangups, 0)
+        self.feed(invite_bytes(method="ACK", body=b"", to_tag=busy.remote_tag))
+        self.assertCounts(0, 0, 0)
+
+    def test_cancel_pending_invite(self) -> None:
+        """RFC 3261 §9.2: 200 to the CANCEL (To tag of the dialog), 487 to the INVITE."""
+        self.feed(invite_bytes())
+        dialog = self.callee.instances[0]
+        ok, terminated = self.feed(options_bytes(method="CANCEL", branch="z9hG4bKinv1"))
+        self.assertEqual((ok.status_code, ok.cseq[1]), (200, "CANCEL"))
+        self.assertEqual((terminated.status_code, terminated.cseq[1]), (487, "INVITE"))
+        self.assertEqual(terminated.remote_tag, dialog.local_tag)
+        self.assertEqual(self.callee.hangups, 1)
+        self.assertEqual(self.proto.dialog_count, 0)
+        self.feed(invite_bytes(method="ACK", body=b"", to_tag=terminated.remote_tag))
+        self.assertEqual((self.proto.transaction_count, self.proto.pending_timer_count), (0, 0))
+
+    def test_no_ack_for_non_2xx_timer_h(self) -> None:
+        """RFC 3261 §17.2.1: without the ACK, Timer H ends the INVITE transaction."""
+        self.feed(invite_bytes())
+        self.callee.instances[0].reject()
+        self.assertEqual(self.proto.transaction_count, 1)
+        self.clock.advance(64 * T1)
+        self.assertEqual((self.proto.transaction_count, self.proto.pending_timer_count), (0, 0))
+
+    def test_max_calls(self) -> None:
+        """Beyond max_calls, new INVITEs get 486."""
+        self.proto.max_calls = 1
+        self.feed(invite_bytes())
+        sent = self.feed(invite_bytes(branch="z9hG4bKinv2", call_id="call-2@example.com"))
+        self.assertEqual([m.status_code for m in sent], [100, 486])
+        self.assertEqual(len(self.callee.instances), 1)
+
+    def test_negotiation_failure_488(self) -> None:
+        """RFC 3264 via CallMedia.answer_offer: NegotiationFailed -> 488 to the INVITE."""
+        self.media.refuse_secure = True
+        self.feed(invite_bytes(body=SAVP_OFFER))
+        self.callee.instances[0].answer(session_class=object)
+        [resp] = written(self.transport)
+        self.assertEqual(resp.status_code, 488)
+        self.assertEqual(self.proto.dialog_count, 0)
+
+    def test_inbound_pending_call_ends_on_connection_loss(self) -> None:
+        self.feed(invite_bytes())
+        self.proto.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.callee.hangups, 1)
+        self.assertCounts(0, 0, 0)
+
+
+class BadInputTests(ProtocolTestCase):
+    def test_unparseable_request_400_keeps_connection(self) -> None:
+        """RFC 3261 §21.4.1: a malformed request gets 400; the flow stays up."""
+        bad = options_bytes().replace(b"Max-Forwards: 70", b"Max-Forwards: many")
+        [resp] = self.feed(bad)
+        self.assertEqual(resp.status_code, 400)
+        self.assertEqual(resp.branch, "z9hG4bKopt")
+        self.assertFalse(self.transport.disconnecting)
+        [ok] = self.feed(options_bytes(branch="z9hG4bKnext"))
+        self.assertEqual(ok.status_code, 200)
+
+    def test_garbage_dropped(self) -> None:
+        """Data without the headers a response needs is logged and dropped."""
+        self.assertEqual(self.feed(b"HELLO\r\n\r\n"), [])
+        self.assertEqual(self.feed(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n"), [])
+        self.assertFalse(self.transport.disconnecting)
+        [ok] = self.feed(options_bytes())
+        self.assertEqual(ok.status_code, 200)
+
+    def test_bad_response_dropped(self) -> None:
+        raw = b"SIP/2.0 200 OK\r\nCSeq: banana\r\nContent-Length: 0\r\n\r\n"
+        self.assertEqual(self.feed(raw), [])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_too_large_513_and_close(self) -> None:
+        """RFC 3261 §21.5.14 / §18.3: a message over the limit -> 513, then the flow closes."""
+        big = options_bytes().replace(b"Content-Length: 0", b"Content-Length: 99999999")
+        [resp] = self.feed(big)
+        self.assertEqual(resp.status_code, 513)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_bad_content_length_400_and_close(self) -> None:
+        """RFC 3261 §18.3: an unusable Content-Length desynchronises the stream: 400, close."""
+        bad = options_bytes().replace(b"Content-Length: 0", b"Content-Length: -5")
+        [resp] = self.feed(bad)
+        self.assertEqual(resp.status_code, 400)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_framing_error_without_headers_just_closes(self) -> None:
+        self.assertEqual(self.feed(b"\n\nxx"), [])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_minimal_response(self) -> None:
+        self.assertIsNone(minimal_response(b"SIP/2.0 200 OK\r\n\r\n", 400))
+        resp = minimal_response(options_bytes(), 400)
+        assert resp is not None
+        self.assertEqual((resp.status_code, resp.cseq), (400, (1, "OPTIONS")))
+
+
+class KeepaliveTests(ProtocolTestCase):
+    def test_ping_answered_with_pong(self) -> None:
+        """RFC 5626 §4.4.1: a CRLFCRLF ping is answered with a CRLF pong."""
+        self.proto.dataReceived(PING)
+        self.assertEqual(self.transport.value(), PONG)
+
+    def test_pong_reaches_keepalive(self) -> None:
+        hook = Recorder()
+        self.proto.keepalive = hook
+        self.proto.dataReceived(PONG)
+        self.assertEqual(hook.events, [("pong",)])
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_hooks_told_of_connection(self) -> None:
+        registration, keepalive = Recorder(), Recorder()
+        proto = make_protocol(self.aor, self.clock, self.media)
+        proto.registration = registration
+        proto.keepalive = keepalive
+        connect(proto)
+        reason = Failure(ConnectionLost())
+        proto.connectionLost(reason)
+        for hook in (registration, keepalive):
+            self.assertEqual(hook.events, [("made", proto), ("lost", proto, reason)])
+
+
+class ClientSideTests(ProtocolTestCase):
+    def request(self) -> Request:
+        return Request(
+            "OPTIONS",
+            "sip:example.com",
+            [
+                ("From", "<sip:bob@example.com>;tag=abc"),
+                ("To", "<sip:example.com>"),
+                ("Call-ID", "opt-1"),
+                ("CSeq", "1 OPTIONS"),
+            ],
+        )
+
+    def test_send_request_headers(self) -> None:
+        """RFC 3261 §8.1.1.7 + RFC 3581: Via with z9hG4bK branch and rport; Max-Forwards 70."""
+        d = self.proto.send_request(self.request())
+        [sent] = written(self.transport)
+        via = sent.top_via
+        self.assertEqual(via.protocol, "SIP/2.0/TCP")
+        self.assertEqual((str(via.host), via.port), ("127.0.0.1", 5070))
+        self.assertTrue(via.branch.startswith("z9hG4bK"))
+        self.assertGreater(len(via.branch), 7 + 16)
+        self.assertIs(via.rport, True)
+        self.assertEqual(sent.headers["Max-Forwards"], "70")
+        self.assertEqual(sent.headers["User-Agent"], USER_AGENT)
+        self.assertEqual(self.proto.transaction_count, 1)
+        self.proto.dataReceived(respond_to(sent, 200, to_tag="t"))
+        self.assertEqual(self.successResultOf(d).status_code, 200)
+        self.assertEqual((self.proto.transaction_count, self.proto.pending_timer_count), (0, 0))
+
+    def test_branches_unique(self) -> None:
+        branches = set()
+        for _ in range(50):
+            self.proto.send_request(self.request())
+            branches.add(written(self.transport)[0].branch)
+        self.assertEqual(len(branches), 50)
+
+    def test_timer_f(self) -> None:
+        """RFC 3261 §17.1.2.2: Timer F -> TransactionTimeout errback."""
+        d = self.proto.send_request(self.request())
+        self.clock.advance(64 * T1)
+        self.failureResultOf(d, TransactionTimeout)
+        self.assertEqual((self.proto.transaction_count, self.proto.pending_timer_count), (0, 0))
+
+    def test_connection_lost_fails_pending(self) -> None:
+        d = self.proto.send_request(self.request())
+        self.proto.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(d, ConnectionLost)
+        self.assertEqual((self.proto.transaction_count, self.proto.pending_timer_count), (0, 0))
+        # not connected any more: fails at once
+        self.failureResultOf(self.proto.send_request(self.request()), ConnectionDone)
+
+    def test_unmatched_response_dropped(self) -> None:
+        request = self.request()
+        request.headers["Via"] = "SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKunknown"
+        self.assertEqual(self.feed(respond_to(request, 200)), [])
+
+    def test_public_address_learned(self) -> None:
+        """RFC 3581 §4: received/rport in our Via reveal the public address, used in Contact."""
+        self.proto.send_request(self.request())
+        [sent] = written(self.transport)
+        response = respond_to(sent, 200).replace(
+            b";rport", b";rport=40123;received=198.51.100.7", 1
+        )
+        self.proto.dataReceived(response)
+        self.assertEqual(self.proto.public_address, NetworkAddress.parse("198.51.100.7:40123"))
+        self.assertEqual(self.proto.contact, "<sip:bob@198.51.100.7:40123;transport=tcp;ob>")
+        self.assertEqual(self.proto.media_host, "198.51.100.7")
+
+
+class ContactTests(SynchronousTestCase):
+    def test_contact_forms(self) -> None:
+        """The reference's Contact: sips -> <sips:...;ob>, sip over TCP -> transport=tcp."""
+        clock = task.Clock()
+        sip = make_protocol("sip:alice@example.com", clock, None)
+        connect(sip)
+        self.assertEqual(sip.contact, "<sip:alice@127.0.0.1:5070;transport=tcp;ob>")
+        sip.is_secure = True
+        self.assertEqual(sip.contact, "<sip:alice@127.0.0.1:5070;transport=tls;ob>")
+        sips = make_protocol("sips:alice@example.com", clock, None)
+        connect(sips)
+        self.assertEqual(sips.contact, "<sips:alice@127.0.0.1:5070;ob>")
+
+    def test_ipv6_contact(self) -> None:
+        sip = make_protocol("sip:alice@example.com", task.Clock(), None)
+        sip.makeConnection(StringTransport(hostAddress=IPv4Address("TCP", "::1", 5070)))
+        self.assertEqual(sip.contact, "<sip:alice@[::1]:5070;transport=tcp;ob>")
+        self.assertIn("SIP/2.0/TCP [::1]:5070;branch=", sip._via())
+
+    def test_factory(self) -> None:
+        """SIPClientFactory builds protocols with its keyword arguments and hooks."""
+        hook = Recorder()
+        factory = SIPClientFactory(
+            aor="sip:alice@example.com", clock=task.Clock(), registration=hook, max_calls=3
+        )
+        proto = factory.buildProtocol(None)
+        self.assertIsInstance(proto, SessionInitiationProtocol)
+        self.assertEqual((proto.max_calls, proto.registration, proto.factory), (3, hook, factory))
+        connect(proto)
+        self.assertEqual(hook.events, [("made", proto)])
+
+    def test_default_media_class(self) -> None:
+        from voiptwisted.media.call import CallMedia
+
+        proto = SessionInitiationProtocol(aor="sip:alice@example.com", clock=task.Clock())
+        self.assertIs(proto.media_class, CallMedia)
+
+
+class TraceTests(SynchronousTestCase):
+    def test_redact(self) -> None:
+        """Credentials and SDES keys never reach trace logs."""
+        data = (
+            b'INVITE sip:x SIP/2.0\r\nAuthorization: Digest response="secret1"\r\n'
+            b'proxy-authorization: Digest response="secret2"\r\n\r\n'
+            b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:S3CRETKEY|2^20|1:4\r\n"
+        )
+        out = redact(data)
+        for secret in (b"secret1", b"secret2", b"S3CRETKEY"):
+            self.assertNotIn(secret, out)
+        self.assertIn(b"Authorization: <redacted>", out)
+        self.assertIn(b"inline:<redacted>|2^20|1:4", out)
+
+    def test_trace_logs_redacted_messages(self) -> None:
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        media = make_media_class()
+        proto = make_protocol(
+            "sip:bob@example.com",
+            task.Clock(),
+            media,
+            dialog_class=callee_class("answer"),
+            trace=True,
+        )
+        connect(proto)
+        proto.dataReceived(
+            invite_bytes(
+                body=SAVP_OFFER.replace(b"RTP/SAVP", b"RTP/AVP"),
+                extra='Authorization: Digest response="pw"\r\n',
+            )
+        )
+        texts = [str(e.get("text", "")) for e in events]
+        self.assertTrue(any("INVITE sip:bob" in t for t in texts))
+        self.assertTrue(any("SIP/2.0 200 OK" in t for t in texts))
+        self.assertFalse(any('response="pw"' in t or "inline:KEY" in t for t in texts))
