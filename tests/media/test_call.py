@@ -10,7 +10,7 @@ from twisted.internet import reactor, task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial import unittest
 
-from voiptwisted.media.call import CallMedia, MediaConfig, NegotiationFailed
+from voiptwisted.media.call import CallMedia, MediaConfig, NegotiationFailed, _bind_address
 from voiptwisted.media.pacer import Pacer
 from voiptwisted.media.session import EchoSession, Session
 from voiptwisted.rtp.stun import (
@@ -194,6 +194,16 @@ class CallMediaTests(unittest.TestCase):
             CallMedia.answer_offer(self.config(), b"garbage", "127.0.0.1")
         await task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(open_fds(), before)
+
+    def test_public_local_host_not_bound(self) -> None:
+        """A public (non-local) address given as local_host is advertised, not bound."""
+        self.assertEqual(_bind_address("203.0.113.77"), "0.0.0.0")
+        self.assertEqual(_bind_address("2001:db8::77"), "::")
+        self.assertEqual(_bind_address("127.0.0.1"), "127.0.0.1")
+        media = CallMedia.create_offer(self.config(bind_host="127.0.0.1"), "203.0.113.77")
+        self.addCleanup(media.stop)
+        self.assertIn(b"c=IN IP4 203.0.113.77", media.local_sdp)
+        self.assertEqual(media.rtp.ports[0].getHost().host, "127.0.0.1")
 
     def test_srtp_policy_on_create_offer(self) -> None:
         """Issue 5 item 3: required never offers RTP/AVP; optional offers SAVP, retry AVP."""

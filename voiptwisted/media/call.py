@@ -14,6 +14,8 @@ local address of the signalling connection.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import socket
 from typing import Any
 
 from twisted.internet import defer
@@ -49,6 +51,9 @@ class MediaConfig:
     stun_server: Any = None
     reactor: Any = None
     pacer: Any = None
+    #: Interface the RTP sockets bind to; None: the local_host given per call when it
+    #: is an address of this machine, else the wildcard of its family.
+    bind_host: str | None = None
     allocator: PortAllocator = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -62,6 +67,22 @@ class MediaConfig:
 
             return reactor
         return self.reactor
+
+
+def _bind_address(host: str) -> str:
+    """*host* if this machine can bind it; else 0.0.0.0 / :: (it is a public/NAT address)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return host
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.bind((host, 0))
+    except OSError:
+        return "::" if family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
+    finally:
+        probe.close()
+    return host
 
 
 def _parse(sdp: bytes) -> SessionDescription:
@@ -85,7 +106,8 @@ class CallMedia:
         self.rtp = RealtimeTransportProtocol(
             clock=self.reactor, pacer=config.pacer, stun_server=config.stun_server
         )
-        self.local_port = config.allocator.bind(self.reactor, self.rtp, local_host)
+        bind_host = config.bind_host or _bind_address(local_host)
+        self.local_port = config.allocator.bind(self.reactor, self.rtp, bind_host)
         self.advertised_host = local_host
         self.advertised_port = self.local_port
         self.local_sdp = b""
