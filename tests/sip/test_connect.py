@@ -262,7 +262,7 @@ class ServiceTests(SynchronousTestCase):
 
     def test_start_fires_with_registered_protocol(self) -> None:
         """The library entry point fires once registered (issue 3 item 8)."""
-        service, _clock = self.make()
+        service, clock = self.make()
         d = service.start()
         proto = service.registration.protocol
         self.assertIsInstance(proto, HookProtocol)
@@ -274,6 +274,8 @@ class ServiceTests(SynchronousTestCase):
         stopped = service.stopService()
         self.assertEqual(proto.sent[-1][0].headers["Expires"], "0")
         answer(proto, 200)
+        self.assertNoResult(stopped)
+        clock.advance(0)
         self.successResultOf(stopped)
         self.assertFalse(service.keepalive.running)
 
@@ -281,13 +283,15 @@ class ServiceTests(SynchronousTestCase):
         service, clock = self.make()
         d = service.start()
         answer(service.registration.protocol, 403)
+        clock.advance(0)
         self.failureResultOf(d, RegistrationFailed)
         self.assertFalse(service.running)
         clock.advance(3600)
 
     def test_start_fails_when_first_connect_fails(self) -> None:
-        service, _clock = self.make(refuse=True)
+        service, clock = self.make(refuse=True)
         d = service.start()
+        clock.advance(0)
         self.failureResultOf(d, ConnectionRefusedError)
         self.assertFalse(service.running)
 

@@ -37,6 +37,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -50,6 +51,7 @@ __all__ = [
     "SIPClientEndpoint",
     "SIPClientService",
     "TLSVerificationFailed",
+    "build_client",
     "client_endpoint",
     "client_service",
     "default_resolver",
@@ -467,6 +469,18 @@ class _FlowFactory(Factory):
         return protocol
 
 
+def _when_done(d: Deferred[Any]) -> Deferred[None]:
+    """A new Deferred firing (with None) when ``d`` has fired, leaving ``d``'s chain intact."""
+    waiter: Deferred[None] = Deferred()
+
+    def relay(result: object) -> object:
+        waiter.callback(None)
+        return result
+
+    d.addBoth(relay)
+    return waiter
+
+
 class SIPClientService(Service):
     """The running UA: ClientService (reconnecting flow) + Registration + FlowKeepalive.
 
@@ -492,21 +506,30 @@ class SIPClientService(Service):
         self.keepalive = keepalive
         self.factory = _FlowFactory(build_protocol, self)
         self.client = client_service(endpoint, self.factory, clock=reactor, policy=policy)
-        self._ready: Deferred[Any] | None = None
+        self._stopping: Deferred[Any] | None = None
 
     def startService(self) -> None:
         """Start connecting (and reconnecting)."""
         super().startService()
+        self._stopping = None
         self.client.startService()
 
     def stopService(self) -> Deferred[None]:
-        """Un-register (REGISTER Expires: 0), then close the flow for good."""
+        """Un-register (REGISTER Expires: 0), then close the flow for good.
+
+        Idempotent: a second call while stopped (or stopping) fires when the first is done.
+        """
+        if self._stopping is not None:
+            return _when_done(self._stopping)
         super().stopService()
         d = self.registration.stop()
         if self.keepalive is not None:
             self.keepalive.stop()
-        d.addCallback(lambda _: self.client.stopService())
-        return d
+        # Never stop ClientService from inside one of its own callbacks (its state machine is
+        # not re-entrant): the stop runs in the next reactor turn.
+        d.addCallback(lambda _: deferLater(self.reactor, 0, self.client.stopService))
+        self._stopping = d
+        return _when_done(d)
 
     def start(self) -> Deferred[Any]:
         """Start and fire with the registered protocol.
@@ -541,7 +564,7 @@ class SIPClientService(Service):
         return ready
 
 
-def run(
+def build_client(
     aor: SipURI,
     *,
     password: str | None = None,
@@ -555,15 +578,11 @@ def run(
     instance_id: str | None = None,
     expires: int = 3600,
     resolver: Resolver | None = None,
-) -> Deferred[Any]:
-    """Connect to ``aor``'s registrar, register, and fire with the registered protocol.
+) -> SIPClientService:
+    """Build (not start) the :class:`SIPClientService` that :func:`run` starts.
 
-    The Twisted form of the reference's ``SessionInitiationProtocol.run``.  The protocol's
-    ``service`` attribute is the :class:`SIPClientService`: ``protocol.service.stopService()``
-    un-registers and disconnects.  The Deferred fails with ``RegistrationFailed`` (refused),
-    :class:`TLSVerificationFailed` (certificate refused) or the connection error of the first
-    attempt; the service is then stopped.  ``instance_id`` defaults to a fresh UUID: pass
-    :func:`load_instance_id` to keep it across restarts (RFC 5626 §4.1).
+    Use it directly to embed the UA in a ``MultiService`` (``startService``/``stopService``)
+    when a refused registration should keep retrying instead of failing a Deferred.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -599,5 +618,45 @@ def run(
             kwargs["keepalive_interval"] = keepalive
         return SessionInitiationProtocol(**kwargs)
 
-    client = SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
-    return client.start()
+    return SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
+
+
+def run(
+    aor: SipURI,
+    *,
+    password: str | None = None,
+    username: str | None = None,
+    dialog_class: type | None = None,
+    media_config: Any = None,
+    ca_file: str | None = None,
+    verify: bool = True,
+    keepalive: float | None = 30.0,
+    reactor: Any = None,
+    instance_id: str | None = None,
+    expires: int = 3600,
+    resolver: Resolver | None = None,
+) -> Deferred[Any]:
+    """Connect to ``aor``'s registrar, register, and fire with the registered protocol.
+
+    The Twisted form of the reference's ``SessionInitiationProtocol.run``.  The protocol's
+    ``service`` attribute is the :class:`SIPClientService`: ``protocol.service.stopService()``
+    un-registers and disconnects.  The Deferred fails with ``RegistrationFailed`` (refused),
+    :class:`TLSVerificationFailed` (certificate refused) or the connection error of the first
+    attempt; the service is then stopped.  ``instance_id`` defaults to a fresh UUID: pass
+    :func:`load_instance_id` to keep it across restarts (RFC 5626 §4.1).  ``keepalive`` is
+    the RFC 5626 CRLF ping interval (None or 0 disables it).
+    """
+    return build_client(
+        aor,
+        password=password,
+        username=username,
+        dialog_class=dialog_class,
+        media_config=media_config,
+        ca_file=ca_file,
+        verify=verify,
+        keepalive=keepalive,
+        reactor=reactor,
+        instance_id=instance_id,
+        expires=expires,
+        resolver=resolver,
+    ).start()

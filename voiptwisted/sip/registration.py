@@ -147,6 +147,7 @@ class Registration:
         self.registered_contact: str | None = None
         self.last_failure: RegistrationFailed | None = None
         self.register_count = 0
+        self.success_count = 0
         self._transient_failures = 0
         self._timer: IDelayedCall | None = None
         self._pending: Deferred[Response] | None = None
@@ -432,6 +433,7 @@ class Registration:
             )
             return
         first = not self.registered
+        self.success_count += 1
         self.granted_expires = granted
         self.state = RegistrationState.REGISTERED
         self._apply_flow_timer(protocol, response)
