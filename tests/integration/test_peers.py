@@ -1,0 +1,368 @@
+"""Proof that the integration harness drives real peers: Kamailio, SIPp, baresip, socat.
+
+No voiptwisted code is involved: these tests pin that the registrar, the relays and the
+recorders behave as the other integration tests assume.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.integration import peers
+from tests.integration.certs import get_pki
+from tests.integration.peers import (
+    Baresip,
+    Kamailio,
+    PeerError,
+    Sipp,
+    TlsRelay,
+    digest_register,
+    free_port,
+    g711a_pcap_samples,
+    make_speech_wav,
+    read_wav,
+    xcorr_peak,
+)
+
+HAVE_KAMAILIO = peers.have("kamailio", "kamcmd")
+HAVE_SIPP = peers.have("sipp", "socat")
+HAVE_BARESIP = peers.have("baresip", "sox")
+HAVE_SPEECH = peers.have("espeak-ng", "sox")
+
+
+class _PeerTestCase(SynchronousTestCase):
+    def tmpdir(self) -> str:
+        path = tempfile.mkdtemp(prefix="peers-test-")
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
+
+    def kamailio(self, **kwargs) -> Kamailio:
+        if not HAVE_KAMAILIO:
+            self.skipTest("kamailio not installed")
+        kam = Kamailio(self.tmpdir(), **kwargs)
+        self.addCleanup(kam.cleanup)
+        return kam.start()
+
+    def baresip(self, **kwargs) -> Baresip:
+        if not HAVE_BARESIP:
+            self.skipTest("baresip not installed")
+        ua = Baresip(self.tmpdir(), **kwargs)
+        self.addCleanup(ua.cleanup)
+        return ua.start()
+
+    def sipp(self, *args, **kwargs) -> Sipp:
+        if not HAVE_SIPP:
+            self.skipTest("sipp/socat not installed")
+        kwargs.setdefault("tmpdir", self.tmpdir())
+        agent = Sipp(*args, **kwargs)
+        self.addCleanup(agent.cleanup)
+        return agent
+
+    def assertSippOk(self, result) -> None:
+        self.assertTrue(
+            result.ok,
+            f"SIPp rc={result.returncode} ok={result.successful} failed={result.failed}\n"
+            f"{result.errors[-2000:]}",
+        )
+
+
+class CertsTests(SynchronousTestCase):
+    def test_chain_and_identities(self) -> None:
+        """The server cert verifies for localhost; the other two fail the way they should."""
+        from cryptography import x509
+
+        pki = get_pki()
+        self.assertIs(pki, get_pki())
+        server = x509.load_pem_x509_certificate(Path(pki.server.cert).read_bytes())
+        sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual(sans.get_values_for_type(x509.DNSName), ["localhost"])
+        self.assertEqual(
+            sorted(str(ip) for ip in sans.get_values_for_type(x509.IPAddress)),
+            ["127.0.0.1", "::1"],
+        )
+        ca = x509.load_pem_x509_certificate(Path(pki.ca.cert).read_bytes())
+        server.verify_directly_issued_by(ca)
+        wrong = x509.load_pem_x509_certificate(Path(pki.wrong_host.cert).read_bytes())
+        wrong.verify_directly_issued_by(ca)
+        unknown = x509.load_pem_x509_certificate(Path(pki.unknown_ca.cert).read_bytes())
+        with self.assertRaises(ValueError):
+            unknown.verify_directly_issued_by(ca)
+        self.assertEqual(os.stat(pki.server.key).st_mode & 0o077, 0)
+
+
+class KamailioTests(_PeerTestCase):
+    def test_tls_register_md5_baresip(self) -> None:
+        """baresip registers over TLS with MD5 digest (RFC 3261 §22.2) and shows in ul.dump."""
+        kam = self.kamailio(algorithm="MD5")
+        ua = self.baresip(account=kam.baresip_account("alice", regint="600"))
+        ua.wait_registered()
+        (binding,) = kam.wait_for_bindings("alice")
+        self.assertIn("transport=tls", binding.contact)
+        self.assertTrue(binding.received.startswith("sip:127.0.0.1:"))
+        self.assertTrue(binding.socket.startswith(f"tls:127.0.0.1:{kam.tls_port}"))
+        self.assertTrue(0 < binding.expires <= 600)
+        self.assertEqual(kam.bindings("sip:alice@127.0.0.1"), [binding])
+        self.assertEqual(kam.bindings("bob"), [])
+
+    def test_tls_register_sha256(self) -> None:
+        """SHA-256 digest (RFC 7616 §3.3) over TLS: challenge names it, wrong password refused.
+
+        baresip 1.0 only does MD5, so an independent hashlib client is the witness here.
+        """
+        kam = self.kamailio(algorithm="SHA-256")
+        result = digest_register(kam, "alice", expires=120)
+        self.addCleanup(result.close)
+        self.assertEqual(result.status, 200, result.response)
+        self.assertIn("algorithm=SHA-256", result.challenge)
+        self.assertIn('qop="auth"', result.challenge)
+        (binding,) = kam.bindings("alice")
+        self.assertEqual(binding.user_agent, "peers.digest_register")
+        self.assertTrue(0 < binding.expires <= 120)
+        bad = digest_register(kam, "bob", "not-the-password")
+        self.addCleanup(bad.close)
+        self.assertEqual(bad.status, 401)
+        self.assertEqual(kam.bindings("bob"), [])
+
+    def test_register_without_credentials_is_challenged(self) -> None:
+        """Every REGISTER needs credentials: the first answer is 401 with a challenge."""
+        kam = self.kamailio(algorithm="MD5", qop="")
+        result = digest_register(kam, "nobody", "x", transport="tcp")
+        self.addCleanup(result.close)
+        self.assertEqual(result.status, 401)
+        self.assertNotIn("qop", result.challenge)
+
+    def test_wrong_certificates_are_served(self) -> None:
+        """cert='wrong_host' / 'unknown_ca' make a verifying client fail (RFC 5922 §7)."""
+        pki = get_pki()
+        for which, reason in (("wrong_host", "Hostname mismatch"), ("unknown_ca", "unable")):
+            kam = self.kamailio(cert=which)
+            ctx = ssl.create_default_context(cafile=pki.ca.cert)
+            with (
+                socket.create_connection(kam.address("tls"), timeout=5) as raw,
+                self.assertRaises(ssl.SSLCertVerificationError) as caught,
+            ):
+                ctx.wrap_socket(raw, server_hostname="localhost")
+            self.assertIn(reason, str(caught.exception))
+            kam.stop()
+        good = self.kamailio()
+        with (
+            socket.create_connection(good.address("tls"), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            self.assertTrue(tls.version().startswith("TLSv1."))
+
+    def test_stop_and_restart(self) -> None:
+        """stop() ends the PID we started; restart() serves the same ports with no bindings."""
+        kam = self.kamailio()
+        first = digest_register(kam, "alice")
+        first.close()
+        self.assertEqual(len(kam.bindings("alice")), 1)
+        pid = kam.pid
+        kam.restart()
+        self.assertNotEqual(kam.pid, pid)
+        with self.assertRaises(ProcessLookupError):
+            os.kill(pid, 0)
+        self.assertEqual(kam.bindings("alice"), [])
+        again = digest_register(kam, "alice")
+        self.addCleanup(again.close)
+        self.assertEqual(again.status, 200)
+        kam.stop()
+        self.assertFalse(kam.running)
+        self.assertFalse(peers.tcp_open(kam.tls_port))
+
+
+class SippTests(_PeerTestCase):
+    def test_uas_via_udp_receives_call_over_tls_relay(self) -> None:
+        """SIPp UAS registered over UDP gets INVITE/ACK/BYE from a SIPp UAC over TLS."""
+        kam = self.kamailio()
+        uas = self.sipp("uas", service="bob", rtp_echo=True, timeout=20).start()
+        register = self.sipp(
+            "register",
+            kam.address("udp"),
+            service="bob",
+            auth=("bob", kam.users["bob"]),
+            keys={"contact_host": "127.0.0.1", "contact_port": uas.local_port, "expires": 60},
+            timeout=10,
+        ).run()
+        self.assertSippOk(register)
+        (binding,) = kam.bindings("bob")
+        self.assertEqual(binding.contact, f"sip:bob@127.0.0.1:{uas.local_port};transport=udp")
+        relay = TlsRelay.to_kamailio(kam, tmpdir=self.tmpdir()).start()
+        self.addCleanup(relay.cleanup)
+        uac = self.sipp(
+            "uac_call", relay.address, transport="t1", service="bob", duration_ms=200, timeout=15
+        )
+        self.assertSippOk(uac.run())
+        self.assertIn("SSL connection", relay.log)
+        self.assertSippOk(uas.stop())
+        # The BYE went through the proxy: the UAC used the Record-Route set as its route set.
+        self.assertRegex(uac.messages, r"BYE sip:sipp@127\.0\.0\.1:\d+.*\n(.*\n)*?Route: <sip:127")
+
+    def test_call_to_unregistered_user(self) -> None:
+        """A known user with no binding gets 480, an unknown one 404 (RFC 3261 §21.4)."""
+        kam = self.kamailio()
+        for user, code in (("alice", "480"), ("nobody", "404")):
+            uac = self.sipp(
+                "uac_call", kam.address("tcp"), transport="t1", service=user, timeout=5
+            )
+            self.assertFalse(uac.run().ok)
+            self.assertIn(f"SIP/2.0 {code}", uac.messages)
+
+
+class BaresipTests(_PeerTestCase):
+    def test_sipp_calls_baresip_rtp_recorded(self) -> None:
+        """SIPp plays g711a.pcap to auto-answering baresip; its recording matches the pcap."""
+        if not HAVE_SPEECH:
+            self.skipTest("espeak-ng/sox not installed")
+        kam = self.kamailio()
+        speech = make_speech_wav(os.path.join(self.tmpdir(), "speech.wav"), "one two three four")
+        ua = self.baresip(
+            account=kam.baresip_account("alice", answermode="auto"), audio_source_wav=speech
+        )
+        ua.wait_registered()
+        uac = self.sipp(
+            "uac_g711a",
+            kam.address("tcp"),
+            transport="t1",
+            service="alice",
+            duration_ms=3000,
+            timeout=15,
+        ).run()
+        self.assertSippOk(uac)
+        ua.wait_for_event("CALL_CLOSED")
+        heard = [p for p in ua.recordings() if p.name.endswith("-dec.wav")]
+        sent = [p for p in ua.recordings() if p.name.endswith("-enc.wav")]
+        self.assertEqual((len(heard), len(sent)), (1, 1), ua.recordings())
+        received = read_wav(heard[0])
+        self.assertGreater(received.size, 8000 * 2)
+        pcap = g711a_pcap_samples()[: 8000 * 2]
+        peak, lag = xcorr_peak(pcap, received)
+        self.assertGreater(peak, 0.9, (peak, lag))
+        spoken = read_wav(speech)
+        peak_enc, _ = xcorr_peak(spoken, read_wav(sent[0]))
+        self.assertGreater(peak_enc, 0.9)
+
+    def test_cancel_and_dtmf_scenarios(self) -> None:
+        """uac_cancel gets 487 from a ringing baresip; uac_dtmf's RFC 4733 digit '1' arrives."""
+        kam = self.kamailio()
+        ringing = self.baresip(account=kam.baresip_account("alice"))
+        answering = self.baresip(account=kam.baresip_account("bob", answermode="auto"))
+        ringing.wait_registered()
+        answering.wait_registered()
+        cancel = self.sipp(
+            "uac_cancel",
+            kam.address("tcp"),
+            transport="t1",
+            service="alice",
+            duration_ms=200,
+            timeout=10,
+        ).run()
+        self.assertSippOk(cancel)
+        ringing.wait_for_event("CALL_CLOSED")
+        self.assertIn("CALL_INCOMING", [e["type"] for e in ringing.events])
+        dtmf = self.sipp(
+            "uac_dtmf",
+            kam.address("tcp"),
+            transport="t1",
+            service="bob",
+            duration_ms=800,
+            timeout=10,
+        ).run()
+        self.assertSippOk(dtmf)
+        event = answering.wait_for_event("CALL_DTMF_START")
+        self.assertEqual(event["param"], "1")
+
+
+class AudioTests(SynchronousTestCase):
+    def test_xcorr_copy_and_unrelated(self) -> None:
+        """A delayed, scaled, noisy copy scores > 0.9 at the right lag; unrelated < 0.3."""
+        if not HAVE_SPEECH:
+            self.skipTest("espeak-ng/sox not installed")
+        tmp = tempfile.mkdtemp(prefix="xcorr-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        a = read_wav(make_speech_wav(os.path.join(tmp, "a.wav"), "The quick brown fox"))
+        b = read_wav(make_speech_wav(os.path.join(tmp, "b.wav"), "Telephones ring at noon"))
+        rng = np.random.default_rng(7)
+        delayed = np.concatenate((np.zeros(1234), 0.3 * a, np.zeros(800)))
+        delayed = (delayed + rng.normal(0, 50, delayed.size)).astype(np.int16)
+        peak, lag = xcorr_peak(a, delayed)
+        self.assertGreater(peak, 0.9)
+        self.assertEqual(lag, 1234)
+        self.assertLess(xcorr_peak(a, b)[0], 0.3)
+        self.assertLess(xcorr_peak(a, rng.normal(0, 3000, 30000).astype(np.int16))[0], 0.3)
+        self.assertEqual(xcorr_peak(a, np.zeros(100, np.int16)), (0.0, 0))
+
+
+class HarnessTests(SynchronousTestCase):
+    def test_free_port_kinds(self) -> None:
+        for kind in ("tcp", "udp"):
+            port = free_port(kind)
+            self.assertTrue(1024 <= port < 65536)
+        with self.assertRaises(ValueError):
+            free_port("sctp")
+
+    def test_managed_process_stop_escalates(self) -> None:
+        """A child that ignores SIGTERM is killed after the timeout; wait() is bounded."""
+        tmp = tempfile.mkdtemp(prefix="mp-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        proc = peers.ManagedProcess(
+            [
+                "python3",
+                "-c",
+                "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+                " print('up', flush=True); time.sleep(60)",
+            ],
+            os.path.join(tmp, "log"),
+        )
+        proc.start()
+        self.addCleanup(proc.stop, 1)
+        peers.wait_until(lambda: "up" in proc.read_log(), 10)
+        with self.assertRaises(PeerError):
+            proc.wait(0.2)
+        self.assertEqual(proc.stop(timeout=0.5), -signal.SIGKILL)
+        self.assertNotIn(proc, peers._live)
+
+
+class MoreOptionsTests(_PeerTestCase):
+    def test_auth_invite_requires_proxy_auth(self) -> None:
+        """auth_invite=True: an INVITE without credentials gets 407 (RFC 3261 §22.3)."""
+        kam = self.kamailio(auth_invite=True)
+        uac = self.sipp("uac_call", kam.address("tcp"), transport="t1", service="bob", timeout=5)
+        self.assertFalse(uac.run().ok)
+        self.assertRegex(uac.messages, r"SIP/2\.0 407 .*\n(.*\n)*?Proxy-Authenticate: Digest")
+
+    def test_baresip_dials_baresip_with_srtp(self) -> None:
+        """dial()/hangup() between two baresips over TLS with SDES-SRTP; audio arrives intact."""
+        if not HAVE_SPEECH:
+            self.skipTest("espeak-ng/sox not installed")
+        kam = self.kamailio()
+        speech = make_speech_wav(os.path.join(self.tmpdir(), "s.wav"), "secure media works")
+        caller = self.baresip(
+            account=kam.baresip_account("alice"), audio_source_wav=speech, srtp=True
+        )
+        callee = self.baresip(account=kam.baresip_account("bob", answermode="auto"), srtp=True)
+        caller.wait_registered()
+        callee.wait_registered()
+        self.assertTrue(caller.dial(kam.uri("bob"))["ok"])
+        callee.wait_for_event("CALL_ESTABLISHED")
+        caller.wait_for_event("CALL_ESTABLISHED")
+        peers.wait_until(lambda: callee.received_recordings(), 5, what="callee recording")
+        peers.wait_until(
+            lambda: os.path.getsize(callee.received_recordings()[0]) > 44 + 2 * 8000 * 3,
+            10,
+            what="3 s of received audio",
+        )
+        self.assertTrue(caller.hangup()["ok"])
+        callee.wait_for_event("CALL_CLOSED")
+        self.assertRegex(callee.log, r"SRTP is Enabled \(cryptosuite=AES_CM_128_HMAC_SHA1_80\)")
+        peak, _ = xcorr_peak(read_wav(speech), read_wav(callee.received_recordings()[0]))
+        self.assertGreater(peak, 0.9)
