@@ -1,0 +1,214 @@
+"""Calls through a real Kamailio over TLS, driven by SIPp on 127.0.0.1 (RFC 3261 §9-§17).
+
+Our UA registers over TLS with ``voiptwisted.sip.connect.run``; SIPp reaches it through
+Kamailio (SIPp has no TLS here: it talks UDP to Kamailio, which relays on our TLS flow).
+SIPp runs in the background and is polled without blocking the reactor, because our UA
+answers on the same reactor.  Everything is started and stopped by PID through
+``tests.integration.peers``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from twisted.internet import reactor, task
+from twisted.trial.unittest import TestCase
+
+from tests.integration.peers import Kamailio, Sipp, SippResult
+from voiptwisted.media.call import MediaConfig
+from voiptwisted.media.session import Session
+from voiptwisted.sip.connect import run
+from voiptwisted.sip.dialog import Dialog
+from voiptwisted.sip.message import Request
+from voiptwisted.sip.uri import SipURI
+
+
+async def sleep(seconds: float) -> None:
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+async def eventually(predicate: Any, timeout: float, what: str) -> Any:
+    """Poll ``predicate`` without blocking the reactor; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await sleep(0.05)
+
+
+class Answering(Dialog):
+    """Rings, answers with a silent Session, counts hangups."""
+
+    calls: list[Dialog] = []
+    hangups: list[Dialog] = []
+
+    def call_received(self) -> None:
+        type(self).calls.append(self)
+        self.ringing()
+        self.answer(session_class=Session)
+
+    def hangup_received(self) -> None:
+        type(self).hangups.append(self)
+
+
+class RingingOnly(Answering):
+    """Rings and never answers (the caller CANCELs)."""
+
+    def call_received(self) -> None:
+        type(self).calls.append(self)
+        self.ringing()
+
+
+class SippCallTests(TestCase):
+    timeout = 120
+
+    def setUp(self) -> None:
+        Answering.calls, Answering.hangups = [], []
+        RingingOnly.calls, RingingOnly.hangups = [], []
+        self.kam = Kamailio()
+        self.addCleanup(self.kam.cleanup)
+        self.kam.start()
+
+    async def register(self, dialog_class: type[Dialog]) -> Any:
+        host, port = self.kam.address("tls")
+        aor = SipURI.parse(f"sip:alice@{host}:{port}")
+        base = random.randrange(20000, 60000, 2)
+        config = MediaConfig(port_range=(base, base + 400), srtp="off", reactor=reactor)
+        protocol = await run(
+            aor,
+            password=self.kam.users["alice"],
+            ca_file=self.kam.ca_cert,
+            reactor=reactor,
+            dialog_class=dialog_class,
+            media_config=config,
+        )
+        self.addCleanup(protocol.service.stopService)
+        self.assertTrue(protocol.is_secure)
+        return protocol
+
+    def sipp(self, scenario: str, remote: tuple[str, int] | None = None, **kwargs: Any) -> Sipp:
+        agent = Sipp(scenario, remote, **kwargs)
+        self.addCleanup(agent.cleanup)
+        return agent
+
+    async def finish(self, agent: Sipp, timeout: float) -> SippResult:
+        """Wait for a background SIPp to exit while the reactor keeps running."""
+        await eventually(lambda: not agent.running, timeout, f"{agent} to finish")
+        return agent.collect()
+
+    def assertSippOk(self, result: SippResult) -> None:
+        self.assertTrue(
+            result.ok,
+            f"SIPp rc={result.returncode} ok={result.successful} failed={result.failed}\n"
+            f"{result.errors[-2000:]}",
+        )
+
+    async def assertNothingLeft(self, protocol: Any) -> None:
+        """Issue 3: no dialog, transaction or timer of ours survives the calls."""
+        await eventually(
+            lambda: (
+                (protocol.dialog_count, protocol.transaction_count, protocol.pending_timer_count)
+                == (0, 0, 0)
+            ),
+            10,
+            "calls to be forgotten",
+        )
+
+    async def test_options_through_kamailio(self) -> None:
+        """RFC 3261 §11: OPTIONS to our own AOR goes out, Kamailio relays it back on our flow,
+        we answer 200 with Allow/Accept/Supported, and the 200 comes back to us."""
+        protocol = await self.register(Answering)
+        host, port = self.kam.address("tls")
+        request = Request(
+            "OPTIONS",
+            f"sip:alice@{host}:{port}",
+            [
+                ("From", f"<sip:alice@{host}:{port}>;tag=opt1"),
+                ("To", f"<sip:alice@{host}:{port}>"),
+                ("Call-ID", "options-1@voiptwisted"),
+                ("CSeq", "1 OPTIONS"),
+            ],
+        )
+        response = await protocol.send_request(request)
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("INVITE", response.headers["Allow"])
+        self.assertEqual(response.headers["Accept"], "application/sdp")
+        self.assertTrue(response.headers["User-Agent"].startswith("voiptwisted/"))
+        await self.assertNothingLeft(protocol)
+
+    async def test_inbound_call(self) -> None:
+        """RFC 3261 §13/§15: SIPp calls alice through Kamailio; we send 100, 180, 200 with SDP;
+        SIPp ACKs and BYEs through the Record-Route set; the call leaves nothing behind."""
+        protocol = await self.register(Answering)
+        uac = self.sipp(
+            "uac_call", self.kam.address("udp"), service="alice", duration_ms=300, timeout=20
+        ).start()
+        self.assertSippOk(await self.finish(uac, 30))
+        self.assertEqual(len(Answering.calls), 1)
+        await eventually(lambda: Answering.hangups, 5, "hangup_received")
+        self.assertIn("SIP/2.0 180 Ringing", uac.messages)
+        self.assertRegex(uac.messages, r"SIP/2\.0 200 OK(.*\n)*?m=audio \d+ RTP/AVP 8")
+        await self.assertNothingLeft(protocol)
+
+    async def test_cancel_before_answer(self) -> None:
+        """RFC 3261 §9.2: SIPp CANCELs while we ring: 200 to the CANCEL, 487 to the INVITE."""
+        protocol = await self.register(RingingOnly)
+        uac = self.sipp(
+            "uac_cancel", self.kam.address("udp"), service="alice", duration_ms=300, timeout=20
+        ).start()
+        self.assertSippOk(await self.finish(uac, 30))
+        self.assertIn("SIP/2.0 487", uac.messages)
+        self.assertEqual(len(RingingOnly.calls), 1)
+        await eventually(lambda: RingingOnly.hangups, 5, "hangup_received")
+        await self.assertNothingLeft(protocol)
+
+    async def test_outbound_call(self) -> None:
+        """RFC 3261 §13.2: we dial bob (a SIPp UAS registered over UDP) through Kamailio;
+        200 -> ACK to the Contact through the route set; our BYE ends it."""
+        protocol = await self.register(Answering)
+        uas = self.sipp("uas", service="bob", timeout=30).start()
+        register = self.sipp(
+            "register",
+            self.kam.address("udp"),
+            service="bob",
+            auth=("bob", self.kam.users["bob"]),
+            keys={"contact_host": "127.0.0.1", "contact_port": uas.local_port, "expires": 60},
+            timeout=10,
+        ).start()
+        self.assertSippOk(await self.finish(register, 15))
+        host, port = self.kam.address("tls")
+        dialog = Dialog(sip=protocol)
+        answered = await dialog.dial(f"sip:bob@{host}:{port}", session_class=Session)
+        self.assertIs(answered, dialog)
+        self.assertTrue(dialog.route_set)  # Kamailio record-routes
+        self.assertIsNotNone(dialog.session)
+        await sleep(0.2)
+        await dialog.bye()
+        self.assertSippOk(await self.finish(uas, 15))
+        await self.assertNothingLeft(protocol)
+
+    async def test_hundred_sequential_calls(self) -> None:
+        """Issue 3: 100 sequential calls through Kamailio all succeed and leave no dialog,
+        transaction or timer behind."""
+        protocol = await self.register(Answering)
+        uac = self.sipp(
+            "uac_call",
+            self.kam.address("udp"),
+            service="alice",
+            calls=100,
+            rate=20,
+            duration_ms=10,
+            extra_args=("-l", "1"),
+            timeout=60,
+        ).start()
+        result = await self.finish(uac, 90)
+        self.assertSippOk(result)
+        self.assertEqual(result.successful, 100)
+        self.assertEqual(len(Answering.calls), 100)
+        await eventually(lambda: len(Answering.hangups) == 100, 10, "100 hangups")
+        await self.assertNothingLeft(protocol)
