@@ -178,3 +178,12 @@ class KamailioRegistrationTests(TestCase):
         protocol = await self.start(kamailio)
         self.assertTrue(protocol.service.registration.registered)
         await eventually(lambda: self.alice(kamailio), 5, "SHA-256 binding")
+
+    async def test_keepalive_pongs(self) -> None:
+        """RFC 5626 §4.4.1: Kamailio answers our CRLFCRLF pings with CRLF; the flow stays up."""
+        kamailio = self.kamailio()
+        protocol = await self.start(kamailio, keepalive=1)
+        keepalive = protocol.service.keepalive
+        await eventually(lambda: keepalive.pongs_received >= 3, 10, "three pongs")
+        self.assertIs(protocol.service.registration.protocol, protocol)
+        self.assertIsNotNone(protocol.transport)

@@ -22,6 +22,7 @@ from voiptwisted.sip.connect import (
     client_endpoint,
     client_service,
     default_resolver,
+    describe_tls_failure,
     load_instance_id,
     retry_policy,
     tls_server_name,
@@ -165,6 +166,30 @@ class TransportSelectionTests(SynchronousTestCase):
             endpoint.connect(tw_protocol.Factory.forProtocol(tw_protocol.Protocol))
         )
         self.assertEqual(texts(events, LogLevel.warn), [])
+
+
+class DescribeFailureTests(SynchronousTestCase):
+    def test_not_a_tls_problem(self) -> None:
+        self.assertIsNone(describe_tls_failure(Failure(ConnectionDone())))
+
+    def test_hostname_mismatch_names_the_host(self) -> None:
+        from service_identity import VerificationError
+        from service_identity.hazmat import DNS_ID, DNSMismatch
+
+        error = VerificationError(errors=[DNSMismatch(mismatched_id=DNS_ID("sip.example.com"))])
+        text = describe_tls_failure(Failure(error))
+        self.assertEqual(
+            text, "hostname mismatch: the certificate is not valid for 'sip.example.com'"
+        )
+
+    def test_other_handshake_errors_are_named(self) -> None:
+        from OpenSSL import SSL
+
+        error = SSL.Error([("SSL routines", "", "tlsv1 alert protocol version")])
+        self.assertEqual(
+            describe_tls_failure(Failure(error)),
+            "TLS handshake failed: tlsv1 alert protocol version",
+        )
 
 
 class PolicyAndStateTests(SynchronousTestCase):

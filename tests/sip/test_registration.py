@@ -498,3 +498,39 @@ class LifecycleTests(SynchronousTestCase):
         registration.connection_made(protocol)
         protocol.answer(200)
         self.assertIs(self.successResultOf(registration.when_registered()), protocol)
+
+
+class NatProtocol(FakeProtocol):
+    """Contact built from the public address once learned, like SessionInitiationProtocol."""
+
+    @property
+    def contact(self) -> str:
+        address = self.public_address or NetworkAddress.parse("10.0.0.5:40000")
+        return f"<sip:alice@{address};transport=tls;ob>"
+
+    @contact.setter
+    def contact(self, value: str) -> None:
+        pass
+
+
+class PublicAddressTests(SynchronousTestCase):
+    def test_contact_moves_to_public_address(self) -> None:
+        """RFC 3581 / RFC 5626 §5: once the public address is known, re-register with it,
+        removing the private Contact in the same REGISTER (RFC 3261 §10.2.1 expires=0)."""
+        registration, _, _, _ = make_registration()
+        protocol = NatProtocol()
+        registration.connection_made(protocol)
+        old = protocol.last.headers["Contact"]
+        self.assertIn("10.0.0.5:40000", old)
+        protocol.answer(200)
+        self.assertEqual(len(protocol.sent), 2)
+        contacts = protocol.last.headers["Contact"]
+        self.assertTrue(contacts.startswith("<sip:alice@192.0.2.7:41234;transport=tls;ob>"))
+        self.assertTrue(contacts.endswith(old + ";expires=0"))
+        protocol.answer(200)
+        self.assertEqual(len(protocol.sent), 2)
+        self.assertIn("192.0.2.7:41234", registration.registered_contact)
+        stopped = registration.stop()
+        self.assertEqual(protocol.last.headers["Contact"], registration.registered_contact)
+        protocol.answer(200)
+        self.successResultOf(stopped)

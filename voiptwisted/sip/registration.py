@@ -153,6 +153,7 @@ class Registration:
         self._pending: Deferred[Response] | None = None
         self._waiters: list[Deferred[Any]] = []
         self._stopped = False
+        self._moved_flow: Any = None
 
     def __repr__(self) -> str:
         return f"<Registration {self.aor.aor} {self.state.value}>"
@@ -261,16 +262,20 @@ class Registration:
         expires: int,
         contact: str,
         authorizations: dict[tuple[str, str], Challenge],
+        retire: str | None = None,
     ) -> Request:
         """One REGISTER: same Call-ID for every request of this UA, CSeq incremented
-        (RFC 3261 §10.2.4), fresh From tag, ``Supported: outbound, path`` (RFC 5626 §4.2.1)."""
+        (RFC 3261 §10.2.4), fresh From tag, ``Supported: outbound, path`` (RFC 5626 §4.2.1).
+
+        ``retire`` is a previously registered Contact to remove in the same request with
+        ``;expires=0`` (RFC 3261 §10.2.1: per-contact expiry)."""
         self.cseq += 1
         headers: list[tuple[str, str]] = [
             ("To", f"<{self.aor.aor}>"),
             ("From", f"<{self.aor.aor}>;tag={secrets.token_hex(8)}"),
             ("Call-ID", self.call_id),
             ("CSeq", f"{self.cseq} REGISTER"),
-            ("Contact", contact),
+            ("Contact", contact if retire is None else f"{contact}, {retire};expires=0"),
             ("Expires", str(expires)),
             ("Supported", "outbound, path"),
         ]
@@ -284,7 +289,9 @@ class Registration:
 
     # --- the exchange ------------------------------------------------------------------------
 
-    async def _exchange(self, protocol: Any, expires: int, contact: str) -> Response:
+    async def _exchange(
+        self, protocol: Any, expires: int, contact: str, retire: str | None = None
+    ) -> Response:
         """Send REGISTER until a final answer that is not a challenge or a 423.
 
         Digest challenges are answered (RFC 3261 §22.2, RFC 7616 §3.4); the same challenge
@@ -294,7 +301,7 @@ class Registration:
         authorizations: dict[tuple[str, str], Challenge] = {}
         answered: set[tuple[str, str]] = set()
         for _ in range(MAX_ROUNDS):
-            request = self.build_request(protocol, expires, contact, authorizations)
+            request = self.build_request(protocol, expires, contact, authorizations, retire)
             self.register_count += 1
             response = await protocol.send_request(request)
             code = response.status_code
@@ -371,14 +378,14 @@ class Registration:
 
     # --- state machine -----------------------------------------------------------------------
 
-    def _register(self, state: RegistrationState) -> None:
+    def _register(self, state: RegistrationState, retire: str | None = None) -> None:
         protocol = self.protocol
         if protocol is None or self._stopped:
             return
         self._cancel_timer()
         self.state = state
         contact = self.contact_for(protocol)
-        d = Deferred.fromCoroutine(self._exchange(protocol, self.expires, contact))
+        d = Deferred.fromCoroutine(self._exchange(protocol, self.expires, contact, retire))
         self._pending = d
         d.addCallbacks(
             self._answered,
@@ -449,6 +456,21 @@ class Registration:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(protocol)
+        self._follow_public_address(protocol, contact)
+
+    def _follow_public_address(self, protocol: Any, contact: str) -> None:
+        """Re-register at once when the learned public address changed our Contact.
+
+        The new Contact replaces the old one in one REGISTER (old one with ``expires=0``),
+        so requests reach us through the address the registrar sees (RFC 3581, RFC 5626 §5).
+        Once per flow, so a registrar that keeps rewriting Via cannot make us loop.
+        """
+        current = self.contact_for(protocol)
+        if current == contact or self._moved_flow is protocol:
+            return
+        self._moved_flow = protocol
+        self.log.info("Contact moved to {contact}; re-registering", contact=current)
+        self._register(RegistrationState.REFRESHING, retire=contact)
 
     def _refresh(self) -> None:
         self._timer = None
