@@ -312,6 +312,13 @@ class MediaDescriptionTests(unittest.SynchronousTestCase):
         with self.assertRaises(SDPParseError):
             MediaDescription.parse("a=ptime:20")
 
+    def test_control_characters_rejected(self) -> None:
+        """RFC 4566 §9: text excludes NUL, CR and LF inside a line."""
+        for section in ("m=audio 1 RTP/AVP 0\r\na=x\ry", "m=audio 1 RTP/AVP 0\na=\x00"):
+            with self.assertRaises(SDPParseError) as ctx:
+                MediaDescription.parse(section)
+            self.assertIn("line 2", str(ctx.exception))
+
     def test_session_lines_rejected(self) -> None:
         """RFC 4566 §5: o=, t= ... are session-level only; a second m= starts a new section."""
         for extra in ("t=0 0", "o=- 1 1 IN IP4 h", "m=audio 2 RTP/AVP 0", "x=1", "c=IN IP4"):

@@ -12,6 +12,11 @@ Parsing rules (decided here, pinned by tests):
   must directly follow ``t=`` or ``r=``.
 - An unknown type letter is an error: RFC 4566 §5 says a parser MUST ignore a
   description containing a type letter it does not understand.
+- Not enforced here (offer/answer checks them): that every media section has a
+  ``c=`` of its own or from the session (RFC 4566 §5.7); a second ``c=`` in one
+  media section (RFC 4566 allows several for multicast layers) is refused.
+- Malformed ``a=rtpmap``/``a=fmtp`` values, and ones for payload types not on the
+  m= line or repeated, are kept as plain attributes (attributes are extensible).
 - Sizes are bounded: more than `MAX_SIZE` bytes or `MAX_MEDIA` m= sections is an error.
 - Any problem raises `SDPParseError` naming the line number; the text of ``a=`` and
   ``k=`` lines is not quoted because it may carry keys (RFC 4568) or ICE passwords.

@@ -771,6 +771,8 @@ class MediaDescription(ByteSerializableObject):
         numbered = []
         for lineno, line in enumerate(lines, 1):
             line = line.removesuffix("\r")
+            if "\r" in line or "\x00" in line:
+                raise SDPParseError(f"line {lineno}: bare CR or NUL inside a line")
             if line or lineno < len(lines):
                 numbered.append((lineno, *_split_line(lineno, line)))
         if not numbered or numbered[0][1] != "m":
@@ -887,7 +889,6 @@ class MediaDescription(ByteSerializableObject):
 
 
 _SESSION_ONLY = frozenset("vosuepzrt")
-_KNOWN = frozenset("vosiuepcbtrzkam")
 
 
 def _unknown_letter(letter: str) -> str:
