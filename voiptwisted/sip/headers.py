@@ -1,0 +1,629 @@
+"""SIP header fields: an ordered case-insensitive multi-map and the structured values.
+
+RFC 3261 §7.3: header names are case-insensitive, may repeat, and a comma-separated
+list may be split into several lines (and the other way round) without changing the
+meaning.  §7.3.3 defines the compact forms.  §25.1 gives the grammar used here for
+parameters (``generic-param``), name-addr / addr-spec and Via.
+
+Everything that fails to parse raises :class:`SIPParseError`; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Union
+
+__all__ = [
+    "LIST_HEADERS",
+    "Headers",
+    "NameAddr",
+    "SIPParseError",
+    "Via",
+    "canonical_name",
+    "parse_params",
+    "split_commas",
+]
+
+
+class SIPParseError(ValueError):
+    """A SIP message, header or value does not follow RFC 3261 §25 syntax.
+
+    ``status_code`` is the response a server should send for a bad request
+    (400 Bad Request, 505 Version Not Supported, 513 Message Too Large).
+    """
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+#: RFC 3261 §7.3.3 compact forms plus the ones later RFCs registered.
+COMPACT_FORMS: dict[str, str] = {
+    "i": "call-id",
+    "m": "contact",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "l": "content-length",
+    "c": "content-type",
+    "k": "supported",
+    "s": "subject",
+    "e": "content-encoding",
+    "o": "event",  # RFC 6665
+    "u": "allow-events",  # RFC 6665
+    "r": "refer-to",  # RFC 3515
+    "b": "referred-by",  # RFC 3892
+    "x": "session-expires",  # RFC 4028
+    "y": "identity",  # RFC 8224
+}
+
+_DISPLAY_NAMES = [
+    "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+    "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+    "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+    "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "Identity",
+    "In-Reply-To", "Max-Forwards", "Min-Expires", "Min-SE", "MIME-Version", "Organization",
+    "P-Asserted-Identity", "P-Preferred-Identity", "Path", "Priority", "Privacy",
+    "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck", "Reason",
+    "Record-Route", "Refer-To", "Referred-By", "Reply-To", "Require", "Retry-After", "Route",
+    "RSeq", "Server", "Service-Route", "Session-Expires", "SIP-ETag", "SIP-If-Match", "Subject",
+    "Subscription-State", "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via",
+    "Warning", "WWW-Authenticate",
+]  # fmt: skip
+_CANONICAL: dict[str, str] = {name.lower(): name for name in _DISPLAY_NAMES}
+
+#: Headers whose values are comma-separated lists (RFC 3261 §7.3.1, §25.1).
+LIST_HEADERS = frozenset(
+    {
+        "via", "route", "record-route", "contact", "allow", "supported", "require",
+        "proxy-require", "unsupported", "accept", "accept-encoding", "accept-language",
+        "allow-events", "path", "service-route", "content-encoding", "alert-info",
+        "call-info", "error-info", "in-reply-to", "warning",
+    }
+)  # fmt: skip
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
+_HOST_RE = re.compile(r"(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])")
+_WS = " \t"
+_TOKEN_PAT = r"[A-Za-z0-9\-.!%*_+`'~]+"  # noqa: S105 (a regex, not a secret)
+_QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_PVALUE = r'[^\x00-\x20\x7f,;<>"\\]+'
+# One parameter (RFC 3261 §25.1 generic-param, LWS allowed around ';' and '=').
+_PARAM_RE = re.compile(
+    rf"[ \t]*;[ \t]*({_TOKEN_PAT})(?:[ \t]*=[ \t]*({_PVALUE}|{_QUOTED}))?", re.S
+)
+_PARAMS_RE = re.compile(rf"(?:{_PARAM_RE.pattern})*[ \t]*", re.S)
+# name-addr: optional display name (quoted or tokens), <URI>, then the parameters.
+_NAME_ADDR_RE = re.compile(
+    rf"[ \t]*(?:({_QUOTED})|((?:{_TOKEN_PAT}[ \t]+)*{_TOKEN_PAT})?)[ \t]*<([^<>]*)>(.*)", re.S
+)
+_VIA_RE = re.compile(
+    rf"[ \t]*(?i:SIP)[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*({_TOKEN_PAT})[ \t]+"
+    r"([A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])(?:[ \t]*:[ \t]*([0-9]{1,5}))?(.*)",
+    re.S,
+)
+# Whole-value validators used by Message.parse: one C-level match per header, the
+# objects themselves are only built when asked for.
+_URI_IN_BRACKETS = r"[A-Za-z][A-Za-z0-9+\-.]*:[^<>\x00-\x20\x7f]+"
+_NAME_ADDR_FULL_RE = re.compile(
+    rf"[ \t]*(?:{_QUOTED}|(?:{_TOKEN_PAT}[ \t]+)*{_TOKEN_PAT})?[ \t]*<{_URI_IN_BRACKETS}>"
+    rf"({_PARAMS_RE.pattern})",
+    re.S,
+)
+_ADDR_SPEC_FULL_RE = re.compile(
+    rf"[ \t]*[A-Za-z][A-Za-z0-9+\-.]*:[^<>\x00-\x20\x7f\"?,;]+({_PARAMS_RE.pattern})", re.S
+)
+_VIA_FULL_RE = re.compile(_VIA_RE.pattern[: -len("(.*)")] + f"({_PARAMS_RE.pattern})", re.S)
+_TAG_RE = re.compile(r";[ \t]*(?i:tag)[ \t]*=[ \t]*([^;, \t]+)")
+_BRANCH_RE = re.compile(r";[ \t]*(?i:branch)[ \t]*=[ \t]*([^;, \t]+)")
+_QUOTED_RE = re.compile(_QUOTED, re.S)
+_ELEMENT_RE = re.compile(rf'(?:[^,"<]+|{_QUOTED}|<[^<>]*>)*', re.S)
+_UNESCAPE_RE = re.compile(r"\\(.)", re.S)
+
+# Cache of raw header name -> (lookup key, display name); bounded so hostile
+# input cannot grow it without limit.
+_NAME_CACHE: dict[str, tuple[str, str]] = {}
+_NAME_CACHE_MAX = 2048
+
+
+def _name_info(raw: str) -> tuple[str, str]:
+    """Return ``(key, display)`` for a header name: compact forms expanded, canonical case."""
+    info = _NAME_CACHE.get(raw)
+    if info is not None:
+        return info
+    name = raw.strip(_WS)
+    if not _TOKEN_RE.fullmatch(name):
+        raise SIPParseError(f"invalid header name {name[:40]!r}")
+    key = name.lower()
+    key = COMPACT_FORMS.get(key, key)
+    info = (key, _CANONICAL.get(key, name if len(name) > 1 else key))
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[raw] = info
+    return info
+
+
+def canonical_name(name: str) -> str:
+    """Return the display form of a header name (``"i"`` -> ``"Call-ID"``)."""
+    return _name_info(name)[1]
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a header value at commas that are outside quoted strings and ``<...>``.
+
+    RFC 3261 §7.3.1: a comma-separated list header may be written as one line.
+    Elements are stripped; empty elements are kept so callers can reject them.
+    """
+    if "," not in value:
+        return [value.strip(_WS)]
+    if '"' not in value and "<" not in value:
+        return [part.strip(_WS) for part in value.split(",")]
+    parts: list[str] = []
+    pos = 0
+    n = len(value)
+    match = _ELEMENT_RE.match
+    while True:
+        end = match(value, pos).end()  # type: ignore[union-attr]
+        parts.append(value[pos:end].strip(_WS))
+        if end == n:
+            return parts
+        if value[end] != ",":
+            raise SIPParseError(f"unbalanced quote or '<' in {value[:60]!r}")
+        pos = end + 1
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Parse ``;name=value;flag`` (RFC 3261 §25.1 ``generic-param``) into a dict.
+
+    Names are lower-cased (RFC 3261 §7.3.1: parameter names are case-insensitive);
+    values are kept as written, a quoted-string value keeps its quotes.  LWS around
+    ``;`` and ``=`` is allowed.  A flag without value maps to ``None``.
+    """
+    if not _PARAMS_RE.fullmatch(text):
+        raise SIPParseError(f"invalid parameters {text[:60]!r}")
+    return {
+        name.lower(): value or None for name, value in _PARAM_RE.findall(text)
+    }
+
+
+def name_addr_tag(value: str) -> str | None:
+    """Validate a From/To value and return its tag, without building a NameAddr.
+
+    Same acceptance as :meth:`NameAddr.parse` (RFC 3261 §25.1 name-addr / addr-spec);
+    this is the fast path ``Message.parse`` uses.
+    """
+    m = _NAME_ADDR_FULL_RE.fullmatch(value) or _ADDR_SPEC_FULL_RE.fullmatch(value)
+    if m is None:
+        NameAddr.parse(value)  # raises with a precise message
+        raise SIPParseError(f"invalid name-addr {value[:60]!r}")
+    params = m.group(1)
+    if not params:
+        return None
+    tag = _TAG_RE.search(params)
+    return tag.group(1) if tag else None
+
+
+def via_branch(value: str) -> str | None:
+    """Validate one Via value and return its branch, without building a Via."""
+    m = _VIA_FULL_RE.fullmatch(value)
+    if m is None or (m.group(3) and int(m.group(3)) > 65535) or "rport=" in m.group(4):
+        return Via.parse(value).branch  # the full check, raising with a precise message
+    params = m.group(4)
+    if not params:
+        return None
+    branch = _BRANCH_RE.search(params)
+    return branch.group(1) if branch else None
+
+
+def _param_after(value: str, needle: str, pos: int, regex: re.Pattern[str]) -> str | None:
+    """Value of the parameter *needle* (``";tag="``) at or after *pos*; common spelling
+    found with ``str.find``, anything unusual (LWS, upper case) by *regex*."""
+    i = value.find(needle, pos)
+    if i >= 0:
+        j = i + len(needle)
+        k = value.find(";", j)
+        found = value[j:k] if k >= 0 else value[j:]
+        if found and " " not in found and "," not in found and "\t" not in found:
+            return found
+    elif value.find("=", pos) < 0:
+        return None
+    m = regex.search(value, pos)
+    return m.group(1) if m else None
+
+
+def find_tag(value: str) -> str | None:
+    """Return the ``tag`` header parameter of a From/To value without validating it.
+
+    The lazy counterpart of :func:`name_addr_tag`: it only looks past the display
+    name and the ``<URI>``, so a ``;tag=`` inside the URI is not taken.
+    """
+    start = 0
+    quote = value.find('"')
+    if quote >= 0:
+        lt = value.find("<")
+        if lt < 0 or quote < lt:
+            m = _QUOTED_RE.match(value, quote)
+            start = m.end() if m else quote + 1
+    gt = value.find(">", start)
+    return _param_after(value, ";tag=", gt + 1 if gt >= 0 else start, _TAG_RE)
+
+
+def find_branch(value: str) -> str | None:
+    """Return the ``branch`` parameter of one Via value without validating it."""
+    return _param_after(value, ";branch=", 0, _BRANCH_RE)
+
+
+def format_params(params: Mapping[str, str | None]) -> str:
+    """Serialise a parameter dict back to ``;name=value;flag``."""
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def _unquote(quoted: str) -> str:
+    """The text of a quoted-string (RFC 3261 §25.1), quoted-pairs resolved."""
+    inner = quoted[1:-1]
+    return _UNESCAPE_RE.sub(r"\1", inner) if "\\" in inner else inner
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _check_uri(uri: str) -> None:
+    if not _SCHEME_RE.match(uri) or uri.endswith(":"):
+        raise SIPParseError(f"invalid URI {uri[:60]!r}")
+    for char in " \t<>":
+        if char in uri:
+            raise SIPParseError(f"invalid character in URI {uri[:60]!r}")
+
+
+class NameAddr:
+    """A ``name-addr`` or ``addr-spec`` with header parameters (RFC 3261 §20.10, §25.1).
+
+    Used by From, To, Contact, Route, Record-Route, Refer-To...  ``uri`` is kept as
+    the string between ``<`` and ``>`` (not parsed: any scheme is allowed, RFC 4475
+    §3.2.5); ``params`` are the header parameters (``tag``, ``expires``, ``q``...).
+    """
+
+    __slots__ = ("display_name", "params", "uri")
+
+    def __init__(
+        self,
+        uri: str,
+        display_name: str | None = None,
+        params: Mapping[str, str | None] | None = None,
+    ) -> None:
+        self.uri = str(uri)
+        self.display_name = display_name
+        self.params: dict[str, str | None] = dict(params) if params else {}
+
+    @classmethod
+    def parse(cls, value: str) -> NameAddr:
+        """Parse one header value; raise :class:`SIPParseError` if it is malformed.
+
+        RFC 3261 §20.10: an addr-spec whose URI contains ``,``, ``?`` or ``;`` must be
+        written in name-addr form; parameters after a bare addr-spec are header
+        parameters.  A display name is either a quoted string or tokens separated
+        by LWS (RFC 4475 §3.1.2.15).
+        """
+        m = _NAME_ADDR_RE.fullmatch(value)
+        if m is not None:
+            quoted, tokens, uri, tail = m.groups()
+            _check_uri(uri)
+            display = _unquote(quoted) if quoted is not None else tokens
+            if display is not None and tokens is not None and (" " in display or "\t" in display):
+                display = " ".join(display.split())
+            return cls(uri, display, parse_params(tail) if tail else None)
+        v = value.strip(_WS)
+        if '"' in v or "<" in v or ">" in v:
+            raise SIPParseError(f"invalid name-addr {v[:60]!r}")
+        semi = v.find(";")
+        uri = v if semi < 0 else v[:semi].rstrip(_WS)
+        _check_uri(uri)
+        if "?" in uri or "," in uri:
+            raise SIPParseError(f"URI with headers must be in <...>: {uri[:60]!r}")
+        return cls(uri, None, parse_params(v[semi:]) if semi >= 0 else None)
+
+    @property
+    def tag(self) -> str | None:
+        """The ``tag`` parameter (RFC 3261 §19.3), or None."""
+        return self.params.get("tag")
+
+    @property
+    def expires(self) -> int | None:
+        """The Contact ``expires`` parameter as seconds (RFC 3261 §20.10), or None.
+
+        RFC 3261 §10.2.4 / §20.19: values above 2**32-1 are treated as 2**32-1.
+        """
+        value = self.params.get("expires")
+        if value is None:
+            return None
+        if not (value.isascii() and value.isdigit()):
+            raise SIPParseError(f"invalid expires parameter {value[:20]!r}")
+        return min(int(value), 2**32 - 1)
+
+    def __str__(self) -> str:
+        head = f"<{self.uri}>" if self.display_name is None else (
+            f"{_quote(self.display_name)} <{self.uri}>"
+        )
+        return head + format_params(self.params)
+
+    def __repr__(self) -> str:
+        return f"NameAddr({self.uri!r}, {self.display_name!r}, {self.params!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NameAddr):
+            return NotImplemented
+        return (self.uri, self.display_name, self.params) == (
+            other.uri,
+            other.display_name,
+            other.params,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Via:
+    """One Via header value (RFC 3261 §20.42, §25.1 ``via-parm``).
+
+    ``protocol`` is ``"SIP/2.0/TLS"`` (normalised, transport upper-cased); ``host`` and
+    ``port`` are the sent-by; ``params`` carries ``branch``, ``received``, ``rport``...
+    """
+
+    __slots__ = ("host", "params", "port", "protocol")
+
+    def __init__(
+        self,
+        protocol: str,
+        host: str,
+        port: int | None = None,
+        params: Mapping[str, str | None] | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.host = host
+        self.port = port
+        self.params: dict[str, str | None] = dict(params) if params else {}
+
+    @classmethod
+    def parse(cls, value: str) -> Via:
+        """Parse one Via value; LWS may surround ``/``, ``;`` and ``=`` (RFC 4475 §3.1.1.1)."""
+        m = _VIA_RE.fullmatch(value)
+        if m is None:
+            head = value.split(";", 1)[0].replace(" ", "").replace("\t", "")
+            if head.upper().startswith("SIP/") and not head.startswith("SIP/2.0/", 0):
+                raise SIPParseError(f"unsupported Via protocol {head[:40]!r}", 505)
+            raise SIPParseError(f"invalid Via {value[:60]!r}")
+        transport, host, port_text, tail = m.groups()
+        port = None
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                raise SIPParseError(f"port out of range: {port}")
+        params = parse_params(tail) if tail else {}
+        rport = params.get("rport")
+        if rport is not None and not (rport.isascii() and rport.isdigit() and int(rport) < 65536):
+            raise SIPParseError(f"invalid rport {rport[:20]!r}")
+        return cls(f"SIP/2.0/{transport.upper()}", host, port, params)
+
+    @property
+    def transport(self) -> str:
+        """The transport token: ``"UDP"``, ``"TCP"``, ``"TLS"``..."""
+        return self.protocol.rsplit("/", 1)[-1]
+
+    @property
+    def branch(self) -> str | None:
+        """The transaction id (RFC 3261 §8.1.1.7), or None for RFC 2543 peers."""
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        """The ``received`` address the next hop saw (RFC 3261 §18.2.1)."""
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> int | bool | None:
+        """RFC 3581: the port the next hop saw (int), True if requested, None if absent."""
+        if "rport" not in self.params:
+            return None
+        value = self.params["rport"]
+        return True if value is None else int(value)
+
+    def __str__(self) -> str:
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        sent_by = host if self.port is None else f"{host}:{self.port}"
+        return f"{self.protocol} {sent_by}{format_params(self.params)}"
+
+    def __repr__(self) -> str:
+        return f"Via({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Via):
+            return NotImplemented
+        return (self.protocol, self.host, self.port, self.params) == (
+            other.protocol,
+            other.host,
+            other.port,
+            other.params,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+HeadersInit = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
+
+
+class Headers:
+    """Ordered, case-insensitive multi-map of SIP header fields (RFC 3261 §7.3).
+
+    Names are stored in canonical form (compact forms expanded, RFC 3261 §7.3.3);
+    values are ``str``.  ``h[name]`` is the first value; ``getlist`` returns all
+    values, splitting the comma-separated list headers (:data:`LIST_HEADERS`).
+    """
+
+    __slots__ = ("_index", "_item_list", "_lines")
+
+    def __init__(self, init: HeadersInit = None) -> None:
+        self._lines: list[str] | None = None
+        self._item_list: list[tuple[str, str, str]] = []
+        self._index: dict[str, list[str]] = {}
+        if init is None:
+            return
+        if isinstance(init, Headers):
+            self._item_list = list(init._items)
+            self._index = {k: list(v) for k, v in init._index.items()}
+            return
+        pairs = init.items() if isinstance(init, Mapping) else init
+        for name, value in pairs:
+            self.add(name, value)
+
+    @classmethod
+    def _from_parsed(cls, lines: list[str], index: dict[str, list[str]]) -> Headers:
+        """Wrap what ``Message.parse`` found: the (already validated) header lines
+        and the index.  The ordered item list is only built if someone needs it."""
+        self = cls.__new__(cls)
+        self._lines = lines
+        self._index = index
+        return self
+
+    @property
+    def _items(self) -> list[tuple[str, str, str]]:
+        lines = self._lines
+        if lines is not None:
+            items = []
+            for line in lines:
+                raw, _, value = line.partition(":")
+                key, display = _name_info(raw)
+                items.append((key, display, value.strip(_WS)))
+            self._item_list = items
+            self._lines = None
+        return self._item_list
+
+    @_items.setter
+    def _items(self, items: list[tuple[str, str, str]]) -> None:
+        self._lines = None
+        self._item_list = items
+
+    def __getitem__(self, name: str) -> str:
+        values = self._index.get(_name_info(name)[0])
+        if not values:
+            raise KeyError(name)
+        return values[0]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Return the first value of *name*, or *default*."""
+        values = self._index.get(_name_info(name)[0])
+        return values[0] if values else default
+
+    def getlist(self, name: str) -> list[str]:
+        """Return every value of *name* in order; list headers are split at commas.
+
+        Empty list elements are dropped.
+        """
+        key = _name_info(name)[0]
+        values = self._index.get(key, [])
+        if key not in LIST_HEADERS:
+            return list(values)
+        out: list[str] = []
+        for value in values:
+            out.extend(part for part in split_commas(value) if part)
+        return out
+
+    def _values(self, key: str) -> list[str]:
+        return self._index.get(key, [])
+
+    def __setitem__(self, name: str, value: str) -> None:
+        key, display = _name_info(name)
+        value = _check_value(value)
+        if key not in self._index:
+            self._items.append((key, display, value))
+        else:
+            first = True
+            items = []
+            for item in self._items:
+                if item[0] == key:
+                    if not first:
+                        continue
+                    first = False
+                    item = (key, display, value)
+                items.append(item)
+            self._items = items
+        self._index[key] = [value]
+
+    def add(self, name: str, value: str) -> None:
+        """Append a value (a new header line) after the existing ones."""
+        key, display = _name_info(name)
+        value = _check_value(value)
+        self._items.append((key, display, value))
+        self._index.setdefault(key, []).append(value)
+
+    def setdefault(self, name: str, value: str) -> str:
+        """Set *name* to *value* unless present; return the (first) value."""
+        current = self.get(name)
+        if current is None:
+            self[name] = value
+            return value
+        return current
+
+    def __delitem__(self, name: str) -> None:
+        key = _name_info(name)[0]
+        if key not in self._index:
+            raise KeyError(name)
+        del self._index[key]
+        self._items = [item for item in self._items if item[0] != key]
+
+    def pop(self, name: str, default: str | None = None) -> str | None:
+        """Remove every value of *name*; return the first one or *default*."""
+        value = self.get(name)
+        if value is None:
+            return default
+        del self[name]
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            return _name_info(name)[0] in self._index
+        except SIPParseError:
+            return False
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every (canonical name, value) pair in message order."""
+        return [(display, value) for _, display, value in self._items]
+
+    def keys(self) -> list[str]:
+        """Distinct canonical names in order of first appearance."""
+        seen: dict[str, str] = {}
+        for key, display, _ in self._items:
+            seen.setdefault(key, display)
+        return list(seen.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def copy(self) -> Headers:
+        """A shallow copy."""
+        return Headers(self)
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+
+def _check_value(value: object) -> str:
+    """Header values must be text without CR/LF (header injection)."""
+    text = str(value)
+    if "\r" in text or "\n" in text:
+        raise ValueError("header values must not contain CR or LF")
+    return text

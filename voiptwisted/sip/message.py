@@ -1,0 +1,532 @@
+"""SIP requests and responses: parse bytes, build messages, serialise (RFC 3261 §7).
+
+``Message.parse`` is built for speed: it finds the header block with one
+``bytes.find``, decodes it once, unfolds continuation lines only when there are
+any, and splits header lines into the :class:`~voiptwisted.sip.headers.Headers`
+index in one pass.  It then checks what every SIP element relies on (start line,
+Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length); other
+structured values (Contact, Route, Record-Route, lower Vias...) are parsed on first access
+and cached.  Every failure, whenever it happens, is a :class:`SIPParseError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from voiptwisted.sip.headers import (
+    _NAME_CACHE,
+    Headers,
+    HeadersInit,
+    NameAddr,
+    SIPParseError,
+    Via,
+    _name_info,
+    find_branch,
+    find_tag,
+    name_addr_tag,
+    split_commas,
+    via_branch,
+)
+from voiptwisted.sip.status import SIPMethod, SIPStatus
+
+__all__ = ["Message", "Request", "Response", "SIPParseError"]
+
+SIP_VERSION = "SIP/2.0"
+
+_FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+")
+_SINGLE = frozenset(("call-id", "cseq", "from", "to", "max-forwards", "content-length"))
+_REQUIRED = frozenset(("via", "from", "to", "call-id", "cseq"))
+_CSEQ_MAX = 2**31  # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31
+_MAX_FORWARDS_MAX = 255  # RFC 3261 §20.22
+
+_KNOWN_METHODS = frozenset(method.value for method in SIPMethod)
+
+
+def _digits(value: str) -> bool:
+    return value.isascii() and value.isdigit()
+
+
+class Message:
+    """Common part of :class:`Request` and :class:`Response`.
+
+    ``headers`` is a :class:`Headers`; ``body`` the exact body bytes.  Accessors
+    (``via``, ``from_``, ``to``, ``cseq``...) parse on first use and cache; the
+    cache is dropped when ``headers`` is replaced, so build messages first and
+    read accessors after.
+    """
+
+    __slots__ = ("_cache", "_headers", "body")
+
+    def __init__(self, headers: HeadersInit = None, body: bytes = b"") -> None:
+        self._headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = bytes(body)
+        self._cache: dict[str, object] = {}
+
+    # -- parsing ------------------------------------------------------------
+
+    @staticmethod
+    def parse(data: bytes, *, strict: bool = False) -> Request | Response:
+        """Parse one whole message (a datagram or a frame from the stream framer).
+
+        Checked here: the start line (RFC 3261 §7.1/§7.2, version 2.0 else status
+        505), header line syntax, the mandatory headers Via/From/To/Call-ID/CSeq
+        present (§8.1.1) and single, CSeq (number < 2**31, method equal to the
+        request method, §8.1.1.5), Max-Forwards (0-255), Content-Length.  The
+        name-addr / Via grammar is checked lazily, when ``from_``, ``to``, ``via``,
+        ``contact``... are first read, or at once with ``strict=True`` (which
+        calls :meth:`validate`); ``branch``, ``local_tag`` and ``remote_tag`` are
+        found without building those objects.  This keeps the hot path near a bare
+        split (see bench/parse.py).
+
+        The body is the ``Content-Length`` octets after the blank line; octets
+        beyond it are ignored (RFC 3261 §18.3, RFC 4475 §3.1.1.8).  A
+        Content-Length larger than the data is an error (RFC 4475 §3.1.2.2).
+        Without Content-Length the body runs to the end of the data (RFC 3261
+        §18.3 allows that for datagrams; the stream framer always supplies it).
+
+        Raises :class:`SIPParseError` and nothing else, for any input.
+        """
+        try:
+            message = _parse(data)
+            if strict:
+                message.validate()
+            return message
+        except SIPParseError:
+            raise
+        except Exception as exc:
+            raise SIPParseError(f"malformed message ({type(exc).__name__})") from None
+
+    # -- headers ------------------------------------------------------------
+
+    @property
+    def headers(self) -> Headers:
+        """The header fields."""
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: HeadersInit) -> None:
+        self._headers = value if isinstance(value, Headers) else Headers(value)
+        self._cache.clear()
+
+    def _one(self, key: str, label: str) -> str:
+        values = self._headers._values(key)
+        if not values:
+            raise SIPParseError(f"missing {label} header")
+        return values[0]
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID (RFC 3261 §20.8)."""
+        values = self._headers._index.get("call-id")
+        if not values:
+            raise SIPParseError("missing Call-ID header")
+        return values[0]
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """CSeq as ``(number, method)`` (RFC 3261 §20.16)."""
+        try:
+            return self._cache["cseq"]  # type: ignore[return-value]
+        except KeyError:
+            cseq = self._cache["cseq"] = _parse_cseq(self._one("cseq", "CSeq"))
+            return cseq
+
+    @property
+    def via(self) -> list[Via]:
+        """Every Via value, topmost first (RFC 3261 §20.42)."""
+        cached = self._cache.get("via")
+        if cached is None:
+            vias: list[Via] = []
+            for line in self._headers._values("via"):
+                for part in split_commas(line):
+                    if not part:
+                        raise SIPParseError("empty Via value")
+                    vias.append(Via.parse(part))
+            cached = self._cache["via"] = vias
+        return cached  # type: ignore[return-value]
+
+    @property
+    def top_via(self) -> Via:
+        """The topmost Via (the one our transaction layer matches on)."""
+        cached = self._cache.get("top_via")
+        if cached is None:
+            first = self._one("via", "Via")
+            if "," in first:
+                first = split_commas(first)[0]
+            cached = self._cache["top_via"] = Via.parse(first)
+        return cached  # type: ignore[return-value]
+
+    @property
+    def branch(self) -> str | None:
+        """The branch of the top Via (RFC 3261 §8.1.1.7), None if absent."""
+        try:
+            return self._cache["branch"]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        first = self._headers.get("Via")
+        if first is not None and "," in first:
+            first = split_commas(first)[0]
+        branch = self._cache["branch"] = None if first is None else via_branch(first)
+        return branch
+
+    def _name_addr(self, key: str, label: str) -> NameAddr:
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = NameAddr.parse(self._one(key, label))
+        return cached  # type: ignore[return-value]
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From header (RFC 3261 §20.20)."""
+        return self._name_addr("from", "From")
+
+    @property
+    def to(self) -> NameAddr:
+        """The To header (RFC 3261 §20.39)."""
+        return self._name_addr("to", "To")
+
+    @property
+    def local_tag(self) -> str | None:
+        """The From tag: the sender's dialog tag for requests."""
+        try:
+            return self._cache["from_tag"]  # type: ignore[return-value]
+        except KeyError:
+            tag = self._cache["from_tag"] = name_addr_tag(self._one("from", "From"))
+            return tag
+
+    @property
+    def remote_tag(self) -> str | None:
+        """The To tag: set by the UAS (RFC 3261 §8.2.6.2)."""
+        try:
+            return self._cache["to_tag"]  # type: ignore[return-value]
+        except KeyError:
+            tag = self._cache["to_tag"] = name_addr_tag(self._one("to", "To"))
+            return tag
+
+    def _name_addr_list(self, key: str) -> list[NameAddr]:
+        cached = self._cache.get(key)
+        if cached is None:
+            out: list[NameAddr] = []
+            for line in self._headers._values(key):
+                if key == "contact" and line.strip() == "*":
+                    continue
+                for part in split_commas(line):
+                    if not part:
+                        raise SIPParseError(f"empty element in {key} header")
+                    out.append(NameAddr.parse(part))
+            cached = self._cache[key] = out
+        return cached  # type: ignore[return-value]
+
+    @property
+    def contact(self) -> list[NameAddr]:
+        """Every Contact value (RFC 3261 §20.10); ``Contact: *`` gives []."""
+        return self._name_addr_list("contact")
+
+    @property
+    def route(self) -> list[NameAddr]:
+        """The Route set, in order (RFC 3261 §20.34)."""
+        return self._name_addr_list("route")
+
+    @property
+    def record_route(self) -> list[NameAddr]:
+        """The Record-Route values, in order (RFC 3261 §20.30)."""
+        return self._name_addr_list("record-route")
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header in seconds (RFC 3261 §20.19), None if absent.
+
+        Values above 2**32-1 are clamped to 2**32-1 (RFC 3261 §10.2.1.1 bound).
+        """
+        value = self._headers.get("Expires")
+        if value is None:
+            return None
+        value = value.strip()
+        if not _digits(value):
+            raise SIPParseError(f"invalid Expires {value[:20]!r}")
+        return min(int(value), 2**32 - 1)
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (RFC 3261 §20.22), None if absent."""
+        value = self._headers.get("Max-Forwards")
+        return None if value is None else _parse_max_forwards(value)
+
+    @property
+    def content_type(self) -> str | None:
+        """The Content-Type value, or None."""
+        return self._headers.get("Content-Type")
+
+    def validate(self) -> None:
+        """Parse every structured header this module knows; raise SIPParseError if any is bad.
+
+        Covers every Via, From, To, Contact, Route, Record-Route and Expires.  A
+        server should call it (or parse with ``strict=True``) before acting on a
+        request, so that a malformed one gets 400 (RFC 4475 §3.1.2).
+        """
+        self.via  # noqa: B018
+        self.from_  # noqa: B018
+        self.to  # noqa: B018
+        self.route  # noqa: B018
+        self.record_route  # noqa: B018
+        self.contact  # noqa: B018
+        self.expires  # noqa: B018
+
+    # -- serialising --------------------------------------------------------
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        """Serialise; Content-Length always states ``len(body)`` (RFC 3261 §20.14)."""
+        length = f"Content-Length: {len(self.body)}\r\n"
+        parts = [self._start_line(), "\r\n"]
+        written = False
+        for key, display, value in self._headers._items:
+            if key == "content-length":
+                if not written:
+                    parts.append(length)
+                    written = True
+                continue
+            parts.append(f"{display}: {value}\r\n")
+        if not written:
+            parts.append(length)
+        parts.append("\r\n")
+        return "".join(parts).encode("utf-8", "surrogateescape") + self.body
+
+
+class Request(Message):
+    """A SIP request (RFC 3261 §7.1).  ``uri`` is the Request-URI as text."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self, method: str, uri: str, headers: HeadersInit = None, body: bytes = b""
+    ) -> None:
+        super().__init__(headers, body)
+        method = str(method)
+        if not _TOKEN_RE.fullmatch(method):
+            raise ValueError(f"invalid method {method!r}")
+        uri = str(uri)
+        if not _URI_RE.fullmatch(uri):
+            raise ValueError("invalid Request-URI")
+        self.method = method
+        self.uri = uri
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} call_id={self._headers.get('Call-ID')!r}>"
+
+
+class Response(Message):
+    """A SIP response (RFC 3261 §7.2)."""
+
+    __slots__ = ("phrase", "status_code")
+
+    def __init__(
+        self,
+        status_code: int,
+        phrase: str | None = None,
+        headers: HeadersInit = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        status_code = int(status_code)
+        if not 100 <= status_code <= 699:
+            raise ValueError(f"status code out of range: {status_code}")
+        if phrase is None:
+            phrase = SIPStatus.phrase_for(status_code)
+        if "\r" in phrase or "\n" in phrase:
+            raise ValueError("reason phrase must not contain CR or LF")
+        self.status_code = status_code
+        self.phrase = phrase
+
+    @classmethod
+    def from_request(
+        cls,
+        request: Request,
+        status_code: int,
+        phrase: str | None = None,
+        *,
+        headers: HeadersInit = None,
+        body: bytes = b"",
+        to_tag: str | None = None,
+    ) -> Response:
+        """Build a response to *request* (RFC 3261 §8.2.6.1 and §8.2.6.2).
+
+        Copies every Via in order, From, Call-ID and CSeq, and To; adds
+        ``;tag=to_tag`` to To if the request's To had no tag.  *headers* are
+        added after these; a name already copied is replaced, never duplicated.
+        """
+        out = Headers()
+        for value in request.headers._values("via"):
+            out.add("Via", value)
+        out.add("From", request._one("from", "From"))
+        to_value = request._one("to", "To")
+        if to_tag is not None and request.to.tag is None:
+            to_value = f"{to_value};tag={to_tag}"
+        out.add("To", to_value)
+        out.add("Call-ID", request.call_id)
+        out.add("CSeq", request._one("cseq", "CSeq"))
+        if headers is not None:
+            extra = headers.items() if isinstance(headers, (Mapping, Headers)) else headers
+            seen: set[str] = set()
+            for name, value in extra:
+                key = _name_info(name)[0]
+                if key in seen:
+                    out.add(name, value)
+                else:
+                    seen.add(key)
+                    out[name] = value
+        return cls(status_code, phrase, out, body)
+
+    def _start_line(self) -> str:
+        return f"{SIP_VERSION} {self.status_code} {self.phrase}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status_code} {self.phrase!r}>"
+
+
+def _parse_cseq(value: str) -> tuple[int, str]:
+    parts = value.split()
+    if len(parts) != 2:
+        raise SIPParseError(f"invalid CSeq {value[:40]!r}")
+    number, method = parts
+    if not _digits(number) or len(number) > 10 or int(number) >= _CSEQ_MAX:
+        raise SIPParseError(f"invalid CSeq number {number[:20]!r}")
+    if not _TOKEN_RE.fullmatch(method):
+        raise SIPParseError(f"invalid CSeq method {method[:20]!r}")
+    return int(number), method
+
+
+def _parse_max_forwards(value: str) -> int:
+    value = value.strip()
+    if not _digits(value) or len(value) > 10 or int(value) > _MAX_FORWARDS_MAX:
+        raise SIPParseError(f"invalid Max-Forwards {value[:20]!r}")
+    return int(value)
+
+
+def _parse(data: bytes) -> Request | Response:
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise SIPParseError("message must be bytes")
+        data = bytes(data)
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise SIPParseError("no blank line after the header fields")
+    head = data[:end].decode("utf-8", "surrogateescape")
+    if "\r\n " in head or "\r\n\t" in head:
+        head = _FOLD_RE.sub(" ", head)  # RFC 3261 §7.3.1: LWS folding
+    lines = head.split("\r\n")
+    if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
+        raise SIPParseError("bare CR or LF in the header block")
+    start = lines[0]
+
+    index: dict[str, list[str]] = {}
+    cached = _NAME_CACHE.get
+    get = index.get
+    del lines[0:1]  # the start line is kept in `start`
+    for line in lines:
+        raw, sep, value = line.partition(":")
+        if not sep:
+            raise SIPParseError(f"header line without ':': {line[:40]!r}")
+        info = cached(raw) or _name_info(raw)
+        key = info[0]
+        value = value.strip(" \t")
+        values = get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            if key in _SINGLE:
+                raise SIPParseError(f"header {info[1]!r} appears more than once")
+            values.append(value)
+    if not index.keys() >= _REQUIRED:
+        missing = sorted(_REQUIRED - index.keys())
+        raise SIPParseError(f"missing mandatory headers {missing} (RFC 3261 §8.1.1)")
+
+    body_start = end + 4
+    lengths = get("content-length")
+    if lengths is None:
+        body = data[body_start:]
+    else:
+        text = lengths[0]
+        if not (text.isdigit() and text.isascii()) or len(text) > 10:
+            raise SIPParseError(f"invalid Content-Length {text[:20]!r}")
+        stop = body_start + int(text)
+        if stop > len(data):
+            raise SIPParseError("Content-Length is larger than the message body")
+        body = data[body_start:stop]
+
+    cseq_parts = index["cseq"][0].split()
+    if len(cseq_parts) != 2:
+        raise SIPParseError("invalid CSeq")
+    number, cseq_method = cseq_parts
+    # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31.
+    if not (number.isdigit() and number.isascii()) or len(number) > 10:
+        raise SIPParseError(f"invalid CSeq number {number[:20]!r}")
+    cseq_number = int(number)
+    if cseq_number >= _CSEQ_MAX:
+        raise SIPParseError(f"CSeq number out of range: {number}")
+
+    message: Request | Response
+    if start.startswith("SIP/"):
+        parts = start.split(" ", 2)
+        if parts[0] != SIP_VERSION:
+            raise SIPParseError(f"unsupported version {parts[0][:20]!r}", 505)
+        code = parts[1] if len(parts) > 1 else ""
+        if len(code) != 3 or not code.isdigit() or code[0] not in "123456":
+            raise SIPParseError(f"invalid status code {code[:20]!r}")
+        if cseq_method not in _KNOWN_METHODS and not _TOKEN_RE.fullmatch(cseq_method):
+            raise SIPParseError(f"invalid CSeq method {cseq_method[:20]!r}")
+        message = Response.__new__(Response)
+        message.status_code = int(code)
+        message.phrase = parts[2] if len(parts) > 2 else ""
+    else:
+        parts = start.split(" ")
+        if len(parts) != 3:
+            raise SIPParseError(f"invalid request line {start[:60]!r}")
+        method, uri, version = parts
+        if version != SIP_VERSION:
+            if version.startswith("SIP/"):
+                raise SIPParseError(f"unsupported version {version[:20]!r}", 505)
+            raise SIPParseError(f"invalid request line {start[:60]!r}")
+        if method not in _KNOWN_METHODS and not _TOKEN_RE.fullmatch(method):
+            raise SIPParseError(f"invalid method {method[:30]!r}")
+        if cseq_method != method:
+            raise SIPParseError("CSeq method differs from the request method (RFC 3261 §8.1.1.5)")
+        if not _URI_RE.fullmatch(uri):
+            raise SIPParseError(f"invalid Request-URI {uri[:60]!r}")
+        if "?" in uri and uri[:4].lower() in ("sip:", "sips") and "?" in uri[uri.rfind("@") :]:
+            # RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI.
+            raise SIPParseError("escaped headers in the Request-URI (RFC 4475 §3.1.2.11)")
+        message = Request.__new__(Request)
+        message.method = method
+        message.uri = uri
+
+    call_id = index["call-id"][0]
+    if not call_id or " " in call_id or "\t" in call_id:
+        raise SIPParseError("invalid Call-ID")
+    forwards = get("max-forwards")
+    if forwards is not None:
+        text = forwards[0]
+        # RFC 3261 §20.22: an integer in the range 0-255.
+        if not (text.isdigit() and text.isascii()) or len(text) > 10 or int(text) > 255:
+            raise SIPParseError(f"invalid Max-Forwards {text[:20]!r}")
+
+    message._headers = Headers._from_parsed(lines, index)
+    message.body = body
+    top = index["via"][0]
+    if '"' in top or "," in top:
+        top = split_commas(top)[0]
+    message._cache = {
+        "cseq": (cseq_number, cseq_method),
+        "branch": find_branch(top),
+        "from_tag": find_tag(index["from"][0]),
+        "to_tag": find_tag(index["to"][0]),
+    }
+    return message
