@@ -13,7 +13,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.test_dialog import (
+    CONFIG,
     SAVP_OFFER,
+    FakeSession,
     callee_class,
     connect,
     invite_bytes,
@@ -200,6 +202,50 @@ class DispatchTests(ProtocolTestCase):
         sent = self.feed(invite_bytes(branch="z9hG4bKinv2", call_id="call-2@example.com"))
         self.assertEqual([m.status_code for m in sent], [100, 486])
         self.assertEqual(len(self.callee.instances), 1)
+
+    def test_invite_expires_487(self) -> None:
+        """RFC 3261 §13.3.1: an INVITE unanswered when its Expires runs out gets 487."""
+        self.feed(invite_bytes(extra="Expires: 30\r\n"))
+        self.clock.advance(29)
+        self.assertEqual(written(self.transport), [])
+        self.clock.advance(1)
+        [resp] = written(self.transport)
+        self.assertEqual(resp.status_code, 487)
+        self.assertEqual(self.callee.hangups, 1)
+        self.feed(invite_bytes(method="ACK", body=b"", to_tag=resp.remote_tag))
+        self.assertCounts(0, 0, 0)
+
+    def test_answer_cancels_expiry(self) -> None:
+        self.feed(invite_bytes(extra="Expires: 30\r\n"))
+        self.callee.instances[0].answer(session_class=FakeSession)
+        self.feed(invite_bytes(method="ACK", body=b"", to_tag=self.callee.instances[0].local_tag))
+        self.assertCounts(0, 0, 1)
+
+    def test_malformed_contact_400(self) -> None:
+        """RFC 3261 §21.4.1: a header needed for the dialog that does not parse -> 400."""
+        raw = invite_bytes().replace(
+            b"Contact: <sip:alice@127.0.0.1:5099;transport=tls>", b"Contact: <sip:alice@127.0.0.1"
+        )
+        sent = self.feed(raw)
+        self.assertEqual([m.status_code for m in sent], [100, 400])
+        self.assertEqual(self.proto.dialog_count, 0)
+
+    def test_dialog_class_crash_500(self) -> None:
+        """An exception while creating the dialog ends that call with 500, not the flow."""
+
+        class Broken(self.callee):  # type: ignore[name-defined,misc]
+            @classmethod
+            def from_request(cls, request: Any, **kwargs: Any) -> Any:
+                raise RuntimeError("broken dialog class")
+
+        self.proto.dialog_class = Broken
+        sent = self.feed(invite_bytes())
+        self.assertEqual([m.status_code for m in sent], [100, 500])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.feed(invite_bytes(method="ACK", body=b"", to_tag=sent[1].remote_tag or ""))
+        self.assertCounts(0, 0, 0)
+        [ok] = self.feed(options_bytes())
+        self.assertEqual(ok.status_code, 200)
 
     def test_negotiation_failure_488(self) -> None:
         """RFC 3264 via CallMedia.answer_offer: NegotiationFailed -> 488 to the INVITE."""
@@ -436,3 +482,51 @@ class TraceTests(SynchronousTestCase):
         self.assertTrue(any("INVITE sip:bob" in t for t in texts))
         self.assertTrue(any("SIP/2.0 200 OK" in t for t in texts))
         self.assertFalse(any('response="pw"' in t or "inline:KEY" in t for t in texts))
+
+
+class ReconnectTests(SynchronousTestCase):
+    """Issue 3 item 3: a call whose flow died keeps its media until BYE or timeout."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.media = make_media_class()
+        self.callee = callee_class("answer")
+        self.factory = SIPClientFactory(
+            aor="sip:bob@example.com",
+            clock=self.clock,
+            media_class=self.media,
+            media_config=CONFIG,
+            dialog_class=self.callee,
+        )
+        self.first = self.factory.buildProtocol(None)
+        transport = connect(self.first)
+        self.first.dataReceived(invite_bytes())
+        ok = written(transport)[-1]
+        self.first.dataReceived(invite_bytes(method="ACK", body=b"", to_tag=ok.remote_tag))
+        [self.dialog] = self.callee.instances
+        self.first.connectionLost(Failure(ConnectionLost()))
+
+    def test_media_kept_then_timeout(self) -> None:
+        self.assertFalse(self.media.created[0].stopped)
+        self.assertEqual(self.first.dialog_count, 1)
+        self.clock.advance(self.dialog.orphan_timeout - 1)
+        self.assertFalse(self.media.created[0].stopped)
+        self.clock.advance(1)
+        self.assertTrue(self.media.created[0].stopped)
+        self.assertEqual(self.callee.hangups, 1)
+        self.assertEqual((self.first.dialog_count, self.first.pending_timer_count), (0, 0))
+
+    def test_new_flow_adopts_call(self) -> None:
+        second = self.factory.buildProtocol(None)
+        transport = connect(second, 5071)
+        self.assertEqual((self.first.dialog_count, self.first.pending_timer_count), (0, 0))
+        self.assertEqual(second.dialog_count, 1)
+        self.assertIs(self.dialog.sip, second)
+        self.assertFalse(self.media.created[0].stopped)
+        done = self.dialog.bye()
+        [bye] = written(transport)
+        self.assertEqual(bye.method, "BYE")
+        self.assertIn("127.0.0.1:5071", bye.headers["Via"])
+        second.dataReceived(respond_to(bye, 200, to_tag=None))
+        self.successResultOf(done)
+        self.assertEqual((second.dialog_count, second.pending_timer_count), (0, 0))

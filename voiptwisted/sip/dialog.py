@@ -103,6 +103,8 @@ class Dialog:
     #: RFC 3261 §17.1.1.1 / §17.1.2.2 timer values, in seconds.
     T1: float = T1
     T2: float = T2
+    #: Seconds an established call outlives its dead signalling flow if no new flow adopts it.
+    orphan_timeout: float = 180.0
 
     def __init__(
         self,
@@ -143,6 +145,7 @@ class Dialog:
         self._ok_timer: IDelayedCall | None = None
         self._ack_deadline: IDelayedCall | None = None
         self._late_offer = False
+        self._expiry_timer: IDelayedCall | None = None
         self._bye_after_ack = False
         # outbound
         self._dial_deferred: Deferred[Dialog] | None = None
@@ -156,6 +159,7 @@ class Dialog:
         # either
         self._bye_deferreds: list[Deferred[None]] = []
         self._bye_sent = False
+        self._orphan_timer: IDelayedCall | None = None
 
     # -- construction --------------------------------------------------------------------
 
@@ -267,6 +271,7 @@ class Dialog:
                 log.failure("call {call_id}: cannot set up media", call_id=self.call_id)
                 self.reject(SIPStatus.SERVER_INTERNAL_ERROR)
             return
+        self._cancel_expiry()
         self.media = media
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
@@ -302,6 +307,27 @@ class Dialog:
             self.sip.timers.cancel(self._ok_timer)
             self.sip.timers.cancel(self._ack_deadline)
         self._ok_timer = self._ack_deadline = None
+
+    def expire_after(self, seconds: int) -> None:
+        """The INVITE's Expires (RFC 3261 §13.3.1): unanswered by then -> 487 and hang up."""
+        assert self.sip is not None
+        self._expiry_timer = self.sip.timers.call_later(seconds, self._expired)
+
+    def _cancel_expiry(self) -> None:
+        if self.sip is not None:
+            self.sip.timers.cancel(self._expiry_timer)
+        self._expiry_timer = None
+
+    def _expired(self) -> None:
+        self._expiry_timer = None
+        if not self._pending_invite:
+            return
+        log.info("call {call_id}: INVITE expired unanswered", call_id=self.call_id)
+        assert self.invite_transaction is not None
+        self.invite_transaction.respond(self._response(SIPStatus.REQUEST_TERMINATED))
+        self.invite_transaction = None
+        self._end()
+        self._call_app(self.hangup_received)
 
     def _ack_timed_out(self) -> None:
         """No ACK within 64*T1: the dialog is confirmed, the session ends with BYE (§13.3.1.4)."""
@@ -718,17 +744,56 @@ class Dialog:
             return
         self.state = DialogState.TERMINATED
         self._stop_ok_retransmission()
+        self._cancel_expiry()
+        if self.sip is not None:
+            self.sip.timers.cancel(self._orphan_timer)
+        self._orphan_timer = None
         self._stop_media()
         if self.sip is not None:
             self.sip.drop_dialog(self)
 
     def connection_lost(self) -> None:
-        """The signalling flow died: calls not yet established end; established ones keep media."""
+        """The signalling flow died (issue 3 item 3).
+
+        Calls not yet established end.  Established ones keep their media until
+        BYE or until ``orphan_timeout`` passes without a new flow adopting them
+        (:meth:`adopt`); then the call ends as if the remote had hung up.
+        """
         if self.state is DialogState.EARLY:
             self.invite_transaction = None
             self._end()
             if self.inbound:
                 self._call_app(self.hangup_received)
+        elif self.state is DialogState.CONFIRMED and self.sip is not None:
+            self._orphan_timer = self.sip.timers.call_later(self.orphan_timeout, self._orphaned)
+
+    @property
+    def adoptable(self) -> bool:
+        """Established, ACKed and not ending: a new flow may carry this call on."""
+        return (
+            self.state is DialogState.CONFIRMED
+            and self._ok is None
+            and not self._bye_sent
+            and self._orphan_timer is not None
+        )
+
+    def adopt(self, sip: SessionInitiationProtocol) -> None:
+        """Move this call to the new flow *sip* (same UA, reconnected): BYE goes out there."""
+        old = self.sip
+        if old is not None:
+            old.timers.cancel(self._orphan_timer)
+            old.drop_dialog(self)
+        self._orphan_timer = None
+        self.sip = sip
+        sip.register_dialog(self)
+
+    def _orphaned(self) -> None:
+        self._orphan_timer = None
+        log.info("call {call_id}: no signalling flow for {t} s, ending it", call_id=self.call_id,
+                 t=self.orphan_timeout)
+        self._end()
+        self._fire_bye_deferreds()
+        self._call_app(self.hangup_received)
 
     def _call_app(self, function: Any, *args: Any) -> None:
         """Run application code; an exception is logged with the Call-ID and ends the call."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import weakref
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -50,6 +51,9 @@ __all__ = ["USER_AGENT", "SIPClientFactory", "SessionInitiationProtocol"]
 log = Logger()
 
 USER_AGENT = f"voiptwisted/{__version__}"
+
+#: Established calls whose flow died, per factory, until the next flow of that factory adopts them.
+_ORPHANS: weakref.WeakKeyDictionary[Any, list[Dialog]] = weakref.WeakKeyDictionary()
 
 #: Methods this UA handles, in Allow order (RFC 3261 §20.5).
 ALLOWED_METHODS = (
@@ -160,6 +164,7 @@ class SessionInitiationProtocol(Protocol):
         self.is_secure = False
         self.transactions = TransactionTable()
         self._dialogs: dict[tuple[str, str], Dialog] = {}
+        self._inbound: dict[tuple[str, str], Dialog] = {}
         self._framer = StreamFramer()
         self.transport: Any = None
 
@@ -276,9 +281,22 @@ class SessionInitiationProtocol(Protocol):
         self.is_secure = interfaces.ISSLTransport.providedBy(self.transport)
         peer = self.transport.getPeer()
         log.info("SIP flow to {peer} up", peer=getattr(peer, "host", peer))
+        self._adopt_orphans()
         for hook in (self.registration, self.keepalive):
             if hook is not None:
                 hook.connection_made(self)
+
+    def _adopt_orphans(self) -> None:
+        """Carry on established calls of an earlier flow built by the same factory (issue 3)."""
+        factory = getattr(self, "factory", None)
+        if factory is None:
+            return
+        waiting = _ORPHANS.pop(factory, [])
+        for dialog in waiting:
+            if dialog.adoptable:
+                dialog.adopt(self)
+        if waiting:
+            log.info("{n} call(s) carried over to the new flow", n=len(self._dialogs))
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         """Fail pending client transactions; established calls keep their media (issue 3)."""
@@ -290,6 +308,9 @@ class SessionInitiationProtocol(Protocol):
                 transaction._terminate()
         for dialog in list(self._dialogs.values()):
             dialog.connection_lost()
+        factory = getattr(self, "factory", None)
+        if factory is not None and self._dialogs:
+            _ORPHANS.setdefault(factory, []).extend(self._dialogs.values())
         for hook in (self.keepalive, self.registration):
             if hook is not None:
                 hook.connection_lost(self, reason)
@@ -406,11 +427,15 @@ class SessionInitiationProtocol(Protocol):
     def register_dialog(self, dialog: Dialog) -> None:
         """Track *dialog* by ``(call_id, local_tag)`` until it ends."""
         self._dialogs[dialog.call_id, dialog.local_tag] = dialog
+        if dialog.inbound:
+            self._inbound[dialog.call_id, dialog.remote_tag or ""] = dialog
 
     def drop_dialog(self, dialog: Dialog) -> None:
         """Forget *dialog* (idempotent)."""
         if self._dialogs.get((dialog.call_id, dialog.local_tag)) is dialog:
             del self._dialogs[dialog.call_id, dialog.local_tag]
+        if self._inbound.get((dialog.call_id, dialog.remote_tag or "")) is dialog:
+            del self._inbound[dialog.call_id, dialog.remote_tag or ""]
 
     def find_dialog(
         self, call_id: str, local_tag: str | None, remote_tag: str | None
@@ -461,6 +486,36 @@ class SessionInitiationProtocol(Protocol):
         tx = self._server_transaction(request)
         if isinstance(tx, ServerInviteTransaction):
             tx.start()
+        try:
+            self._dispatch_request(request, tx)
+        except SIPParseError as exc:
+            # A header needed only now (Contact, Expires ...) is malformed: RFC 3261 §21.4.1.
+            log.info("400 to {method}: {error}", method=method, error=exc)
+            self._fail_transaction(tx, 400, str(exc))
+        except Exception:
+            log.failure("error handling {method} (Call-ID {call_id})", method=method,
+                        call_id=request.call_id)
+            self._fail_transaction(tx, 500)
+
+    def _fail_transaction(self, tx: ServerTransaction, code: int, phrase: str | None = None
+                          ) -> None:
+        """Answer *tx* with an error unless it already has a final response; never leave it."""
+        if tx.final_sent or tx.terminated:
+            return
+        if phrase is not None:
+            phrase = " ".join(phrase.split())[:80] or None
+        try:
+            tx.respond(Response.from_request(tx.request, code, phrase))
+        except Exception:
+            log.failure("cannot answer {code}", code=code)
+        if isinstance(tx, ServerInviteTransaction) and tx.tu is not None:
+            tx.tu.invite_transaction = None
+            tx.tu._end()
+        if not tx.final_sent:
+            tx._terminate()
+
+    def _dispatch_request(self, request: Request, tx: ServerTransaction) -> None:
+        method = request.method
         if method not in ALLOWED_METHODS:
             log.info("405 to {method}", method=method)
             tx.respond(self.method_not_allowed_response(request))
@@ -505,18 +560,13 @@ class SessionInitiationProtocol(Protocol):
         return tx
 
     def _is_known_invite(self, request: Request) -> bool:
-        call_id, from_tag = request.call_id, request.local_tag
-        number = request.cseq[0]
-        for dialog in self._dialogs.values():
-            if (
-                dialog.inbound
-                and dialog.call_id == call_id
-                and dialog.remote_tag == from_tag
-                and dialog.invite_request is not None
-                and dialog.invite_request.cseq[0] == number
-            ):
-                return True
-        return False
+        """An INVITE we already turned into a dialog (a retransmission after our 2xx)."""
+        dialog = self._inbound.get((request.call_id, request.local_tag or ""))
+        return (
+            dialog is not None
+            and dialog.invite_request is not None
+            and dialog.invite_request.cseq[0] == request.cseq[0]
+        )
 
     def _new_call(self, request: Request, tx: ServerTransaction) -> None:
         """A new inbound INVITE (RFC 3261 §13.3): 100 Trying, then the dialog class decides."""
@@ -530,14 +580,13 @@ class SessionInitiationProtocol(Protocol):
             log.info("486 to INVITE: max_calls={n} reached", n=self.max_calls)
             tx.respond(Response.from_request(request, 486))
             return
-        try:
-            dialog = self.dialog_class.from_request(request, sip=self)
-        except SIPParseError as exc:
-            tx.respond(Response.from_request(request, 400, str(exc)[:100].replace("\r\n", " ")))
-            return
+        expires = request.expires
+        dialog = self.dialog_class.from_request(request, sip=self)
         dialog.invite_transaction = tx
         tx.tu = dialog
         self.register_dialog(dialog)
+        if expires is not None:
+            dialog.expire_after(expires)
         dialog._call_app(dialog.call_received)
 
     def _ack_received(self, ack: Request) -> None:
