@@ -1,14 +1,17 @@
-"""Call media against a real baresip through Kamailio over TLS (loopback only).
+"""Call media against real peers (baresip, SIPp) through Kamailio over TLS (loopback only).
 
 baresip calls our AOR and hears its own speech echoed; we call baresip and play
 a WAV it records; both proven by cross-correlation, also with SDES-SRTP
-(``;mediaenc=srtp-mand``).  Kamailio and baresip are started and stopped by
+(``;mediaenc=srtp-mand``).  SIPp plays an RFC 2833 DTMF capture and the
+recording session writes exactly that digit.  Kamailio and baresip are started and stopped by
 these tests, by PID, through ``tests.integration.peers``.  baresip's helpers
 block, so they run in a thread while the reactor handles our SIP and RTP.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import shutil
 import tempfile
@@ -18,9 +21,16 @@ from twisted.internet import reactor, threads
 from twisted.trial.unittest import TestCase
 
 from tests.integration import peers
-from tests.integration.peers import Baresip, Kamailio, make_speech_wav, read_wav, xcorr_peak
+from tests.integration.peers import (
+    Baresip,
+    Kamailio,
+    Sipp,
+    make_speech_wav,
+    read_wav,
+    xcorr_peak,
+)
 from voiptwisted.media.call import MediaConfig
-from voiptwisted.media.session import EchoSession, PlaybackSession
+from voiptwisted.media.session import EchoSession, PlaybackSession, RecordingSession
 from voiptwisted.media.wav import load_mono, write_wav
 from voiptwisted.sip.connect import run
 from voiptwisted.sip.dialog import Dialog
@@ -32,6 +42,15 @@ class EchoDialog(Dialog):
 
     def call_received(self) -> None:
         self.answer(session_class=EchoSession)
+
+
+class RecordingDialog(Dialog):
+    """Answers every call with a RecordingSession writing into ``directory``."""
+
+    directory = ""
+
+    def call_received(self) -> None:
+        self.answer(session_class=RecordingSession, directory=self.directory)
 
 
 class BaresipMediaTests(TestCase):
@@ -139,3 +158,31 @@ class BaresipMediaTests(TestCase):
     async def test_we_play_to_baresip_srtp(self) -> None:
         """Issue 5: our RTP/SAVP offer to a srtp-mand baresip; audio proven by correlation."""
         await self.play_to_baresip(srtp=True)
+
+    async def test_sipp_dtmf_recorded(self) -> None:
+        """RFC 4733: SIPp's dtmf_2833_1.pcap reaches the recording session as exactly '1'."""
+        directory = self.tmpdir()
+        dialog_class = type("Recorder", (RecordingDialog,), {"directory": directory})
+        await self.register_us("optional", dialog_class)
+        sipp = Sipp(
+            "uac_dtmf",
+            self.kamailio.address("tcp"),
+            transport="t1",
+            service="alice",
+            duration_ms=800,
+            timeout=20,
+            tmpdir=self.tmpdir(),
+        )
+        self.addCleanup(sipp.cleanup)
+        result = await threads.deferToThread(sipp.run)
+        self.assertTrue(result.ok, result.errors or result.log[-2000:])
+
+        def written() -> list[str]:
+            return glob.glob(os.path.join(directory, "*.json"))
+
+        await threads.deferToThread(peers.wait_until, written, 10, 0.1, "recording JSON")
+        with open(written()[0]) as handle:
+            digits = json.load(handle)
+        self.assertEqual([d["digit"] for d in digits], ["1"])
+        samples = read_wav(written()[0][: -len(".json")] + ".wav")
+        self.assertGreater(len(samples), 0)
