@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -49,42 +50,67 @@ def have(*programs: str) -> bool:
     return all(shutil.which(p) for p in programs)
 
 
-def free_port(kind: str = "tcp") -> int:
-    """A currently free loopback port for ``kind`` ("tcp" or "udp"), chosen by the kernel."""
-    if kind not in ("tcp", "udp"):
-        raise ValueError("kind must be 'tcp' or 'udp'")
+# Ports come from below the kernel's ephemeral range (32768-60999 by default) and above the
+# default media range (10000-20000), so they do not collide with the source ports of other
+# programs' outgoing connections or with bind-to-0 listeners on this shared machine.
+PORT_RANGE = (20000, 32000)
+_rng = random.Random()
+
+
+def _port_in_use(port: int, kind: str) -> bool:
     sock_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, sock_type) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return True
+        return False
+
+
+def _pick(check, what: str) -> int:
+    for _ in range(500):
+        port = _rng.randrange(*PORT_RANGE)
+        if check(port):
+            return port
+    raise PeerError(f"no free {what} in {PORT_RANGE}")
+
+
+def free_port(kind: str = "tcp") -> int:
+    """A loopback port currently free for ``kind`` ("tcp" or "udp"), picked at run time.
+
+    Chosen at random in PORT_RANGE and checked by binding it (then released).
+    """
+    if kind not in ("tcp", "udp"):
+        raise ValueError("kind must be 'tcp' or 'udp'")
+    return _pick(lambda p: not _port_in_use(p, kind), f"{kind} port")
 
 
 def free_ports(count: int, kind: str = "tcp") -> list[int]:
-    """``count`` distinct free ports (sockets held open together so they differ)."""
-    sock_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, sock_type)
-            socks.append(s)
-            s.bind((LOOPBACK, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``count`` distinct free ports of ``kind``."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port(kind)
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def free_port_pair() -> int:
-    """A port free for both UDP and TCP (Kamailio-style listeners, baresip ``sip_listen``)."""
-    for _ in range(50):
-        port = free_port("tcp")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind((LOOPBACK, port))
-            except OSError:
-                continue
-        return port
-    raise PeerError("no port free for both TCP and UDP")
+    """Port P free for UDP and TCP with P+1 free for TCP: baresip's ``sip_listen`` (TLS: P+1)."""
+    return _pick(
+        lambda p: (
+            not (_port_in_use(p, "udp") or _port_in_use(p, "tcp") or _port_in_use(p + 1, "tcp"))
+        ),
+        "SIP port pair",
+    )
+
+
+def _free_even_udp_port() -> int:
+    """An even UDP port whose odd successor is free too (RTP + RTCP, RFC 3550 §11)."""
+    return _pick(
+        lambda p: p % 2 == 0 and not (_port_in_use(p, "udp") or _port_in_use(p + 1, "udp")),
+        "even UDP port pair",
+    )
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
@@ -343,6 +369,7 @@ class Kamailio:
             debug=debug,
         )
         self._proc: ManagedProcess | None = None
+        self._started_once = False
         self._render()
 
     def __repr__(self) -> str:
@@ -442,9 +469,28 @@ class Kamailio:
         return self._proc.pid if self._proc else None
 
     def start(self, timeout: float = 10.0) -> Kamailio:
-        """Start ``kamailio -DD -E`` in the foreground; return once all listeners answer."""
+        """Start ``kamailio -DD -E`` in the foreground; return once all listeners answer.
+
+        On the first start only, a port taken between choosing and binding makes it pick
+        fresh ports and try again (up to 3 attempts); later starts keep the ports.
+        """
         if self.running:
             return self
+        for attempt in range(3):
+            log_offset = len(self.log)
+            try:
+                return self._start_once(timeout)
+            except PeerError:
+                taken = "Address already in use" in self.log[log_offset:]
+                if self._started_once or not taken or attempt == 2:
+                    raise
+                tls, tcp = free_ports(2, "tcp")
+                self.tls_port, self.tcp_port = tls, tcp
+                self.udp_port = free_port("udp")
+                self._render()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Kamailio:
         check = subprocess.run(
             ["kamailio", "-c", "-f", str(self.cfg_path)],
             capture_output=True,
@@ -473,6 +519,7 @@ class Kamailio:
         except BaseException:
             self.stop()
             raise
+        self._started_once = True
         return self
 
     def _rpc_ok(self) -> bool:
@@ -769,46 +816,70 @@ class Sipp:
         self.remote = remote
         self.transport = transport
         self.kind = "udp" if transport.startswith("u") else "tcp"
+        self._fixed_ports = local_port is not None or media_port is not None
         self.local_port = local_port or free_port(self.kind)
         self.media_port = media_port or _free_even_udp_port()
         self.timeout = timeout
         self._dir = _TempDir(tmpdir, "sipp-")
-        stem = f"sipp-{Path(scenario).stem.replace(':', '_')}-{self.local_port}"
-        self.stat_path = self._dir.path / f"{stem}.csv"
-        self.error_path = self._dir.path / f"{stem}-errors.log"
-        self.message_path = self._dir.path / f"{stem}-messages.log"
-        self.log_path = self._dir.path / f"{stem}.out"
-        argv = ["sipp", *self._scenario_args(scenario)]
-        argv += ["-i", LOOPBACK, "-p", str(self.local_port), "-t", transport]
-        argv += ["-mi", LOOPBACK, "-mp", str(self.media_port)]
-        argv += ["-m", str(calls), "-nostdin"]
-        argv += ["-trace_stat", "-stf", str(self.stat_path), "-fd", "1"]
-        argv += ["-trace_err", "-error_file", str(self.error_path)]
-        argv += ["-trace_msg", "-message_file", str(self.message_path)]
-        argv += ["-timeout", f"{int(timeout)}s", "-timeout_error"]
+        self._scenario_argv = self._scenario_args(scenario)
+        options = ["-m", str(calls), "-nostdin"]
+        options += ["-timeout", f"{int(timeout)}s", "-timeout_error"]
         if transport == "tn":
-            argv += ["-max_socket", "100"]
+            options += ["-max_socket", "100"]
         if service is not None:
-            argv += ["-s", service]
+            options += ["-s", service]
         if rate is not None:
-            argv += ["-r", str(rate)]
+            options += ["-r", str(rate)]
         if duration_ms is not None:
-            argv += ["-d", str(int(duration_ms))]
+            options += ["-d", str(int(duration_ms))]
         if rtp_echo:
-            argv.append("-rtp_echo")
+            options.append("-rtp_echo")
         if auth is not None:
-            argv += ["-au", auth[0], "-ap", auth[1]]
+            options += ["-au", auth[0], "-ap", auth[1]]
         for key, value in (keys or {}).items():
-            argv += ["-key", str(key), str(value)]
-        argv += [str(a) for a in extra_args]
+            options += ["-key", str(key), str(value)]
+        options += [str(a) for a in extra_args]
         if remote is not None:
-            argv.append(f"{remote[0]}:{remote[1]}")
-        self.argv = argv
+            options.append(f"{remote[0]}:{remote[1]}")
+        self._options = options
+        self._build()
         self._proc: ManagedProcess | None = None
         self.result: SippResult | None = None
 
     def __repr__(self) -> str:
         return f"<Sipp {self.scenario} {self.transport} port={self.local_port}>"
+
+    def _build(self) -> None:
+        """Set the trace file paths and argv for the current ports."""
+        stem = f"sipp-{Path(self.scenario).stem.replace(':', '_')}-{self.local_port}"
+        self.stat_path = self._dir.path / f"{stem}.csv"
+        self.error_path = self._dir.path / f"{stem}-errors.log"
+        self.message_path = self._dir.path / f"{stem}-messages.log"
+        self.log_path = self._dir.path / f"{stem}.out"
+        argv = ["sipp", *self._scenario_argv]
+        argv += ["-i", LOOPBACK, "-p", str(self.local_port), "-t", self.transport]
+        argv += ["-mi", LOOPBACK, "-mp", str(self.media_port)]
+        argv += ["-trace_stat", "-stf", str(self.stat_path), "-fd", "1"]
+        argv += ["-trace_err", "-error_file", str(self.error_path)]
+        argv += ["-trace_msg", "-message_file", str(self.message_path)]
+        self.argv = argv + self._options
+
+    def _bind_failed(self) -> bool:
+        """SIPp exited 254 because a port it was given was taken meanwhile."""
+        return (
+            self._proc is not None
+            and self._proc.returncode == 254
+            and "Unable to bind" in _read(self.log_path) + _read(self.error_path)
+        )
+
+    def _rebind(self) -> bool:
+        """After a bind failure, pick fresh ports (unless the caller fixed them)."""
+        if self._fixed_ports or not self._bind_failed():
+            return False
+        self.local_port = free_port(self.kind)
+        self.media_port = _free_even_udp_port()
+        self._build()
+        return True
 
     @staticmethod
     def _scenario_args(scenario: str) -> list[str]:
@@ -834,7 +905,27 @@ class Sipp:
         return self._proc is not None and self._proc.running
 
     def start(self, timeout: float = 10.0) -> Sipp:
-        """Start in the background; for a UAS, return once its signalling port is bound."""
+        """Start in the background; for a UAS, return once its signalling port is bound.
+
+        A UAS whose port was taken between choosing and binding is restarted on fresh ports
+        (up to 3 attempts).
+        """
+        for _ in range(3):
+            self._start_once(timeout)
+            if self.remote is None and self.running:
+                # The port may have looked bound because someone else holds it: SIPp then
+                # exits within milliseconds.
+                time.sleep(0.2)
+            if self.remote is not None or self.running:
+                return self
+            self._proc.wait(5)
+            if not self._rebind():
+                break
+        if not self.running and self.remote is None:
+            raise PeerError(f"SIPp exited during start: {self.collect().log[-2000:]}")
+        return self
+
+    def _start_once(self, timeout: float) -> None:
         self._proc = ManagedProcess(self.argv, self.log_path, cwd=self._dir.path)
         self._proc.start()
         if self.remote is None:
@@ -848,9 +939,6 @@ class Sipp:
             except BaseException:
                 self.stop()
                 raise
-            if not self._proc.running:
-                raise PeerError(f"SIPp exited during start: {self.collect().log[-2000:]}")
-        return self
 
     def wait(self, timeout: float | None = None) -> SippResult:
         """Wait for SIPp to finish on its own (bounded); stop it if it overruns."""
@@ -864,9 +952,16 @@ class Sipp:
         return self.collect()
 
     def run(self, timeout: float | None = None) -> SippResult:
-        """Start, wait for completion and return the result."""
-        self.start()
-        return self.wait(timeout)
+        """Start, wait for completion and return the result.
+
+        Retried on fresh ports (up to 3 attempts) only when SIPp could not bind its ports.
+        """
+        for _ in range(3):
+            self.start()
+            result = self.wait(timeout)
+            if not self._rebind():
+                break
+        return result
 
     def stop(self, timeout: float = 5.0) -> SippResult:
         """Stop a background SIPp (SIGUSR1 = graceful quit, then SIGTERM/SIGKILL); idempotent."""
@@ -917,28 +1012,6 @@ def _last_csv_row(path: Path) -> dict[str, str]:
     header = lines[0].rstrip(";").split(";")
     row = lines[-1].rstrip(";").split(";")
     return dict(zip(header, row, strict=False))
-
-
-def _port_in_use(port: int, kind: str) -> bool:
-    sock_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, sock_type) as s:
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return True
-        return False
-
-
-def _free_even_udp_port() -> int:
-    """An even UDP port whose odd successor is free too (RTP + RTCP, RFC 3550 §11)."""
-    for _ in range(100):
-        port = free_port("udp")
-        port -= port % 2
-        if port < 1024:
-            continue
-        if not _port_in_use(port, "udp") and not _port_in_use(port + 1, "udp"):
-            return port
-    raise PeerError("no free even UDP port pair")
 
 
 # --------------------------------------------------------------------------------------------
@@ -994,11 +1067,27 @@ class Baresip:
         self.audio_source_wav = _prepare_source(
             Path(audio_source_wav), self.dir, source_min_seconds
         )
-        lo, hi = rtp_ports or _rtp_port_range()
+        self._fixed_ports = sip_port is not None
+        self._rtp_ports = rtp_ports
+        self._cafile = cafile or get_pki().ca.cert
+        self._extra_config = dict(extra_config or {})
+        self._write_config()
+        (self.dir / "contacts").write_text("")
+        self._proc: ManagedProcess | None = None
+        self._ctrl: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._responses: dict[str, dict] = {}
+        self.events: list[dict] = []
+        self._token = 0
+
+    def _write_config(self) -> None:
+        """Write ``config`` and ``accounts`` for the current ports."""
+        lo, hi = self._rtp_ports or _rtp_port_range()
         config = {
             "poll_method": "epoll",
             "sip_listen": f"{LOOPBACK}:{self.sip_port}",
-            "sip_cafile": cafile or get_pki().ca.cert,
+            "sip_cafile": self._cafile,
             "call_local_timeout": "120",
             "call_max_calls": "4",
             "audio_player": "alsa,null",
@@ -1013,9 +1102,9 @@ class Baresip:
             "ctrl_tcp_listen": f"{LOOPBACK}:{self.ctrl_port}",
             "snd_path": str(self.record_dir),
         }
-        config.update(extra_config or {})
+        config.update(self._extra_config)
         modules = ["g711.so", "aufile.so", "alsa.so", "sndfile.so"]
-        if srtp:
+        if self.srtp:
             modules.append("srtp.so")
         lines = [f"{k}\t{v}" for k, v in config.items()]
         lines += [f"module\t{m}" for m in modules]
@@ -1024,15 +1113,7 @@ class Baresip:
         (self.dir / "config").write_text("\n".join(lines) + "\n")
         fd = os.open(self.dir / "accounts", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(account + "\n")
-        (self.dir / "contacts").write_text("")
-        self._proc: ManagedProcess | None = None
-        self._ctrl: socket.socket | None = None
-        self._reader: threading.Thread | None = None
-        self._cond = threading.Condition()
-        self._responses: dict[str, dict] = {}
-        self.events: list[dict] = []
-        self._token = 0
+            f.write(self.account + "\n")
 
     def __repr__(self) -> str:
         return f"<Baresip sip={self.sip_port} ctrl={self.ctrl_port}>"
@@ -1042,20 +1123,42 @@ class Baresip:
         return self._proc is not None and self._proc.running
 
     def start(self, timeout: float = 10.0) -> Baresip:
-        """Start baresip (``-f dir -v``) and connect to ctrl_tcp; registration runs on its own."""
+        """Start baresip (``-f dir -v``) and connect to ctrl_tcp; registration runs on its own.
+
+        A port taken between choosing and binding makes it pick fresh ports and try again
+        (up to 3 attempts) unless ``sip_port`` was given.
+        """
         if self.running:
             return self
+        for attempt in range(3):
+            log_offset = len(self.log)
+            try:
+                return self._start_once(timeout)
+            except PeerError:
+                taken = "Address already in use" in self.log[log_offset:]
+                if self._fixed_ports or not taken or attempt == 2:
+                    raise
+                self.sip_port = free_port_pair()
+                self.ctrl_port = free_port("tcp")
+                self._write_config()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Baresip:
+        log_offset = len(self.log)
         self._proc = ManagedProcess(["baresip", "-f", self.dir, "-v"], self.log_path, cwd=self.dir)
         self._proc.start()
+        listening = f"ctrl_tcp: TCP socket listening on {LOOPBACK}:{self.ctrl_port}"
         try:
             wait_until(
-                lambda: (not self._proc.running) or tcp_open(self.ctrl_port),
+                lambda: (not self._proc.running) or "baresip is ready." in self.log[log_offset:],
                 timeout,
                 0.05,
-                "baresip ctrl_tcp",
+                "baresip ready",
             )
             if not self._proc.running:
                 raise PeerError("baresip exited during start:\n" + self.log[-3000:])
+            if listening not in self.log[log_offset:]:
+                raise PeerError("baresip ctrl_tcp did not listen:\n" + self.log[-3000:])
             self._ctrl = socket.create_connection((LOOPBACK, self.ctrl_port), timeout=2)
             self._ctrl.settimeout(0.2)
             self._reader = threading.Thread(target=self._read_loop, daemon=True)
@@ -1101,13 +1204,17 @@ class Baresip:
                     self._cond.notify_all()
 
     def command(self, command: str, params: str = "", timeout: float = 5.0) -> dict:
-        """Send one ctrl_tcp command; return its response dict (``ok``, ``data``)."""
+        """Send one ctrl_tcp command; return its response dict (``ok``, ``data``).
+
+        Safe to call from several threads (e.g. ``deferToThread`` in trial tests).
+        """
         if self._ctrl is None:
             raise PeerError("baresip not started")
-        self._token += 1
-        token = str(self._token)
-        body = json.dumps({"command": command, "params": params, "token": token}).encode()
-        self._ctrl.sendall(str(len(body)).encode() + b":" + body + b",")
+        with self._cond:
+            self._token += 1
+            token = str(self._token)
+            body = json.dumps({"command": command, "params": params, "token": token}).encode()
+            self._ctrl.sendall(str(len(body)).encode() + b":" + body + b",")
         deadline = time.monotonic() + timeout
         with self._cond:
             while token not in self._responses:
@@ -1128,7 +1235,11 @@ class Baresip:
         return self.command("hangup")
 
     def wait_for_event(self, type_: str, timeout: float = 10.0, start: int = 0) -> dict:
-        """Wait for a ctrl_tcp event of ``type_`` (e.g. CALL_ESTABLISHED, CALL_CLOSED)."""
+        """Wait for a ctrl_tcp event of ``type_`` (e.g. CALL_ESTABLISHED, CALL_CLOSED).
+
+        Searches ``self.events[start:]``: pass ``len(ua.events)`` taken before an action to
+        wait for an event caused by that action only.  Returns the event dict.
+        """
 
         def find():
             with self._cond:
