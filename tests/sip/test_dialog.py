@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
@@ -764,3 +764,77 @@ class CallFailedTests(SynchronousTestCase):
 
     def test_dial_needs_protocol(self) -> None:
         self.assertRaises(ValueError, Dialog().dial, "sip:x@example.com", session_class=object)
+
+
+class StunMediaTests(SynchronousTestCase):
+    """With ``stun_server`` configured the CallMedia ``*_deferred`` variants are used."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        base = make_media_class()
+        self.pending: list[Deferred[Any]] = []
+        pending = self.pending
+
+        class StunMedia(base):  # type: ignore[misc,valid-type]
+            @classmethod
+            def answer_offer_deferred(cls, config: Any, offer: bytes, host: str) -> Any:
+                d: Deferred[Any] = Deferred()
+                d.addCallback(lambda _: cls.answer_offer(config, offer, host))
+                pending.append(d)
+                return d
+
+            @classmethod
+            def create_offer_deferred(cls, config: Any, host: str, **kwargs: Any) -> Any:
+                d: Deferred[Any] = Deferred()
+                d.addCallback(lambda _: cls.create_offer(config, host, **kwargs))
+                pending.append(d)
+                return d
+
+        self.media = StunMedia
+        config = types.SimpleNamespace(srtp="optional", public_host=None, stun_server=("x", 1))
+        self.callee = callee_class("answer")
+        self.proto = make_protocol(
+            "sip:bob@example.com",
+            self.clock,
+            StunMedia,
+            dialog_class=self.callee,
+            media_config=config,
+        )
+        self.transport = connect(self.proto)
+
+    def test_answer_waits_for_stun(self) -> None:
+        self.proto.dataReceived(invite_bytes())
+        self.assertEqual([m.status_code for m in written(self.transport)], [100, 180])
+        self.pending[0].callback(None)
+        [ok] = written(self.transport)
+        self.assertEqual((ok.status_code, ok.body), (200, ANSWER))
+
+    def test_cancel_during_stun(self) -> None:
+        """RFC 3261 §9.2: CANCEL while media is being set up -> 487; the media is released."""
+        self.proto.dataReceived(invite_bytes())
+        written(self.transport)
+        self.proto.dataReceived(invite_bytes(method="CANCEL", body=b""))
+        self.assertEqual([m.status_code for m in written(self.transport)], [200, 487])
+        self.pending[0].callback(None)
+        self.assertEqual(written(self.transport), [])
+        self.assertTrue(self.media.created[0].stopped)
+        self.assertEqual(self.proto.dialog_count, 0)
+
+    def test_dial_waits_for_stun_and_cancel(self) -> None:
+        dialog = Dialog(sip=self.proto)
+        d = dialog.dial("sip:carol@example.com", session_class=FakeSession)
+        self.assertEqual(written(self.transport), [])
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.pending[0].callback(None)
+        self.assertEqual(written(self.transport), [])
+        self.assertTrue(self.media.created[0].stopped)
+        self.assertEqual((self.proto.dialog_count, self.proto.transaction_count), (0, 0))
+
+    def test_dial_after_stun(self) -> None:
+        dialog = Dialog(sip=self.proto)
+        dialog.dial("sip:carol@example.com", session_class=FakeSession)
+        self.pending[0].callback(None)
+        [invite] = written(self.transport)
+        self.assertEqual((invite.method, invite.body), ("INVITE", SAVP_OFFER))
+        self.assertEqual(invite.headers["From"], f"<sip:bob@example.com>;tag={dialog.local_tag}")

@@ -20,7 +20,7 @@ import enum
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -145,6 +145,7 @@ class Dialog:
         self._ok_timer: IDelayedCall | None = None
         self._ack_deadline: IDelayedCall | None = None
         self._late_offer = False
+        self._answering = False
         self._expiry_timer: IDelayedCall | None = None
         self._bye_after_ack = False
         # outbound
@@ -233,6 +234,26 @@ class Dialog:
         assert self.invite_transaction is not None
         self.invite_transaction.respond(self._response(180, headers=self._dialog_headers()))
 
+    def _new_media(self, offer: bytes | None, secure: bool | None = None) -> Deferred[Any]:
+        """Set up this call's media through the CallMedia contract; fires with the media.
+
+        *offer* (bytes) -> ``answer_offer``; None -> ``create_offer``.  With a
+        ``stun_server`` configured the ``*_deferred`` variants run STUN first,
+        so the SDP carries the mapped address; otherwise it is synchronous.
+        """
+        sip = self.sip
+        assert sip is not None
+        media_class, config, host = sip.media_class, sip.media_config, sip.media_host
+        stun = getattr(config, "stun_server", None) is not None
+        if offer is not None:
+            if stun and hasattr(media_class, "answer_offer_deferred"):
+                return media_class.answer_offer_deferred(config, offer, host)
+            return maybeDeferred(media_class.answer_offer, config, offer, host)
+        kwargs = {} if secure is None else {"secure": secure}
+        if stun and hasattr(media_class, "create_offer_deferred"):
+            return media_class.create_offer_deferred(config, host, **kwargs)
+        return maybeDeferred(media_class.create_offer, config, host, **kwargs)
+
     def answer(self, *, session_class: type, **session_kwargs: Any) -> None:
         """Accept the pending INVITE: SDP answer, 200 OK retransmitted until the ACK.
 
@@ -242,39 +263,43 @@ class Dialog:
         taken from the ACK (RFC 3261 §13.2.1).  The session is created and
         media started when the ACK arrives (§13.3.1.4).
         """
-        if not self._pending_invite:
+        if not self._pending_invite or self._answering:
             log.warn(
                 "answer() ignored for call {call_id}: no pending INVITE", call_id=self.call_id
             )
             return
-        sip = self.sip
-        assert sip is not None and self.invite_request is not None
-        media_class = sip.media_class
-        try:
-            if self.invite_request.body:
-                media = media_class.answer_offer(
-                    sip.media_config, self.invite_request.body, sip.media_host
-                )
-            else:
-                media = media_class.create_offer(sip.media_config, sip.media_host)
-                self._late_offer = True
-        except Exception as exc:
-            code = getattr(exc, "status_code", None)
-            if isinstance(code, int) and 400 <= code < 700:
-                log.info(
-                    "call {call_id}: media negotiation failed: {reason}",
-                    call_id=self.call_id,
-                    reason=exc,
-                )
-                self.reject(code)
-            else:
-                log.failure("call {call_id}: cannot set up media", call_id=self.call_id)
-                self.reject(SIPStatus.SERVER_INTERNAL_ERROR)
-            return
-        self._cancel_expiry()
-        self.media = media
+        assert self.invite_request is not None
+        self._answering = True
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
+        self._late_offer = not self.invite_request.body
+        d = self._new_media(None if self._late_offer else self.invite_request.body)
+        d.addCallbacks(self._send_ok, self._answer_failed)
+
+    def _answer_failed(self, failure: Failure) -> None:
+        self._answering = False
+        code = getattr(failure.value, "status_code", None)
+        if isinstance(code, int) and 400 <= code < 700:
+            log.info(
+                "call {call_id}: media negotiation failed: {reason}",
+                call_id=self.call_id,
+                reason=failure.value,
+            )
+            self.reject(code)
+        else:
+            log.failure("call {call_id}: cannot set up media", failure, call_id=self.call_id)
+            self.reject(SIPStatus.SERVER_INTERNAL_ERROR)
+
+    def _send_ok(self, media: Any) -> None:
+        """Media is ready: send the 200 with our SDP and retransmit it until the ACK."""
+        if not self._pending_invite:
+            # CANCEL, BYE or Expires ended the call while the media was being set up.
+            media.stop()
+            return
+        sip = self.sip
+        assert sip is not None and self.invite_transaction is not None
+        self._cancel_expiry()
+        self.media = media
         ok = self._response(
             200,
             headers=[
@@ -287,7 +312,6 @@ class Dialog:
         )
         self._ok = ok
         self.state = DialogState.CONFIRMED
-        assert self.invite_transaction is not None
         self.invite_transaction.respond(ok)
         self.invite_transaction = None
         self._ok_interval = self.T1
@@ -453,7 +477,7 @@ class Dialog:
             raise InvalidURI(f"not a SIP, SIPS or tel URI: {target[:80]!r}")
         self.uac = sip.aor
         self.remote_contact = None
-        self.local_party = CallerID(f"<{sip.aor}>;tag={self.local_tag}")
+        self.local_party = CallerID(f"<{sip.aor.aor}>;tag={self.local_tag}")
         self.remote_party = CallerID(f"<{target}>")
         self._target = target
         self._session_class = session_class
@@ -461,14 +485,23 @@ class Dialog:
         self._dial_deferred = Deferred(canceller=self._cancel_dial)
         self.state = DialogState.EARLY
         sip.register_dialog(self)
-        try:
-            self.media = sip.media_class.create_offer(sip.media_config, sip.media_host)
-        except Exception:
-            log.failure("call {call_id}: cannot set up media", call_id=self.call_id)
-            self._dial_failed(Failure())
-            return self._dial_deferred
-        self._send_invite()
+        self._new_media(None).addCallbacks(self._offer_ready, self._offer_failed)
         return self._dial_deferred
+
+    def _offer_ready(self, media: Any, new_cseq: bool = False) -> None:
+        """Our SDP offer is ready: send the INVITE, unless the call was cancelled meanwhile."""
+        if self.state is DialogState.TERMINATED or self._cancel_requested:
+            media.stop()
+            self._end()
+            return
+        self.media = media
+        if new_cseq:
+            self.outbound_cseq += 1
+        self._send_invite()
+
+    def _offer_failed(self, failure: Failure) -> None:
+        log.failure("call {call_id}: cannot set up media", failure, call_id=self.call_id)
+        self._dial_failed(failure)
 
     def _send_invite(self, authorization: tuple[str, str] | None = None) -> None:
         sip = self.sip
@@ -553,15 +586,9 @@ class Dialog:
                 code=code,
             )
             self._stop_media()
-            try:
-                self.media = self.sip.media_class.create_offer(
-                    self.sip.media_config, self.sip.media_host, secure=False
-                )
-            except Exception:
-                self._dial_failed(Failure())
-                return
-            self.outbound_cseq += 1
-            self._send_invite()
+            self._new_media(None, secure=False).addCallbacks(
+                self._offer_ready, self._offer_failed, callbackKeywords={"new_cseq": True}
+            )
             return
         self._dial_failed(Failure(CallFailed(code, response.phrase)))
 
