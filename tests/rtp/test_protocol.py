@@ -177,6 +177,14 @@ class SendTests(unittest.SynchronousTestCase):
         self.assertEqual(packets[0].payload[0], 5)
         self.assertEqual(proto.stats.dtmf_sent, 1)
 
+    def test_dtmf_queue_bounded(self) -> None:
+        """A flood of digits is refused rather than queued without bound."""
+        proto, _, _, _, _ = make()
+        proto.send_dtmf("1" * 500)
+        self.assertEqual(proto.stats.dtmf_sent, 0)
+        proto.send_dtmf("12")
+        self.assertEqual(proto.stats.dtmf_sent, 2)
+
     def test_dtmf_queued_before_start(self) -> None:
         """Digits sent before media starts are delivered once the session is attached."""
         clock = task.Clock()

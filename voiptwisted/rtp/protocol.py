@@ -48,6 +48,8 @@ RTCP_TICKS = 250
 RELATCH_AFTER = 1.0
 #: At most this many frames are sent in one tick after a stall (the rest are skipped).
 MAX_CATCH_UP = 3
+#: Bound on queued DTMF ticks (about 100 digits).
+MAX_DTMF_TICKS = 1200
 _SENDING = frozenset(("sendrecv", "sendonly"))
 _RECEIVING = frozenset(("sendrecv", "recvonly"))
 
@@ -251,6 +253,9 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if self.telephone_event_pt is None:
             self.log.warn("DTMF {digits!r} not sent: peer did not offer telephone-event",
                           digits=len(digits))
+            return
+        if len(self._dtmf_ticks) + 12 * len(digits) > MAX_DTMF_TICKS:
+            self.log.warn("DTMF queue full: {n} digits dropped", n=len(digits))
             return
         self._dtmf_ticks.extend(self._dtmf_sender.packets(digits))
         self.stats.dtmf_sent += len(digits)
