@@ -668,6 +668,21 @@ class TimerTests(SynchronousTestCase):
         [again] = written(self.alice_t)
         self.assertEqual(bytes(again), bytes(ack))
 
+    def test_forked_2xx_acked_and_ended(self) -> None:
+        """RFC 3261 §13.2.2.4: a 2xx from a second fork is ACKed, then that dialog gets BYE."""
+        dialog, d, invite = self.dial()
+        self.alice.dataReceived(respond_to(invite, 200, body=ANSWER))
+        self.successResultOf(d)
+        written(self.alice_t)
+        self.alice.dataReceived(respond_to(invite, 200, to_tag="forktag", body=ANSWER))
+        ack, bye = written(self.alice_t)
+        self.assertEqual((ack.method, ack.remote_tag, ack.cseq), ("ACK", "forktag", (1, "ACK")))
+        self.assertEqual((bye.method, bye.remote_tag, bye.cseq), ("BYE", "forktag", (2, "BYE")))
+        self.alice.dataReceived(respond_to(bye, 200, to_tag=None))
+        self.assertEqual(dialog.remote_tag, "bobtag")
+        self.assertEqual(self.alice.dialog_count, 1)
+        self.assertEqual((self.alice.transaction_count, self.alice.pending_timer_count), (0, 0))
+
     def test_dial_timer_b(self) -> None:
         """RFC 3261 §17.1.1.2: no response at all -> Timer B -> CallFailed 408."""
         _, d, _ = self.dial()

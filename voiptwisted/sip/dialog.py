@@ -656,9 +656,34 @@ class Dialog:
         deferred.callback(self)
 
     def response_retransmitted(self, response: Response) -> None:
-        """A 2xx retransmission for our INVITE reached the core: send the ACK again (§13.2.2.4)."""
-        if self._ack is not None and self.sip is not None and response.status_code < 300:
-            self.sip.send_message(self._ack)
+        """A 2xx for our INVITE after the first one (RFC 3261 §13.2.2.4).
+
+        A retransmission gets the same ACK again; a 2xx from another fork (a
+        different To tag) is ACKed and that extra dialog ended with BYE.
+        """
+        sip = self.sip
+        if self._ack is None or sip is None or response.status_code >= 300:
+            return
+        if response.remote_tag == self.remote_tag:
+            sip.send_message(self._ack)
+            return
+        assert self.invite_request is not None and self.local_party is not None
+        log.info("call {call_id}: 2xx from another fork, ending it", call_id=self.call_id)
+        contacts = response.contact
+        fork = Dialog(
+            sip=sip,
+            call_id=self.call_id,
+            local_tag=self.local_tag,
+            remote_tag=response.remote_tag,
+            remote_contact=contacts[0].uri if contacts else None,
+            route_set=list(reversed(response.headers.getlist("Record-Route"))),
+            local_party=str(self.local_party),
+            remote_party=response.headers["To"],
+            outbound_cseq=self.invite_request.cseq[0],
+        )
+        fork.state = DialogState.CONFIRMED
+        sip.send_stateless(fork._in_dialog_request("ACK", cseq=self.invite_request.cseq[0]))
+        fork._send_bye()
 
     def _dial_failed(self, failure: Failure) -> None:
         if failure.check(TransactionTimeout):
