@@ -456,7 +456,7 @@ class TraceTests(SynchronousTestCase):
         out = redact(data)
         for secret in (b"secret1", b"secret2", b"S3CRETKEY"):
             self.assertNotIn(secret, out)
-        self.assertIn(b"Authorization: <redacted>", out)
+        self.assertIn(b"Authorization: <redacted>\r\n", out)
         self.assertIn(b"inline:<redacted>|2^20|1:4", out)
 
     def test_trace_logs_redacted_messages(self) -> None:
@@ -530,3 +530,15 @@ class ReconnectTests(SynchronousTestCase):
         second.dataReceived(respond_to(bye, 200, to_tag=None))
         self.successResultOf(done)
         self.assertEqual((second.dialog_count, second.pending_timer_count), (0, 0))
+
+
+class RunTests(SynchronousTestCase):
+    def test_run_delegates_to_connect(self) -> None:
+        """``SessionInitiationProtocol.run`` delegates to ``voiptwisted.sip.connect.run``."""
+        import voiptwisted.sip.connect as connect_module
+
+        calls: list[tuple[Any, ...]] = []
+        self.patch(connect_module, "run", lambda *a, **kw: calls.append((a, kw)) or "deferred")
+        result = SessionInitiationProtocol.run("sip:alice@example.com", password="pw")
+        self.assertEqual(result, "deferred")
+        self.assertEqual(calls, [(("sip:alice@example.com",), {"password": "pw"})])

@@ -173,14 +173,18 @@ class Dialog:
         INVITE's; our tag is new.
         """
         contacts = request.contact
-        our_tag = request.remote_tag or _new_tag()
+        our_tag = request.remote_tag
+        local_party = request.headers["To"]
+        if our_tag is None:
+            our_tag = _new_tag()
+            local_party = f"{local_party};tag={our_tag}"
         dialog = cls(
             call_id=request.call_id,
             local_tag=our_tag,
             remote_tag=request.local_tag,
             remote_contact=contacts[0].uri if contacts else None,
             route_set=request.headers.getlist("Record-Route"),
-            local_party=f"{request.headers['To']};tag={our_tag}",
+            local_party=local_party,
             remote_party=request.headers["From"],
             **kwargs,
         )

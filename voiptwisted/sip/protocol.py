@@ -70,7 +70,7 @@ _MINIMAL_HEADERS = {
     "via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
     "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq",
 }  # fmt: skip
-_AUTH_RE = re.compile(rb"(?im)^((?:proxy-)?authorization[ \t]*:).*$")
+_AUTH_RE = re.compile(rb"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*")
 _CRYPTO_RE = re.compile(rb"(?i)(a=crypto:[^\r\n]*?inline:)[^\s|]+")
 
 
