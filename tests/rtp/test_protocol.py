@@ -201,7 +201,7 @@ class SendTests(unittest.SynchronousTestCase):
         self.assertEqual(RTPPacket.parse(port.sent[0][0]).payload_type, 101)
 
     def test_rtcp_sender_report(self) -> None:
-        """RFC 3550 §6.2/§6.4.1: an SR every ~5 s to port+1 with our counts."""
+        """RFC 3550 §6.1/§6.2/§6.4.1: SR + SDES CNAME every ~5 s to port+1 with our counts."""
         proto, clock, _rtp, rtcp, session = make()
         session.send_audio(frames(2))
         for _ in range(RTCP_TICKS + 2):
@@ -209,8 +209,10 @@ class SendTests(unittest.SynchronousTestCase):
         self.assertEqual(len(rtcp.sent), 1)
         data, addr = rtcp.sent[0]
         self.assertEqual(addr, (SDP_PEER[0], SDP_PEER[1] + 1))
-        (report,) = parse_rtcp(data)
+        report, sdes = parse_rtcp(data)
         self.assertIsInstance(report, SenderReport)
+        # RFC 3550 §6.1: every compound RTCP packet carries an SDES CNAME.
+        self.assertEqual(sdes.chunks, {proto.ssrc: proto.cname})
         self.assertEqual((report.ssrc, report.packet_count, report.octet_count),
                          (proto.ssrc, 2, 320))
 

@@ -30,6 +30,7 @@ from voiptwisted.rtp.packet import (
     RTPParseError,
     RTPStats,
     SenderReport,
+    SourceDescription,
     build_rtcp,
     ntp_timestamp,
     parse_rtcp,
@@ -172,6 +173,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self.session: Any = None
         self.stats = MediaStats()
         self.ssrc = secrets.randbits(32)
+        #: RTCP CNAME (RFC 3550 §6.5.1): random per call, so it reveals nothing (RFC 7022).
+        self.cname = secrets.token_hex(8)
         self._sequence = secrets.randbits(16)
         self._ts_base = secrets.randbits(32)
         self._tick = 0
@@ -363,7 +366,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
             )
         else:
             report = ReceiverReport(self.ssrc, blocks)
-        data = build_rtcp(report)
+        data = build_rtcp(report, SourceDescription({self.ssrc: self.cname}))
         if self.srtp is not None:
             data = self.srtp.protect_rtcp(data)
         port = self.ports[0] if self.rtcp_mux else self.ports[1]
