@@ -167,6 +167,7 @@ class SessionInitiationProtocol(Protocol):
         self._inbound: dict[tuple[str, str], Dialog] = {}
         self._framer = StreamFramer()
         self.transport: Any = None
+        self._local_address: tuple[Any, NetworkAddress] | None = None
 
     def __repr__(self) -> str:
         return f"<SessionInitiationProtocol aor={self.aor!s} dialogs={len(self._dialogs)}>"
@@ -220,15 +221,18 @@ class SessionInitiationProtocol(Protocol):
     @property
     def local_address(self) -> NetworkAddress | None:
         """Our end of the transport, or None when not connected."""
-        if self.transport is None:
+        transport = self.transport
+        if transport is None:
             return None
-        host = self.transport.getHost()
-        try:
-            return NetworkAddress.parse(
-                f"[{host.host}]:{host.port}" if ":" in host.host else f"{host.host}:{host.port}"
-            )
-        except (ValueError, AttributeError):
-            return None
+        if self._local_address is None or self._local_address[0] is not transport:
+            host = transport.getHost()
+            try:
+                text = f"[{host.host}]" if ":" in host.host else host.host
+                address = NetworkAddress.parse(f"{text}:{host.port}")
+            except (ValueError, AttributeError):
+                return None
+            self._local_address = (transport, address)
+        return self._local_address[1]
 
     @property
     def media_host(self) -> str:
