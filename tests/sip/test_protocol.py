@@ -215,6 +215,15 @@ class DispatchTests(ProtocolTestCase):
         self.feed(invite_bytes(method="ACK", body=b"", to_tag=resp.remote_tag))
         self.assertCounts(0, 0, 0)
 
+    def test_ring_timeout_480(self) -> None:
+        """A call never answered nor cancelled ends after ring_timeout with 480."""
+        self.feed(invite_bytes())
+        self.clock.advance(self.callee.ring_timeout)
+        [resp] = written(self.transport)
+        self.assertEqual(resp.status_code, 480)
+        self.assertEqual(self.callee.hangups, 1)
+        self.assertEqual(self.proto.dialog_count, 0)
+
     def test_answer_cancels_expiry(self) -> None:
         self.feed(invite_bytes(extra="Expires: 30\r\n"))
         self.callee.instances[0].answer(session_class=FakeSession)

@@ -105,6 +105,8 @@ class Dialog:
     T2: float = T2
     #: Seconds an established call outlives its dead signalling flow if no new flow adopts it.
     orphan_timeout: float = 180.0
+    #: Seconds an inbound call may ring unanswered (without a shorter INVITE Expires).
+    ring_timeout: float = 300.0
 
     def __init__(
         self,
@@ -336,23 +338,34 @@ class Dialog:
             self.sip.timers.cancel(self._ack_deadline)
         self._ok_timer = self._ack_deadline = None
 
-    def expire_after(self, seconds: int) -> None:
-        """The INVITE's Expires (RFC 3261 §13.3.1): unanswered by then -> 487 and hang up."""
+    def expire_after(self, seconds: float | None) -> None:
+        """Bound how long the INVITE may stay unanswered.
+
+        RFC 3261 §13.3.1: past the INVITE's ``Expires`` the UAS answers 487.
+        Without one, ``ring_timeout`` still ends a call the application never
+        answered (480), so a silent peer cannot pile up pending calls.
+        """
         assert self.sip is not None
-        self._expiry_timer = self.sip.timers.call_later(seconds, self._expired)
+        if seconds is None or seconds > self.ring_timeout:
+            code, seconds = SIPStatus.TEMPORARILY_UNAVAILABLE, self.ring_timeout
+        else:
+            code = SIPStatus.REQUEST_TERMINATED
+        self._expiry_timer = self.sip.timers.call_later(seconds, self._expired, code)
 
     def _cancel_expiry(self) -> None:
         if self.sip is not None:
             self.sip.timers.cancel(self._expiry_timer)
         self._expiry_timer = None
 
-    def _expired(self) -> None:
+    def _expired(self, code: int) -> None:
         self._expiry_timer = None
         if not self._pending_invite:
             return
-        log.info("call {call_id}: INVITE expired unanswered", call_id=self.call_id)
+        log.info(
+            "call {call_id}: INVITE unanswered in time ({code})", call_id=self.call_id, code=code
+        )
         assert self.invite_transaction is not None
-        self.invite_transaction.respond(self._response(SIPStatus.REQUEST_TERMINATED))
+        self.invite_transaction.respond(self._response(code))
         self.invite_transaction = None
         self._end()
         self._call_app(self.hangup_received)
@@ -845,8 +858,11 @@ class Dialog:
 
     def _orphaned(self) -> None:
         self._orphan_timer = None
-        log.info("call {call_id}: no signalling flow for {t} s, ending it", call_id=self.call_id,
-                 t=self.orphan_timeout)
+        log.info(
+            "call {call_id}: no signalling flow for {t} s, ending it",
+            call_id=self.call_id,
+            t=self.orphan_timeout,
+        )
         self._end()
         self._fire_bye_deferreds()
         self._call_app(self.hangup_received)

@@ -589,8 +589,7 @@ class SessionInitiationProtocol(Protocol):
         dialog.invite_transaction = tx
         tx.tu = dialog
         self.register_dialog(dialog)
-        if expires is not None:
-            dialog.expire_after(expires)
+        dialog.expire_after(expires)
         dialog._call_app(dialog.call_received)
 
     def _ack_received(self, ack: Request) -> None:
