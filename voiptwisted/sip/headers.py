@@ -125,7 +125,16 @@ _UNESCAPE_RE = re.compile(r"\\(.)", re.S)
 # Cache of raw header name -> (lookup key, display name); bounded so hostile
 # input cannot grow it without limit.
 _NAME_CACHE: dict[str, tuple[str, str]] = {}
+_KEY_CACHE: dict[str, str] = {}  # raw name -> key only, for the parser's hot loop
 _NAME_CACHE_MAX = 2048
+
+
+class _FoldedLine(SIPParseError):
+    """A header line starting with LWS: a continuation (RFC 3261 §7.3.1), or an error
+    where no header precedes it."""
+
+    def __init__(self) -> None:
+        super().__init__("header line starts with whitespace")
 
 
 def _name_info(raw: str) -> tuple[str, str]:
@@ -133,6 +142,8 @@ def _name_info(raw: str) -> tuple[str, str]:
     info = _NAME_CACHE.get(raw)
     if info is not None:
         return info
+    if raw[:1] in (" ", "\t"):
+        raise _FoldedLine
     name = raw.strip(_WS)
     if not _TOKEN_RE.fullmatch(name):
         raise SIPParseError(f"invalid header name {name[:40]!r}")
@@ -141,6 +152,7 @@ def _name_info(raw: str) -> tuple[str, str]:
     info = (key, _CANONICAL.get(key, name if len(name) > 1 else key))
     if len(_NAME_CACHE) < _NAME_CACHE_MAX:
         _NAME_CACHE[raw] = info
+        _KEY_CACHE[raw] = key
     return info
 
 
@@ -239,18 +251,36 @@ def find_tag(value: str) -> str | None:
     name and the ``<URI>``, so a ``;tag=`` inside the URI is not taken.
     """
     start = 0
-    quote = value.find('"')
-    if quote >= 0:
+    if '"' in value:
+        quote = value.find('"')
         lt = value.find("<")
         if lt < 0 or quote < lt:
-            m = _QUOTED_RE.match(value, quote)
-            start = m.end() if m else quote + 1
-    gt = value.find(">", start)
-    return _param_after(value, ";tag=", gt + 1 if gt >= 0 else start, _TAG_RE)
+            if "\\" in value:
+                m = _QUOTED_RE.match(value, quote)
+                start = m.end() if m else quote + 1
+            else:
+                start = value.find('"', quote + 1) + 1 or quote + 1
+    start = value.find(">", start) + 1 or start
+    i = value.find(";tag=", start)
+    if i >= 0:
+        k = value.find(";", i + 5)
+        found = value[i + 5 : k] if k >= 0 else value[i + 5 :]
+        if found and " " not in found and "," not in found and "\t" not in found:
+            return found
+    elif value.find("=", start) < 0:
+        return None
+    m = _TAG_RE.search(value, start)
+    return m.group(1) if m else None
 
 
 def find_branch(value: str) -> str | None:
     """Return the ``branch`` parameter of one Via value without validating it."""
+    i = value.find(";branch=")
+    if i >= 0:
+        k = value.find(";", i + 8)
+        found = value[i + 8 : k] if k >= 0 else value[i + 8 :]
+        if found and " " not in found and "," not in found and "\t" not in found:
+            return found
     return _param_after(value, ";branch=", 0, _BRANCH_RE)
 
 
@@ -460,61 +490,95 @@ class Headers:
     Names are stored in canonical form (compact forms expanded, RFC 3261 §7.3.3);
     values are ``str``.  ``h[name]`` is the first value; ``getlist`` returns all
     values, splitting the comma-separated list headers (:data:`LIST_HEADERS`).
+
+    A parsed message's headers start in a light state (the raw lines plus the first
+    value of each name); the ordered item list and the full index are built the
+    first time something needs them.
     """
 
-    __slots__ = ("_index", "_item_list", "_lines")
+    __slots__ = ("_first", "_index_map", "_item_list", "_lines", "_mutations")
 
     def __init__(self, init: HeadersInit = None) -> None:
+        self._mutations = 0
         self._lines: list[str] | None = None
+        self._first: dict[str, str] | None = None
         self._item_list: list[tuple[str, str, str]] = []
-        self._index: dict[str, list[str]] = {}
+        self._index_map: dict[str, list[str]] = {}
         if init is None:
             return
         if isinstance(init, Headers):
             self._item_list = list(init._items)
-            self._index = {k: list(v) for k, v in init._index.items()}
+            self._index_map = {k: list(v) for k, v in init._index.items()}
+            self._mutations = 1
             return
         pairs = init.items() if isinstance(init, Mapping) else init
         for name, value in pairs:
             self.add(name, value)
 
     @classmethod
-    def _from_parsed(cls, lines: list[str], index: dict[str, list[str]]) -> Headers:
-        """Wrap what ``Message.parse`` found: the (already validated) header lines
-        and the index.  The ordered item list is only built if someone needs it."""
+    def _from_parsed(cls, lines: list[str], first: dict[str, str]) -> Headers:
+        """Wrap what ``Message.parse`` found: the (already validated, unfolded) header
+        lines and the first value of each name."""
         self = cls.__new__(cls)
         self._lines = lines
-        self._index = index
+        self._first = first
+        self._mutations = 0
         return self
+
+    def _materialize(self) -> None:
+        lines = self._lines
+        if lines is None:
+            return
+        items = []
+        index: dict[str, list[str]] = {}
+        for line in lines:
+            raw, _, value = line.partition(":")
+            key, display = _name_info(raw)
+            value = value.strip(_WS)
+            items.append((key, display, value))
+            index.setdefault(key, []).append(value)
+        self._item_list = items
+        self._index_map = index
+        self._lines = None
+        self._first = None
 
     @property
     def _items(self) -> list[tuple[str, str, str]]:
-        lines = self._lines
-        if lines is not None:
-            items = []
-            for line in lines:
-                raw, _, value = line.partition(":")
-                key, display = _name_info(raw)
-                items.append((key, display, value.strip(_WS)))
-            self._item_list = items
-            self._lines = None
+        if self._lines is not None:
+            self._materialize()
         return self._item_list
 
     @_items.setter
     def _items(self, items: list[tuple[str, str, str]]) -> None:
-        self._lines = None
         self._item_list = items
 
+    @property
+    def _index(self) -> dict[str, list[str]]:
+        if self._lines is not None:
+            self._materialize()
+        return self._index_map
+
+    def _first_value(self, key: str) -> str | None:
+        first = self._first
+        if first is not None:
+            value = first.get(key)
+            return None if value is None else value.strip(_WS)
+        values = self._index_map.get(key)
+        return values[0] if values else None
+
+    def _values(self, key: str) -> list[str]:
+        return self._index.get(key, [])
+
     def __getitem__(self, name: str) -> str:
-        values = self._index.get(_name_info(name)[0])
-        if not values:
+        value = self._first_value(_name_info(name)[0])
+        if value is None:
             raise KeyError(name)
-        return values[0]
+        return value
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of *name*, or *default*."""
-        values = self._index.get(_name_info(name)[0])
-        return values[0] if values else default
+        value = self._first_value(_name_info(name)[0])
+        return default if value is None else value
 
     def getlist(self, name: str) -> list[str]:
         """Return every value of *name* in order; list headers are split at commas.
@@ -530,33 +594,34 @@ class Headers:
             out.extend(part for part in split_commas(value) if part)
         return out
 
-    def _values(self, key: str) -> list[str]:
-        return self._index.get(key, [])
-
     def __setitem__(self, name: str, value: str) -> None:
         key, display = _name_info(name)
         value = _check_value(value)
-        if key not in self._index:
-            self._items.append((key, display, value))
+        self._mutations += 1
+        index = self._index
+        if key not in index:
+            self._item_list.append((key, display, value))
         else:
             first = True
             items = []
-            for item in self._items:
+            for item in self._item_list:
                 if item[0] == key:
                     if not first:
                         continue
                     first = False
                     item = (key, display, value)
                 items.append(item)
-            self._items = items
-        self._index[key] = [value]
+            self._item_list = items
+        index[key] = [value]
 
     def add(self, name: str, value: str) -> None:
         """Append a value (a new header line) after the existing ones."""
         key, display = _name_info(name)
         value = _check_value(value)
-        self._items.append((key, display, value))
-        self._index.setdefault(key, []).append(value)
+        self._mutations += 1
+        index = self._index
+        self._item_list.append((key, display, value))
+        index.setdefault(key, []).append(value)
 
     def setdefault(self, name: str, value: str) -> str:
         """Set *name* to *value* unless present; return the (first) value."""
@@ -568,10 +633,12 @@ class Headers:
 
     def __delitem__(self, name: str) -> None:
         key = _name_info(name)[0]
-        if key not in self._index:
+        self._mutations += 1
+        index = self._index
+        if key not in index:
             raise KeyError(name)
-        del self._index[key]
-        self._items = [item for item in self._items if item[0] != key]
+        del index[key]
+        self._item_list = [item for item in self._item_list if item[0] != key]
 
     def pop(self, name: str, default: str | None = None) -> str | None:
         """Remove every value of *name*; return the first one or *default*."""
@@ -585,7 +652,7 @@ class Headers:
         if not isinstance(name, str):
             return False
         try:
-            return _name_info(name)[0] in self._index
+            return self._first_value(_name_info(name)[0]) is not None
         except SIPParseError:
             return False
 

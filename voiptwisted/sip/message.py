@@ -15,12 +15,13 @@ import re
 from collections.abc import Mapping
 
 from voiptwisted.sip.headers import (
-    _NAME_CACHE,
+    _KEY_CACHE,
     Headers,
     HeadersInit,
     NameAddr,
     SIPParseError,
     Via,
+    _FoldedLine,
     _name_info,
     find_branch,
     find_tag,
@@ -45,6 +46,9 @@ _MAX_FORWARDS_MAX = 255  # RFC 3261 §20.22
 _KNOWN_METHODS = frozenset(method.value for method in SIPMethod)
 
 
+_UNSET: object = object()
+
+
 def _digits(value: str) -> bool:
     return value.isascii() and value.isdigit()
 
@@ -58,12 +62,15 @@ class Message:
     read accessors after.
     """
 
-    __slots__ = ("_cache", "_headers", "body")
+    __slots__ = (
+        "_branch", "_cache", "_call_id", "_cseq", "_from_tag", "_headers", "_seen", "_to_tag",
+        "body",
+    )  # fmt: skip
 
     def __init__(self, headers: HeadersInit = None, body: bytes = b"") -> None:
         self._headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.body = bytes(body)
-        self._cache: dict[str, object] = {}
+        self._reset()
 
     # -- parsing ------------------------------------------------------------
 
@@ -103,41 +110,63 @@ class Message:
 
     @property
     def headers(self) -> Headers:
-        """The header fields."""
+        """The header fields.  Accessors below follow later changes to them."""
         return self._headers
 
     @headers.setter
     def headers(self, value: HeadersInit) -> None:
         self._headers = value if isinstance(value, Headers) else Headers(value)
-        self._cache.clear()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cache: dict[str, object] | None = None
+        self._cseq = self._branch = self._from_tag = self._to_tag = self._call_id = _UNSET
+        self._seen = self._headers._mutations
+
+    def _objects(self) -> dict[str, object]:
+        """The cache of parsed header objects, emptied when the headers changed."""
+        if self._headers._mutations != self._seen:
+            self._reset()
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        return cache
 
     def _one(self, key: str, label: str) -> str:
-        values = self._headers._values(key)
-        if not values:
+        value = self._headers._first_value(key)
+        if value is None:
             raise SIPParseError(f"missing {label} header")
-        return values[0]
+        return value
 
     @property
     def call_id(self) -> str:
         """The Call-ID (RFC 3261 §20.8)."""
-        values = self._headers._index.get("call-id")
-        if not values:
-            raise SIPParseError("missing Call-ID header")
-        return values[0]
+        if self._headers._mutations == self._seen:
+            value = self._call_id
+            if value is not _UNSET:
+                return value  # type: ignore[return-value]
+        else:
+            self._reset()
+        value = self._call_id = self._one("call-id", "Call-ID")
+        return value
 
     @property
     def cseq(self) -> tuple[int, str]:
         """CSeq as ``(number, method)`` (RFC 3261 §20.16)."""
-        try:
-            return self._cache["cseq"]  # type: ignore[return-value]
-        except KeyError:
-            cseq = self._cache["cseq"] = _parse_cseq(self._one("cseq", "CSeq"))
-            return cseq
+        if self._headers._mutations == self._seen:
+            cseq = self._cseq
+            if cseq is not _UNSET:
+                return cseq  # type: ignore[return-value]
+        else:
+            self._reset()
+        cseq = self._cseq = _parse_cseq(self._one("cseq", "CSeq"))
+        return cseq
 
     @property
     def via(self) -> list[Via]:
         """Every Via value, topmost first (RFC 3261 §20.42)."""
-        cached = self._cache.get("via")
+        cache = self._objects()
+        cached = cache.get("via")
         if cached is None:
             vias: list[Via] = []
             for line in self._headers._values("via"):
@@ -145,37 +174,41 @@ class Message:
                     if not part:
                         raise SIPParseError("empty Via value")
                     vias.append(Via.parse(part))
-            cached = self._cache["via"] = vias
+            cached = cache["via"] = vias
         return cached  # type: ignore[return-value]
 
     @property
     def top_via(self) -> Via:
         """The topmost Via (the one our transaction layer matches on)."""
-        cached = self._cache.get("top_via")
+        cache = self._objects()
+        cached = cache.get("top_via")
         if cached is None:
             first = self._one("via", "Via")
             if "," in first:
                 first = split_commas(first)[0]
-            cached = self._cache["top_via"] = Via.parse(first)
+            cached = cache["top_via"] = Via.parse(first)
         return cached  # type: ignore[return-value]
 
     @property
     def branch(self) -> str | None:
         """The branch of the top Via (RFC 3261 §8.1.1.7), None if absent."""
-        try:
-            return self._cache["branch"]  # type: ignore[return-value]
-        except KeyError:
-            pass
-        first = self._headers.get("Via")
+        if self._headers._mutations == self._seen:
+            branch = self._branch
+            if branch is not _UNSET:
+                return branch  # type: ignore[return-value]
+        else:
+            self._reset()
+        first = self._headers._first_value("via")
         if first is not None and "," in first:
             first = split_commas(first)[0]
-        branch = self._cache["branch"] = None if first is None else via_branch(first)
+        branch = self._branch = None if first is None else via_branch(first)
         return branch
 
     def _name_addr(self, key: str, label: str) -> NameAddr:
-        cached = self._cache.get(key)
+        cache = self._objects()
+        cached = cache.get(key)
         if cached is None:
-            cached = self._cache[key] = NameAddr.parse(self._one(key, label))
+            cached = cache[key] = NameAddr.parse(self._one(key, label))
         return cached  # type: ignore[return-value]
 
     @property
@@ -191,23 +224,30 @@ class Message:
     @property
     def local_tag(self) -> str | None:
         """The From tag: the sender's dialog tag for requests."""
-        try:
-            return self._cache["from_tag"]  # type: ignore[return-value]
-        except KeyError:
-            tag = self._cache["from_tag"] = name_addr_tag(self._one("from", "From"))
-            return tag
+        if self._headers._mutations == self._seen:
+            tag = self._from_tag
+            if tag is not _UNSET:
+                return tag  # type: ignore[return-value]
+        else:
+            self._reset()
+        tag = self._from_tag = name_addr_tag(self._one("from", "From"))
+        return tag
 
     @property
     def remote_tag(self) -> str | None:
         """The To tag: set by the UAS (RFC 3261 §8.2.6.2)."""
-        try:
-            return self._cache["to_tag"]  # type: ignore[return-value]
-        except KeyError:
-            tag = self._cache["to_tag"] = name_addr_tag(self._one("to", "To"))
-            return tag
+        if self._headers._mutations == self._seen:
+            tag = self._to_tag
+            if tag is not _UNSET:
+                return tag  # type: ignore[return-value]
+        else:
+            self._reset()
+        tag = self._to_tag = name_addr_tag(self._one("to", "To"))
+        return tag
 
     def _name_addr_list(self, key: str) -> list[NameAddr]:
-        cached = self._cache.get(key)
+        cache = self._objects()
+        cached = cache.get(key)
         if cached is None:
             out: list[NameAddr] = []
             for line in self._headers._values(key):
@@ -217,7 +257,7 @@ class Message:
                     if not part:
                         raise SIPParseError(f"empty element in {key} header")
                     out.append(NameAddr.parse(part))
-            cached = self._cache[key] = out
+            cached = cache[key] = out
         return cached  # type: ignore[return-value]
 
     @property
@@ -411,6 +451,27 @@ def _parse_max_forwards(value: str) -> int:
     return int(value)
 
 
+def _index_headers(lines: list[str]) -> dict[str, str]:
+    """Map each header (lower-case long name, RFC 3261 §7.3) to its first value, not
+    yet stripped of LWS; reject a second occurrence of the single-valued ones
+    (RFC 4475 §3.2.9)."""
+    first: dict[str, str] = {}
+    cached = _KEY_CACHE.get
+    for line in lines:
+        raw, sep, value = line.partition(":")
+        if not sep:
+            if line[:1] in (" ", "\t"):
+                raise _FoldedLine
+            raise SIPParseError(f"header line without ':': {line[:40]!r}")
+        key = cached(raw) or _name_info(raw)[0]
+        if key in first:
+            if key in _SINGLE:
+                raise SIPParseError(f"header {key!r} appears more than once")
+        else:
+            first[key] = value
+    return first
+
+
 def _parse(data: bytes) -> Request | Response:
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -420,31 +481,21 @@ def _parse(data: bytes) -> Request | Response:
     if end < 0:
         raise SIPParseError("no blank line after the header fields")
     head = data[:end].decode("utf-8", "surrogateescape")
-    if "\r\n " in head or "\r\n\t" in head:
-        head = _FOLD_RE.sub(" ", head)  # RFC 3261 §7.3.1: LWS folding
     lines = head.split("\r\n")
     if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
         raise SIPParseError("bare CR or LF in the header block")
     start = lines[0]
-
-    index: dict[str, list[str]] = {}
-    cached = _NAME_CACHE.get
+    del lines[0]
+    try:
+        index = _index_headers(lines)
+    except _FoldedLine:
+        # RFC 3261 §7.3.1: a line starting with LWS continues the previous one.
+        lines = _FOLD_RE.sub(" ", head).split("\r\n")
+        start = lines[0]
+        del lines[0]
+        index = _index_headers(lines)
     get = index.get
-    del lines[0:1]  # the start line is kept in `start`
-    for line in lines:
-        raw, sep, value = line.partition(":")
-        if not sep:
-            raise SIPParseError(f"header line without ':': {line[:40]!r}")
-        info = cached(raw) or _name_info(raw)
-        key = info[0]
-        value = value.strip(" \t")
-        values = get(key)
-        if values is None:
-            index[key] = [value]
-        else:
-            if key in _SINGLE:
-                raise SIPParseError(f"header {info[1]!r} appears more than once")
-            values.append(value)
+
     if not index.keys() >= _REQUIRED:
         missing = sorted(_REQUIRED - index.keys())
         raise SIPParseError(f"missing mandatory headers {missing} (RFC 3261 §8.1.1)")
@@ -454,7 +505,7 @@ def _parse(data: bytes) -> Request | Response:
     if lengths is None:
         body = data[body_start:]
     else:
-        text = lengths[0]
+        text = lengths.strip(" \t")
         if not (text.isdigit() and text.isascii()) or len(text) > 10:
             raise SIPParseError(f"invalid Content-Length {text[:20]!r}")
         stop = body_start + int(text)
@@ -462,10 +513,13 @@ def _parse(data: bytes) -> Request | Response:
             raise SIPParseError("Content-Length is larger than the message body")
         body = data[body_start:stop]
 
-    cseq_parts = index["cseq"][0].split()
-    if len(cseq_parts) != 2:
-        raise SIPParseError("invalid CSeq")
-    number, cseq_method = cseq_parts
+    cseq_text = index["cseq"].strip(" \t")
+    number, _, cseq_method = cseq_text.partition(" ")
+    if not cseq_method or " " in cseq_method or "\t" in cseq_method or "\t" in number:
+        cseq_parts = cseq_text.split()
+        if len(cseq_parts) != 2:
+            raise SIPParseError("invalid CSeq")
+        number, cseq_method = cseq_parts
     # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31.
     if not (number.isdigit() and number.isascii()) or len(number) > 10:
         raise SIPParseError(f"invalid CSeq number {number[:20]!r}")
@@ -508,25 +562,27 @@ def _parse(data: bytes) -> Request | Response:
         message.method = method
         message.uri = uri
 
-    call_id = index["call-id"][0]
+    call_id = index["call-id"].strip(" \t")
     if not call_id or " " in call_id or "\t" in call_id:
         raise SIPParseError("invalid Call-ID")
     forwards = get("max-forwards")
     if forwards is not None:
-        text = forwards[0]
+        text = forwards.strip(" \t")
         # RFC 3261 §20.22: an integer in the range 0-255.
         if not (text.isdigit() and text.isascii()) or len(text) > 10 or int(text) > 255:
             raise SIPParseError(f"invalid Max-Forwards {text[:20]!r}")
 
     message._headers = Headers._from_parsed(lines, index)
     message.body = body
-    top = index["via"][0]
+    top = index["via"].strip(" \t")
     if '"' in top or "," in top:
         top = split_commas(top)[0]
-    message._cache = {
-        "cseq": (cseq_number, cseq_method),
-        "branch": find_branch(top),
-        "from_tag": find_tag(index["from"][0]),
-        "to_tag": find_tag(index["to"][0]),
-    }
+    message._cache = None
+    message._seen = 0
+    message._call_id = call_id
+    message._cseq = (cseq_number, cseq_method)
+    message._branch = find_branch(top)
+    message._from_tag = find_tag(index["from"].strip(" \t"))
+    to = index["to"].strip(" \t")
+    message._to_tag = find_tag(to) if ";" in to else None
     return message
