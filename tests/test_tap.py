@@ -1,0 +1,129 @@
+"""``twistd voip`` options: every option parsed, every bad value a usage error naming it."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+from twisted.python import usage
+from twisted.trial import unittest
+
+from voiptwisted.tap import Options
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(unittest.SynchronousTestCase):
+    def setUp(self) -> None:
+        self.state = tempfile.mkdtemp()
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.state, ignore_errors=True))
+        self.env = os.environ.pop("SIP_PASSWORD", None)
+        self.addCleanup(self._restore_env)
+
+    def _restore_env(self) -> None:
+        os.environ.pop("SIP_PASSWORD", None)
+        if self.env is not None:
+            os.environ["SIP_PASSWORD"] = self.env
+
+    def assertUsage(self, fragment: str, *argv: str) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--state-dir", self.state, *argv)
+        self.assertIn(fragment, str(caught.exception))
+
+    def test_embedded_default(self) -> None:
+        """No --aor and no --listen: echo, optional SRTP, nothing to register."""
+        config = parse("--state-dir", self.state).config
+        self.assertIsNone(config.aor)
+        self.assertIsNone(config.listen)
+        self.assertEqual(config.dialog_class.__name__, "EchoDialog")
+        self.assertEqual(config.srtp, "optional")
+        self.assertEqual(config.rtp_ports, (10000, 20000))
+        self.assertEqual(config.keepalive, 30.0)
+        self.assertTrue(config.verify_tls)
+
+    def test_sips_aor_requires_srtp(self) -> None:
+        """Issue 5: SRTP is required by default for sips: AORs, optional otherwise."""
+        self.assertEqual(parse("--aor", "sips:alice@example.com").config.srtp, "required")
+        self.assertEqual(parse("--aor", "sip:alice@example.com").config.srtp, "optional")
+        self.assertEqual(
+            parse("--aor", "sips:alice@example.com", "--srtp", "off").config.srtp, "off"
+        )
+
+    def test_password_sources(self) -> None:
+        """The password comes from the AOR, --password-file or $SIP_PASSWORD, in that order."""
+        self.assertEqual(parse("--aor", "sip:alice:pw1@example.com").config.password, "pw1")
+        os.environ["SIP_PASSWORD"] = "pw3"
+        self.assertEqual(parse("--aor", "sip:alice@example.com").config.password, "pw3")
+        path = pathlib.Path(self.state) / "pw"
+        path.write_text("pw2\n")
+        config = parse("--aor", "sip:alice@example.com", "--password-file", str(path)).config
+        self.assertEqual(config.password, "pw2")
+        self.assertNotIn("pw2", repr(config))
+
+    def test_all_options(self) -> None:
+        options = parse(
+            "--aor", "sips:alice@example.com",
+            "--keepalive", "45",
+            "--stun-server", "127.0.0.1",
+            "--rtp-ports", "20000-20100",
+            "--max-calls", "3",
+            "--app", "reject",
+            "--listen", "tcp:5060",
+            "--trace-sip",
+            "--no-verify-tls",
+            "--dial", "sip:bob@example.com",
+        )  # fmt: skip
+        config = options.config
+        self.assertEqual(config.keepalive, 45.0)
+        self.assertEqual(config.stun_server, ("127.0.0.1", 3478))
+        self.assertEqual(config.rtp_ports, (20000, 20100))
+        self.assertEqual(config.max_calls, 3)
+        self.assertEqual(config.dialog_class.__name__, "RejectDialog")
+        self.assertEqual(config.listen, "tcp:5060")
+        self.assertTrue(config.trace_sip)
+        self.assertFalse(config.verify_tls)
+        self.assertEqual(config.dial.user, "bob")
+
+    def test_play_and_record_apps(self) -> None:
+        wav = pathlib.Path(self.state) / "a.wav"
+        wav.write_bytes(b"")
+        play = parse("--app", f"play:{wav}").config.dialog_class
+        self.assertEqual(play.session_kwargs, {"path": str(wav)})
+        record_dir = pathlib.Path(self.state) / "rec"
+        record = parse("--app", f"record:{record_dir}").config.dialog_class
+        self.assertEqual(record.session_kwargs, {"directory": str(record_dir)})
+        self.assertTrue(record_dir.is_dir())
+
+    def test_dialog_option(self) -> None:
+        """--dialog takes any IDialog class and overrides --app."""
+        config = parse("--dialog", "voiptwisted.apps.RejectDialog", "--app", "echo").config
+        self.assertEqual(config.dialog_class.__name__, "RejectDialog")
+
+    def test_usage_errors(self) -> None:
+        """Each bad value is a usage error naming the option and what to do."""
+        self.assertUsage("--aor", "--aor", "mailto:alice@example.com")
+        self.assertUsage("user part", "--aor", "sip:example.com")
+        self.assertUsage("--rtp-ports", "--rtp-ports", "20000")
+        self.assertUsage("--rtp-ports", "--rtp-ports", "30000-20000")
+        self.assertUsage("--keepalive", "--keepalive", "soon")
+        self.assertUsage("--keepalive", "--keepalive", "1")
+        self.assertUsage("--srtp", "--srtp", "maybe")
+        self.assertUsage("--max-calls", "--max-calls", "many")
+        self.assertUsage("--ca-file", "--ca-file", "/nonexistent/ca.pem")
+        self.assertUsage("--password-file", "--password-file", "/nonexistent/pw")
+        self.assertUsage("--dial needs --aor", "--dial", "sip:bob@example.com")
+        self.assertUsage("unknown app", "--app", "karaoke")
+        self.assertUsage("no such WAV", "--app", "play:/nonexistent.wav")
+        self.assertUsage("--dialog", "--dialog", "no.such.Module")
+        self.assertUsage("implementing IDialog", "--dialog", "voiptwisted.service.ServiceConfig")
+
+    def test_password_not_in_usage_error(self) -> None:
+        """A bad AOR's error text never shows its password."""
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--aor", "sip:alice:hunter2@[::1")
+        self.assertNotIn("hunter2", str(caught.exception))

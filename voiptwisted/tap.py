@@ -1,0 +1,187 @@
+"""``twistd voip``: command-line options and ``makeService`` (the plugin's whole logic).
+
+Options are checked here, before any network activity, so a bad AOR, port range
+or file is a usage error that names the problem instead of a traceback later.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+from twisted.python import reflect, usage
+
+from voiptwisted.service import ServiceConfig, VoIPService
+
+APPS = ("echo", "reject", "play:PATH", "record:DIR")
+
+
+def default_state_dir() -> pathlib.Path:
+    """Where the instance id and the embedded certificate live (XDG state directory)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return pathlib.Path(base) / "voiptwisted"
+
+
+def _parse_port_range(value: str) -> tuple[int, int]:
+    low, sep, high = value.partition("-")
+    try:
+        lo, hi = int(low), int(high)
+    except ValueError:
+        raise usage.UsageError(
+            f"--rtp-ports must look like LOW-HIGH (e.g. 10000-20000), not {value!r}"
+        ) from None
+    if not sep or not (1024 <= lo < hi <= 65535) or hi - lo < 2:
+        raise usage.UsageError(
+            f"--rtp-ports {value!r}: need 1024 <= LOW < HIGH <= 65535 with room for RTP+RTCP"
+        )
+    return lo, hi
+
+
+def _parse_host_port(value: str, default_port: int) -> tuple[str, int]:
+    from voiptwisted.sip.uri import NetworkAddress
+
+    try:
+        address = NetworkAddress.parse(value, default_port)
+    except ValueError as e:
+        raise usage.UsageError(f"--stun-server {value!r}: {e}") from None
+    return str(address.host), address.port
+
+
+class Options(usage.Options):
+    """Options of ``twistd voip``; see the README for examples of each."""
+
+    synopsis = "[--aor sips:user@domain] [--app echo|reject|play:PATH|record:DIR] [options]"
+    longdesc = (
+        "Register a SIP address of record over TLS and answer (or --dial) calls with an "
+        "application.  Without --aor and --listen, listen on TLS at 127.0.0.1:5061 with a "
+        "self-signed certificate and answer every call with echo."
+    )
+
+    optParameters = [
+        ["aor", None, None, "SIP address of record to register, e.g. sips:alice@carrier.example"],
+        ["password-file", None, None, "File holding the SIP password (else $SIP_PASSWORD)."],
+        ["ca-file", None, None, "PEM file of extra CA certificates to trust for TLS."],
+        ["keepalive", None, "30", "RFC 5626 keepalive interval in seconds."],
+        ["stun-server", None, None, "STUN server HOST[:PORT] to learn the public RTP address."],
+        ["rtp-ports", None, "10000-20000", "UDP port range LOW-HIGH for RTP."],
+        ["srtp", None, None, "SRTP policy: required|optional|off (default: required for sips:)."],
+        ["max-calls", None, None, "Answer at most N concurrent calls; more get 486 Busy Here."],
+        ["app", None, "echo", "Built-in call handler: echo, reject, play:PATH or record:DIR."],
+        ["dialog", None, None, "Dotted name of an IDialog class (overrides --app)."],
+        ["dial", None, None, "Once registered, call this URI, then stop when it ends."],
+        [
+            "listen",
+            None,
+            None,
+            "Server endpoint for direct calls: tcp:5060, or tls:5061 (self-signed "
+            "certificate unless privateKey=/certKey= are given).",
+        ],
+        ["state-dir", None, None, "Directory for the instance id and embedded certificate."],
+    ]
+    optFlags = [
+        ["no-verify-tls", None, "Do NOT verify the server certificate (insecure; warns)."],
+        ["trace-sip", None, "Log every SIP message (credentials and SRTP keys redacted)."],
+    ]
+
+    def postOptions(self) -> None:
+        """Validate every option and build ``self.config`` (a ``ServiceConfig``)."""
+        from voiptwisted.sip.uri import SipURI
+
+        aor = None
+        password = None
+        if self["aor"]:
+            try:
+                aor = SipURI.parse(self["aor"])
+            except ValueError as e:
+                raise usage.UsageError(f"--aor: {e}") from None
+            if not aor.user:
+                raise usage.UsageError("--aor needs a user part, e.g. sips:alice@carrier.example")
+            password = aor.password
+        if self["password-file"]:
+            try:
+                password = pathlib.Path(self["password-file"]).read_text().strip()
+            except OSError as e:
+                raise usage.UsageError(f"--password-file: {e.strerror}: {e.filename}") from None
+        elif password is None:
+            password = os.environ.get("SIP_PASSWORD")
+        if self["ca-file"] and not os.path.isfile(self["ca-file"]):
+            raise usage.UsageError(f"--ca-file {self['ca-file']!r} does not exist")
+        try:
+            keepalive = float(self["keepalive"])
+        except ValueError:
+            raise usage.UsageError("--keepalive takes a number of seconds") from None
+        if not 5 <= keepalive <= 3600:
+            raise usage.UsageError("--keepalive must be between 5 and 3600 seconds")
+        srtp = self["srtp"] or (
+            "required" if aor is not None and aor.scheme == "sips" else "optional"
+        )
+        if srtp not in ("required", "optional", "off"):
+            raise usage.UsageError("--srtp must be required, optional or off")
+        max_calls = None
+        if self["max-calls"] is not None:
+            try:
+                max_calls = int(self["max-calls"])
+            except ValueError:
+                raise usage.UsageError("--max-calls takes a whole number") from None
+            if max_calls < 0:
+                raise usage.UsageError("--max-calls must not be negative")
+        dial = None
+        if self["dial"]:
+            if aor is None:
+                raise usage.UsageError(
+                    "--dial needs --aor (calls are placed through the registrar)"
+                )
+            try:
+                dial = SipURI.parse(self["dial"])
+            except ValueError as e:
+                raise usage.UsageError(f"--dial: {e}") from None
+        self.config = ServiceConfig(
+            aor=aor,
+            password=password,
+            ca_file=self["ca-file"],
+            verify_tls=not self["no-verify-tls"],
+            keepalive=keepalive,
+            stun_server=(
+                _parse_host_port(self["stun-server"], 3478) if self["stun-server"] else None
+            ),
+            rtp_ports=_parse_port_range(self["rtp-ports"]),
+            srtp=srtp,
+            max_calls=max_calls,
+            dialog_class=self._dialog_class(),
+            dial=dial,
+            listen=self["listen"],
+            trace_sip=bool(self["trace-sip"]),
+            state_dir=pathlib.Path(self["state-dir"])
+            if self["state-dir"]
+            else default_state_dir(),
+        )
+
+    def _dialog_class(self) -> type:
+        from voiptwisted.apps import dialog_for_app
+        from voiptwisted.interfaces import IDialog
+
+        if self["dialog"]:
+            try:
+                cls = reflect.namedAny(self["dialog"])
+            except (reflect.ObjectNotFound, reflect.InvalidName, ValueError) as e:
+                raise usage.UsageError(f"--dialog {self['dialog']!r}: {e}") from None
+            if not (isinstance(cls, type) and IDialog.implementedBy(cls)):
+                raise usage.UsageError(
+                    f"--dialog {self['dialog']!r} is not a class implementing IDialog "
+                    "(subclass voiptwisted.sip.Dialog)"
+                )
+            return cls
+        try:
+            return dialog_for_app(self["app"])
+        except ValueError as e:
+            raise usage.UsageError(f"--app: {e}") from None
+
+
+def makeService(options: Options | dict[str, Any]) -> VoIPService:
+    """Build the ``VoIPService`` twistd runs (and that a ``.tac`` file can build too)."""
+    config = options.config  # type: ignore[union-attr]
+    config.exit_process = True
+    return VoIPService(config)
