@@ -1,0 +1,348 @@
+"""``VoIPService`` in memory: listeners, stopping, max-calls, place_call and --dial.
+
+Real ``SessionInitiationProtocol`` objects on ``StringTransport`` with a fake CallMedia
+(``protocol.media_class``) stand in for the network; ``MemoryReactorClock`` records
+listeners and drives every timer, so nothing here opens a socket or waits.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from voiptwisted.apps import EchoDialog
+from voiptwisted.service import (
+    EMBEDDED_PORT,
+    STOP_TIMEOUT,
+    ServiceConfig,
+    VoIPService,
+    baresip_command,
+    listen_description,
+)
+from voiptwisted.sip.dialog import CallFailed, Dialog, DialogState
+from voiptwisted.sip.framing import PING, PONG, StreamFramer
+from voiptwisted.sip.message import Message, Request, Response
+from voiptwisted.sip.uri import SipURI
+
+OFFER = (
+    b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+)
+
+
+class FakeMedia:
+    """The CallMedia contract without sockets."""
+
+    def __init__(self) -> None:
+        self.local_sdp = OFFER.replace(b"alice", b"us")
+        self.session: Any = None
+        self.stopped = False
+
+    @classmethod
+    def answer_offer(cls, config: Any, offer: bytes, host: str) -> FakeMedia:
+        return cls()
+
+    @classmethod
+    def create_offer(cls, config: Any, host: str, *, secure: bool | None = None) -> FakeMedia:
+        return cls()
+
+    def accept_answer(self, answer: bytes) -> None:
+        pass
+
+    def start(self, session: Any) -> None:
+        self.session = session
+        session.start()
+
+    def stop(self) -> None:
+        if not self.stopped and self.session is not None:
+            self.session.stop()
+        self.stopped = True
+
+
+def invite(call_id: str, branch: str) -> bytes:
+    return (
+        "INVITE sip:echo@127.0.0.1:5061;transport=tls SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS 127.0.0.1:5099;branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:alice@example.com>;tag=alicetag\r\n"
+        "To: <sip:echo@127.0.0.1>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:alice@127.0.0.1:5099;transport=tls>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(OFFER)}\r\n\r\n"
+    ).encode() + OFFER
+
+
+def ack_for(ok: Any) -> bytes:
+    return (
+        "ACK sip:alice@127.0.0.1:5099;transport=tls SIP/2.0\r\n"
+        "Via: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bKack1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:alice@example.com>;tag=alicetag\r\n"
+        f"To: {ok.headers['To']}\r\n"
+        f"Call-ID: {ok.call_id}\r\n"
+        "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def written(transport: StringTransport) -> list[Any]:
+    data = transport.value()
+    transport.clear()
+    return [Message.parse(f) for f in StreamFramer().feed(data) if f not in (PING, PONG)]
+
+
+class ServiceTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.state = pathlib.Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.state, True)
+        self.reactor = MemoryReactorClock()
+
+    def service(self, **kwargs: Any) -> VoIPService:
+        kwargs.setdefault("state_dir", self.state)
+        service = VoIPService(ServiceConfig(**kwargs), reactor=self.reactor)
+        return service
+
+    def connect_caller(self, service: VoIPService) -> tuple[Any, StringTransport]:
+        """A direct caller's flow on the service's listener (as the reactor would build it)."""
+        assert service.listener is not None
+        protocol = service.listener.factory.buildProtocol(None)
+        protocol.media_class = FakeMedia
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 5061),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 5099),
+        )
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def answered_call(self, service: VoIPService, n: int = 1) -> tuple[Any, StringTransport]:
+        protocol, transport = self.connect_caller(service)
+        for i in range(n):
+            protocol.dataReceived(invite(f"call-{i}@test", f"z9hG4bKinv{i}"))
+            ok = [m for m in written(transport) if getattr(m, "status_code", 0) == 200][-1]
+            protocol.dataReceived(ack_for(ok))
+        return protocol, transport
+
+
+class ListenerTests(ServiceTestCase):
+    def test_embedded_default_listens_on_loopback_5061_with_certificate(self) -> None:
+        """Issue 6 item 2: no AOR, no --listen: TLS on 127.0.0.1:5061 with the state dir's cert."""
+        service = self.service()
+        with capturedLogs() as events:
+            service.startService()
+        [(port, factory, context, _backlog, interface)] = self.reactor.sslServers
+        self.assertEqual((port, interface), (EMBEDDED_PORT, "127.0.0.1"))
+        pem = self.state / "embedded-tls.pem"
+        self.assertEqual(pem.stat().st_mode & 0o777, 0o600)
+        self.assertIsNotNone(context.getContext())
+        self.assertIs(factory, service.listener.factory)
+        text = " ".join(str(e.get("uri", "")) + str(e.get("command", "")) for e in events)
+        self.assertIn("sip:echo@127.0.0.1:5061;transport=tls", text)
+        self.assertIn("baresip -e", text)
+        self.assertIsNone(service.client)
+
+    def test_certificate_created_once(self) -> None:
+        self.service()
+        first = (self.state / "embedded-tls.pem").read_bytes()
+        self.service()
+        self.assertEqual((self.state / "embedded-tls.pem").read_bytes(), first)
+
+    def test_listen_tls_gets_embedded_certificate(self) -> None:
+        """--listen tls:PORT without privateKey= uses the self-signed certificate."""
+        service = self.service(listen="tls:5071:interface=127.0.0.1")
+        service.startService()
+        [(port, _f, _ctx, _b, interface)] = self.reactor.sslServers
+        self.assertEqual((port, interface), (5071, "127.0.0.1"))
+        self.assertEqual(service.call_uri(), "sip:echo@127.0.0.1:5071;transport=tls")
+
+    def test_listen_tcp(self) -> None:
+        service = self.service(listen="tcp:5060:interface=127.0.0.1")
+        service.startService()
+        self.assertEqual(self.reactor.tcpServers[0][0], 5060)
+        self.assertEqual(self.reactor.sslServers, [])
+        self.assertFalse((self.state / "embedded-tls.pem").exists())
+
+    def test_listen_description(self) -> None:
+        pem = pathlib.Path("/x:y/key.pem")
+        self.assertEqual(listen_description("tcp:5060", lambda: pem), "tcp:5060")
+        self.assertEqual(
+            listen_description("tls:5061", lambda: pem),
+            r"ssl:5061:privateKey=/x\:y/key.pem:certKey=/x\:y/key.pem",
+        )
+        given = "ssl:5061:privateKey=a.pem"
+        self.assertEqual(listen_description(given, lambda: self.fail("no cert needed")), given)
+
+    def test_listen_failure_is_one_line_and_stops(self) -> None:
+        """Port in use: one error line naming the address, exit status 1, no traceback."""
+
+        class Busy(MemoryReactorClock):
+            def listenSSL(self, port: int, *args: Any, **kwargs: Any) -> Any:
+                raise CannotListenError("127.0.0.1", port, OSError(98, "Address already in use"))
+
+        self.reactor = Busy()
+        self.reactor.running = True
+        service = self.service()
+        with capturedLogs() as events:
+            service.startService()
+        errors = [e for e in events if e.get("log_level").name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("Address already in use", errors[0]["why"])
+        self.assertNotIn("privateKey", errors[0]["where"])
+        self.assertEqual(service.exit_status, 1)
+        self.assertTrue(self.reactor.hasStopped)
+
+    def test_baresip_command(self) -> None:
+        command = baresip_command("sip:echo@127.0.0.1:5061;transport=tls")
+        self.assertTrue(command.startswith("baresip "))
+        self.assertIn('/dial sip:echo@127.0.0.1:5061;transport=tls"', command)
+        self.assertIn("regint=0", command)
+
+
+class StopTests(ServiceTestCase):
+    def test_stop_sends_bye_for_every_call_and_closes_flows(self) -> None:
+        """Issue 6 item 4: stopService BYEs each active call (RFC 3261 §15.1.1), closes flows."""
+        service = self.service()
+        service.startService()
+        protocol, transport = self.answered_call(service, n=2)
+        self.assertEqual(service.active_call_count(), 2)
+        d = service.stopService()
+        byes = [m for m in written(transport) if isinstance(m, Request) and m.method == "BYE"]
+        self.assertEqual(sorted(m.call_id for m in byes), ["call-0@test", "call-1@test"])
+        for bye in byes:
+            protocol.dataReceived(bytes(Response.from_request(bye, 200)))
+        self.successResultOf(d)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(protocol.dialog_count, 0)
+
+    def test_stop_is_bounded_when_bye_is_never_answered(self) -> None:
+        """A peer that never answers the BYE does not hold the shutdown past STOP_TIMEOUT."""
+        service = self.service()
+        service.startService()
+        _protocol, transport = self.answered_call(service)
+        d = service.stopService()
+        self.assertNoResult(d)
+        self.reactor.advance(STOP_TIMEOUT / 2 + 0.01)
+        self.successResultOf(d)
+        self.assertTrue(transport.disconnecting)
+
+    def test_stop_rejects_ringing_call(self) -> None:
+        """A call still ringing gets a final 480 instead of a BYE."""
+
+        class Ringing(Dialog):
+            def call_received(self) -> None:
+                self.ringing()
+
+        service = self.service(dialog_class=Ringing)
+        service.startService()
+        protocol, transport = self.connect_caller(service)
+        protocol.dataReceived(invite("ring@test", "z9hG4bKring"))
+        written(transport)
+        self.successResultOf(service.stopService())
+        codes = [m.status_code for m in written(transport) if hasattr(m, "status_code")]
+        self.assertIn(480, codes)
+
+
+class MaxCallsTests(ServiceTestCase):
+    def test_max_calls_over_all_flows(self) -> None:
+        """--max-calls counts calls over every flow: the second caller's call gets 486."""
+        service = self.service(max_calls=1)
+        service.startService()
+        self.answered_call(service)
+        other, transport = self.connect_caller(service)
+        other.dataReceived(invite("second@test", "z9hG4bKsecond"))
+        codes = [m.status_code for m in written(transport) if hasattr(m, "status_code")]
+        self.assertIn(486, codes)
+        self.assertNotIn(200, codes)
+        self.assertEqual(service.active_call_count(), 1)
+
+    def test_wrapped_class_keeps_name(self) -> None:
+        service = self.service()
+        self.assertEqual(service.inbound_dialog_class.__name__, "EchoDialog")
+        self.assertTrue(issubclass(service.inbound_dialog_class, EchoDialog))
+
+
+class FakeRegistration:
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def when_registered(self) -> defer.Deferred[Any]:
+        return defer.succeed(self.protocol)
+
+
+class DialingDialog(Dialog):
+    """Records dial() and fires (or fails) at once."""
+
+    outcome: Any = None
+    dialed: list[tuple[str, type, dict[str, Any]]] = []
+
+    def dial(self, target: str, session_class: type, **kwargs: Any) -> defer.Deferred[Any]:
+        type(self).dialed.append((target, session_class, kwargs))
+        if isinstance(self.outcome, Exception):
+            return defer.fail(self.outcome)
+        self.state = DialogState.CONFIRMED
+        return defer.succeed(self)
+
+
+class PlaceCallTests(ServiceTestCase):
+    def aor_service(self, **kwargs: Any) -> VoIPService:
+        service = self.service(aor=SipURI.parse("sip:alice@127.0.0.1:5061"), **kwargs)
+        service.client.registration = FakeRegistration(object())
+        return service
+
+    def setUp(self) -> None:
+        super().setUp()
+        DialingDialog.dialed = []
+        DialingDialog.outcome = None
+
+    def test_place_call_uses_the_apps_session(self) -> None:
+        """place_call waits for the registration and dials with the app's session class."""
+
+        class Play(DialingDialog):
+            session_class = dict
+            session_kwargs = {"path": "a.wav"}
+
+        service = self.aor_service(dialog_class=Play)
+        dialog = self.successResultOf(service.place_call("sip:bob@127.0.0.1"))
+        self.assertIsInstance(dialog, Play)
+        self.assertEqual(Play.dialed, [("sip:bob@127.0.0.1", dict, {"path": "a.wav"})])
+
+    def test_place_call_needs_aor(self) -> None:
+        self.failureResultOf(self.service().place_call("sip:bob@127.0.0.1"), RuntimeError)
+
+    def test_dial_answered_then_ended_exit_status_0(self) -> None:
+        """--dial: the service stops the reactor with status 0 once the answered call ends."""
+        service = self.aor_service(
+            dialog_class=DialingDialog, dial=SipURI.parse("sip:bob@127.0.0.1")
+        )
+        self.reactor.running = True
+        service._dial()
+        self.assertIsNone(service.exit_status)
+        service.dialed.state = DialogState.TERMINATED
+        self.reactor.advance(1)
+        self.assertEqual(service.exit_status, 0)
+        self.assertTrue(self.reactor.hasStopped)
+
+    def test_dial_refused_exit_status_1(self) -> None:
+        DialingDialog.outcome = CallFailed(486)
+        service = self.aor_service(
+            dialog_class=DialingDialog, dial=SipURI.parse("sip:bob@127.0.0.1")
+        )
+        self.reactor.running = True
+        with capturedLogs() as events:
+            service._dial()
+        self.assertEqual(service.exit_status, 1)
+        self.assertTrue(any("486 Busy Here" in str(e.get("why")) for e in events))
+
+    def test_no_verify_tls_warns(self) -> None:
+        with capturedLogs() as events:
+            self.aor_service(verify_tls=False)
+        self.assertTrue(any("verification is OFF" in e.get("log_format", "") for e in events))
