@@ -4,11 +4,15 @@
 and answers with the call's outcome.  Run it with::
 
     VOIP_AOR=sips:alice@carrier.example SIP_PASSWORD=... python examples/click_to_call.py 8080
+
+Optional: VOIP_CA_FILE (extra CA certificates), VOIP_STATE_DIR (instance id location).
+The page listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 from typing import Any
 
@@ -72,6 +76,11 @@ def main(port: str) -> None:
         password=os.environ.get("SIP_PASSWORD"),
         ca_file=os.environ.get("VOIP_CA_FILE"),
     )
+    if os.environ.get("VOIP_STATE_DIR"):
+        config.state_dir = pathlib.Path(os.environ["VOIP_STATE_DIR"])
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     root = make_services(VoIPService(config), f"tcp:{port}:interface=127.0.0.1")
     root.startService()
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
