@@ -95,6 +95,17 @@ class ParseTests(SynchronousTestCase):
                 self.assertRaises(SIPParseError, Message.parse, data)
         self.assertRaises(SIPParseError, Message.parse, "not bytes")  # type: ignore[arg-type]
 
+    def test_line_breaks(self) -> None:
+        """RFC 3261 §7: lines end with CRLF; a bare CR or LF inside the header block is
+        an error, while other Unicode line separators are ordinary UTF-8 text."""
+        for bad in (b"Subject: a\rVia: evil\r\n", b"Subject: a\nVia: evil\r\n"):
+            with self.subTest(bad=bad):
+                data = INVITE.replace(b"Max-Forwards: 70\r\n", bad)
+                self.assertRaises(SIPParseError, Message.parse, data)
+        text = "Subject: a\u2028b\x85c\r\n".encode()
+        m = Message.parse(INVITE.replace(b"Max-Forwards: 70\r\n", text), strict=True)
+        self.assertEqual(m.headers["Subject"], "a\u2028b\x85c")
+
     def test_unexpected_internal_errors_become_parse_errors(self) -> None:
         """Any internal failure is reported as SIPParseError, never as another type."""
         from voiptwisted.sip import message as module
@@ -106,6 +117,34 @@ class ParseTests(SynchronousTestCase):
         with self.assertRaises(SIPParseError) as ctx:
             Message.parse(INVITE)
         self.assertIn("RuntimeError", str(ctx.exception))
+
+    def test_parsed_headers_keep_order_and_names(self) -> None:
+        """RFC 3261 §7.3.1/§7.3.3: order kept, compact names expanded, LWS stripped."""
+        h = Message.parse(INVITE).headers
+        names = [name for name, _ in h.items()]
+        self.assertEqual(names[:4], ["Via", "Via", "Max-Forwards", "From"])
+        self.assertEqual(h.items()[3], ("From", '"Alice" <sip:alice@example.com>;tag=abc'))
+        self.assertEqual(len(h.getlist("Via")), 3)
+        self.assertEqual(h["v"], "SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKaaa;rport")
+
+    def test_accessors_follow_header_changes(self) -> None:
+        m = Message.parse(INVITE)
+        self.assertEqual(
+            (m.branch, m.local_tag, m.call_id), ("z9hG4bKaaa", "abc", "call-1@example.com")
+        )
+        m.headers["Via"] = "SIP/2.0/TLS h;branch=z9hG4bKnew"
+        m.headers["From"] = "<sip:x@y>;tag=zz"
+        m.headers["Call-ID"] = "c2"
+        m.headers["CSeq"] = "5 INVITE"
+        self.assertEqual((m.branch, m.local_tag, m.call_id), ("z9hG4bKnew", "zz", "c2"))
+        self.assertEqual(m.cseq, (5, "INVITE"))
+        self.assertEqual([v.branch for v in m.via], ["z9hG4bKnew"])
+        built = Request("OPTIONS", "sip:a@b", {"To": "<sip:a@b>"})
+        self.assertIsNone(built.remote_tag)
+        built.headers["To"] = "<sip:a@b>;tag=t"
+        self.assertEqual((built.remote_tag, built.to.tag), ("t", "t"))
+        del built.headers["To"]
+        self.assertRaises(SIPParseError, lambda: built.to)
 
     def test_version_505(self) -> None:
         """RFC 3261 §8.2.2 (via 505): another SIP version carries status_code 505."""

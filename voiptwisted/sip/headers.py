@@ -104,6 +104,7 @@ _VIA_RE = re.compile(
     r"([A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])(?:[ \t]*:[ \t]*([0-9]{1,5}))?(.*)",
     re.S,
 )
+_URI_CHECK_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^<>\x00-\x20\x7f]+")
 # Whole-value validators used by Message.parse: one C-level match per header, the
 # objects themselves are only built when asked for.
 _URI_IN_BRACKETS = r"[A-Za-z][A-Za-z0-9+\-.]*:[^<>\x00-\x20\x7f]+"
@@ -265,7 +266,9 @@ def find_tag(value: str) -> str | None:
     if i >= 0:
         k = value.find(";", i + 5)
         found = value[i + 5 : k] if k >= 0 else value[i + 5 :]
-        if found and " " not in found and "," not in found and "\t" not in found:
+        if found.isalnum() or (
+            found and " " not in found and "," not in found and "\t" not in found
+        ):
             return found
     elif value.find("=", start) < 0:
         return None
@@ -300,11 +303,9 @@ def _quote(text: str) -> str:
 
 
 def _check_uri(uri: str) -> None:
-    if not _SCHEME_RE.match(uri) or uri.endswith(":"):
+    """A URI in a header: scheme ":" and no LWS, controls or angle brackets (RFC 3986)."""
+    if not _URI_CHECK_RE.fullmatch(uri):
         raise SIPParseError(f"invalid URI {uri[:60]!r}")
-    for char in " \t<>":
-        if char in uri:
-            raise SIPParseError(f"invalid character in URI {uri[:60]!r}")
 
 
 class NameAddr:
@@ -491,9 +492,10 @@ class Headers:
     values are ``str``.  ``h[name]`` is the first value; ``getlist`` returns all
     values, splitting the comma-separated list headers (:data:`LIST_HEADERS`).
 
-    A parsed message's headers start in a light state (the raw lines plus the first
-    value of each name); the ordered item list and the full index are built the
-    first time something needs them.
+    A parsed message's headers start in a light state set up by ``Message.parse``
+    (``_lines``: the raw header lines; ``_first``: the first, unstripped value of
+    each name); the ordered item list and the full index are built the first time
+    something needs them.
     """
 
     __slots__ = ("_first", "_index_map", "_item_list", "_lines", "_mutations")
@@ -514,16 +516,6 @@ class Headers:
         pairs = init.items() if isinstance(init, Mapping) else init
         for name, value in pairs:
             self.add(name, value)
-
-    @classmethod
-    def _from_parsed(cls, lines: list[str], first: dict[str, str]) -> Headers:
-        """Wrap what ``Message.parse`` found: the (already validated, unfolded) header
-        lines and the first value of each name."""
-        self = cls.__new__(cls)
-        self._lines = lines
-        self._first = first
-        self._mutations = 0
-        return self
 
     def _materialize(self) -> None:
         lines = self._lines

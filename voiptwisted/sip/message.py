@@ -46,7 +46,14 @@ _MAX_FORWARDS_MAX = 255  # RFC 3261 §20.22
 _KNOWN_METHODS = frozenset(method.value for method in SIPMethod)
 
 
+_VALIDATED = (
+    ("via", via_branch),
+    ("contact", name_addr_tag),
+    ("route", name_addr_tag),
+    ("record-route", name_addr_tag),
+)
 _UNSET: object = object()
+_new_headers = object.__new__
 
 
 def _digits(value: str) -> bool:
@@ -301,18 +308,25 @@ class Message:
         return self._headers.get("Content-Type")
 
     def validate(self) -> None:
-        """Parse every structured header this module knows; raise SIPParseError if any is bad.
+        """Check every Via, From, To, Contact, Route, Record-Route and Expires value
+        against the RFC 3261 §25 grammar; raise SIPParseError on the first bad one.
 
-        Covers every Via, From, To, Contact, Route, Record-Route and Expires.  A
-        server should call it (or parse with ``strict=True``) before acting on a
-        request, so that a malformed one gets 400 (RFC 4475 §3.1.2).
+        A server should call it (or parse with ``strict=True``) before acting on a
+        request, so that a malformed one gets 400 (RFC 4475 §3.1.2).  The checks
+        are the same as building the objects (``via``, ``contact``...) would make,
+        done with whole-value matches instead.
         """
-        self.via  # noqa: B018
-        self.from_  # noqa: B018
-        self.to  # noqa: B018
-        self.route  # noqa: B018
-        self.record_route  # noqa: B018
-        self.contact  # noqa: B018
+        headers = self._headers
+        name_addr_tag(self._one("from", "From"))
+        name_addr_tag(self._one("to", "To"))
+        for key, check in _VALIDATED:
+            for line in headers._values(key):
+                if key == "contact" and line == "*":
+                    continue
+                for part in split_commas(line):
+                    if not part:
+                        raise SIPParseError(f"empty element in a {key} header")
+                    check(part)
         self.expires  # noqa: B018
 
     # -- serialising --------------------------------------------------------
@@ -451,25 +465,9 @@ def _parse_max_forwards(value: str) -> int:
     return int(value)
 
 
-def _index_headers(lines: list[str]) -> dict[str, str]:
-    """Map each header (lower-case long name, RFC 3261 §7.3) to its first value, not
-    yet stripped of LWS; reject a second occurrence of the single-valued ones
-    (RFC 4475 §3.2.9)."""
-    first: dict[str, str] = {}
-    cached = _KEY_CACHE.get
-    for line in lines:
-        raw, sep, value = line.partition(":")
-        if not sep:
-            if line[:1] in (" ", "\t"):
-                raise _FoldedLine
-            raise SIPParseError(f"header line without ':': {line[:40]!r}")
-        key = cached(raw) or _name_info(raw)[0]
-        if key in first:
-            if key in _SINGLE:
-                raise SIPParseError(f"header {key!r} appears more than once")
-        else:
-            first[key] = value
-    return first
+def _unfold(head: str) -> bytes:
+    """RFC 3261 §7.3.1: replace each CRLF followed by LWS (and LWS before it) by SP."""
+    return _FOLD_RE.sub(" ", head).encode("utf-8", "surrogateescape")
 
 
 def _parse(data: bytes) -> Request | Response:
@@ -481,19 +479,37 @@ def _parse(data: bytes) -> Request | Response:
     if end < 0:
         raise SIPParseError("no blank line after the header fields")
     head = data[:end].decode("utf-8", "surrogateescape")
-    lines = head.split("\r\n")
-    if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
-        raise SIPParseError("bare CR or LF in the header block")
+    lines = head.splitlines()
+    # Every line break must be CRLF (RFC 3261 §7): the separators splitlines() removed
+    # are then exactly two characters each.  Otherwise look closer: a bare CR or LF
+    # is an error, other Unicode line separators are just text.
+    if len(head) - sum(map(len, lines)) != 2 * len(lines) - 2:
+        lines = head.split("\r\n")
+        if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
+            raise SIPParseError("bare CR or LF in the header block")
     start = lines[0]
     del lines[0]
-    try:
-        index = _index_headers(lines)
-    except _FoldedLine:
-        # RFC 3261 §7.3.1: a line starting with LWS continues the previous one.
-        lines = _FOLD_RE.sub(" ", head).split("\r\n")
-        start = lines[0]
-        del lines[0]
-        index = _index_headers(lines)
+    # One pass: each header (lower-case long name, RFC 3261 §7.3) -> its first value,
+    # not yet stripped of LWS; a repeated single-valued header is an error (RFC 4475
+    # §3.2.9).  A line starting with LWS continues the previous one (RFC 3261
+    # §7.3.1): then the header block is unfolded and parsed again.
+    index: dict[str, str] = {}
+    cached = _KEY_CACHE.get
+    for line in lines:
+        raw, sep, value = line.partition(":")
+        if not sep:
+            if line[:1] in (" ", "\t"):
+                return _parse(_unfold(head) + data[end:])
+            raise SIPParseError(f"header line without ':': {line[:40]!r}")
+        try:
+            key = cached(raw) or _name_info(raw)[0]
+        except _FoldedLine:
+            return _parse(_unfold(head) + data[end:])
+        if key in index:
+            if key in _SINGLE:
+                raise SIPParseError(f"header {key!r} appears more than once")
+        else:
+            index[key] = value
     get = index.get
 
     if not index.keys() >= _REQUIRED:
@@ -513,13 +529,10 @@ def _parse(data: bytes) -> Request | Response:
             raise SIPParseError("Content-Length is larger than the message body")
         body = data[body_start:stop]
 
-    cseq_text = index["cseq"].strip(" \t")
-    number, _, cseq_method = cseq_text.partition(" ")
-    if not cseq_method or " " in cseq_method or "\t" in cseq_method or "\t" in number:
-        cseq_parts = cseq_text.split()
-        if len(cseq_parts) != 2:
-            raise SIPParseError("invalid CSeq")
-        number, cseq_method = cseq_parts
+    try:
+        number, cseq_method = index["cseq"].split()
+    except ValueError:
+        raise SIPParseError("invalid CSeq") from None
     # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31.
     if not (number.isdigit() and number.isascii()) or len(number) > 10:
         raise SIPParseError(f"invalid CSeq number {number[:20]!r}")
@@ -569,10 +582,15 @@ def _parse(data: bytes) -> Request | Response:
     if forwards is not None:
         text = forwards.strip(" \t")
         # RFC 3261 §20.22: an integer in the range 0-255.
-        if not (text.isdigit() and text.isascii()) or len(text) > 10 or int(text) > 255:
+        if not (text.isdigit() and text.isascii()) or (
+            len(text) > 2 and (len(text) > 10 or int(text) > 255)
+        ):
             raise SIPParseError(f"invalid Max-Forwards {text[:20]!r}")
 
-    message._headers = Headers._from_parsed(lines, index)
+    headers = message._headers = _new_headers(Headers)
+    headers._lines = lines
+    headers._first = index
+    headers._mutations = 0
     message.body = body
     top = index["via"].strip(" \t")
     if '"' in top or "," in top:
