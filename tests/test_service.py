@@ -346,3 +346,16 @@ class PlaceCallTests(ServiceTestCase):
         with capturedLogs() as events:
             self.aor_service(verify_tls=False)
         self.assertTrue(any("verification is OFF" in e.get("log_format", "") for e in events))
+
+    def test_unreachable_registrar_is_one_line(self) -> None:
+        """The first failed connection is one warning naming host, port and reason."""
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.python.failure import Failure
+
+        service = self.aor_service()
+        with capturedLogs() as events:
+            service._first_connection_failed(Failure(ConnectionRefusedError()))
+            service._first_connection_failed(Failure(defer.CancelledError()))
+        [event] = events
+        self.assertEqual((str(event["host"]), event["port"]), ("127.0.0.1", 5061))
+        self.assertIn("refused", event["why"])

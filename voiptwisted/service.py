@@ -305,8 +305,25 @@ class VoIPService(MultiService):
             )
         if self.config.aor is None and self.config.listen is None and uri is not None:
             log.info("try it: {command}", command=baresip_command(uri))
+        if self.client is not None:
+            waiting = self.client.client.whenConnected(failAfterFailures=1)
+            waiting.addErrback(self._first_connection_failed)
         if self.config.dial is not None and self.client is not None:
             self._dial()
+
+    def _first_connection_failed(self, failure: Any) -> None:
+        """One clear line when the registrar cannot be reached; ClientService keeps retrying."""
+        if failure.check(defer.CancelledError):
+            return
+        aor = self.config.aor
+        log.warn(
+            "cannot connect to the registrar of {aor} ({host}:{port}): {why}; "
+            "retrying with backoff (1-60 s)",
+            aor=aor.aor if aor is not None else "?",
+            host=aor.host if aor is not None else "?",
+            port=aor.port if aor is not None else "?",
+            why=failure.getErrorMessage(),
+        )
 
     def place_call(
         self, target: str | SipURI, session_class: type | None = None, **session_kwargs: Any

@@ -384,6 +384,28 @@ class TwistdTests(SynchronousTestCase):
         self.assertLessEqual(len(refusals), 2, log)
         self.assertNotIn("not-the-password", log)
 
+    def test_unverifiable_certificate_and_unreachable_host(self) -> None:
+        """Kamailio's certificate without --ca-file, and a closed port: each is a clear log
+        line (naming the certificate problem), retried with backoff, never a traceback."""
+        kam = self.kamailio()
+        host, port = kam.address("tls")
+        untrusted = self.voip("--aor", f"sip:alice@{host}:{port}")
+        closed = peers.free_port()
+        unreachable = self.twistd(
+            "voip", "--state-dir", str(self.dir / "state2"),
+            "--aor", f"sip:alice@127.0.0.1:{closed}",
+        )  # fmt: skip
+        untrusted.wait_for_log(r"(?i)certificate", timeout=20)
+        unreachable.wait_for_log(
+            r"cannot connect to the registrar of \S+ \(127.0.0.1:\d+\): .*refused", timeout=20
+        )
+        time.sleep(4)
+        for process in (untrusted, unreachable):
+            log = process.log
+            self.assertNotIn("Traceback", log)
+            attempts = re.findall(r"(?im)^.*(?:certificate|refused|failed).*$", log)
+            self.assertLessEqual(len(attempts), 6, log)
+
     def test_tac_example_registers_and_unregisters(self) -> None:
         """``twistd -ny examples/voip.tac`` registers; SIGTERM removes the binding."""
         kam = self.kamailio()
