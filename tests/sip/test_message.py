@@ -202,6 +202,16 @@ class BuildTests(SynchronousTestCase):
         )
         self.assertEqual(parsed.body, b"x")
 
+    def test_from_request_for_a_malformed_request(self) -> None:
+        """A 400 can be built for a request whose To/From grammar is broken (RFC 4475
+        §3.1.2.6): the values are copied as received."""
+        data = INVITE.replace(b"t: Bob <sip:bob@example.com>", b't: "Bob <sip:bob@example.com>')
+        request = Message.parse(data)
+        self.assertRaises(SIPParseError, request.validate)
+        response = Response.from_request(request, 400, to_tag="x")
+        self.assertEqual(response.headers["To"], '"Bob <sip:bob@example.com>;tag=x')
+        self.assertEqual(response.headers["Call-ID"], "call-1@example.com")
+
     def test_from_request_keeps_existing_to_tag(self) -> None:
         """RFC 3261 §8.2.6.2: a To tag already present is kept."""
         data = INVITE.replace(b"t: Bob <sip:bob@example.com>", b"t: <sip:b@c>;tag=old")

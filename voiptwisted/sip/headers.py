@@ -282,7 +282,9 @@ def find_branch(value: str) -> str | None:
     if i >= 0:
         k = value.find(";", i + 8)
         found = value[i + 8 : k] if k >= 0 else value[i + 8 :]
-        if found and " " not in found and "," not in found and "\t" not in found:
+        if found.isalnum() or (
+            found and " " not in found and "," not in found and "\t" not in found
+        ):
             return found
     return _param_after(value, ";branch=", 0, _BRANCH_RE)
 
@@ -533,6 +535,18 @@ class Headers:
         self._index_map = index
         self._lines = None
         self._first = None
+
+    def _pairs(self) -> Iterator[tuple[str, str]]:
+        """(key, value) for every header line in order, without building the index."""
+        lines = self._lines
+        if lines is None:
+            for key, _, value in self._item_list:
+                yield key, value
+            return
+        cached = _KEY_CACHE.get
+        for line in lines:
+            raw, _, value = line.partition(":")
+            yield cached(raw) or _name_info(raw)[0], value.strip(_WS)
 
     @property
     def _items(self) -> list[tuple[str, str, str]]:

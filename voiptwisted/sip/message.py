@@ -46,12 +46,12 @@ _MAX_FORWARDS_MAX = 255  # RFC 3261 §20.22
 _KNOWN_METHODS = frozenset(method.value for method in SIPMethod)
 
 
-_VALIDATED = (
-    ("via", via_branch),
-    ("contact", name_addr_tag),
-    ("route", name_addr_tag),
-    ("record-route", name_addr_tag),
-)
+_VALIDATED = {
+    "via": via_branch,
+    "contact": name_addr_tag,
+    "route": name_addr_tag,
+    "record-route": name_addr_tag,
+}
 _UNSET: object = object()
 _new_headers = object.__new__
 
@@ -316,17 +316,16 @@ class Message:
         are the same as building the objects (``via``, ``contact``...) would make,
         done with whole-value matches instead.
         """
-        headers = self._headers
         name_addr_tag(self._one("from", "From"))
         name_addr_tag(self._one("to", "To"))
-        for key, check in _VALIDATED:
-            for line in headers._values(key):
-                if key == "contact" and line == "*":
-                    continue
-                for part in split_commas(line):
-                    if not part:
-                        raise SIPParseError(f"empty element in a {key} header")
-                    check(part)
+        for key, value in self._headers._pairs():
+            check = _VALIDATED.get(key)
+            if check is None or (key == "contact" and value == "*"):
+                continue
+            for part in split_commas(value):
+                if not part:
+                    raise SIPParseError(f"empty element in a {key} header")
+                check(part)
         self.expires  # noqa: B018
 
     # -- serialising --------------------------------------------------------
@@ -414,7 +413,9 @@ class Response(Message):
         """Build a response to *request* (RFC 3261 §8.2.6.1 and §8.2.6.2).
 
         Copies every Via in order, From, Call-ID and CSeq, and To; adds
-        ``;tag=to_tag`` to To if the request's To had no tag.  *headers* are
+        ``;tag=to_tag`` to To if the request's To had no tag.  Values are copied
+        as they are, so a 400 can be built for a request whose From/To/Via
+        grammar is broken.  *headers* are
         added after these; a name already copied is replaced, never duplicated.
         """
         out = Headers()
@@ -422,7 +423,7 @@ class Response(Message):
             out.add("Via", value)
         out.add("From", request._one("from", "From"))
         to_value = request._one("to", "To")
-        if to_tag is not None and request.to.tag is None:
+        if to_tag is not None and find_tag(to_value) is None:
             to_value = f"{to_value};tag={to_tag}"
         out.add("To", to_value)
         out.add("Call-ID", request.call_id)
