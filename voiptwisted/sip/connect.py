@@ -578,11 +578,15 @@ def build_client(
     instance_id: str | None = None,
     expires: int = 3600,
     resolver: Resolver | None = None,
+    protocol_kwargs: dict[str, Any] | None = None,
+    on_protocol: Callable[[Any], None] | None = None,
 ) -> SIPClientService:
     """Build (not start) the :class:`SIPClientService` that :func:`run` starts.
 
     Use it directly to embed the UA in a ``MultiService`` (``startService``/``stopService``)
     when a refused registration should keep retrying instead of failing a Deferred.
+    ``protocol_kwargs`` are extra ``SessionInitiationProtocol`` arguments (``max_calls``,
+    ``trace`` ...); ``on_protocol`` is called with each protocol built (one per flow).
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -616,7 +620,10 @@ def build_client(
             kwargs["media_config"] = media_config
         if keepalive:
             kwargs["keepalive_interval"] = keepalive
-        return SessionInitiationProtocol(**kwargs)
+        protocol = SessionInitiationProtocol(**kwargs, **(protocol_kwargs or {}))
+        if on_protocol is not None:
+            on_protocol(protocol)
+        return protocol
 
     return SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
 
