@@ -10,4 +10,4 @@ $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     kamailio kamailio-tls-modules kamailio-extra-modules sip-tester baresip-core \
     sox libsox-fmt-all espeak-ng openssl socat >/dev/null
-python3 -m pip install -q -e '.[test,bench]'
+python3 -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
