@@ -720,6 +720,23 @@ class TimerTests(SynchronousTestCase):
         self.alice.dataReceived(respond_to(retry, 200, body=ANSWER))
         self.successResultOf(d)
 
+    def test_ack_for_2xx_carries_the_invite_credentials(self) -> None:
+        """RFC 3261 §13.2.2.4: the ACK for a 2xx MUST contain the same credentials as the
+        INVITE (and the INVITE's CSeq number with method ACK)."""
+        _, d, invite = self.dial()
+        challenge = [("Proxy-Authenticate", 'Digest realm="proxy", nonce="n1", qop="auth"')]
+        self.alice.dataReceived(respond_to(invite, 407, headers=challenge))
+        retry = written(self.alice_t)[-1]
+        self.alice.dataReceived(respond_to(retry, 200, body=ANSWER))
+        self.successResultOf(d)
+        [ack] = written(self.alice_t)
+        self.assertEqual(ack.cseq, (2, "ACK"))
+        self.assertEqual(
+            ack.headers.getlist("Proxy-Authorization"),
+            retry.headers.getlist("Proxy-Authorization"),
+        )
+        self.assertNotIn("Authorization", ack.headers)
+
     def test_srtp_required_does_not_fall_back(self) -> None:
         self.alice.media_config = types.SimpleNamespace(srtp="required", public_host=None)
         _, d, invite = self.dial()

@@ -650,7 +650,7 @@ class Dialog:
         self.remote_contact = contacts[0].uri if contacts else None
         self.route_set = list(reversed(response.headers.getlist("Record-Route")))
         self.state = DialogState.CONFIRMED
-        self._ack = self._in_dialog_request("ACK", cseq=self.invite_request.cseq[0])
+        self._ack = self._ack_for_2xx(self.invite_request)
         sip.send_stateless(self._ack)
         deferred = self._dial_deferred
         assert deferred is not None
@@ -699,7 +699,7 @@ class Dialog:
             outbound_cseq=self.invite_request.cseq[0],
         )
         fork.state = DialogState.CONFIRMED
-        sip.send_stateless(fork._in_dialog_request("ACK", cseq=self.invite_request.cseq[0]))
+        sip.send_stateless(fork._ack_for_2xx(self.invite_request))
         fork._send_bye()
 
     def _dial_failed(self, failure: Failure) -> None:
@@ -747,6 +747,19 @@ class Dialog:
             ("CSeq", f"{cseq} {method}"),
         ]
         return Request(method, uri, headers)
+
+    def _ack_for_2xx(self, invite: Request) -> Request:
+        """The ACK for a 2xx to *invite* (RFC 3261 §13.2.2.4).
+
+        Built like any in-dialog request, but with the INVITE's CSeq number
+        and the same credentials as the INVITE (a proxy that challenged the
+        INVITE would otherwise refuse to forward the ACK).
+        """
+        ack = self._in_dialog_request("ACK", cseq=invite.cseq[0])
+        for name in ("Authorization", "Proxy-Authorization"):
+            for value in invite.headers.getlist(name):
+                ack.headers.add(name, value)
+        return ack
 
     def bye(self) -> Deferred[None]:
         """End the call (RFC 3261 §15.1.1); fires when the BYE is answered or timed out.
