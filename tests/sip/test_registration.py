@@ -379,6 +379,20 @@ class ExpiryTests(SynchronousTestCase):
         )
         self.assertEqual(registration.granted_expires, 120)
 
+    def test_expires_from_our_contact_uri_without_instance(self) -> None:
+        """RFC 3261 §10.2.4: the UA finds its own binding among all returned Contacts by
+        comparing URIs (§19.1.4) when the registrar drops +sip.instance; its expires wins
+        over the Expires header."""
+        registration, protocol, _, _ = make_registration()
+        registration.connection_made(protocol)
+        protocol.answer(
+            200,
+            ("Contact", "<sip:other@192.0.2.1>;expires=3000"),
+            ("Contact", "<sip:alice@10.0.0.5:40000;TRANSPORT=TLS;ob>;expires=60"),
+            ("Expires", "3600"),
+        )
+        self.assertEqual(registration.granted_expires, 60)
+
     def test_expires_header_then_requested(self) -> None:
         registration, protocol, _, _ = make_registration(expires=1800)
         registration.connection_made(protocol)

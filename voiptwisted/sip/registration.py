@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from voiptwisted.sip.digest import Challenge, DigestClient, DigestError
+from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.message import Request, Response
 from voiptwisted.sip.status import SIPStatus
 from voiptwisted.sip.uri import NetworkAddress, SipURI
@@ -424,7 +425,7 @@ class Registration:
             self._transient(protocol, _describe(failure), None)
 
     def _success(self, protocol: Any, response: Response, contact: str) -> None:
-        granted = self._granted_expires(response)
+        granted = self._granted_expires(response, contact)
         self._learn_public_address(protocol, response)
         self.registered_contact = contact
         self.last_failure = None
@@ -504,20 +505,23 @@ class Registration:
         )
         self._timer = self.clock.callLater(delay, self._retry)
 
-    def _granted_expires(self, response: Response) -> int:
+    def _granted_expires(self, response: Response, contact: str) -> int:
         """Our Contact's ``expires`` among the returned ones, else ``Expires``, else what we
-        asked (RFC 3261 §10.2.4); our Contact is found by ``+sip.instance``/``reg-id``
-        (RFC 5626 §4.2.1)."""
+        asked (RFC 3261 §10.2.4).  Our Contact is the one with our ``+sip.instance`` and
+        ``reg-id`` (RFC 5626 §4.2.1) or, for a registrar that drops those, the one whose URI
+        equals the one we sent (RFC 3261 §10.2.4, compared as §19.1.4)."""
         try:
             contacts = response.contact
-        except Exception:
-            contacts = []
+            ours = NameAddr.parse(contact).uri
+        except SIPParseError:
+            contacts, ours = [], contact
         for name_addr in contacts:
             params = {k.lower(): v for k, v in name_addr.params.items()}
             instance = (params.get("+sip.instance") or "").strip('"').strip("<>").lower()
-            if instance == self.instance_id and str(params.get("reg-id", self.reg_id)) == str(
-                self.reg_id
-            ):
+            if (
+                instance == self.instance_id
+                and str(params.get("reg-id", self.reg_id)) == str(self.reg_id)
+            ) or (not instance and _same_contact_uri(name_addr.uri, ours)):
                 value = _int_or_none(params.get("expires"))
                 if value is not None:
                     return value
@@ -589,6 +593,21 @@ class Registration:
     def pending_timer_count(self) -> int:
         """Timers this registration holds (0 or 1), for leak checks in tests."""
         return int(self._timer is not None and self._timer.active())
+
+
+def _same_contact_uri(a: str, b: str) -> bool:
+    """RFC 3261 §19.1.4 in the parts a registrar may rewrite: scheme, host and parameter
+    names compare case-insensitively, the user part exactly, a missing port as the default."""
+    try:
+        ua, ub = SipURI.parse(a), SipURI.parse(b)
+    except ValueError:
+        return a == b
+
+    def key(uri: SipURI) -> tuple[object, ...]:
+        params = {k.lower(): (v or "").lower() for k, v in uri.parameters.items()}
+        return (uri.scheme, uri.user, str(uri.host).lower(), uri.port, params.get("transport"))
+
+    return key(ua) == key(ub)
 
 
 def _int_or_none(value: object) -> int | None:
