@@ -16,6 +16,7 @@ from voiptwisted.sip.headers import (
     split_commas,
     via_branch,
 )
+from voiptwisted.sip.uri import NetworkAddress
 
 
 class HeadersTests(SynchronousTestCase):
@@ -149,6 +150,23 @@ class NameAddrTests(SynchronousTestCase):
 
 
 class ViaTests(SynchronousTestCase):
+    def test_public_address(self) -> None:
+        """RFC 3581 §4: received and rport give the address the next hop saw; a part it
+        did not report keeps the address learned before, else our sent-by."""
+        via = Via.parse("SIP/2.0/TLS 10.0.0.5:40000;branch=z9hG4bKx;received=192.0.2.7;rport=9")
+        self.assertEqual(via.public_address(), NetworkAddress.parse("192.0.2.7:9"))
+        known = NetworkAddress.parse("198.51.100.1:7000")
+        rport_only = Via.parse("SIP/2.0/TLS 10.0.0.5:40000;branch=z9hG4bKx;rport=41234")
+        self.assertEqual(
+            rport_only.public_address(known), NetworkAddress.parse("198.51.100.1:41234")
+        )
+        self.assertEqual(rport_only.public_address(), NetworkAddress.parse("10.0.0.5:41234"))
+        v6 = Via.parse("SIP/2.0/TLS [2001:db8::5];branch=z9hG4bKx;received=2001:db8::7;rport")
+        self.assertEqual(v6.public_address(None, 5061), NetworkAddress.parse("[2001:db8::7]:5061"))
+        self.assertIsNone(Via.parse("SIP/2.0/TLS 10.0.0.5;branch=z9hG4bKx;rport").public_address())
+        bad = Via.parse("SIP/2.0/TLS 10.0.0.5;branch=z9hG4bKx;received=not/an/address")
+        self.assertIsNone(bad.public_address())
+
     def test_parse(self) -> None:
         """RFC 3261 §20.42, RFC 3581 rport."""
         via = Via.parse("SIP/2.0/tls 192.0.2.1:5061;branch=z9hG4bKx;rport=40000;received=1.2.3.4")

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Union
 
+from voiptwisted.sip.uri import NetworkAddress
+
 __all__ = [
     "LIST_HEADERS",
     "Headers",
@@ -460,6 +462,29 @@ class Via:
             return None
         value = self.params["rport"]
         return True if value is None else int(value)
+
+    def public_address(
+        self, current: NetworkAddress | None = None, default_port: int = 5060
+    ) -> NetworkAddress | None:
+        """Our address as the next hop saw it, from ``received`` and ``rport`` (RFC 3581 §4).
+
+        A part the hop did not report comes from *current* (the address
+        learned before), else from our sent-by, else *default_port*.  None when
+        the Via reports neither part or the result is not an address.
+        """
+        received, rport = self.received, self.rport
+        if rport is True:
+            rport = None
+        if received is None and rport is None:
+            return None
+        host = received or (str(current.host) if current is not None else self.host)
+        port = rport or self.port or (current.port if current is not None else default_port)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        try:
+            return NetworkAddress.parse(f"{host}:{port}")
+        except ValueError:
+            return None
 
     def __str__(self) -> str:
         host = self.host

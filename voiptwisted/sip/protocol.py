@@ -642,19 +642,9 @@ class SessionInitiationProtocol(Protocol):
             via = response.top_via
         except SIPParseError:
             return
-        received, rport = via.received, via.rport
-        if received is None and not (isinstance(rport, int) and not isinstance(rport, bool)):
-            return
-        host = received or via.host
-        port = rport if isinstance(rport, int) and not isinstance(rport, bool) else via.port
-        if port is None:
-            port = 5061 if self.is_secure else 5060
-        try:
-            self.public_address = NetworkAddress.parse(
-                f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-            )
-        except ValueError:
-            return
+        learned = via.public_address(self.public_address, 5061 if self.is_secure else 5060)
+        if learned is not None:
+            self.public_address = learned
 
     # -- library entry point ---------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from voiptwisted.sip.digest import Challenge, DigestClient, DigestError
 from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.message import Request, Response
 from voiptwisted.sip.status import SIPStatus
-from voiptwisted.sip.uri import NetworkAddress, SipURI
+from voiptwisted.sip.uri import SipURI
 
 __all__ = [
     "Registration",
@@ -537,31 +537,18 @@ class Registration:
     def _learn_public_address(self, protocol: Any, response: Response) -> None:
         """Our address as the registrar sees it: top Via ``received``/``rport`` (RFC 3581)."""
         try:
-            via = response.via[0]
-        except (IndexError, AttributeError, ValueError):
-            return
-        received, rport = via.received, via.rport
-        if received is None and not isinstance(rport, int):
+            via = response.top_via
+        except SIPParseError:
             return
         current = getattr(protocol, "public_address", None)
-        host = (
-            received if received is not None else (via.host if current is None else current.host)
-        )
-        port = rport if isinstance(rport, int) and not isinstance(rport, bool) else via.port
-        if port is None:
-            port = current.port if current is not None else 5060
-        try:
-            learned = NetworkAddress.parse(
-                f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-            )
-        except ValueError:
+        learned = via.public_address(current)
+        if learned is None or learned == current:
             return
-        if current != learned:
-            try:
-                protocol.public_address = learned
-            except AttributeError:
-                return
-            self.log.info("public address learned from Via: {address}", address=str(learned))
+        try:
+            protocol.public_address = learned
+        except AttributeError:
+            return
+        self.log.info("public address learned from Via: {address}", address=str(learned))
 
     def _apply_flow_timer(self, protocol: Any, response: Response) -> None:
         """RFC 5626 §4.4.1: keep-alive at the registrar's ``Flow-Timer`` interval."""
