@@ -19,6 +19,7 @@ from voiptwisted.sip.headers import SIPParseError
 
 __all__ = ["PING", "PONG", "FramingError", "StreamFramer"]
 
+#: RFC 5626 §4.4.1 / §3.5.1 keep-alive ping (double CRLF) and its pong (single CRLF).
 PING = b"\r\n\r\n"
 PONG = b"\r\n"
 

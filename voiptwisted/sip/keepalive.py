@@ -14,10 +14,9 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["PING", "PONG_TIMEOUT", "FlowKeepalive"]
+from voiptwisted.sip.framing import PING
 
-#: RFC 5626 §4.4.1 / §3.5.1 keep-alive ping (double CRLF).
-PING = b"\r\n\r\n"
+__all__ = ["PING", "PONG_TIMEOUT", "FlowKeepalive"]
 
 #: RFC 5626 §4.4.1: without a pong within 10 seconds the flow has failed.
 PONG_TIMEOUT = 10.0
