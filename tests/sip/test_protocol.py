@@ -203,6 +203,20 @@ class DispatchTests(ProtocolTestCase):
         self.assertEqual([m.status_code for m in sent], [100, 486])
         self.assertEqual(len(self.callee.instances), 1)
 
+    def test_dialog_limit_bounds_an_invite_flood(self) -> None:
+        """Without max_calls, an INVITE flood stops at dialog_limit with 503 + Retry-After
+        (RFC 3261 §21.5.4); the dialog and transaction tables stay bounded."""
+        self.proto.dialog_limit = 3
+        codes = []
+        for n in range(10):
+            sent = self.feed(invite_bytes(branch=f"z9hG4bKflood{n}", call_id=f"flood-{n}@x"))
+            codes.append(sent[-1].status_code)
+        self.assertEqual(codes, [180] * 3 + [503] * 7)
+        self.assertEqual(sent[-1].headers["Retry-After"], "30")
+        self.assertEqual((self.proto.dialog_count, self.proto.transaction_count), (3, 10))
+        self.clock.advance(64 * T1)  # Timer H ends the refused INVITEs' transactions
+        self.assertEqual((self.proto.dialog_count, self.proto.transaction_count), (3, 3))
+
     def test_invite_expires_487(self) -> None:
         """RFC 3261 §13.3.1: an INVITE unanswered when its Expires runs out gets 487."""
         self.feed(invite_bytes(extra="Expires: 30\r\n"))

@@ -126,6 +126,9 @@ class SessionInitiationProtocol(Protocol):
     dialog_class: type[Dialog] = Dialog
     registration: Any = None
     keepalive: Any = None
+    #: Calls one flow may hold, whatever ``max_calls`` says: an INVITE flood gets 503
+    #: instead of growing the dialog and transaction tables without bound.
+    dialog_limit: int = 1000
 
     def __init__(
         self,
@@ -583,6 +586,10 @@ class SessionInitiationProtocol(Protocol):
         if self.max_calls is not None and len(self._dialogs) >= self.max_calls:
             log.info("486 to INVITE: max_calls={n} reached", n=self.max_calls)
             tx.respond(Response.from_request(request, 486))
+            return
+        if len(self._dialogs) >= self.dialog_limit:
+            log.warn("503 to INVITE: {n} calls on this flow", n=len(self._dialogs))
+            tx.respond(Response.from_request(request, 503, headers=[("Retry-After", "30")]))
             return
         expires = request.expires
         dialog = self.dialog_class.from_request(request, sip=self)
