@@ -263,6 +263,28 @@ class ReceiveTests(unittest.SynchronousTestCase):
         self.assertLess(abs(float(session.audio[0].mean()) - 1000), 40)
         self.assertEqual(proto.stats.packets_received, 1)
 
+    def test_csrc_extension_padding_packets_decoded(self) -> None:
+        """RFC 3550 §5.1/§5.3.1: packets with CSRCs, a header extension or padding deliver
+        the same audio as plain ones (the plain-header fast path and the full parser agree)."""
+        proto, _, _, _, session = make()
+        payload = alaw_encode(np.full(160, 1000, np.int16))
+        variants = [
+            RTPPacket(payload_type=8, sequence=1, timestamp=160, ssrc=7, payload=payload),
+            RTPPacket(payload_type=8, sequence=2, timestamp=320, ssrc=7, payload=payload,
+                      csrc=[1, 2]),
+            RTPPacket(payload_type=8, sequence=3, timestamp=480, ssrc=7, payload=payload,
+                      extension_profile=0xBEDE, extension_data=b"\x10\xaa\x00\x00"),
+            RTPPacket(payload_type=8, sequence=4, timestamp=640, ssrc=7, payload=payload,
+                      padding=4, marker=True),
+        ]
+        for packet in variants:
+            proto.datagramReceived(packet.serialize(), SDP_PEER)
+        self.assertEqual(len(session.audio), 4)
+        for frame in session.audio[1:]:
+            np.testing.assert_array_equal(frame, session.audio[0])
+        self.assertEqual(proto.stats.octets_received, 4 * 160)
+        self.assertEqual(proto.refresh_stats().lost, 0)
+
     def test_jitter_reorder_and_duplicates(self) -> None:
         """Issue 4 item 2: reordered packets are played in order, a repeat is dropped."""
         proto, _, _, _, session = make()
@@ -431,6 +453,69 @@ class PortTests(unittest.TestCase):
             await task.deferLater(reactor, 0, lambda: None)
         await task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(open_fds(), before)
+
+    def real_sender(self, remote: tuple[str, int], **config: object):
+        """A protocol on a real loopback socket, sending one queued frame per pacer tick."""
+        clock = task.Clock()
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(clock))
+        PortAllocator((47000, 47100)).bind(reactor, proto, "127.0.0.1")
+        self.addCleanup(proto.stop)
+        proto.configure(remote=remote, codec=CODECS["PCMA"], payload_type=8, **config)
+        session = Recorder(FakeDialog())
+        session.attach(proto, reactor)
+        proto.start(session)
+        return proto, clock, session
+
+    def receiver(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2)
+        return sock
+
+    def test_socket_send_path(self) -> None:
+        """RFC 3550 §5.1: packets written straight to the socket carry the right header,
+        consecutive sequence numbers and timestamps, and the G.711 payload of each frame."""
+        sink = self.receiver()
+        proto, clock, session = self.real_sender(sink.getsockname())
+        audio = frames(3)
+        session.send_audio(audio)
+        for _ in range(3):
+            clock.advance(0.02)
+        packets = [RTPPacket.parse(sink.recv(2048)) for _ in range(3)]
+        self.assertEqual([p.payload for p in packets],
+                         [alaw_encode(audio[i * 160 : (i + 1) * 160]) for i in range(3)])
+        self.assertEqual([p.marker for p in packets], [True, False, False])
+        self.assertEqual({p.ssrc for p in packets}, {proto.ssrc})
+        seqs = [p.sequence for p in packets]
+        self.assertEqual([(s - seqs[0]) & 0xFFFF for s in seqs], [0, 1, 2])
+        self.assertEqual([(p.timestamp - packets[0].timestamp) & 0xFFFFFFFF for p in packets],
+                         [0, 160, 320])
+        self.assertEqual(proto.stats.packets_sent, 3)
+        self.assertEqual(proto.stats.octets_sent, 480)
+
+    def test_socket_send_path_ptime_40(self) -> None:
+        """a=ptime:40 on the socket path: one packet of 320 samples per two ticks."""
+        sink = self.receiver()
+        _proto, clock, session = self.real_sender(sink.getsockname(), ptime=40)
+        audio = frames(2)
+        session.send_audio(audio)
+        clock.advance(0.02)
+        clock.advance(0.02)
+        packet = RTPPacket.parse(sink.recv(2048))
+        self.assertEqual(packet.payload, alaw_encode(audio))
+
+    def test_hostname_remote_not_resolved(self) -> None:
+        """The hot path never resolves names: a non-literal remote goes through Twisted's
+        write, which refuses it; nothing is sent and nothing raises."""
+        sink = self.receiver()
+        proto, clock, session = self.real_sender(("localhost", sink.getsockname()[1]))
+        session.send_audio(frames(1))
+        clock.advance(0.02)
+        self.assertEqual(proto.stats.packets_sent, 0)
+        sink.settimeout(0.2)
+        with self.assertRaises(OSError):
+            sink.recv(2048)
 
     async def test_loopback_packet(self) -> None:
         """A real datagram over loopback reaches the session through the socket."""

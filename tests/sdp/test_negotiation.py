@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import numpy as np
 from twisted.trial import unittest
 
 from voiptwisted.rtp.srtp import CryptoAttribute
@@ -16,6 +17,7 @@ from voiptwisted.sdp.negotiation import (
     create_offer,
     parse_answer,
     register_codec,
+    table_codec,
 )
 
 KEY = base64.b64encode(bytes(range(30))).decode()
@@ -305,3 +307,30 @@ class OfferTests(unittest.SynchronousTestCase):
         for text in cases:
             with self.assertRaises(NegotiationFailed, msg=text):
                 parse_answer(SessionDescription.parse(text), offer=offer, offered_crypto=crypto)
+
+
+class TableCodecTests(unittest.SynchronousTestCase):
+    def test_tables_bit_exact_with_functions(self) -> None:
+        """RFC 3551 §4.5.14: the PCMA/PCMU look-up tables code every one of the 65,536
+        samples and 256 code words exactly as the G.711 functions do."""
+        samples = np.arange(65536, dtype=np.uint16).view(np.int16)
+        codes = bytes(range(256))
+        for name in ("PCMA", "PCMU"):
+            codec = CODECS[name]
+            self.assertEqual(codec.encode_table.take(samples.view(np.uint16)).tobytes(),
+                             codec.encode(samples), name)
+            np.testing.assert_array_equal(codec.decode_table.take(np.frombuffer(codes, np.uint8)),
+                                          codec.decode(codes))
+            self.assertFalse(codec.encode_table.flags.writeable)
+
+    def test_codec_with_tables_still_hashable(self) -> None:
+        """Codecs stay usable as dict keys; the tables do not take part in equality."""
+        codec = CODECS["PCMA"]
+        self.assertEqual({codec: 1}[codec], 1)
+        self.assertEqual(codec, Codec("PCMA", 8000, 8, codec.encode, codec.decode))
+
+    def test_multi_octet_codec_refused(self) -> None:
+        """table_codec is only for one-octet-per-sample coders."""
+        with self.assertRaises(ValueError):
+            table_codec("L16", 8000, None, lambda s: np.asarray(s).tobytes(),
+                        lambda b: np.frombuffer(b, np.int16))

@@ -11,6 +11,7 @@ packet arrives, then to that packet's source (symmetric RTP, RFC 4961).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import secrets
 import socket
 import struct
@@ -51,6 +52,9 @@ RELATCH_AFTER = 1.0
 MAX_CATCH_UP = 3
 #: Bound on queued DTMF ticks (about 100 digits).
 MAX_DTMF_TICKS = 1200
+#: Largest payload the preallocated send buffer holds (6 x 20 ms of G.711).
+_MAX_TX_PAYLOAD = 960
+_INT16 = np.dtype(np.int16)
 _SENDING = frozenset(("sendrecv", "sendonly"))
 _RECEIVING = frozenset(("sendrecv", "recvonly"))
 
@@ -83,6 +87,15 @@ class MediaStats:
 
 def _address(addr: Any) -> tuple[str, int]:
     return (addr[0], addr[1])
+
+
+def _is_ip(host: str) -> bool:
+    """True for an IP literal: only those are written to the socket directly (no DNS)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _RTCPProtocol(DatagramProtocol):
@@ -180,6 +193,17 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._tick = 0
         self._talking = False
         self._pending_frames: list[np.ndarray] = []
+        # Send buffer reused for every packet: header packed in place, G.711 coded in place.
+        self._tx = bytearray(12 + _MAX_TX_PAYLOAD)
+        self._tx_view = memoryview(self._tx)
+        self._tx_array = np.frombuffer(self._tx, np.uint8)
+        self._tx_slices: dict[int, tuple[np.ndarray, memoryview]] = {}
+        self._encode_table: np.ndarray | None = None
+        self._decode_table: np.ndarray | None = None
+        self._receiving = True
+        self._sendto: Any = None
+        self._sendto_transport: Any = None
+        self._remote_is_ip = True
         self._carry = np.empty(0, np.int16)
         self._dtmf_sender = DTMFSender()
         self._dtmf_ticks: list[Any] = []
@@ -222,6 +246,10 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self.direction = direction
         self.frames_per_packet = max(1, min(6, ptime // 20))
         self.srtp = srtp
+        self._encode_table = getattr(codec, "encode_table", None)
+        self._decode_table = getattr(codec, "decode_table", None)
+        self._receiving = direction in _RECEIVING
+        self._remote_is_ip = remote is None or _is_ip(remote[0])
         if self._rx_stats is not None:
             self._rx_stats.clock_rate = codec.clock_rate
 
@@ -288,6 +316,12 @@ class RealtimeTransportProtocol(DatagramProtocol):
         """Pacer callback: send this tick's frame (or DTMF), RTCP every ~5 s."""
         if not self._running:
             return
+        if ticks == 1:
+            self._one_tick()
+            self._tick += 1
+            if self._tick % RTCP_TICKS == 0:
+                self._send_rtcp()
+            return
         if ticks > MAX_CATCH_UP:
             self.stats.skipped_ticks += ticks - MAX_CATCH_UP
             self._tick += ticks - MAX_CATCH_UP
@@ -319,20 +353,79 @@ class RealtimeTransportProtocol(DatagramProtocol):
             self._talking = False
             return
         if frame is None:
-            self._pending_frames.clear()
+            if self._pending_frames:
+                self._pending_frames.clear()
             self._talking = False
             return
-        self._pending_frames.append(frame)
-        if len(self._pending_frames) < self.frames_per_packet:
-            return
-        frames = self._pending_frames
-        first_tick = self._tick - len(frames) + 1
-        samples = frames[0] if len(frames) == 1 else np.concatenate(frames)
-        self._pending_frames = []
-        payload = self.codec.encode(samples)
+        if self.frames_per_packet == 1:
+            samples = frame
+            first_tick = self._tick
+        else:
+            self._pending_frames.append(frame)
+            if len(self._pending_frames) < self.frames_per_packet:
+                return
+            frames = self._pending_frames
+            first_tick = self._tick - len(frames) + 1
+            samples = np.concatenate(frames)
+            self._pending_frames = []
         marker = not self._talking
         self._talking = True
-        self._send(self.payload_type, marker, self._ts_base + first_tick * 160, payload)
+        timestamp = self._ts_base + first_tick * 160
+        table = self._encode_table
+        if (
+            table is not None
+            and self.srtp is None
+            and isinstance(samples, np.ndarray)
+            and samples.dtype == _INT16
+            and samples.ndim == 1
+            and 0 < len(samples) <= _MAX_TX_PAYLOAD
+        ):
+            self._send_coded(table, samples, marker, timestamp)
+            return
+        self._send(self.payload_type, marker, timestamp, self.codec.encode(samples))
+
+    def _send_coded(
+        self, table: np.ndarray, samples: np.ndarray, marker: bool, timestamp: int
+    ) -> None:
+        """Send one audio packet built in the reusable buffer (no per-packet allocation
+        beyond what the socket call needs): header packed in place, payload coded in place."""
+        if self.direction not in _SENDING or self.remote is None or not self.ports:
+            return
+        size = len(samples)
+        slices = self._tx_slices.get(size)
+        if slices is None:
+            slices = self._tx_slices[size] = (self._tx_array[12 : 12 + size],
+                                              self._tx_view[: 12 + size])
+        out, packet = slices
+        table.take(samples.view(np.uint16), out=out)
+        seq = self._sequence = (self._sequence + 1) & 0xFFFF
+        _HEADER.pack_into(
+            self._tx, 0, 0x80, self.payload_type | (0x80 if marker else 0), seq,
+            timestamp & 0xFFFFFFFF, self.ssrc,
+        )
+        if not self._write(packet):
+            return
+        stats = self.stats
+        stats.packets_sent += 1
+        stats.octets_sent += size
+
+    def _write(self, packet: Any) -> bool:
+        """Write one RTP datagram to the remote; straight to the socket when there is one
+        (Twisted's ``Port.write`` re-validates the address on every call)."""
+        transport = self.transport
+        if transport is not self._sendto_transport:
+            self._sendto_transport = transport
+            sock = getattr(transport, "socket", None)
+            self._sendto = sock.sendto if isinstance(sock, socket.socket) else None
+        try:
+            if self._sendto is not None and self._remote_is_ip:
+                self._sendto(packet, self.remote)
+            else:
+                transport.write(bytes(packet), self.remote)
+        except Exception as exc:
+            self.log.debug("RTP send to {remote} failed: {exc}", remote=self.remote, exc=exc)
+            return False
+        return True
 
     def _send(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> None:
         if self.direction not in _SENDING or self.remote is None or not self.ports:
@@ -343,10 +436,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         ) + payload
         if self.srtp is not None:
             packet = self.srtp.protect(packet)
-        try:
-            self.transport.write(packet, self.remote)
-        except Exception as exc:
-            self.log.debug("RTP send to {remote} failed: {exc}", remote=self.remote, exc=exc)
+        if not self._write(packet):
             return
         self.stats.packets_sent += 1
         self.stats.octets_sent += len(payload)
@@ -397,32 +487,55 @@ class RealtimeTransportProtocol(DatagramProtocol):
             data = self.srtp.unprotect(data)
             if data is None:
                 return
-        try:
-            packet = RTPPacket.parse(data)
-        except RTPParseError:
-            self.stats.malformed += 1
-            return
-        pt = packet.payload_type
+        if data[0] == 0x80 and len(data) >= 12:
+            # Common case, no CSRC/extension/padding: read the fixed header in place.
+            _b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+            pt = b1 & 0x7F
+            packet = None
+            offset, end = 12, len(data)
+        else:
+            try:
+                packet = RTPPacket.parse(data)
+            except RTPParseError:
+                self.stats.malformed += 1
+                return
+            pt, sequence, timestamp, ssrc = (
+                packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc
+            )
+            offset, end = 0, len(packet.payload)
         if pt != self.payload_type and pt != self.telephone_event_pt:
             self.stats.unknown_payload += 1
             return
-        source = _address(addr)
+        if addr.__class__ is not tuple or len(addr) != 2:
+            addr = _address(addr)
         now = self.clock.seconds()
-        if not self._accept_source(source, now):
-            self.stats.rejected_source += 1
-            return
-        self.stats.packets_received += 1
-        self.stats.octets_received += len(packet.payload)
-        if self._rx_stats is None or self._rx_stats.ssrc != packet.ssrc:
-            self._rx_stats = RTPStats(packet.ssrc, self.clock_rate)
-        self._rx_stats.update(packet.sequence, packet.timestamp, now)
+        if not (self.latched and addr == self.remote):
+            if not self._accept_source(addr, now):
+                self.stats.rejected_source += 1
+                return
+        else:
+            self._last_from_remote = now
+        stats = self.stats
+        stats.packets_received += 1
+        stats.octets_received += end - offset
+        rx = self._rx_stats
+        if rx is None or rx.ssrc != ssrc:
+            rx = self._rx_stats = RTPStats(ssrc, self.clock_rate)
+        rx.update(sequence, timestamp, now)
         session = self.session
-        if session is None or self.direction not in _RECEIVING:
+        if session is None or not self._receiving:
             return
+        if packet is None:
+            if pt == self.telephone_event_pt:
+                payload = data[12:]
+            else:
+                packet = RTPPacket(pt, sequence, timestamp, ssrc, data[12:], bool(b1 & 0x80))
+        else:
+            payload = packet.payload
         if pt == self.telephone_event_pt:
-            digit = self._dtmf_receiver.receive(packet.timestamp, packet.payload)
+            digit = self._dtmf_receiver.receive(timestamp, payload)
             if digit is not None:
-                self.stats.dtmf_received += 1
+                stats.dtmf_received += 1
                 self._call_session(session.dtmf_received, digit)
             return
         for ready in self._jitter.push(packet):
@@ -438,6 +551,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
                 self.log.info("RTP latched to {source} (SDP said {sdp})", source=source,
                               sdp=self.remote)
             self.remote = source
+            self._remote_is_ip = True
             if not self.rtcp_mux and not self._rtcp_latched:
                 self.rtcp_remote = (source[0], source[1] + 1)
             elif self.rtcp_mux:
@@ -448,8 +562,12 @@ class RealtimeTransportProtocol(DatagramProtocol):
         return False
 
     def _deliver(self, payload: bytes) -> None:
+        table = self._decode_table
         try:
-            samples = self.codec.decode(payload)
+            if table is not None:
+                samples = table.take(np.frombuffer(payload, np.uint8))
+            else:
+                samples = self.codec.decode(payload)
         except Exception:
             self.stats.malformed += 1
             return

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from voiptwisted.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from voiptwisted.rtp.srtp import SUITES, CryptoAttribute, SDESError
@@ -47,6 +49,7 @@ __all__ = [
     "create_offer",
     "parse_answer",
     "register_codec",
+    "table_codec",
 ]
 
 #: Payload type we use for telephone-event/8000 in our offers (RFC 4733 §7.1.1).
@@ -68,7 +71,13 @@ class NegotiationFailed(Exception):
 
 @dataclass(frozen=True)
 class Codec:
-    """An audio codec: RTP name and clock rate, static PT if any, and its numpy coder."""
+    """An audio codec: RTP name and clock rate, static PT if any, and its numpy coder.
+
+    A sample-by-sample codec (G.711) may also carry look-up tables so the RTP hot
+    path can code into preallocated buffers: ``encode_table`` (65,536 uint8 code
+    words indexed by the int16 sample's bit pattern as uint16) and ``decode_table``
+    (256 int16 samples indexed by the code word).  See :func:`table_codec`.
+    """
 
     name: str
     clock_rate: int
@@ -76,6 +85,29 @@ class Codec:
     encode: Callable[[Any], bytes]
     decode: Callable[[bytes], Any]
     fmtp: str | None = None
+    encode_table: np.ndarray | None = field(default=None, compare=False, repr=False)
+    decode_table: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+def table_codec(
+    name: str, clock_rate: int, static_pt: int | None,
+    encode: Callable[[Any], bytes], decode: Callable[[bytes], Any],
+) -> Codec:
+    """A :class:`Codec` for a one-octet-per-sample coder, with tables built from its functions.
+
+    The tables are the functions' own output for every input, so table coding is
+    bit-exact with them by construction.
+    """
+    encode_table = np.frombuffer(
+        encode(np.arange(65536, dtype=np.uint16).view(np.int16)), np.uint8
+    ).copy()
+    decode_table = np.asarray(decode(bytes(range(256))), np.int16).copy()
+    if encode_table.shape != (65536,) or decode_table.shape != (256,):
+        raise ValueError(f"{name} is not a one-octet-per-sample codec")
+    encode_table.setflags(write=False)
+    decode_table.setflags(write=False)
+    return Codec(name, clock_rate, static_pt, encode, decode,
+                 encode_table=encode_table, decode_table=decode_table)
 
 
 CODECS: dict[str, Codec] = {}
@@ -86,8 +118,8 @@ def register_codec(codec: Codec) -> None:
     CODECS[codec.name.upper()] = codec
 
 
-register_codec(Codec("PCMA", 8000, 8, alaw_encode, alaw_decode))
-register_codec(Codec("PCMU", 8000, 0, ulaw_encode, ulaw_decode))
+register_codec(table_codec("PCMA", 8000, 8, alaw_encode, alaw_decode))
+register_codec(table_codec("PCMU", 8000, 0, ulaw_encode, ulaw_decode))
 
 
 @dataclass(frozen=True)
