@@ -161,6 +161,14 @@ class DispatchTests(ProtocolTestCase):
         self.assertEqual(self.feed(invite_bytes()), [])
         self.assertEqual(len(self.callee.instances), 1)
 
+    def test_merged_request_gets_482(self) -> None:
+        """RFC 3261 §8.2.2.2: an INVITE without To tag whose Call-ID, From tag and CSeq match
+        a call in progress but arriving with another branch gets 482 Loop Detected."""
+        self.feed(invite_bytes())
+        [merged] = self.feed(invite_bytes(branch="z9hG4bKotherpath"))
+        self.assertEqual((merged.status_code, merged.branch), (482, "z9hG4bKotherpath"))
+        self.assertEqual((len(self.callee.instances), self.proto.dialog_count), (1, 1))
+
     def test_cancel_after_final_has_no_effect(self) -> None:
         """RFC 3261 §9.2: CANCEL after the final response: 200 to the CANCEL, nothing else."""
         self.feed(invite_bytes())

@@ -487,9 +487,17 @@ class SessionInitiationProtocol(Protocol):
         if existing is not None:
             existing.request_received(request)
             return
-        if method == "INVITE" and request.remote_tag is None and self._is_known_invite(request):
-            log.debug("INVITE retransmission for an answered call dropped")
-            return
+        if method == "INVITE" and request.remote_tag is None:
+            known = self._known_invite(request)
+            if known is not None:
+                if known.branch == request.branch:
+                    log.debug("INVITE retransmission for an answered call dropped")
+                else:
+                    # RFC 3261 §8.2.2.2: the same request arriving by another path.
+                    self._server_transaction(request).respond(
+                        Response.from_request(request, 482)
+                    )
+                return
         tx = self._server_transaction(request)
         if isinstance(tx, ServerInviteTransaction):
             tx.start()
@@ -566,14 +574,14 @@ class SessionInitiationProtocol(Protocol):
         self.transactions.add(tx)
         return tx
 
-    def _is_known_invite(self, request: Request) -> bool:
-        """An INVITE we already turned into a dialog (a retransmission after our 2xx)."""
+    def _known_invite(self, request: Request) -> Request | None:
+        """The INVITE with this Call-ID, From tag and CSeq that already made a call, if any:
+        *request* is its retransmission or, by another branch, a merged request."""
         dialog = self._inbound.get((request.call_id, request.local_tag or ""))
-        return (
-            dialog is not None
-            and dialog.invite_request is not None
-            and dialog.invite_request.cseq[0] == request.cseq[0]
-        )
+        if dialog is None or dialog.invite_request is None:
+            return None
+        invite = dialog.invite_request
+        return invite if invite.cseq[0] == request.cseq[0] else None
 
     def _new_call(self, request: Request, tx: ServerTransaction) -> None:
         """A new inbound INVITE (RFC 3261 §13.3): 100 Trying, then the dialog class decides."""
