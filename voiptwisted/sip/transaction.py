@@ -159,7 +159,8 @@ class Transaction:
     it reaches Terminated (the owner then forgets it).
     """
 
-    kind = "transaction"
+    #: The state a new transaction of this kind starts in (RFC 3261 §17, figures 5-8).
+    initial_state: State
     state: State
 
     def __init__(
@@ -175,6 +176,7 @@ class Transaction:
         self._timers = timers
         self._on_terminated = on_terminated
         self._timer: IDelayedCall | None = None
+        self.state = self.initial_state
         #: The transaction user (the dialog) for server INVITE transactions.
         self.tu: Any = None
 
@@ -282,10 +284,7 @@ class ClientInviteTransaction(ClientTransaction):
     """
 
     timeout_timer = "B"
-
-    def __init__(self, request: Request, **kwargs: Any) -> None:
-        super().__init__(request, **kwargs)
-        self.state = State.CALLING
+    initial_state = State.CALLING
 
     def response_received(self, response: Response) -> None:
         if self.terminated:
@@ -338,10 +337,7 @@ class ClientNonInviteTransaction(ClientTransaction):
     """
 
     timeout_timer = "F"
-
-    def __init__(self, request: Request, **kwargs: Any) -> None:
-        super().__init__(request, **kwargs)
-        self.state = State.TRYING
+    initial_state = State.TRYING
 
     def response_received(self, response: Response) -> None:
         if self.terminated:
@@ -391,6 +387,8 @@ class ServerInviteTransaction(ServerTransaction):
     *on_ack_timeout* is called if Timer H fires.
     """
 
+    initial_state = State.PROCEEDING
+
     def __init__(
         self,
         request: Request,
@@ -399,7 +397,6 @@ class ServerInviteTransaction(ServerTransaction):
         **kwargs: Any,
     ) -> None:
         super().__init__(request, **kwargs)
-        self.state = State.PROCEEDING
         self._on_ack_timeout = on_ack_timeout
 
     def start(self) -> None:
@@ -447,9 +444,7 @@ class ServerNonInviteTransaction(ServerTransaction):
     provisional response again.
     """
 
-    def __init__(self, request: Request, **kwargs: Any) -> None:
-        super().__init__(request, **kwargs)
-        self.state = State.TRYING
+    initial_state = State.TRYING
 
     def respond(self, response: Response) -> bool:
         """Send *response* unless a final one was already sent; return whether it was sent."""
