@@ -565,6 +565,18 @@ class TimerTests(SynchronousTestCase):
         )
         self.assertEqual(bye.cseq, (callee.outbound_cseq, "BYE"))
 
+    def test_sips_record_route_gives_sips_contact(self) -> None:
+        """RFC 3261 §12.1.1: when the top Record-Route of the INVITE is a SIPS URI, the
+        Contact of the response MUST be a SIPS URI (our AOR is sip:, the flow is TLS)."""
+        self.bob.is_secure = True
+        self.bob.dataReceived(invite_bytes(extra="Record-Route: <sips:p1.example.com;lr>\r\n"))
+        ok = written(self.bob_t)[-1]
+        self.assertEqual(ok.status_code, 200)
+        self.assertEqual(ok.headers["Contact"], "<sips:bob@127.0.0.1:5070;ob>")
+        self.bob.dataReceived(invite_bytes(branch="z9hG4bKplain", call_id="call-2@example.com"))
+        plain = written(self.bob_t)[-1]
+        self.assertEqual(plain.headers["Contact"], "<sip:bob@127.0.0.1:5070;transport=tls;ob>")
+
     def test_strict_router(self) -> None:
         """RFC 3261 §12.2.1.1: a strict first route becomes the Request-URI."""
         self.bob.dataReceived(invite_bytes(extra="Record-Route: <sip:strict.example.com>\r\n"))
@@ -640,6 +652,14 @@ class TimerTests(SynchronousTestCase):
         self.assertEqual(invite.headers["Content-Type"], "application/sdp")
         self.assertEqual(invite.body, SAVP_OFFER)
         self.assertTrue(invite.headers["User-Agent"].startswith("voiptwisted/"))
+
+    def test_sips_target_gives_sips_contact(self) -> None:
+        """RFC 3261 §8.1.1.8: a SIPS Request-URI MUST come with a SIPS Contact."""
+        self.alice.is_secure = True
+        _, _, invite = self.dial("sips:bob@example.com")
+        self.assertEqual(invite.headers["Contact"], "<sips:alice@127.0.0.1:5090;ob>")
+        _, _, plain = self.dial("sip:carol@example.com")
+        self.assertEqual(plain.headers["Contact"], "<sip:alice@127.0.0.1:5090;transport=tls;ob>")
 
     def test_dial_rejects_bad_target(self) -> None:
         dialog = Dialog(sip=self.alice)

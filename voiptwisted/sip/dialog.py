@@ -226,12 +226,13 @@ class Dialog:
 
     def _dialog_headers(self) -> list[tuple[str, str]]:
         """Contact and Record-Route for responses that establish the dialog (§12.1.1)."""
-        assert self.sip is not None and self.invite_request is not None
-        headers = [("Contact", self.sip.contact)]
-        headers += [
-            ("Record-Route", rr) for rr in self.invite_request.headers.getlist("Record-Route")
-        ]
-        return headers
+        invite = self.invite_request
+        assert self.sip is not None and invite is not None
+        record_route = invite.headers.getlist("Record-Route")
+        # §12.1.1: SIPS Request-URI, or top Record-Route (else Contact) -> SIPS Contact.
+        top = record_route[0] if record_route else invite.headers.get("Contact")
+        contact = self.sip.contact_for(invite.uri, _uri_of(top) if top else None)
+        return [("Contact", contact), *(("Record-Route", rr) for rr in record_route)]
 
     def ringing(self) -> None:
         """Send 180 Ringing with our To tag (RFC 3261 §13.3.1.1); ignored once answered."""
@@ -524,14 +525,17 @@ class Dialog:
         sip = self.sip
         assert sip is not None and self.local_party is not None and self.remote_party is not None
         headers: list[tuple[str, str]] = []
+        top_route = None
         if sip.outbound_proxy:
             headers.append(("Route", sip.outbound_proxy))
+            top_route = _uri_of(sip.outbound_proxy)
         headers += [
             ("From", str(self.local_party)),
             ("To", str(self.remote_party)),
             ("Call-ID", self.call_id),
             ("CSeq", f"{self.outbound_cseq} INVITE"),
-            ("Contact", sip.contact),
+            # RFC 3261 §8.1.1.8: a SIPS Request-URI or top Route needs a SIPS Contact.
+            ("Contact", sip.contact_for(self._target, top_route)),
             ("Allow", sip.allow_header),
             ("Supported", "outbound"),
             ("Content-Type", "application/sdp"),

@@ -254,10 +254,22 @@ class SessionInitiationProtocol(Protocol):
         ``<sip:user@host:port;transport=tls|tcp;ob>``; the host is the public
         address learned from Via ``received``/``rport`` when known.
         """
+        return self.contact_for()
+
+    def contact_for(self, *uris: str | None) -> str:
+        """:attr:`contact`, in its ``sips:`` form when any of the bare *uris* is a SIPS URI.
+
+        RFC 3261 §8.1.1.8 and §12.1.1: a request whose Request-URI or top Route
+        is SIPS, and a dialog set up by such a request, MUST carry a SIPS
+        Contact.  Only a TLS flow can give one.
+        """
         address = self.public_address or self.local_address
         hostport = str(address) if address is not None else "invalid"
         where = f"{self.aor.user}@{hostport}" if self.aor.user else hostport
-        if self.aor.scheme == "sips":
+        sips = self.is_secure and any(
+            uri is not None and uri[:5].lower() == "sips:" for uri in uris
+        )
+        if self.aor.scheme == "sips" or sips:
             return f"<sips:{where};ob>"
         transport = "tls" if self.is_secure else "tcp"
         return f"<sip:{where};transport={transport};ob>"
