@@ -719,8 +719,8 @@ class TlsRelay:
                 "socat",
                 "-d",
                 "-d",
-                f"TCP-LISTEN:{self.port},bind={self.host},fork,reuseaddr",
-                f"OPENSSL:{host}:{port},cafile={self.cafile},commonname={self.commonname},verify=1",
+                f"TCP-LISTEN:{self.port},bind={self.host},fork,reuseaddr,nodelay",
+                f"OPENSSL:{host}:{port},cafile={self.cafile},commonname={self.commonname},verify=1,nodelay",
             ],
             self.log_path,
         )
