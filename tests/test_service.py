@@ -295,7 +295,7 @@ class DialingDialog(Dialog):
 class PlaceCallTests(ServiceTestCase):
     def aor_service(self, **kwargs: Any) -> VoIPService:
         service = self.service(aor=SipURI.parse("sip:alice@127.0.0.1:5061"), **kwargs)
-        service.client.registration = FakeRegistration(object())
+        service.client.registration = FakeRegistration(None)
         return service
 
     def setUp(self) -> None:
@@ -326,8 +326,9 @@ class PlaceCallTests(ServiceTestCase):
         self.reactor.running = True
         service._dial()
         self.assertIsNone(service.exit_status)
-        service.dialed.state = DialogState.TERMINATED
-        self.reactor.advance(1)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])  # waits on when_ended(), no polling
+        service.dialed._end()  # what every ending path (BYE either way, timeout) runs
+        self.assertEqual(service.dialed.state, DialogState.TERMINATED)
         self.assertEqual(service.exit_status, 0)
         self.assertTrue(self.reactor.hasStopped)
 

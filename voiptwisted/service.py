@@ -21,7 +21,7 @@ import weakref
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from voiptwisted.sip.protocol import SIPClientFactory
@@ -43,8 +43,6 @@ log = Logger()
 STOP_TIMEOUT = 4.0
 #: The embedded default's TLS port on 127.0.0.1 (the SIP-over-TLS port, RFC 3261 §19.1.2).
 EMBEDDED_PORT = 5061
-#: How often ``--dial`` checks whether its call has ended.
-DIAL_POLL_INTERVAL = 0.2
 
 
 @dataclasses.dataclass
@@ -177,7 +175,6 @@ class VoIPService(MultiService):
         self.listen_description: str | None = None
         self.embedded_pem: pathlib.Path | None = None
         self.dialed: Any = None
-        self._dial_poll: task.LoopingCall | None = None
         from voiptwisted.media.call import MediaConfig
 
         self.media_config = MediaConfig(
@@ -353,7 +350,7 @@ class VoIPService(MultiService):
     def _dial(self) -> None:
         def on_answer(dialog: Any) -> defer.Deferred[int]:
             log.info("call to {target} answered", target=self.config.dial)
-            return self._when_ended(dialog).addCallback(lambda _: 0)
+            return dialog.when_ended().addCallback(lambda _: 0)
 
         def on_failure(failure: Any) -> int:
             log.error(
@@ -365,23 +362,6 @@ class VoIPService(MultiService):
 
         d = self.place_call(self.config.dial)
         d.addCallbacks(on_answer, on_failure).addCallback(self._finish, reason="call ended")
-
-    def _when_ended(self, dialog: Any) -> defer.Deferred[None]:
-        """Fires once *dialog* is over, whichever side ended it (polls its state)."""
-        from voiptwisted.sip.dialog import DialogState
-
-        ended: defer.Deferred[None] = defer.Deferred()
-
-        def check() -> None:
-            if dialog.state is DialogState.TERMINATED:
-                poll.stop()
-                ended.callback(None)
-
-        poll = task.LoopingCall(check)
-        poll.clock = self.reactor
-        self._dial_poll = poll
-        poll.start(DIAL_POLL_INTERVAL, now=True)
-        return ended
 
     def _finish(self, status: int, reason: str = "") -> None:
         """Record the exit status and stop the reactor (``dial`` done or a fatal error)."""
@@ -415,8 +395,6 @@ class VoIPService(MultiService):
 
         Never fails: what did not finish in time is logged in one line.
         """
-        if self._dial_poll is not None and self._dial_poll.running:
-            self._dial_poll.stop()
         dialogs = self.active_dialogs()
         if dialogs:
             log.info("hanging up {n} call(s)", n=len(dialogs))

@@ -400,6 +400,58 @@ class CancelTests(CallPair):
         self.assertEqual(self.callee.hangups, 1)
 
 
+class WhenEndedTests(CallPair):
+    """``Dialog.when_ended()``: fires once the dialog is TERMINATED, whoever ended it."""
+
+    def test_fires_when_we_hang_up(self) -> None:
+        dialog, _ = self.dial()
+        ended = dialog.when_ended()
+        self.assertNoResult(ended)
+        dialog.bye()
+        self.pump.flush()
+        self.assertIsNone(self.successResultOf(ended))
+
+    def test_fires_when_they_hang_up(self) -> None:
+        dialog, _ = self.dial()
+        ended = dialog.when_ended()
+        callee_ended = self.callee.instances[0].when_ended()
+        self.callee.instances[0].bye()
+        self.assertNoResult(ended)
+        self.pump.flush()
+        self.successResultOf(ended)
+        self.successResultOf(callee_ended)
+
+    def test_fires_when_dial_fails(self) -> None:
+        """A refused call ends the dialog too; when_ended succeeds (the dial Deferred fails)."""
+        self.callee.action = "reject"
+        dialog = CallerDialog(sip=self.alice)
+        d = dialog.dial("sip:bob@example.com", session_class=FakeSession)
+        ended = dialog.when_ended()
+        self.assertNoResult(ended)
+        self.pump.flush()
+        self.failureResultOf(d, CallFailed)
+        self.assertIsNone(self.successResultOf(ended))
+
+    def test_fires_at_once_when_already_ended_and_each_waiter_gets_its_own(self) -> None:
+        dialog, _ = self.dial()
+        first, second = dialog.when_ended(), dialog.when_ended()
+        self.assertIsNot(first, second)
+        dialog.bye()
+        self.pump.flush()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertIsNone(self.successResultOf(dialog.when_ended()))
+
+    def test_never_fires_while_the_call_is_up(self) -> None:
+        dialog, _ = self.dial()
+        ended = dialog.when_ended()
+        self.clock.advance(3600)
+        self.pump.flush()
+        self.assertNoResult(ended)
+        dialog.bye()
+        self.pump.flush()
+
+
 class AppErrorTests(CallPair):
     callee_action = "raise"
 

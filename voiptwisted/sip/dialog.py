@@ -161,6 +161,7 @@ class Dialog:
         self._ack: Request | None = None
         # either
         self._bye_deferreds: list[Deferred[None]] = []
+        self._ended_deferreds: list[Deferred[None]] = []
         self._bye_sent = False
         self._orphan_timer: IDelayedCall | None = None
 
@@ -809,6 +810,21 @@ class Dialog:
 
         self.sip.send_request(request).addBoth(done)
 
+    def when_ended(self) -> Deferred[None]:
+        """A Deferred that fires with None once this dialog is TERMINATED.
+
+        Whichever side ended the call (our BYE, theirs, CANCEL, a failed or
+        refused dial, a timeout, a dead flow): it never fails.  Fires at once
+        when the dialog has already ended.  Each call returns a new Deferred,
+        so several waiters do not share one callback chain.
+        """
+        deferred: Deferred[None] = Deferred()
+        if self.state is DialogState.TERMINATED:
+            deferred.callback(None)
+        else:
+            self._ended_deferreds.append(deferred)
+        return deferred
+
     def _fire_bye_deferreds(self) -> None:
         waiting, self._bye_deferreds = self._bye_deferreds, []
         for deferred in waiting:
@@ -837,6 +853,9 @@ class Dialog:
         self._stop_media()
         if self.sip is not None:
             self.sip.drop_dialog(self)
+        waiting, self._ended_deferreds = self._ended_deferreds, []
+        for deferred in waiting:
+            deferred.callback(None)
 
     def connection_lost(self) -> None:
         """The signalling flow died (issue 3 item 3).
