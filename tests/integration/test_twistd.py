@@ -380,8 +380,8 @@ class TwistdTests(SynchronousTestCase):
         time.sleep(5)
         log = process.log
         self.assertNotIn("Traceback", log)
-        refusals = re.findall(r"(?im)^.*(?:refused|forbidden).*$", log)
-        self.assertLessEqual(len(refusals), 2, log)
+        refusals = re.findall(r"(?im)^.*(?:refused|forbidden|failed).*$", log)
+        self.assertEqual(len(refusals), 1, log)  # one attempt (the retry is 60 s away), one line
         self.assertNotIn("not-the-password", log)
 
     def test_unverifiable_certificate_and_unreachable_host(self) -> None:
@@ -401,6 +401,20 @@ class TwistdTests(SynchronousTestCase):
         )
         time.sleep(4)
         self.assertRegex(untrusted.log, r"TLS to 127.0.0.1:\d+ refused: unknown CA")
+        # Issues 3/6: exactly one problem line per attempt.  The certificate: the endpoint's
+        # line, not also "registration ... failed: Error: [('SSL routines' ...".
+        log = untrusted.log
+        problems = re.findall(r"(?m)^.*#(?:warn|error)\].*$", log)
+        attempts = re.findall(r"(?m)^.*SIP flow to \S+ up$", log)
+        self.assertGreaterEqual(len(attempts), 1, log)
+        self.assertEqual(len(problems), len(attempts), log)
+        for line in problems:
+            self.assertRegex(line, r"TLS to 127.0.0.1:\d+ refused: unknown CA")
+        # The closed port: one warning, then only ClientService's line per retry.
+        log = unreachable.log
+        self.assertEqual(len(re.findall(r"(?m)^.*#(?:warn|error)\].*$", log)), 1, log)
+        self.assertNotIn("Starting factory", log)
+        self.assertNotIn("Stopping factory", log)
         for process in (untrusted, unreachable):
             log = process.log
             self.assertNotIn("Traceback", log)

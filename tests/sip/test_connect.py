@@ -19,6 +19,7 @@ from tests.integration.certs import get_pki
 from voiptwisted.sip.connect import (
     SIPClientService,
     TLSVerificationFailed,
+    build_client,
     client_endpoint,
     client_service,
     default_resolver,
@@ -423,6 +424,37 @@ class RealTLSTests(TestCase):
         client, _, _ = await self.connect(get_pki().server, ca=False)
         self.assertEqual(client.received, b"")
         self.assertIn("unknown CA", " ".join(texts(events, LogLevel.error)))
+
+    async def test_refused_certificate_is_one_line_for_the_whole_ua(self) -> None:
+        """Issues 3/6: a real UA (protocol + registration + reconnecting service) whose
+        registrar has an unknown-CA certificate logs ONE line per attempt (the endpoint's
+        "TLS to ... refused: unknown CA"), not also "registration ... failed: Error: [('SSL
+        routines' ...", nor "Starting/Stopping factory" noise."""
+        pki = get_pki()
+        port = self.listen(pki.unknown_ca)
+        client = build_client(
+            SipURI.parse(f"sips:alice@127.0.0.1:{port}"),
+            password="pw",
+            ca_file=pki.ca_cert,
+            reactor=reactor,
+            instance_id=INSTANCE,
+            keepalive=None,
+        )
+        refused: Deferred = Deferred()
+        client.endpoint.tls_failure_observers.append(refused.callback)
+        events = capture_logs(self)
+        client.startService()
+        self.addCleanup(client.stopService)
+        await refused
+        await task.deferLater(reactor, 0.05, lambda: None)  # the flow finishes closing
+        lines = [
+            formatEvent(e)
+            for e in events
+            if e.get("log_level") in (LogLevel.warn, LogLevel.error)
+            or "factory" in e.get("log_format", "")
+        ]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("refused: unknown CA", lines[0])
 
     async def test_insecure_accepts_anything(self) -> None:
         events = capture_logs(self)

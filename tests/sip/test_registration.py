@@ -8,7 +8,8 @@ import re
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger, formatEvent
+from twisted.internet.error import ConnectionLost
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from voiptwisted.sip.message import Request, Response
@@ -301,6 +302,34 @@ class DigestTests(SynchronousTestCase):
 
 
 class OutcomeTests(SynchronousTestCase):
+    def test_tls_failure_under_register_is_not_logged_again(self) -> None:
+        """Issues 3/6: a certificate refused while REGISTER is pending kills the flow; the
+        endpoint already logged it, so registration adds no line and no retry timer."""
+        from OpenSSL import SSL
+
+        registration, protocol, _, events = make_registration()
+        registration.connection_made(protocol)
+        protocol.transport = None  # SessionInitiationProtocol.connectionLost does this first
+        protocol.sent[0][1].errback(SSL.Error([("SSL routines", "", "certificate verify failed")]))
+        registration.connection_lost(protocol, None)
+        self.assertEqual(messages(events), [])
+        self.assertEqual(registration.pending_timer_count, 0)
+        self.assertEqual(registration.state, RegistrationState.IDLE)
+
+    def test_flow_closed_under_register_is_one_info_line(self) -> None:
+        """A plain connection loss under REGISTER: one info line, no retry timer of ours
+        (the reconnecting service makes the next flow, which registers)."""
+        registration, protocol, clock, events = make_registration()
+        registration.connection_made(protocol)
+        protocol.transport = None
+        protocol.sent[0][1].errback(ConnectionLost("reset by peer"))
+        registration.connection_lost(protocol, None)
+        [event] = events
+        self.assertEqual(event["log_level"], LogLevel.info)
+        self.assertIn("closed before the registrar answered", formatEvent(event))
+        clock.advance(3600)
+        self.assertEqual(len(protocol.sent), 1)
+
     def test_403_forbidden(self) -> None:
         """A final 4xx refusal: one log line naming the status; retry after >= 60 s."""
         registration, protocol, clock, events = make_registration()

@@ -451,7 +451,13 @@ def client_service(
 
 
 class _FlowFactory(Factory):
-    """Builds one SessionInitiationProtocol per flow, wired to the shared registration."""
+    """Builds one SessionInitiationProtocol per flow, wired to the shared registration.
+
+    Not ``noisy``: "Starting/Stopping factory" on every reconnect attempt buried the one
+    line per attempt that matters (ClientService's "Scheduling retry").
+    """
+
+    noisy = False
 
     def __init__(self, build: Callable[[], Any], client: SIPClientService) -> None:
         self._build = build

@@ -419,10 +419,27 @@ class Registration:
         if protocol is not self.protocol or failure.check(CancelledError):
             return
         self._pending = None
+        if getattr(protocol, "transport", None) is None:
+            self._flow_died(protocol, failure)
+            return
         if failure.check(RegistrationFailed):
             self._refused(protocol, failure.value, None)
         else:
             self._transient(protocol, _describe(failure), None)
+
+    def _flow_died(self, protocol: Any, failure: Failure) -> None:
+        """The flow closed under our REGISTER: ``connection_lost`` follows and the next flow
+        registers, so no retry timer here.  A TLS handshake or certificate failure was already
+        reported in one line by the endpoint (``connect.SIPClientEndpoint.report``); saying it
+        again here was the duplicate "registration ... failed: Error: [('SSL routines' ..."
+        line of issue 3/6.  Any other loss is one info line (why the flow went away)."""
+        if failure.check(*_TLS_FAILURES):
+            return
+        self.log.info(
+            "flow to {peer} closed before the registrar answered: {what}",
+            peer=_peer(protocol, self.aor),
+            what=_describe(failure),
+        )
 
     def _success(self, protocol: Any, response: Response, contact: str) -> None:
         granted = self._granted_expires(response, contact)
@@ -616,6 +633,10 @@ def _retry_after(response: Response) -> float | None:
 def _phrase(response: Response) -> str:
     phrase = getattr(response, "phrase", None) or getattr(response, "reason", None)
     return phrase or SIPStatus.phrase_for(response.status_code)
+
+
+#: Flow failures the TLS endpoint reports itself (by qualified name: no OpenSSL import here).
+_TLS_FAILURES = ("OpenSSL.SSL.Error", "service_identity.exceptions.VerificationError")
 
 
 def _describe(failure: Failure) -> str:
