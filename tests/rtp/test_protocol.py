@@ -20,6 +20,7 @@ from voiptwisted.rtp.protocol import (
     RTCP_TICKS,
     PortAllocator,
     RealtimeTransportProtocol,
+    read_multiplexer,
 )
 from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext
 from voiptwisted.sdp.negotiation import CODECS
@@ -453,6 +454,67 @@ class PortTests(unittest.TestCase):
             await task.deferLater(reactor, 0, lambda: None)
         await task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(open_fds(), before)
+
+    def test_sockets_read_through_one_reader(self) -> None:
+        """notes/performance.md: every call's RTP and RTCP sockets sit behind the reactor's one
+        ReadMultiplexer, not in the reactor's own read set; the last call out removes it."""
+        mux = read_multiplexer(reactor)
+        self.assertIsNotNone(mux)
+        allocator = PortAllocator((48000, 48100))
+        protos = [RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+                  for _ in range(3)]
+        for proto in protos:
+            allocator.bind(reactor, proto, "127.0.0.1")
+            self.assertIs(proto.multiplexer, mux)
+        readers = reactor.getReaders()
+        self.assertIn(mux, readers)
+        for proto in protos:
+            for port in proto.ports:
+                self.assertNotIn(port, readers)
+        self.assertEqual(len(mux), 6)
+        for proto in protos:
+            proto.stop()
+        self.assertEqual(len(mux), 0)
+        self.assertNotIn(mux, reactor.getReaders())
+
+    async def test_unmultiplexed_ports_still_work(self) -> None:
+        """multiplex=False leaves the sockets to the reactor; packets still arrive."""
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        PortAllocator((48200, 48300), multiplex=False).bind(reactor, proto, "127.0.0.1")
+        self.addCleanup(proto.stop)
+        self.assertIsNone(proto.multiplexer)
+        self.assertIn(proto.ports[0], reactor.getReaders())
+        proto.configure(remote=None, codec=CODECS["PCMA"], payload_type=8)
+        session = Recorder(FakeDialog())
+        proto.start(session)
+        sender = self.receiver()
+        sender.sendto(audio_packet(1), ("127.0.0.1", proto.local_port))
+        for _ in range(100):
+            if session.audio:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(session.audio), 1)
+
+    async def test_many_sockets_ready_at_once(self) -> None:
+        """One reactor wakeup with several ready sockets delivers to every call."""
+        allocator = PortAllocator((48400, 48500))
+        sessions = []
+        sender = self.receiver()
+        for _ in range(5):
+            proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+            allocator.bind(reactor, proto, "127.0.0.1")
+            self.addCleanup(proto.stop)
+            proto.configure(remote=None, codec=CODECS["PCMA"], payload_type=8)
+            session = Recorder(FakeDialog())
+            proto.start(session)
+            sessions.append(session)
+            for seq in (1, 2):
+                sender.sendto(audio_packet(seq), ("127.0.0.1", proto.local_port))
+        for _ in range(100):
+            if all(len(s.audio) == 2 for s in sessions):
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual([len(s.audio) for s in sessions], [2] * 5)
 
     def real_sender(self, remote: tuple[str, int], **config: object):
         """A protocol on a real loopback socket, sending one queued frame per pacer tick."""

@@ -13,16 +13,21 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import secrets
+import select
 import socket
 import struct
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from twisted.internet import udp
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from voiptwisted.rtp.dtmf import DTMFReceiver, DTMFSender
 from voiptwisted.rtp.packet import (
@@ -39,7 +44,13 @@ from voiptwisted.rtp.packet import (
 from voiptwisted.rtp.srtp import SRTPContext
 from voiptwisted.rtp.stun import StunClient, is_stun
 
-__all__ = ["MediaStats", "PortAllocator", "RealtimeTransportProtocol"]
+__all__ = [
+    "MediaStats",
+    "PortAllocator",
+    "ReadMultiplexer",
+    "RealtimeTransportProtocol",
+    "read_multiplexer",
+]
 
 _HEADER = struct.Struct("!BBHII")
 #: Receive buffer asked for on every RTP socket (see notes/performance.md).
@@ -108,13 +119,98 @@ class _RTCPProtocol(DatagramProtocol):
         self.owner.rtcp_received(data, _address(addr))
 
 
+@implementer(IReadDescriptor)
+class ReadMultiplexer:
+    """All RTP/RTCP sockets of a process behind ONE reactor reader (notes/performance.md).
+
+    With one socket per call the reactor otherwise dispatches every ready socket
+    separately (per-event bookkeeping, log context), which is most of the cost per
+    packet at telephony rates.  Here the reactor watches a single epoll descriptor;
+    when it is readable every ready socket is drained in one pass through its own
+    ``udp.Port.doRead``, so a packet is still handled as soon as it arrives (no added
+    latency) and the Port keeps writing, closing and reporting errors as usual.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self._epoll = select.epoll()
+        self._ports: dict[int, Any] = {}
+        self._fds: dict[Any, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ports)
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def logPrefix(self) -> str:
+        return "RTP"
+
+    def add(self, port: Any) -> None:
+        """Take *port*'s socket off the reactor's own read set and watch it here."""
+        fd = port.fileno()
+        port.stopReading()
+        self._epoll.register(fd, select.EPOLLIN)
+        self._ports[fd] = port
+        self._fds[port] = fd
+        self.reactor.addReader(self)
+
+    def remove(self, port: Any) -> None:
+        """Stop watching *port* (call before it closes); idempotent."""
+        fd = self._fds.pop(port, None)
+        if fd is not None:
+            self._ports.pop(fd, None)
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+        if not self._ports:
+            self.reactor.removeReader(self)
+
+    def doRead(self) -> None:
+        """Drain every ready socket once (each Port reads until EAGAIN, bounded)."""
+        ports = self._ports
+        for fd, _events in self._epoll.poll(0):
+            port = ports.get(fd)
+            if port is None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._epoll.unregister(fd)
+                continue
+            try:
+                port.doRead()
+            except Exception:
+                self.log.failure("RTP socket read failed on {port!r}", port=port)
+
+    def connectionLost(self, reason: Any) -> None:
+        """The reactor dropped us (shutdown or test cleanup); re-added by the next ``add``."""
+
+
+_multiplexers: weakref.WeakKeyDictionary[Any, ReadMultiplexer] = weakref.WeakKeyDictionary()
+
+
+def read_multiplexer(reactor: Any) -> ReadMultiplexer | None:
+    """The shared :class:`ReadMultiplexer` of *reactor*, or None where it cannot work
+    (no epoll on this platform, or a reactor that does not take file descriptors)."""
+    if not hasattr(select, "epoll") or not IReactorFDSet.providedBy(reactor):
+        return None
+    mux = _multiplexers.get(reactor)
+    if mux is None:
+        mux = _multiplexers[reactor] = ReadMultiplexer(reactor)
+    return mux
+
+
 class PortAllocator:
     """Hands out even RTP ports (and port+1 for RTCP) from a range, round robin.
 
     On EADDRINUSE the next even port is tried, at most ``attempts`` times.
+    With ``multiplex`` (default) the sockets are read through the reactor's shared
+    :class:`ReadMultiplexer` when it has one.
     """
 
-    def __init__(self, port_range: tuple[int, int] = (10000, 20000), attempts: int = 64) -> None:
+    def __init__(
+        self, port_range: tuple[int, int] = (10000, 20000), attempts: int = 64,
+        multiplex: bool = True,
+    ) -> None:
         low, high = port_range
         low += low % 2
         if not 1024 <= low < high <= 65535 or high - low < 2:
@@ -122,6 +218,7 @@ class PortAllocator:
         self.low = low
         self.high = high
         self.attempts = attempts
+        self.multiplex = multiplex
         self._next = low + 2 * secrets.randbelow((high - low) // 2)
 
     def bind(self, reactor: Any, protocol: RealtimeTransportProtocol, interface: str) -> int:
@@ -145,6 +242,11 @@ class PortAllocator:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             protocol.ports = (rtp, rtcp)
             protocol.local_port = port
+            mux = read_multiplexer(reactor) if self.multiplex else None
+            if mux is not None and all(isinstance(p, udp.Port) for p in (rtp, rtcp)):
+                mux.add(rtp)
+                mux.add(rtcp)
+                protocol.multiplexer = mux
             return port
         raise CannotListenError(interface, self._next, f"no free RTP port after {self.attempts}")
 
@@ -170,6 +272,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self.clock = clock
         self.pacer = pacer
         self.ports: tuple[Any, ...] = ()
+        #: The ReadMultiplexer reading our sockets, if any (set by PortAllocator.bind).
+        self.multiplexer: ReadMultiplexer | None = None
         self.local_port = 0
         self.remote: tuple[str, int] | None = None
         self.rtcp_remote: tuple[str, int] | None = None
@@ -276,7 +380,10 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if session is not None:
             self._call_session(session.stop)
         ports, self.ports = self.ports, ()
+        mux, self.multiplexer = self.multiplexer, None
         for port in ports:
+            if mux is not None:
+                mux.remove(port)
             port.stopListening()
 
     def send_dtmf(self, digits: str) -> None:
