@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", type=int, default=10)
     parser.add_argument("--retries", type=int, default=1,
                         help=f"repeat a run whose service or generator waited more than"
-                             f" {CONTENDED:g}% for its core (keep the less contended one)")
+                             f" {CONTENDED:g}%% for its core (keep the less contended one)")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     parser.add_argument("--service", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--core", type=int, default=SERVICE_CORE, help=argparse.SUPPRESS)
