@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from voiptwisted.sip import SIPParseError as ExportedError
-from voiptwisted.sip.headers import Headers
+from voiptwisted.sip.headers import MAX_HEADER_LINES, MAX_ROUTING_VALUES, Headers
 from voiptwisted.sip.message import Message, Request, Response, SIPParseError
 
 INVITE = (
@@ -160,6 +160,72 @@ class ParseTests(SynchronousTestCase):
         self.assertRaises(SIPParseError, m.validate)
         self.assertRaises(SIPParseError, Message.parse, data, strict=True)
         Message.parse(INVITE, strict=True)
+
+
+def with_headers(lines: list[str], base: bytes = INVITE) -> bytes:
+    """*base* (an INVITE, Content-Length 4) with *lines* added after its first Via line."""
+    head, _, rest = base.partition(b"\r\n")
+    first_via, _, rest = rest.partition(b"\r\n")
+    extra = "".join(line + "\r\n" for line in lines).encode()
+    return head + b"\r\n" + first_via + b"\r\n" + extra + rest
+
+
+class CountLimitTests(SynchronousTestCase):
+    """Counts from the network are bounded: header lines, Via/Route/Record-Route values."""
+
+    def test_header_lines_bounded(self) -> None:
+        base = len(Message.parse(INVITE).headers.items())
+        # INVITE has 12 physical header lines (its Subject is folded over two).
+        fits = with_headers([f"X-Filler-{i}: {i}" for i in range(MAX_HEADER_LINES - 12)])
+        self.assertEqual(len(Message.parse(fits).headers.items()), base + MAX_HEADER_LINES - 12)
+        over = with_headers([f"X-Filler-{i}: {i}" for i in range(MAX_HEADER_LINES - 11)])
+        with self.assertRaises(SIPParseError) as caught:
+            Message.parse(over)
+        self.assertIn(f"more than {MAX_HEADER_LINES} header lines", str(caught.exception))
+        self.assertEqual(caught.exception.status_code, 400)
+
+    def test_via_values_bounded_over_lines_and_commas(self) -> None:
+        """INVITE has 3 Via values; 61 more fit, 62 more are refused (however written)."""
+        def vias(n: int) -> list[str]:
+            return [f"Via: SIP/2.0/TLS h{i}.example.com;branch=z9hG4bK{i}" for i in range(n)]
+
+        self.assertEqual(len(Message.parse(with_headers(vias(61))).via), MAX_ROUTING_VALUES)
+        with self.assertRaises(SIPParseError) as caught:
+            Message.parse(with_headers(vias(62)))
+        self.assertIn(f"more than {MAX_ROUTING_VALUES} Via values", str(caught.exception))
+        one_line = "Via: " + ", ".join(v[5:] for v in vias(62))
+        self.assertRaises(SIPParseError, Message.parse, with_headers([one_line]))
+        self.assertEqual(len(Message.parse(with_headers([one_line[: one_line.rfind(",")]])).via),
+                         MAX_ROUTING_VALUES)
+
+    def test_top_via_line_with_many_values(self) -> None:
+        many = ", ".join(f"SIP/2.0/TLS h{i};branch=z9hG4bK{i}" for i in range(70))
+        data = INVITE.replace(b"Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKaaa;rport",
+                              f"Via: {many}".encode())
+        self.assertRaises(SIPParseError, Message.parse, data)
+
+    def test_route_and_record_route_bounded(self) -> None:
+        for name in ("Route", "Record-Route"):
+            fits = [f"{name}: " + ", ".join(f"<sip:p{i}.example.com;lr>" for i in range(64))]
+            self.assertEqual(len(Message.parse(with_headers(fits)).headers.getlist(name)), 64)
+            over = [*fits, f"{name}: <sip:last.example.com;lr>"]
+            with self.assertRaises(SIPParseError) as caught:
+                Message.parse(with_headers(over))
+            self.assertIn(f"more than 64 {name} values", str(caught.exception))
+
+    def test_quoted_commas_are_not_values(self) -> None:
+        """Commas inside quoted display names do not count: 40 values with 80 commas fit."""
+        line = "Record-Route: " + ", ".join(
+            f'"Proxy, number {i}" <sip:p{i}.example.com;lr>' for i in range(40)
+        )
+        parsed = Message.parse(with_headers([line]))
+        self.assertEqual(len(parsed.record_route), 40)
+
+    def test_responses_bounded_too(self) -> None:
+        response = bytes(Response.from_request(Message.parse(INVITE), 200))
+        over = [f"Record-Route: <sip:p{i}.example.com;lr>" for i in range(65)]
+        self.assertRaises(SIPParseError, Message.parse, with_headers(over, response))
+        self.assertRaises(SIPParseError, Message.parse, with_headers(over[:64] * 4, response))
 
 
 class BuildTests(SynchronousTestCase):

@@ -25,7 +25,7 @@ from tests.sip.test_dialog import (
     written,
 )
 from voiptwisted.sip.framing import PING, PONG
-from voiptwisted.sip.message import Request
+from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.protocol import (
     USER_AGENT,
     SessionInitiationProtocol,
@@ -304,6 +304,25 @@ class BadInputTests(ProtocolTestCase):
         self.assertFalse(self.transport.disconnecting)
         [ok] = self.feed(options_bytes(branch="z9hG4bKnext"))
         self.assertEqual(ok.status_code, 200)
+
+    def test_too_many_via_values_400(self) -> None:
+        """RFC 3261 §21.4.1: a request with more Via values than we accept gets 400."""
+        extra = "".join(f"Via: SIP/2.0/TLS h{i}.example.com;branch=z9hG4bK{i}\r\n"
+                        for i in range(64))
+        self.proto.dataReceived(options_bytes(extra=extra))
+        # Not parsed back: the 400 copies all 65 Via values (RFC 3261 §8.2.6.2).
+        sent = self.transport.value()
+        self.assertTrue(sent.startswith(b"SIP/2.0 400 "), sent[:80])
+        self.assertIn(b"branch=z9hG4bKopt", sent)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_too_many_record_route_values_in_a_response_dropped(self) -> None:
+        raw = bytes(Response.from_request(Message.parse(options_bytes()), 200)).replace(
+            b"\r\n\r\n",
+            b"\r\nRecord-Route: " + b",".join([b"<sip:p.example.com;lr>"] * 65) + b"\r\n\r\n",
+        )
+        self.assertEqual(self.feed(raw), [])
+        self.assertFalse(self.transport.disconnecting)
 
     def test_garbage_dropped(self) -> None:
         """Data without the headers a response needs is logged and dropped."""

@@ -18,6 +18,9 @@ from voiptwisted.sip.uri import NetworkAddress
 
 __all__ = [
     "LIST_HEADERS",
+    "MAX_HEADER_LINES",
+    "MAX_ROUTING_VALUES",
+    "ROUTING_HEADERS",
     "Headers",
     "NameAddr",
     "SIPParseError",
@@ -76,6 +79,16 @@ _DISPLAY_NAMES = [
 _CANONICAL: dict[str, str] = {name.lower(): name for name in _DISPLAY_NAMES}
 
 #: Headers whose values are comma-separated lists (RFC 3261 §7.3.1, §25.1).
+#: Most header lines (physical, before unfolding) a parsed message may have.  Bounds the work
+#: and memory one message from the network can cost; real messages have a few dozen.
+MAX_HEADER_LINES = 256
+#: Most values each of Via, Route and Record-Route may carry over all its lines.  A UA walks
+#: these lists (responses copy every Via, dialogs keep the Record-Route set as their route
+#: set, RFC 3261 §8.2.6.2/§12.1.1); real paths are a handful of hops.
+MAX_ROUTING_VALUES = 64
+#: The headers :data:`MAX_ROUTING_VALUES` applies to (lower-case long names).
+ROUTING_HEADERS = frozenset(("via", "route", "record-route"))
+
 LIST_HEADERS = frozenset(
     {
         "via", "route", "record-route", "contact", "allow", "supported", "require",

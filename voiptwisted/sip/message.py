@@ -16,6 +16,9 @@ from collections.abc import Mapping
 
 from voiptwisted.sip.headers import (
     _KEY_CACHE,
+    MAX_HEADER_LINES,
+    MAX_ROUTING_VALUES,
+    ROUTING_HEADERS,
     Headers,
     HeadersInit,
     NameAddr,
@@ -23,6 +26,7 @@ from voiptwisted.sip.headers import (
     Via,
     _FoldedLine,
     _name_info,
+    canonical_name,
     find_branch,
     find_tag,
     name_addr_tag,
@@ -100,6 +104,10 @@ class Message:
         Content-Length larger than the data is an error (RFC 4475 §3.1.2.2).
         Without Content-Length the body runs to the end of the data (RFC 3261
         §18.3 allows that for datagrams; the stream framer always supplies it).
+
+        Counts are bounded: at most ``MAX_HEADER_LINES`` (256) header lines and
+        ``MAX_ROUTING_VALUES`` (64) values each of Via, Route and Record-Route, else
+        SIPParseError (status 400).
 
         Raises :class:`SIPParseError` and nothing else, for any input.
         """
@@ -471,6 +479,25 @@ def _unfold(head: str) -> bytes:
     return _FOLD_RE.sub(" ", head).encode("utf-8", "surrogateescape")
 
 
+def _check_routing_counts(lines: list[str]) -> None:
+    """Raise SIPParseError when Via, Route or Record-Route has more than MAX_ROUTING_VALUES
+    values over all its lines (commas outside quotes and ``<...>`` separate values)."""
+    found: dict[str, list[str]] = {}
+    for line in lines:
+        raw, _, value = line.partition(":")
+        key = _KEY_CACHE.get(raw) or _name_info(raw)[0]
+        if key in ROUTING_HEADERS:
+            found.setdefault(key, []).append(value)
+    for key, values in found.items():
+        # Counting commas can only over-count (quoted commas); split exactly only then.
+        if len(values) + sum(v.count(",") for v in values) <= MAX_ROUTING_VALUES:
+            continue
+        if sum(len(split_commas(v)) for v in values) > MAX_ROUTING_VALUES:
+            raise SIPParseError(
+                f"more than {MAX_ROUTING_VALUES} {canonical_name(key)} values"
+            )
+
+
 def _parse(data: bytes) -> Request | Response:
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -490,12 +517,15 @@ def _parse(data: bytes) -> Request | Response:
             raise SIPParseError("bare CR or LF in the header block")
     start = lines[0]
     del lines[0]
+    if len(lines) > MAX_HEADER_LINES:
+        raise SIPParseError(f"more than {MAX_HEADER_LINES} header lines")
     # One pass: each header (lower-case long name, RFC 3261 §7.3) -> its first value,
     # not yet stripped of LWS; a repeated single-valued header is an error (RFC 4475
     # §3.2.9).  A line starting with LWS continues the previous one (RFC 3261
     # §7.3.1): then the header block is unfolded and parsed again.
     index: dict[str, str] = {}
     cached = _KEY_CACHE.get
+    spread = 0  # an upper bound on Via/Route/Record-Route values beyond each first one
     for line in lines:
         raw, sep, value = line.partition(":")
         if not sep:
@@ -509,9 +539,23 @@ def _parse(data: bytes) -> Request | Response:
         if key in index:
             if key in _SINGLE:
                 raise SIPParseError(f"header {key!r} appears more than once")
+            if key in ROUTING_HEADERS:
+                spread += 1 + value.count(",")
         else:
             index[key] = value
     get = index.get
+    # Via/Route/Record-Route: at most MAX_ROUTING_VALUES values each.  Together they have at
+    # most 3 + spread values (each extra line and each comma may start one), so the exact
+    # count runs only when that bound is too high: never for ordinary messages.
+    first = get("via", "")
+    if "," in first:
+        spread += first.count(",")
+    if "route" in index and "," in index["route"]:
+        spread += index["route"].count(",")
+    if "record-route" in index and "," in index["record-route"]:
+        spread += index["record-route"].count(",")
+    if spread > MAX_ROUTING_VALUES - 3:
+        _check_routing_counts(lines)
 
     if not index.keys() >= _REQUIRED:
         missing = sorted(_REQUIRED - index.keys())
