@@ -782,6 +782,29 @@ class TimerTests(SynchronousTestCase):
         self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 401)
         self.assertEqual(self.alice.dialog_count, 0)
 
+    def test_malformed_challenge_is_skipped(self) -> None:
+        """RFC 3261 §22.2 / RFC 7616 §3.7: a malformed or non-Digest challenge before a
+        usable one is skipped (as registration does), not the end of the call."""
+        _, d, invite = self.dial()
+        challenges = [
+            ("WWW-Authenticate", 'Digest realm="unterminated, nonce="n0'),
+            ("WWW-Authenticate", 'Basic realm="example.com"'),
+            ("WWW-Authenticate", 'Digest realm="example.com", nonce="good", qop="auth"'),
+        ]
+        self.alice.dataReceived(respond_to(invite, 401, headers=challenges))
+        retry = written(self.alice_t)[-1]
+        self.assertEqual(retry.method, "INVITE")
+        self.assertIn('nonce="good"', retry.headers["Authorization"])
+        self.alice.dataReceived(respond_to(retry, 200, body=ANSWER))
+        self.successResultOf(d)
+
+    def test_only_malformed_challenges_fail_the_call(self) -> None:
+        _, d, invite = self.dial()
+        challenges = [("Proxy-Authenticate", 'Digest realm="unterminated')]
+        self.alice.dataReceived(respond_to(invite, 407, headers=challenges))
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 407)
+        self.assertEqual(self.alice.dialog_count, 0)
+
     def test_dial_407_retry(self) -> None:
         """RFC 3261 §22.3: 407 is answered with Proxy-Authorization."""
         _, d, invite = self.dial()

@@ -52,6 +52,10 @@ log = Logger()
 _SRTP_REFUSALS = frozenset({415, 488, 606})
 
 
+#: Most challenges of one 401/407 response looked at (the parser bounds header lines anyway).
+_MAX_CHALLENGES = 16
+
+
 class CallFailed(Exception):
     """An outbound call ended with a final non-2xx status (or timed out: 408).
 
@@ -631,8 +635,17 @@ class Dialog:
         else:
             challenge_name, answer_name = "Proxy-Authenticate", "Proxy-Authorization"
         values = [v for n, v in response.headers.items() if n.lower() == challenge_name.lower()]
+        # A malformed challenge is skipped, not fatal: the server may offer several and one
+        # we can read is enough (as Registration does; RFC 7616 §3.7 order of preference).
+        challenges = []
+        for value in values[:_MAX_CHALLENGES]:
+            try:
+                challenges.append(Challenge.parse(value))
+            except DigestError as exc:
+                log.info("call {call_id}: skipping a malformed challenge: {exc}",
+                         call_id=self.call_id, exc=exc)
         try:
-            challenge = DigestClient.select(Challenge.parse(v) for v in values)
+            challenge = DigestClient.select(challenges)
             client = sip.digest_client or DigestClient(*sip.credentials)
             sip.digest_client = client
             value = client.authorization(challenge, "INVITE", self._target, self.media.local_sdp)
