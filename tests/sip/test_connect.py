@@ -26,10 +26,12 @@ from voiptwisted.sip.connect import (
     describe_tls_failure,
     load_instance_id,
     retry_policy,
+    run,
     tls_server_name,
 )
+from voiptwisted.sip.framing import PING, PONG, StreamFramer
 from voiptwisted.sip.keepalive import FlowKeepalive
-from voiptwisted.sip.message import Response
+from voiptwisted.sip.message import Message, Response
 from voiptwisted.sip.registration import Registration, RegistrationFailed
 from voiptwisted.sip.uri import SipURI
 
@@ -335,6 +337,53 @@ class ServiceTests(SynchronousTestCase):
         self.assertIsInstance(second, HookProtocol)
         self.assertIsNot(second, first)
         self.assertEqual(second.sent[0][0].headers["Call-ID"], first.sent[0][0].headers["Call-ID"])
+
+
+class Registrar(tw_protocol.Protocol):
+    """A loopback TCP registrar: 200 OK to every REGISTER, granting what was asked."""
+
+    def connectionMade(self) -> None:
+        self.framer = StreamFramer()
+
+    def dataReceived(self, data: bytes) -> None:
+        for frame in self.framer.feed(data):
+            if frame in (PING, PONG):
+                continue
+            request = Message.parse(frame)
+            expires = request.headers.get("Expires", "3600")
+            headers = [("Contact", f"{request.headers['Contact']};expires={expires}")]
+            self.transport.write(bytes(Response.from_request(request, 200, headers=headers)))
+
+
+class RunTests(TestCase):
+    timeout = 20
+
+    async def test_run_passes_protocol_kwargs(self) -> None:
+        """run(protocol_kwargs=...) reaches the SessionInitiationProtocol, as build_client."""
+        port = reactor.listenTCP(
+            0, tw_protocol.Factory.forProtocol(Registrar), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        aor = SipURI.parse(f"sip:alice@127.0.0.1:{port.getHost().port};transport=tcp")
+        protocol = await run(
+            aor,
+            reactor=reactor,
+            instance_id=INSTANCE,
+            keepalive=None,
+            protocol_kwargs={
+                "max_calls": 3,
+                "trace": True,
+                "outbound_proxy": "<sip:proxy.example.com;lr>",
+            },
+        )
+        try:
+            self.assertEqual(
+                (protocol.max_calls, protocol.trace, protocol.outbound_proxy),
+                (3, True, "<sip:proxy.example.com;lr>"),
+            )
+            self.assertTrue(protocol.service.registration.registered)
+        finally:
+            await protocol.service.stopService()
 
 
 class TLSServerProtocol(tw_protocol.Protocol):

@@ -648,6 +648,7 @@ def run(
     instance_id: str | None = None,
     expires: int = 3600,
     resolver: Resolver | None = None,
+    protocol_kwargs: dict[str, Any] | None = None,
 ) -> Deferred[Any]:
     """Connect to ``aor``'s registrar, register, and fire with the registered protocol.
 
@@ -657,7 +658,9 @@ def run(
     :class:`TLSVerificationFailed` (certificate refused) or the connection error of the first
     attempt; the service is then stopped.  ``instance_id`` defaults to a fresh UUID: pass
     :func:`load_instance_id` to keep it across restarts (RFC 5626 §4.1).  ``keepalive`` is
-    the RFC 5626 CRLF ping interval (None or 0 disables it).
+    the RFC 5626 CRLF ping interval (None or 0 disables it).  ``protocol_kwargs`` are extra
+    ``SessionInitiationProtocol`` arguments for every flow (``max_calls``, ``trace``,
+    ``outbound_proxy`` ...), as for :func:`build_client`.
     """
     return build_client(
         aor,
@@ -672,4 +675,5 @@ def run(
         instance_id=instance_id,
         expires=expires,
         resolver=resolver,
+        protocol_kwargs=protocol_kwargs,
     ).start()
