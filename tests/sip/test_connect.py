@@ -288,6 +288,18 @@ class ServiceTests(SynchronousTestCase):
         service = SIPClientService(clock, endpoint, HookProtocol, registration, keepalive)
         return service, clock
 
+    def test_flows_that_never_register_back_off(self) -> None:
+        """A flow that connects but dies before registering (refused certificate, registrar
+        closing on us) grows the backoff: ClientService alone resets it on every connect and
+        would retry every second forever (issue 6: no tight loops)."""
+        service, _clock = self.make()
+        service._base_policy = retry_policy(jitter=lambda: 0.0)
+        delays = [service._retry_delay(1) for _ in range(8)]
+        self.assertEqual(delays, [2, 4, 8, 16, 32, 60, 60, 60])
+        service.registration.success_count += 1
+        self.assertEqual(service._retry_delay(1), 1)
+        self.assertEqual(service._retry_delay(2), 2)
+
     def test_start_fires_with_registered_protocol(self) -> None:
         """The library entry point fires once registered (issue 3 item 8)."""
         service, clock = self.make()

@@ -511,8 +511,29 @@ class SIPClientService(Service):
         self.registration = registration
         self.keepalive = keepalive
         self.factory = _FlowFactory(build_protocol, self)
-        self.client = client_service(endpoint, self.factory, clock=reactor, policy=policy)
+        self._base_policy = policy or retry_policy()
+        self._barren_flows = 0
+        self._successes_seen = 0
+        self.client = client_service(
+            endpoint, self.factory, clock=reactor, policy=self._retry_delay
+        )
         self._stopping: Deferred[Any] | None = None
+
+    def _retry_delay(self, attempt: int) -> float:
+        """Back off across flows that connected but never registered.
+
+        ``ClientService`` counts failed *connections* and resets on every TCP connect, so a
+        flow refused after connecting (bad certificate, registrar closing on us) would be
+        retried every second forever.  Such barren flows keep the backoff growing until a
+        registration succeeds.
+        """
+        successes = self.registration.success_count
+        if attempt == 1 and successes == self._successes_seen:
+            self._barren_flows += 1
+        elif successes != self._successes_seen:
+            self._barren_flows = 0
+        self._successes_seen = successes
+        return self._base_policy(attempt + self._barren_flows)
 
     def startService(self) -> None:
         """Start connecting (and reconnecting)."""
