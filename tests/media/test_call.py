@@ -303,3 +303,45 @@ class CallMediaTests(unittest.TestCase):
         self.assertIsNotNone(media.negotiated)
         with self.assertRaises(NegotiationFailed):
             await CallMedia.answer_offer_deferred(self.config(), b"x" * 70000, "127.0.0.1")
+
+
+_LIGHT_START_PROBE = """
+import sys
+import twisted.internet.reactor
+import voiptwisted.apps, voiptwisted.media, voiptwisted.media.call, voiptwisted.tap
+from voiptwisted.media.call import MediaConfig
+MediaConfig()
+print(",".join(m for m in ("numpy", "pylibsrtp", "voiptwisted.sdp.negotiation",
+                           "voiptwisted.media.g711") if m in sys.modules))
+"""
+
+
+class LazyImportTests(unittest.SynchronousTestCase):
+    """Issue 6 (idle RSS <= 60 MB): numpy and pylibsrtp load with the first call, not before."""
+
+    def test_service_start_imports_stay_light(self) -> None:
+        """What ``twistd voip`` imports and builds at start-up loads no call-only module."""
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=root)
+        out = subprocess.run(
+            [sys.executable, "-c", _LIGHT_START_PROBE],
+            capture_output=True, text=True, env=env, timeout=60, check=True,
+        )  # fmt: skip
+        self.assertEqual(out.stdout.strip(), "")
+
+    def test_lazy_names_resolve(self) -> None:
+        """The names served lazily are the real objects (PEP 562 re-exports)."""
+        import voiptwisted.media
+        import voiptwisted.media.call
+        from voiptwisted.media import g711
+        from voiptwisted.sdp import negotiation
+
+        self.assertIs(voiptwisted.media.call.NegotiationFailed, negotiation.NegotiationFailed)
+        self.assertIs(NegotiationFailed, negotiation.NegotiationFailed)
+        self.assertIs(voiptwisted.media.ulaw_encode, g711.ulaw_encode)
+        self.assertIs(voiptwisted.media.alaw_decode, g711.alaw_decode)
+        with self.assertRaises(AttributeError):
+            voiptwisted.media.call.no_such_name  # noqa: B018

@@ -146,6 +146,22 @@ class CryptoAttributeTests(unittest.SynchronousTestCase):
         self.assertIn(b"a=sendrecv", redacted)
 
 
+class SuiteProfileTests(unittest.SynchronousTestCase):
+    def test_profiles_are_libsrtp_constants(self) -> None:
+        """RFC 5764 §4.1.2 / RFC 7714 §14.2 profile numbers, as pylibsrtp names them.
+
+        SUITES hard-codes them so that pylibsrtp loads with the first call only.
+        """
+        import pylibsrtp
+
+        policy = pylibsrtp.Policy
+        self.assertEqual(SUITES["AES_CM_128_HMAC_SHA1_80"].profile,
+                         policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+        self.assertEqual(SUITES["AES_CM_128_HMAC_SHA1_32"].profile,
+                         policy.SRTP_PROFILE_AES128_CM_SHA1_32)
+        self.assertEqual(SUITES["AEAD_AES_128_GCM"].profile, policy.SRTP_PROFILE_AEAD_AES_128_GCM)
+
+
 class SRTPContextTests(unittest.SynchronousTestCase):
     def pair(self, suite: str = "AES_CM_128_HMAC_SHA1_80") -> tuple[SRTPContext, SRTPContext]:
         a = CryptoAttribute.generate(suite=suite)

@@ -1,7 +1,8 @@
-"""Media: G.711 codecs, jitter buffer, the shared 20 ms pacer, and (lazily) sessions.
+"""Media: G.711 codecs, jitter buffer, the shared 20 ms pacer, sessions and calls.
 
-Session and call classes are loaded on first access (PEP 562) so importing
-the codecs never pulls in the call machinery.
+The codecs, session and call classes are loaded on first access (PEP 562):
+importing the package (as ``voiptwisted.media.call`` does when a service
+starts) loads neither numpy nor the call machinery.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from .jitter import JitterBuffer
 from .pacer import Pacer, default_pacer
 
@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "alaw_decode": "voiptwisted.media.g711",
+    "alaw_encode": "voiptwisted.media.g711",
+    "ulaw_decode": "voiptwisted.media.g711",
+    "ulaw_encode": "voiptwisted.media.g711",
     "Session": "voiptwisted.media.session",
     "EchoSession": "voiptwisted.media.session",
     "PlaybackSession": "voiptwisted.media.session",
@@ -40,7 +44,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """PEP 562: import session/call modules only when their names are used."""
+    """PEP 562: import codec/session/call modules only when their names are used."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

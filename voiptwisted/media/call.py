@@ -9,6 +9,10 @@ The SDP ``c=`` address is, in order: the ``public_host`` argument (the
 address the registrar saw, from Via ``received``), ``MediaConfig.public_host``,
 the STUN mapped address (``*_deferred`` variants, at most 500 ms), else the
 local address of the signalling connection.
+
+:mod:`voiptwisted.sdp.negotiation` (and through it numpy and the G.711 tables) is
+imported on the first call, not with this module: a service builds its
+``MediaConfig`` at start-up and should stay light until a call arrives (issue 6).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -24,13 +29,9 @@ from twisted.logger import Logger
 from voiptwisted.rtp.protocol import MediaStats, PortAllocator, RealtimeTransportProtocol
 from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext, redact_sdp
 from voiptwisted.sdp import SDPParseError, SessionDescription
-from voiptwisted.sdp.negotiation import (
-    NegotiatedMedia,
-    NegotiationFailed,
-    answer_for,
-    create_offer,
-    parse_answer,
-)
+
+if TYPE_CHECKING:
+    from voiptwisted.sdp.negotiation import NegotiatedMedia, NegotiationFailed
 
 __all__ = ["CallMedia", "MediaConfig", "NegotiationFailed"]
 
@@ -38,6 +39,20 @@ __all__ = ["CallMedia", "MediaConfig", "NegotiationFailed"]
 STUN_TIMEOUT = 0.5
 #: SDP bodies larger than this are refused before parsing.
 MAX_SDP = 64 * 1024
+
+
+def _negotiation() -> ModuleType:
+    """:mod:`voiptwisted.sdp.negotiation`, imported by the first call that needs it."""
+    from voiptwisted.sdp import negotiation
+
+    return negotiation
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: ``NegotiationFailed`` is re-exported without importing negotiation early."""
+    if name == "NegotiationFailed":
+        return _negotiation().NegotiationFailed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclasses.dataclass
@@ -87,11 +102,11 @@ def _bind_address(host: str) -> str:
 
 def _parse(sdp: bytes) -> SessionDescription:
     if len(sdp) > MAX_SDP:
-        raise NegotiationFailed(488, "SDP too large")
+        raise _negotiation().NegotiationFailed(488, "SDP too large")
     try:
         return SessionDescription.parse(sdp)
     except SDPParseError as exc:
-        raise NegotiationFailed(488, f"malformed SDP: {exc}") from None
+        raise _negotiation().NegotiationFailed(488, f"malformed SDP: {exc}") from None
 
 
 class CallMedia:
@@ -169,7 +184,7 @@ class CallMedia:
         """Like :meth:`answer_offer`, after STUN discovery when ``config.stun_server`` is set."""
         try:
             offer = _parse(offer_sdp)
-        except NegotiationFailed as exc:
+        except _negotiation().NegotiationFailed as exc:
             return defer.fail(exc)
         media = cls(config, local_host)
         d = media._discover(public_host)
@@ -220,7 +235,7 @@ class CallMedia:
 
     # negotiation ---------------------------------------------------------------------
     def _answer(self, offer: SessionDescription) -> None:
-        answer, negotiated = answer_for(
+        answer, negotiated = _negotiation().answer_for(
             offer,
             local_host=self.advertised_host,
             port=self.advertised_port,
@@ -234,8 +249,8 @@ class CallMedia:
         if secure is None:
             secure = self.config.srtp != "off"
         if not secure and self.config.srtp == "required":
-            raise NegotiationFailed(488, "SRTP required: will not offer RTP/AVP")
-        offer, crypto = create_offer(
+            raise _negotiation().NegotiationFailed(488, "SRTP required: will not offer RTP/AVP")
+        offer, crypto = _negotiation().create_offer(
             local_host=self.advertised_host,
             port=self.advertised_port,
             codecs=self.config.codecs,
@@ -249,7 +264,7 @@ class CallMedia:
         """Apply the peer's answer to our offer (RFC 3264 §7); raises NegotiationFailed."""
         if self._offer is None:
             raise RuntimeError("accept_answer without create_offer")
-        negotiated = parse_answer(
+        negotiated = _negotiation().parse_answer(
             _parse(answer_sdp),
             offer=self._offer,
             offered_crypto=self._offered_crypto,

@@ -4,7 +4,8 @@ Audio is one-dimensional ``numpy.int16`` mono at :attr:`Session.sample_rate`
 (8000 Hz for G.711); one frame is 20 ms (160 samples).  The call's RTP
 protocol calls :meth:`Session.next_frame` once per 20 ms pacer tick and
 :meth:`Session.audio_received` / :meth:`Session.dtmf_received` for what the
-remote party sends.
+remote party sends.  numpy is imported by the first session created (a call),
+not with this module, so an idle service does not load it.
 """
 
 from __future__ import annotations
@@ -14,18 +15,31 @@ import os
 import re
 import uuid
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from voiptwisted.interfaces import ISession
 from voiptwisted.media.wav import load_mono, write_wav
 
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = None
+
 __all__ = ["EchoSession", "PlaybackSession", "RecordingSession", "Session"]
 
 _DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+def _load_numpy() -> None:
+    """Import numpy once, into this module's globals (first session; frames pay nothing)."""
+    global np
+    if np is None:
+        import numpy
+
+        np = numpy
 
 
 @implementer(ISession)
@@ -44,6 +58,7 @@ class Session:
     def __init__(self, dialog: Any, **kwargs: Any) -> None:
         if kwargs:
             raise TypeError(f"unexpected session arguments: {', '.join(sorted(kwargs))}")
+        _load_numpy()
         self.dialog = dialog
         self._frames: deque[np.ndarray] = deque()
         self._partial = np.empty(0, np.int16)

@@ -2,15 +2,21 @@
 
 Audio inside voiptwisted is ``int16`` numpy arrays; these helpers convert any
 PCM WAV (8/16/24/32-bit integer, any channel count, any rate) into mono int16
-at the rate a session needs, and write multi-channel int16 WAVs.
+at the rate a session needs, and write multi-channel int16 WAVs.  numpy is
+imported by the first helper called, not with this module (issue 6: a service
+that only imports the applications stays light while idle).
 """
 
 from __future__ import annotations
 
 import os
 import wave
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = None
 
 __all__ = ["WavError", "load_mono", "read_wav", "resample", "to_mono", "write_wav"]
 
@@ -20,6 +26,15 @@ MAX_FRAMES = 48_000 * 3600
 
 class WavError(ValueError):
     """The file is not a PCM WAV we can read."""
+
+
+def _load_numpy() -> None:
+    """Import numpy once, into this module's globals (first use, not start-up)."""
+    global np
+    if np is None:
+        import numpy
+
+        np = numpy
 
 
 def _decode_frames(raw: bytes, width: int, channels: int) -> np.ndarray:
@@ -39,6 +54,7 @@ def _decode_frames(raw: bytes, width: int, channels: int) -> np.ndarray:
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Read a PCM WAV: returns (samples as int16 array shaped (frames, channels), rate)."""
+    _load_numpy()
     try:
         with wave.open(os.fspath(path), "rb") as wav:
             channels = wav.getnchannels()
@@ -59,6 +75,7 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """Average all channels into one (int16)."""
+    _load_numpy()
     if samples.ndim == 1:
         return samples.astype(np.int16, copy=False)
     return samples.astype(np.int32).mean(axis=1).round().astype(np.int16)
@@ -70,6 +87,7 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     Linear interpolation after a moving-average low-pass when downsampling
     (enough for speech to G.711's 8 kHz; not a studio resampler).
     """
+    _load_numpy()
     if rate == target or samples.size == 0:
         return samples.astype(np.int16, copy=False)
     data = samples.astype(np.float64)
@@ -92,6 +110,7 @@ def load_mono(path: str | os.PathLike[str], rate: int) -> np.ndarray:
 
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, rate: int) -> None:
     """Write int16 samples shaped (frames,) or (frames, channels) as a PCM WAV."""
+    _load_numpy()
     data = np.asarray(samples, dtype=np.int16)
     if data.ndim == 1:
         data = data[:, None]

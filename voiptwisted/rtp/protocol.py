@@ -6,6 +6,10 @@ the process-wide :class:`~voiptwisted.media.pacer.Pacer`; the RTP timestamp
 is derived from the tick count so it stays continuous across silence and
 late ticks.  Media is sent to the SDP address until the peer's first valid
 packet arrives, then to that packet's source (symmetric RTP, RFC 4961).
+
+numpy is imported by the first ``RealtimeTransportProtocol`` (a call), not when this
+module is: ``MediaConfig`` needs :class:`PortAllocator` when a service starts, and an
+idle registered service should not carry numpy's memory (issue 6).
 """
 
 from __future__ import annotations
@@ -19,9 +23,8 @@ import struct
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from twisted.internet import udp
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
@@ -41,8 +44,15 @@ from voiptwisted.rtp.packet import (
     ntp_timestamp,
     parse_rtcp,
 )
-from voiptwisted.rtp.srtp import SRTPContext
 from voiptwisted.rtp.stun import StunClient, is_stun
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from voiptwisted.rtp.srtp import SRTPContext
+else:
+    #: numpy, bound by :func:`_load_numpy` when the first call's protocol is created.
+    np = None
 
 __all__ = [
     "MediaStats",
@@ -65,9 +75,19 @@ MAX_CATCH_UP = 3
 MAX_DTMF_TICKS = 1200
 #: Largest payload the preallocated send buffer holds (6 x 20 ms of G.711).
 _MAX_TX_PAYLOAD = 960
-_INT16 = np.dtype(np.int16)
+_INT16: Any = None
 _SENDING = frozenset(("sendrecv", "sendonly"))
 _RECEIVING = frozenset(("sendrecv", "recvonly"))
+
+
+def _load_numpy() -> None:
+    """Import numpy once, into this module's globals, so the per-packet code pays nothing."""
+    global np, _INT16
+    if np is None:
+        import numpy
+
+        _INT16 = numpy.dtype(numpy.int16)
+        np = numpy
 
 
 @dataclass(slots=True)
@@ -263,6 +283,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
     def __init__(self, *, clock: Any = None, pacer: Any = None, stun_server: Any = None) -> None:
         from voiptwisted.media.jitter import JitterBuffer
 
+        _load_numpy()
         if clock is None:
             from twisted.internet import reactor as clock
         if pacer is None:

@@ -1,7 +1,9 @@
 """SRTP with SDES key exchange: ``a=crypto`` (RFC 4568) and protect/unprotect (RFC 3711).
 
 All cryptography is done by libsrtp through ``pylibsrtp``; this module only
-parses and generates the SDP key material and keeps per-call counters.  Keys
+parses and generates the SDP key material and keeps per-call counters.
+``pylibsrtp`` is imported by the first :class:`SRTPContext` (a call), not when
+this module is, so a service that is only registered does not load it.  Keys
 never appear in ``repr``, ``str`` of errors or logs: use :func:`redact_sdp`
 before logging an SDP body.
 """
@@ -13,8 +15,13 @@ import binascii
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pylibsrtp
+if TYPE_CHECKING:
+    import pylibsrtp
+else:
+    #: Bound to the module by :func:`_load_libsrtp` on the first SRTPContext.
+    pylibsrtp = None
 
 __all__ = [
     "SUITES",
@@ -50,16 +57,26 @@ class CryptoSuite:
         return self.key_length + self.salt_length
 
 
-#: Suites we accept, in our order of preference for offers.
-_P = pylibsrtp.Policy
+#: Suites we accept, in our order of preference for offers.  ``profile`` is libsrtp's
+#: ``srtp_profile_t``, which uses the IANA DTLS-SRTP protection profile numbers
+#: (RFC 5764 §4.1.2, RFC 7714 §14.2): 1, 2 and 7 (pylibsrtp's ``Policy.SRTP_PROFILE_*``).
 SUITES: dict[str, CryptoSuite] = {
     s.name: s
     for s in (
-        CryptoSuite("AES_CM_128_HMAC_SHA1_80", _P.SRTP_PROFILE_AES128_CM_SHA1_80, 16, 14),
-        CryptoSuite("AES_CM_128_HMAC_SHA1_32", _P.SRTP_PROFILE_AES128_CM_SHA1_32, 16, 14),
-        CryptoSuite("AEAD_AES_128_GCM", _P.SRTP_PROFILE_AEAD_AES_128_GCM, 16, 12),
+        CryptoSuite("AES_CM_128_HMAC_SHA1_80", 1, 16, 14),
+        CryptoSuite("AES_CM_128_HMAC_SHA1_32", 2, 16, 14),
+        CryptoSuite("AEAD_AES_128_GCM", 7, 16, 12),
     )
 }
+
+
+def _load_libsrtp() -> None:
+    """Import ``pylibsrtp`` once, into this module's globals (kept for every later packet)."""
+    global pylibsrtp
+    if pylibsrtp is None:
+        import pylibsrtp as module
+
+        pylibsrtp = module
 
 #: Session parameters (RFC 4568 §6.3) that we can honour; WSH is only a hint.
 _HARMLESS_SESSION_PARAMS = ("WSH=",)
@@ -172,6 +189,7 @@ class SRTPContext:
         if local.suite != remote.suite:
             raise SDESError("SRTP: both directions must use the same crypto-suite")
         self.suite = local.suite
+        _load_libsrtp()
         self._tx = pylibsrtp.Session(
             pylibsrtp.Policy(
                 key=local.master,
