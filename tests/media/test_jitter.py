@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from voiptwisted.media.jitter import JitterBuffer
@@ -98,3 +100,80 @@ class JitterBufferTests(SynchronousTestCase):
     def test_rejects_bad_config(self) -> None:
         with self.assertRaises(ValueError):
             JitterBuffer(max_packets=0)
+
+
+def _stream(rng: random.Random, count: int) -> list[RTPPacket]:
+    """Mostly in-order RTP with reordering, duplicates, losses, late packets,
+    sequence wrap, large jumps (confirmed or stray) and SSRC changes."""
+    packets: list[RTPPacket] = []
+    seq = rng.randrange(1 << 16)
+    ssrc = 1
+    while len(packets) < count:
+        roll = rng.random()
+        if roll < 0.70:
+            batch = [seq]
+        elif roll < 0.80:
+            batch = [seq + 1, seq] if rng.random() < 0.5 else [seq + 2, seq, seq + 1]
+        elif roll < 0.86:
+            batch = [seq, seq]
+        elif roll < 0.92:
+            seq += rng.randint(1, 6)
+            batch = [seq]
+        elif roll < 0.96:
+            batch = [seq, seq - rng.randint(1, 150)]
+        elif roll < 0.97:
+            seq += rng.randint(3000, 40000)
+            batch = [seq, seq + 1] if rng.random() < 0.5 else [seq]
+        elif roll < 0.98:
+            # A stray far packet, an in-order one, then the stray's successor: not a restart.
+            stray = seq + rng.randint(3000, 40000)
+            packets.extend(pkt(s, ssrc=ssrc) for s in (stray, seq, stray + 1))
+            seq += 1
+            continue
+        else:
+            ssrc += 1
+            batch = [seq]
+        packets.extend(pkt(s, ssrc=ssrc) for s in batch)
+        seq = max(batch) + 1
+    return packets
+
+
+class FastPathTests(SynchronousTestCase):
+    def test_fast_path_matches_general_path(self) -> None:
+        """push()'s in-order fast path gives exactly what the general path gives: the same
+        packets released at the same time and the same counters (RFC 3550 §A.1 rules),
+        on random streams with reordering, loss, duplicates, wrap, jumps and new SSRCs."""
+        for seed in range(20):
+            rng = random.Random(seed)
+            packets = _stream(rng, 600)
+            fast = JitterBuffer()
+            general = JitterBuffer()
+            general_calls = 0
+            real_general = fast._push_general
+
+            def counting(packet: RTPPacket, real=real_general) -> list[RTPPacket]:
+                nonlocal general_calls
+                general_calls += 1
+                return real(packet)
+
+            fast._push_general = counting  # type: ignore[method-assign]
+            for packet in packets:
+                self.assertEqual(fast.push(packet), general._push_general(packet))
+                self.assertEqual(
+                    (fast.played, fast.lost, fast.late, fast.duplicates, len(fast)),
+                    (general.played, general.lost, general.late, general.duplicates,
+                     len(general)),
+                )
+            self.assertEqual(fast.flush(), general.flush())
+            # Both paths were exercised: the comparison above is not vacuous.
+            self.assertGreater(len(packets) - general_calls, len(packets) // 4)
+            self.assertGreater(general_calls, 0)
+
+    def test_fast_path_not_taken_out_of_state(self) -> None:
+        """The next sequence number from another SSRC restarts the stream (RFC 3550 §8.2)."""
+        buffer = JitterBuffer()
+        feed(buffer, [0, 1])
+        out = buffer.push(pkt(2, ssrc=2))
+        self.assertEqual([p.ssrc for p in out], [2])
+        self.assertEqual(buffer._ssrc, 2)
+

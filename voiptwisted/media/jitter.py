@@ -57,7 +57,22 @@ class JitterBuffer:
         return len(self._buffer)
 
     def push(self, packet: _Packet) -> list[_Packet]:
-        """Add one received packet; return the packets ready for playout, in order."""
+        """Add one received packet; return the packets ready for playout, in order.
+
+        Fast path for the common case, the next expected packet of the current
+        source with nothing buffered: it is played at once.  Every other packet
+        takes :meth:`_push_general`; both give the same outputs and counters.
+        """
+        seq = packet.sequence & 0xFFFF
+        if seq == self._next and not self._buffer and packet.ssrc == self._ssrc and self._started:
+            self._next = (seq + 1) & 0xFFFF
+            self._bad_seq = None
+            self.played += 1
+            return [packet]
+        return self._push_general(packet)
+
+    def _push_general(self, packet: _Packet) -> list[_Packet]:
+        """RFC 3550 §A.1 sequence checks, duplicate/late drops, reordering and release."""
         seq = packet.sequence & 0xFFFF
         out: list[_Packet] = []
         if not self._started or packet.ssrc != self._ssrc:
