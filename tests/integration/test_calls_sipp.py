@@ -10,35 +10,12 @@ answers on the same reactor.  Everything is started and stopped by PID through
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
-from twisted.internet import reactor, task
-from twisted.trial.unittest import TestCase
-
-from tests.integration.peers import Kamailio, Sipp, SippResult
-from voiptwisted.media.call import MediaConfig
+from tests.integration.support import KamailioCallTestCase, eventually, sleep
 from voiptwisted.media.session import Session
-from voiptwisted.sip.connect import run
 from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.message import Request
-from voiptwisted.sip.uri import SipURI
-
-
-async def sleep(seconds: float) -> None:
-    await task.deferLater(reactor, seconds, lambda: None)
-
-
-async def eventually(predicate: Any, timeout: float, what: str) -> Any:
-    """Poll ``predicate`` without blocking the reactor; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await sleep(0.05)
 
 
 class Answering(Dialog):
@@ -64,66 +41,31 @@ class RingingOnly(Answering):
         self.ringing()
 
 
-class SippCallTests(TestCase):
+class SippCallTests(KamailioCallTestCase):
     timeout = 120
+    tmp_prefix = "calls-sipp-"
 
     def setUp(self) -> None:
         Answering.calls, Answering.hangups = [], []
         RingingOnly.calls, RingingOnly.hangups = [], []
-        self.kam = Kamailio()
-        self.addCleanup(self.kam.cleanup)
-        self.kam.start()
+        super().setUp()
 
     async def register(self, dialog_class: type[Dialog]) -> Any:
-        host, port = self.kam.address("tls")
-        aor = SipURI.parse(f"sip:alice@{host}:{port}")
         base = random.randrange(40000, 60000, 2)  # outside the harness port range
-        config = MediaConfig(port_range=(base, base + 400), srtp="off", reactor=reactor)
-        protocol = await run(
-            aor,
-            password=self.kam.users["alice"],
-            ca_file=self.kam.ca_cert,
-            reactor=reactor,
-            dialog_class=dialog_class,
-            media_config=config,
-        )
-        self.addCleanup(protocol.service.stopService)
-        self.assertTrue(protocol.is_secure)
-        return protocol
+        return await self.register_us(dialog_class, port_range=(base, base + 400))
 
-    def sipp(self, scenario: str, remote: tuple[str, int] | None = None, **kwargs: Any) -> Sipp:
-        agent = Sipp(scenario, remote, **kwargs)
-        self.addCleanup(agent.cleanup)
-        return agent
-
-    async def finish(self, agent: Sipp, timeout: float) -> SippResult:
-        """Wait for a background SIPp to exit while the reactor keeps running."""
-        await eventually(lambda: not agent.running, timeout, f"{agent} to finish")
-        return agent.collect()
-
-    def assertSippOk(self, result: SippResult) -> None:
+    def assertSippOk(self, result: Any) -> None:
         self.assertTrue(
             result.ok,
             f"SIPp rc={result.returncode} ok={result.successful} failed={result.failed}\n"
             f"{result.errors[-2000:]}",
         )
 
-    async def assertNothingLeft(self, protocol: Any) -> None:
-        """Issue 3: no dialog, transaction or timer of ours survives the calls."""
-        await eventually(
-            lambda: (
-                (protocol.dialog_count, protocol.transaction_count, protocol.pending_timer_count)
-                == (0, 0, 0)
-            ),
-            10,
-            "calls to be forgotten",
-        )
-
     async def test_options_through_kamailio(self) -> None:
         """RFC 3261 §11: OPTIONS to our own AOR goes out, Kamailio relays it back on our flow,
         we answer 200 with Allow/Accept/Supported, and the 200 comes back to us."""
         protocol = await self.register(Answering)
-        host, port = self.kam.address("tls")
+        host, port = self.kamailio.address("tls")
         request = Request(
             "OPTIONS",
             f"sip:alice@{host}:{port}",
@@ -146,7 +88,8 @@ class SippCallTests(TestCase):
         SIPp ACKs and BYEs through the Record-Route set; the call leaves nothing behind."""
         protocol = await self.register(Answering)
         uac = self.sipp(
-            "uac_call", self.kam.address("udp"), service="alice", duration_ms=300, timeout=20
+            "uac_call", self.kamailio.address("udp"), service="alice", duration_ms=300,
+            timeout=20,
         ).start()
         self.assertSippOk(await self.finish(uac, 30))
         self.assertEqual(len(Answering.calls), 1)
@@ -159,7 +102,8 @@ class SippCallTests(TestCase):
         """RFC 3261 §9.2: SIPp CANCELs while we ring: 200 to the CANCEL, 487 to the INVITE."""
         protocol = await self.register(RingingOnly)
         uac = self.sipp(
-            "uac_cancel", self.kam.address("udp"), service="alice", duration_ms=300, timeout=20
+            "uac_cancel", self.kamailio.address("udp"), service="alice", duration_ms=300,
+            timeout=20,
         ).start()
         self.assertSippOk(await self.finish(uac, 30))
         self.assertIn("SIP/2.0 487", uac.messages)
@@ -174,14 +118,14 @@ class SippCallTests(TestCase):
         uas = self.sipp("uas", service="bob", timeout=30).start()
         register = self.sipp(
             "register",
-            self.kam.address("udp"),
+            self.kamailio.address("udp"),
             service="bob",
-            auth=("bob", self.kam.users["bob"]),
+            auth=("bob", self.kamailio.users["bob"]),
             keys={"contact_host": "127.0.0.1", "contact_port": uas.local_port, "expires": 60},
             timeout=10,
         ).start()
         self.assertSippOk(await self.finish(register, 15))
-        host, port = self.kam.address("tls")
+        host, port = self.kamailio.address("tls")
         dialog = Dialog(sip=protocol)
         answered = await dialog.dial(f"sip:bob@{host}:{port}", session_class=Session)
         self.assertIs(answered, dialog)
@@ -198,7 +142,7 @@ class SippCallTests(TestCase):
         protocol = await self.register(Answering)
         uac = self.sipp(
             "uac_call",
-            self.kam.address("udp"),
+            self.kamailio.address("udp"),
             service="alice",
             calls=100,
             rate=20,

@@ -10,77 +10,37 @@ block, so they run in a thread while the reactor handles our SIP and RTP.
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import shutil
-import tempfile
+from typing import Any
 
 import numpy as np
-from twisted.internet import reactor, threads
-from twisted.trial.unittest import TestCase
+from twisted.internet import threads
 
 from tests.integration import peers
-from tests.integration.peers import (
-    Baresip,
-    Kamailio,
-    Sipp,
-    make_speech_wav,
-    read_wav,
-    xcorr_peak,
+from tests.integration.peers import Baresip, make_speech_wav, read_wav, xcorr_peak
+from tests.integration.support import (
+    EchoDialog,
+    KamailioCallTestCase,
+    recording,
+    recording_dialog,
 )
-from voiptwisted.media.call import MediaConfig
-from voiptwisted.media.session import EchoSession, PlaybackSession, RecordingSession
+from voiptwisted.media.session import PlaybackSession
 from voiptwisted.media.wav import load_mono, write_wav
-from voiptwisted.sip.connect import run
 from voiptwisted.sip.dialog import Dialog
-from voiptwisted.sip.uri import SipURI
+
+#: Media ports of these tests.
+PORT_RANGE = (36000, 36400)
 
 
-class EchoDialog(Dialog):
-    """Answers every call with an EchoSession."""
-
-    def call_received(self) -> None:
-        self.answer(session_class=EchoSession)
-
-
-class RecordingDialog(Dialog):
-    """Answers every call with a RecordingSession writing into ``directory``."""
-
-    directory = ""
-
-    def call_received(self) -> None:
-        self.answer(session_class=RecordingSession, directory=self.directory)
-
-
-class BaresipMediaTests(TestCase):
+class BaresipMediaTests(KamailioCallTestCase):
     timeout = 120
-
-    def tmpdir(self) -> str:
-        path = tempfile.mkdtemp(prefix="media-baresip-")
-        self.addCleanup(shutil.rmtree, path, True)
-        return path
+    tmp_prefix = "media-baresip-"
 
     def setUp(self) -> None:
-        self.kamailio = Kamailio(self.tmpdir())
-        self.addCleanup(self.kamailio.cleanup)
-        self.kamailio.start()
+        super().setUp()
         self.speech = make_speech_wav(
             os.path.join(self.tmpdir(), "speech.wav"), "one two three, the echo test is running"
         )
-
-    async def register_us(self, srtp: str, dialog_class: type = Dialog):
-        host, port = self.kamailio.address("tls")
-        protocol = await run(
-            SipURI.parse(f"sip:alice@{host}:{port}"),
-            password=self.kamailio.users["alice"],
-            ca_file=self.kamailio.ca_cert,
-            reactor=reactor,
-            dialog_class=dialog_class,
-            media_config=MediaConfig(port_range=(36000, 36400), srtp=srtp),
-        )
-        self.addCleanup(protocol.service.stopService)
-        return protocol
 
     async def baresip(self, user: str, srtp: bool, **params: str) -> Baresip:
         ua = Baresip(
@@ -103,8 +63,21 @@ class BaresipMediaTests(TestCase):
 
         await threads.deferToThread(peers.wait_until, enough, 20, 0.1, "baresip recording")
 
+    async def assert_heard(self, ua: Baresip, reference: Any, srtp: bool, what: str) -> None:
+        """Stop *ua*; its recording of the call must correlate with *reference* (peak > 0.8),
+        and with *srtp* its log must say SRTP was on (RFC 4568 SDES)."""
+        log = ua.log
+        await threads.deferToThread(ua.stop)
+        heard = read_wav(ua.received_recordings()[0])
+        peak, lag = xcorr_peak(reference, heard)
+        self.assertGreater(peak, 0.8, f"{what} not found (peak {peak:.2f}, lag {lag})")
+        if srtp:
+            self.assertRegex(log, r"SRTP is Enabled")
+
     async def echo_call(self, srtp: bool) -> None:
-        await self.register_us("required" if srtp else "optional", EchoDialog)
+        await self.register_us(
+            EchoDialog, port_range=PORT_RANGE, srtp="required" if srtp else "optional"
+        )
         ua = await self.baresip("bob", srtp)
         result = await threads.deferToThread(ua.dial, self.kamailio.uri("alice"))
         self.assertTrue(result["ok"])
@@ -112,13 +85,7 @@ class BaresipMediaTests(TestCase):
         await self.received_audio(ua, 4.0)
         await threads.deferToThread(ua.hangup)
         await threads.deferToThread(ua.wait_for_event, "CALL_CLOSED", 10)
-        log = ua.log
-        await threads.deferToThread(ua.stop)
-        heard = read_wav(ua.received_recordings()[0])
-        peak, lag = xcorr_peak(read_wav(self.speech), heard)
-        self.assertGreater(peak, 0.8, f"echo not found (peak {peak:.2f}, lag {lag})")
-        if srtp:
-            self.assertRegex(log, r"SRTP is Enabled")
+        await self.assert_heard(ua, read_wav(self.speech), srtp, "echo")
 
     async def test_baresip_hears_its_echo(self) -> None:
         """Issue 4: baresip calls us through Kamailio and hears its own speech (correlated)."""
@@ -129,7 +96,9 @@ class BaresipMediaTests(TestCase):
         await self.echo_call(srtp=True)
 
     async def play_to_baresip(self, srtp: bool) -> None:
-        protocol = await self.register_us("required" if srtp else "optional")
+        protocol = await self.register_us(
+            port_range=PORT_RANGE, srtp="required" if srtp else "optional"
+        )
         ua = await self.baresip("bob", srtp, answermode="auto")
         # A 16 kHz stereo copy exercises the resampling path of PlaybackSession.
         speech = load_mono(self.speech, 8000)
@@ -143,13 +112,7 @@ class BaresipMediaTests(TestCase):
         # call of its own), so wait for the close of the established call only.
         start = ua.events.index(established)
         await threads.deferToThread(ua.wait_for_event, "CALL_CLOSED", 30, start)
-        log = ua.log
-        await threads.deferToThread(ua.stop)
-        heard = read_wav(ua.received_recordings()[0])
-        peak, lag = xcorr_peak(speech, heard)
-        self.assertGreater(peak, 0.8, f"playback not found (peak {peak:.2f}, lag {lag})")
-        if srtp:
-            self.assertRegex(log, r"SRTP is Enabled")
+        await self.assert_heard(ua, speech, srtp, "playback")
 
     async def test_we_play_to_baresip(self) -> None:
         """Issue 4: we dial baresip and play a WAV; its recording correlates with the WAV."""
@@ -162,9 +125,8 @@ class BaresipMediaTests(TestCase):
     async def test_sipp_dtmf_recorded(self) -> None:
         """RFC 4733: SIPp's dtmf_2833_1.pcap reaches the recording session as exactly '1'."""
         directory = self.tmpdir()
-        dialog_class = type("Recorder", (RecordingDialog,), {"directory": directory})
-        await self.register_us("optional", dialog_class)
-        sipp = Sipp(
+        await self.register_us(recording_dialog(directory), port_range=PORT_RANGE, srtp="optional")
+        sipp = self.sipp(
             "uac_dtmf",
             self.kamailio.address("tcp"),
             transport="t1",
@@ -173,16 +135,8 @@ class BaresipMediaTests(TestCase):
             timeout=20,
             tmpdir=self.tmpdir(),
         )
-        self.addCleanup(sipp.cleanup)
         result = await threads.deferToThread(sipp.run)
         self.assertTrue(result.ok, result.errors or result.log[-2000:])
-
-        def written() -> list[str]:
-            return glob.glob(os.path.join(directory, "*.json"))
-
-        await threads.deferToThread(peers.wait_until, written, 10, 0.1, "recording JSON")
-        with open(written()[0]) as handle:
-            digits = json.load(handle)
+        digits, samples = await recording(directory)
         self.assertEqual([d["digit"] for d in digits], ["1"])
-        samples = read_wav(written()[0][: -len(".json")] + ".wav")
         self.assertGreater(len(samples), 0)

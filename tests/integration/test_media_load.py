@@ -13,131 +13,27 @@ SIPp runs in the background and is polled without blocking the reactor.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import time
 from typing import Any
 
 import numpy as np
-from twisted.internet import reactor, task
-from twisted.trial.unittest import TestCase
 
-from tests.integration.peers import Kamailio, Sipp, SippResult
-from voiptwisted.media.call import MediaConfig
+from tests.integration.peers import SippResult
+from tests.integration.support import (
+    EchoDialog,
+    KamailioCallTestCase,
+    eventually,
+    exec_action,
+    uac_scenario,
+)
 from voiptwisted.media.g711 import alaw_encode
 from voiptwisted.media.session import EchoSession
-from voiptwisted.sip.connect import run
-from voiptwisted.sip.dialog import Dialog
-from voiptwisted.sip.uri import SipURI
 
 CALLS = 50
 SECONDS = 10
 #: The media port range of this test only, so leaks are attributable to it.
 PORT_RANGE = (17000, 17400)
-
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="uac_rtp_stream">
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      Max-Forwards: 70
-      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-      To: <sip:[service]@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
-      User-Agent: SIPp
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=sipp 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [rtpstream_audio_port] RTP/AVP 8
-      a=rtpmap:8 PCMA/8000
-      a=ptime:20
-
-    ]]>
-  </send>
-
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rrs="true"/>
-
-  <send>
-    <![CDATA[
-
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      Max-Forwards: 70
-      [routes]
-      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-
-  <nop>
-    <action>
-      <exec rtp_stream="STREAM_FILE,-1,8"/>
-    </action>
-  </nop>
-
-  <pause milliseconds="STREAM_MS"/>
-
-  <nop>
-    <action>
-      <exec rtp_stream="pause"/>
-    </action>
-  </nop>
-
-  <send retrans="500">
-    <![CDATA[
-
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      Max-Forwards: 70
-      [routes]
-      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
-      Content-Length: 0
-
-    ]]>
-  </send>
-
-  <recv response="200" crlf="true"/>
-</scenario>
-"""
-
-
-async def sleep(seconds: float) -> None:
-    await task.deferLater(reactor, seconds, lambda: None)
-
-
-async def eventually(predicate: Any, timeout: float, what: str) -> Any:
-    """Poll ``predicate`` without blocking the reactor; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.05) + 2):
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        await sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+#: SDP media of SIPp's offer: PCMA from its rtp_stream port.
+MEDIA = ["m=audio [rtpstream_audio_port] RTP/AVP 8", "a=rtpmap:8 PCMA/8000", "a=ptime:20"]
 
 
 def bound_udp_ports(low: int, high: int) -> list[int]:
@@ -181,23 +77,16 @@ class MeasuredEcho(EchoSession):
             type(self).finished.append(stats)
 
 
-class EchoDialog(Dialog):
-    def call_received(self) -> None:
-        self.answer(session_class=MeasuredEcho)
+class MeasuredEchoDialog(EchoDialog):
+    session_class = MeasuredEcho
 
 
-class MediaLoadTests(TestCase):
+class MediaLoadTests(KamailioCallTestCase):
     timeout = 90
-
-    def tmpdir(self) -> str:
-        path = tempfile.mkdtemp(prefix="media-load-")
-        self.addCleanup(shutil.rmtree, path, True)
-        return path
+    tmp_prefix = "media-load-"
 
     def setUp(self) -> None:
-        self.kamailio = Kamailio(self.tmpdir())
-        self.addCleanup(self.kamailio.cleanup)
-        self.kamailio.start()
+        super().setUp()
         MeasuredEcho.finished = []
         MeasuredEcho.started = 0
 
@@ -213,26 +102,14 @@ class MediaLoadTests(TestCase):
     async def test_fifty_concurrent_echo_calls(self) -> None:
         """Issue 4: 50 concurrent calls x 10 s of RTP, < 0.1 % lost, nothing left behind."""
         self.assertEqual(bound_udp_ports(*PORT_RANGE), [], "port range busy before the test")
-        host, port = self.kamailio.address("tls")
-        protocol = await run(
-            SipURI.parse(f"sip:alice@{host}:{port}"),
-            password=self.kamailio.users["alice"],
-            ca_file=self.kamailio.ca_cert,
-            reactor=reactor,
-            dialog_class=EchoDialog,
-            media_config=MediaConfig(port_range=PORT_RANGE, srtp="off"),
-        ).addTimeout(20, reactor)
-        self.addCleanup(protocol.service.stopService)
+        protocol = await self.register_us(MeasuredEchoDialog, port_range=PORT_RANGE)
         tmp = self.tmpdir()
-        scenario = os.path.join(tmp, "uac_rtp_stream.xml")
-        with open(scenario, "w") as handle:
-            handle.write(
-                SCENARIO.replace("STREAM_FILE", self.stream_file()).replace(
-                    "STREAM_MS", str(SECONDS * 1000)
-                )
-            )
-        sipp = Sipp(
-            scenario,
+        actions = (
+            exec_action(f'rtp_stream="{self.stream_file()},-1,8"', SECONDS * 1000)
+            + exec_action('rtp_stream="pause"')
+        )
+        sipp = self.sipp(
+            uac_scenario(tmp, "uac_rtp_stream", MEDIA, actions),
             self.kamailio.address("tcp"),
             transport="t1",
             service="alice",
@@ -242,10 +119,8 @@ class MediaLoadTests(TestCase):
             timeout=SECONDS + 30,
             tmpdir=tmp,
         )
-        self.addCleanup(sipp.cleanup)
         sipp.start()
-        await eventually(lambda: not sipp.running, SECONDS + 35, "SIPp to finish")
-        result: SippResult = sipp.collect()
+        result: SippResult = await self.finish(sipp, SECONDS + 35)
         self.assertEqual(
             (result.returncode, result.successful, result.failed), (0, CALLS, 0),
             result.errors[-2000:] or result.log[-2000:],
@@ -265,12 +140,5 @@ class MediaLoadTests(TestCase):
         for stats in MeasuredEcho.finished:
             self.assertGreater(stats.packets_received, 0.9 * SECONDS * 50, stats)
 
-        await eventually(
-            lambda: (
-                (protocol.dialog_count, protocol.transaction_count, protocol.pending_timer_count)
-                == (0, 0, 0)
-            ),
-            10,
-            "calls to be forgotten",
-        )
+        await self.assertNothingLeft(protocol)
         await eventually(lambda: bound_udp_ports(*PORT_RANGE) == [], 5, "RTP ports released")
