@@ -7,6 +7,7 @@ listeners and drives every timer, so nothing here opens a socket or waits.
 
 from __future__ import annotations
 
+import gc
 import pathlib
 import shutil
 import tempfile
@@ -256,13 +257,17 @@ class MaxCallsTests(ServiceTestCase):
         """--max-calls counts calls over every flow: the second caller's call gets 486."""
         service = self.service(max_calls=1)
         service.startService()
-        self.answered_call(service)
+        # The service holds flows weakly (the reactor owns live connections): keep the
+        # first flow referenced, and collect, as a full suite run would at random.
+        first_flow = self.answered_call(service)
+        gc.collect()
         other, transport = self.connect_caller(service)
         other.dataReceived(invite("second@test", "z9hG4bKsecond"))
         codes = [m.status_code for m in written(transport) if hasattr(m, "status_code")]
         self.assertIn(486, codes)
         self.assertNotIn(200, codes)
         self.assertEqual(service.active_call_count(), 1)
+        self.assertEqual(first_flow[0].dialog_count, 1)
 
     def test_wrapped_class_keeps_name(self) -> None:
         service = self.service()
