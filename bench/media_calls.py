@@ -20,9 +20,9 @@ No signalling: it adds nothing to the media cost being measured.  The
 service measures itself over the window: CPU (``resource.getrusage``, user +
 system), packets handled (echo packets received by the service), memory
 (``VmRSS`` delta from before the calls were created, divided by N) and the
-pacer's per-tick lateness (read from ``Pacer.last_lateness`` by a callback
-registered before any call, so it runs first in every tick; a second one
-registered after every call gives the time the last call's packet left).
+pacer's lateness per phase (``Pacer.monitor`` reports how late each phase of
+the 20 ms frame started and how long its calls took, so their sum is how late
+that phase's last packet left).
 Loss is end to end: packets the generator sent vs checked echoes it got back.
 
 Results are printed and written to the "Concurrent echo calls" section of
@@ -157,19 +157,11 @@ def service_main(mode: str, core: int) -> int:
     answers: list[str] = []
     lateness: list[float] = []
     last_send: list[float] = []
-    multi_ticks = [0]
-    tick_started = [0.0]
 
-    def first_in_tick(ticks: int) -> None:
+    def monitor(late: float, busy: float) -> None:
         if sampling[0]:
-            tick_started[0] = time.monotonic()
-            lateness.append(pacer.last_lateness)
-            if ticks > 1:
-                multi_ticks[0] += ticks - 1
-
-    def last_in_tick(ticks: int) -> None:
-        if sampling[0]:
-            last_send.append(pacer.last_lateness + time.monotonic() - tick_started[0])
+            lateness.append(late)
+            last_send.append(late + busy)
 
     if mode == "floor":
         for _ in range(len(offers)):
@@ -179,13 +171,12 @@ def service_main(mode: str, core: int) -> int:
             number = port.getHost().port
             answers.append(f"v=0\r\nm=audio {number} RTP/AVP 8\r\n")
     else:
-        pacer.add(first_in_tick)
+        pacer.monitor = monitor
         for index, offer in enumerate(offers):
             media = CallMedia.answer_offer(config, offer.encode(), "127.0.0.1")
             media.start(EchoSession(_BenchDialog(index)))
             calls.append(media)
             answers.append(media.local_sdp.decode("ascii"))
-        pacer.add(last_in_tick)
     rss_created = vmrss_kb()
     gc.callbacks.append(gc_timer)
     print(json.dumps({"answers": answers}), flush=True)
@@ -253,7 +244,6 @@ def service_main(mode: str, core: int) -> int:
             "kb_per_call": (marks["rss_end"] - rss_before) / len(offers),
             "ticks": len(lateness),
             "missed_ticks": marks.get("missed_end", 0) - marks.get("missed_start", 0),
-            "multi_ticks": multi_ticks[0],
             "pacer_lateness_ms": {
                 "p50": _ms(_percentile(lateness, 50)), "p99": _ms(_percentile(lateness, 99)),
                 "max": _ms(max(lateness) if lateness else None)},
@@ -448,8 +438,9 @@ def render(results: list[dict], info: dict[str, str], args: argparse.Namespace) 
         " `EchoSession` (shared `Pacer`); `srtp` = the same with AES_CM_128_HMAC_SHA1_80."
         " CPU = user + system of the service process over the window; packets = echo"
         " packets the service received in the window. Loss = generator sent vs checked"
-        " echoes received. Pacer p99 = `Pacer.last_lateness` per tick; last-send p99 ="
-        " that plus the time until the tick's last call had sent. KB/call = VmRSS growth"
+        " echoes received. Pacer p99 = how late a pacer phase started (`Pacer.monitor`; the"
+        " 20 ms frame has 10 phases, each call in one); last-send p99 = that plus the time"
+        " until the phase's last call had sent. KB/call = VmRSS growth"
         " from before the calls were created / N. Run-queue wait = time the service was"
         " runnable but another process had its core (/proc/self/schedstat): the machine is"
         " shared with other work, and where that wait is high the loss and pacing figures"

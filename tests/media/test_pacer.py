@@ -106,6 +106,7 @@ class PacerTests(SynchronousTestCase):
 
     def test_add_and_remove_during_tick(self) -> None:
         """A callback removed during a tick is not called; one added is called next tick."""
+        self.pacer = Pacer(self.clock, slots=1)
         order: list[str] = []
         late = Recorder(self.clock)
 
@@ -164,6 +165,95 @@ class PacerTests(SynchronousTestCase):
     def test_bad_interval(self) -> None:
         with self.assertRaises(ValueError):
             Pacer(self.clock, interval=0)
+        with self.assertRaises(ValueError):
+            Pacer(self.clock, slots=0)
+
+
+class PhaseTests(SynchronousTestCase):
+    """The interval is split into phases; each callback keeps its own exact period."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+        self.pacer = Pacer(self.clock)
+
+    def run_until(self, end: float) -> int:
+        """Advance timer by timer (as a reactor would) until *end*; returns the wake-ups."""
+        wakeups = 0
+        while self.clock.getDelayedCalls():
+            self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # one timer, always
+            due = self.clock.getDelayedCalls()[0].getTime()
+            if due > end + 1e-9:
+                break
+            self.clock.advance(due - self.clock.seconds())
+            wakeups += 1
+        return wakeups
+
+    def test_least_busy_phase(self) -> None:
+        callbacks = [Recorder(self.clock) for _ in range(25)]
+        for callback in callbacks:
+            self.pacer.add(callback)
+        sizes = sorted((len(group) for group in self.pacer._groups), reverse=True)
+        self.assertEqual(sizes, [3] * 5 + [2] * 5)
+
+    def test_phases_spread_and_each_period_exact(self) -> None:
+        """10 calls added together send 2 ms apart, each every 20 ms without drift.
+
+        Phase 0 is first served one interval after the start, phase k k * 2 ms after it.
+        """
+        recorders = [Recorder(self.clock) for _ in range(10)]
+        for recorder in recorders:
+            self.pacer.add(recorder)
+        self.run_until(1000.0 + 20.0)
+        firsts = sorted(recorder.calls[0][0] for recorder in recorders)
+        for index, first in enumerate(firsts):
+            self.assertAlmostEqual(first, 1000.0 + 0.002 * (index + 1), places=6)
+        for recorder in recorders:
+            times = [at for at, _ in recorder.calls]
+            self.assertGreaterEqual(len(times), 1000)
+            for n, at in enumerate(times):
+                self.assertAlmostEqual(at, times[0] + 0.02 * n, places=6)
+            self.assertEqual({ticks for _, ticks in recorder.calls}, {1})
+        self.assertEqual(self.pacer.missed_ticks, 0)
+
+    def test_empty_phases_cost_no_wakeups(self) -> None:
+        """One call: one wake-up per interval, not one per phase."""
+        self.pacer.add(Recorder(self.clock))
+        self.assertEqual(self.run_until(1000.0 + 2.0), 100)
+
+    def test_late_wakeup_serves_due_phases_in_deadline_order(self) -> None:
+        order: list[int] = []
+        for index in range(3):
+            self.pacer.add(lambda ticks, index=index: order.append(index))
+        self.clock.advance(0.05)  # phases 0, 1, 2 have deadlines at 20/40, 2/22/42, 4/24/44 ms
+        self.assertEqual(order, [1, 2, 0])
+        self.assertEqual(self.pacer.missed_ticks, 1 + 2 + 2)
+
+    def test_monitor_sees_lateness_and_busy_time_per_phase(self) -> None:
+        seen: list[tuple[float, float]] = []
+        self.pacer.monitor = lambda lateness, busy: seen.append((lateness, busy))
+
+        def slow(ticks: int) -> None:
+            self.clock.advance(0.0005)
+
+        self.pacer.add(slow)
+        self.clock.advance(0.023)
+        self.assertEqual(len(seen), 1)
+        self.assertAlmostEqual(seen[0][0], 0.003, places=6)
+        self.assertAlmostEqual(seen[0][1], 0.0005, places=6)
+
+    def test_added_to_running_pacer_joins_its_phase_grid(self) -> None:
+        """A call added mid-run to an idle phase is served on that phase's grid."""
+        first = Recorder(self.clock)
+        self.pacer.add(first)
+        self.run_until(1000.03)
+        self.clock.advance(1000.0305 - self.clock.seconds())
+        second = Recorder(self.clock)
+        self.pacer.add(second)
+        self.run_until(1000.0 + 0.1)
+        self.assertAlmostEqual(second.calls[0][0], 1000.0 + 0.042, places=6)
+        for n, (at, _ticks) in enumerate(first.calls[:3]):
+            self.assertAlmostEqual(at, 1000.0 + 0.02 * (n + 1), places=6)
 
 
 class DefaultPacerTests(SynchronousTestCase):
