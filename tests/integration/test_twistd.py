@@ -405,8 +405,9 @@ class TwistdTests(SynchronousTestCase):
         # line, not also "registration ... failed: Error: [('SSL routines' ...".
         log = untrusted.log
         problems = re.findall(r"(?m)^.*#(?:warn|error)\].*$", log)
-        attempts = re.findall(r"(?m)^.*SIP flow to \S+ up$", log)
+        attempts = re.findall(r"(?m)^.*SIP flow to \S+: TLS handshake$", log)
         self.assertGreaterEqual(len(attempts), 1, log)
+        self.assertNotRegex(log, r"SIP flow to \S+ up")  # never "up" on a refused certificate
         self.assertEqual(len(problems), len(attempts), log)
         for line in problems:
             self.assertRegex(line, r"TLS to 127.0.0.1:\d+ refused: unknown CA")

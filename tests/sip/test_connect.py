@@ -517,6 +517,33 @@ class RealTLSTests(TestCase):
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("refused: unknown CA", lines[0])
 
+    async def test_sip_flow_reported_up_only_after_verified_handshake(self) -> None:
+        """The real UA logs "up (TLS)" once the certificate is verified, never on a refusal."""
+        pki = get_pki()
+        lines: dict[str, list[str]] = {}
+        for name, pair in (("good", pki.server), ("refused", pki.unknown_ca)):
+            client = build_client(
+                SipURI.parse(f"sips:alice@127.0.0.1:{self.listen(pair)}"),
+                password="pw", ca_file=pki.ca_cert, reactor=reactor,
+                instance_id=INSTANCE, keepalive=None,
+            )  # fmt: skip
+            outcome: Deferred = Deferred()
+            client.endpoint.tls_failure_observers.append(outcome.callback)
+            events = capture_logs(self)
+            client.startService()
+            self.addCleanup(client.stopService)
+            for _ in range(200):  # at most 10 s
+                text = [formatEvent(e) for e in events]
+                if outcome.called or any("up (TLS)" in line for line in text):
+                    break
+                await task.deferLater(reactor, 0.05, lambda: None)
+            await client.stopService()
+            lines[name] = [formatEvent(e) for e in events if "SIP flow" in formatEvent(e)]
+        self.assertIn("SIP flow to 127.0.0.1: TLS handshake", lines["good"])
+        self.assertIn("SIP flow to 127.0.0.1 up (TLS)", lines["good"])
+        self.assertIn("SIP flow to 127.0.0.1: TLS handshake", lines["refused"])
+        self.assertFalse([line for line in lines["refused"] if " up" in line], lines["refused"])
+
     async def test_insecure_accepts_anything(self) -> None:
         events = capture_logs(self)
         client, _, seen = await self.connect(get_pki().unknown_ca, verify=False)

@@ -81,6 +81,24 @@ class ProtocolTestCase(SynchronousTestCase):
         return written(self.transport)
 
 
+class NoDelayTransport(StringTransport):
+    """A TCP transport that records ``setTcpNoDelay``."""
+
+    no_delay: bool | None = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
+class ConnectionTests(SynchronousTestCase):
+    def test_tcp_nodelay_on_sip_flow(self) -> None:
+        """SIP messages are small and latency-bound: Nagle is switched off on the flow."""
+        proto = make_protocol("sip:bob@example.com", task.Clock(), make_media_class())
+        transport = NoDelayTransport()
+        proto.makeConnection(transport)
+        self.assertIs(transport.no_delay, True)
+
+
 class DispatchTests(ProtocolTestCase):
     def test_options(self) -> None:
         """RFC 3261 §11.2: OPTIONS -> 200 with Allow, Accept and Supported."""

@@ -35,7 +35,12 @@ from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -308,7 +313,7 @@ class _ReportingFactory:
         return _ReportingProxy(built, self.endpoint)
 
 
-@implementer(IProtocol)
+@implementer(IProtocol, IHandshakeListener)
 class _ReportingProxy:
     """Passes everything to the real protocol; inspects why a TLS flow was lost."""
 
@@ -326,6 +331,11 @@ class _ReportingProxy:
 
     def dataReceived(self, data: bytes) -> None:
         self.wrapped.dataReceived(data)
+
+    def handshakeCompleted(self) -> None:
+        """Passes TLS's handshake notice on (the TLS layer only tells its direct protocol)."""
+        if IHandshakeListener.providedBy(self.wrapped):
+            self.wrapped.handshakeCompleted()
 
     def connectionLost(self, reason: Failure) -> None:
         try:

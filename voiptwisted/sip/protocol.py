@@ -24,6 +24,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from voiptwisted import __version__
 from voiptwisted.sip.dialog import Dialog
@@ -109,6 +110,7 @@ def minimal_response(data: bytes, status_code: int) -> Response | None:
         return None
 
 
+@implementer(interfaces.IHandshakeListener)
 class SessionInitiationProtocol(Protocol):
     """A SIP user agent on one TLS/TCP flow (RFC 3261, RFC 5626 outbound).
 
@@ -297,13 +299,30 @@ class SessionInitiationProtocol(Protocol):
     # -- Twisted Protocol ------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        """Start the flow: no Nagle delay, then registration and keepalive hooks.
+
+        SIP messages are small and latency-bound (a 100 Trying then a 200 OK would
+        otherwise wait for the peer's delayed ACK), so ``TCP_NODELAY`` is set.  Over TLS
+        the flow is only reported up once the handshake has verified the peer.
+        """
         self.is_secure = interfaces.ISSLTransport.providedBy(self.transport)
-        peer = self.transport.getPeer()
-        log.info("SIP flow to {peer} up", peer=getattr(peer, "host", peer))
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
+        peer = getattr(self.transport.getPeer(), "host", None)
+        if self.is_secure:
+            log.info("SIP flow to {peer}: TLS handshake", peer=peer)
+        else:
+            log.info("SIP flow to {peer} up", peer=peer)
         self._adopt_orphans()
         for hook in (self.registration, self.keepalive):
             if hook is not None:
                 hook.connection_made(self)
+
+    def handshakeCompleted(self) -> None:
+        """``IHandshakeListener``: the TLS handshake (and certificate check) succeeded."""
+        peer = getattr(self.transport.getPeer(), "host", None) if self.transport else None
+        log.info("SIP flow to {peer} up (TLS)", peer=peer)
 
     def _adopt_orphans(self) -> None:
         """Carry on established calls of an earlier flow built by the same factory (issue 3)."""
