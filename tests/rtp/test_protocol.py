@@ -350,6 +350,50 @@ class ReceiveTests(unittest.SynchronousTestCase):
         self.assertEqual((stats.replays, stats.auth_failures), (1, 2))
         self.assertEqual(stats.packets_received, 1)
 
+    def test_srtp_oversized_dropped(self) -> None:
+        """Too long for libsrtp: dropped and counted; datagramReceived never raises."""
+        ours, theirs = CryptoAttribute.generate(), CryptoAttribute.generate()
+        proto, _, _, _, session = make(srtp=SRTPContext(ours, theirs))
+        proto.datagramReceived(b"\x80\x08" + bytes(2000), SDP_PEER)
+        proto.rtcp_received(b"\x80\xc8" + bytes(2000), SDP_PEER)
+        stats = proto.refresh_stats()
+        self.assertEqual((stats.auth_failures, stats.packets_received), (2, 0))
+        self.assertEqual(session.audio, [])
+
+    def test_srtp_outbound_same_packets_as_plain(self) -> None:
+        """SRTP audio is built in the same reused buffer as plain RTP: once unprotected,
+        every packet (20 and 40 ms) is byte for byte what the plain stream sends."""
+        for ptime in (20, 40):
+            ours, theirs = CryptoAttribute.generate(), CryptoAttribute.generate()
+            plain, plain_clock, plain_port, _, plain_session = make(ptime=ptime)
+            secure, clock, port, _, session = make(srtp=SRTPContext(ours, theirs), ptime=ptime)
+            secure.ssrc, secure._sequence, secure._ts_base = (
+                plain.ssrc, plain._sequence, plain._ts_base
+            )
+            for stream_session in (plain_session, session):
+                stream_session.send_audio(frames(4))
+            for _ in range(4):
+                plain_clock.advance(0.02)
+                clock.advance(0.02)
+            peer = SRTPContext(theirs, ours)
+            received = [peer.unprotect(data) for data, _ in port.sent]
+            self.assertEqual(received, [data for data, _ in plain_port.sent])
+            self.assertEqual(len(received), 4 * 20 // ptime)
+            self.assertEqual(secure.stats.packets_sent, plain.stats.packets_sent)
+            self.assertEqual(secure.stats.octets_sent, plain.stats.octets_sent)
+
+    def test_srtp_dtmf_protected(self) -> None:
+        """RFC 4733 events are SRTP packets too (not sent in clear)."""
+        ours, theirs = CryptoAttribute.generate(), CryptoAttribute.generate()
+        _, clock, rtp, _, session = make(srtp=SRTPContext(ours, theirs))
+        session.send_dtmf("7")
+        for _ in range(12):
+            clock.advance(0.02)
+        peer = SRTPContext(theirs, ours)
+        packets = [RTPPacket.parse(peer.unprotect(data)) for data, _ in rtp.sent]
+        self.assertEqual([p.payload_type for p in packets], [101] * 8)
+        self.assertEqual(packets[0].payload[0], 7)
+
     def test_srtp_outbound_protected(self) -> None:
         ours, theirs = CryptoAttribute.generate(), CryptoAttribute.generate()
         _, clock, rtp, _, session = make(srtp=SRTPContext(ours, theirs))

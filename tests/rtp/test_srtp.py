@@ -132,7 +132,9 @@ class CryptoAttributeTests(unittest.SynchronousTestCase):
     def test_repr_hides_key(self) -> None:
         """Keys never appear in repr (issue 5: keys never in logs)."""
         attr = CryptoAttribute.generate()
-        text = repr(attr) + repr(SRTPContext(attr, attr))
+        context = SRTPContext(attr, attr)
+        text = repr(attr) + repr(context) + repr(context.protect)
+        text += repr(context.unprotect_or_raise)
         self.assertNotIn(base64.b64encode(attr.master).decode(), text)
         self.assertNotIn(attr.master.hex(), text)
 
@@ -199,6 +201,32 @@ class SRTPContextTests(unittest.SynchronousTestCase):
         self.assertIsNone(bob.unprotect(protected))
         self.assertEqual(bob.replays, 1)
         self.assertEqual(bob.auth_failures, 0)
+
+    def test_oversized_dropped(self) -> None:
+        """A datagram too long for libsrtp's buffer cannot be authenticated: None, counted."""
+        _, bob = self.pair()
+        self.assertIsNone(bob.unprotect(b"\x80\x08" + bytes(2000)))
+        self.assertIsNone(bob.unprotect_rtcp(b"\x80\xc8" + bytes(2000)))
+        self.assertEqual((bob.auth_failures, bob.replays), (2, 0))
+
+    def test_unprotect_or_raise(self) -> None:
+        """The media path's unprotect raises one of ``errors`` and counts nothing itself;
+        count_failure tells replays (RFC 3711 §3.3.2) from failed authentication."""
+        alice, bob = self.pair()
+        protected = alice.protect(rtp_packet(3))
+        self.assertEqual(bob.unprotect_or_raise(protected), rtp_packet(3))
+        with self.assertRaises(bob.errors) as replayed:
+            bob.unprotect_or_raise(protected)
+        tampered = bytearray(alice.protect(rtp_packet(4)))
+        tampered[-1] ^= 0x01
+        with self.assertRaises(bob.errors) as forged:
+            bob.unprotect_or_raise(bytes(tampered))
+        with self.assertRaises(bob.errors) as oversized:
+            bob.unprotect_or_raise(bytes(2000))
+        self.assertEqual((bob.replays, bob.auth_failures), (0, 0))
+        for failure in (replayed, forged, oversized):
+            bob.count_failure(failure.exception)
+        self.assertEqual((bob.replays, bob.auth_failures), (1, 2))
 
     def test_wrong_key_dropped(self) -> None:
         """A packet from someone with another key never reaches the application."""

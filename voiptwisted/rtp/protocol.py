@@ -502,7 +502,6 @@ class RealtimeTransportProtocol(DatagramProtocol):
         table = self._encode_table
         if (
             table is not None
-            and self.srtp is None
             and isinstance(samples, np.ndarray)
             and samples.dtype == _INT16
             and samples.ndim == 1
@@ -516,7 +515,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self, table: np.ndarray, samples: np.ndarray, marker: bool, timestamp: int
     ) -> None:
         """Send one audio packet built in the reusable buffer (no per-packet allocation
-        beyond what the socket call needs): header packed in place, payload coded in place."""
+        beyond what the socket call needs): header packed in place, payload coded in place.
+        With SRTP the built packet is protected as it is (one copy: pylibsrtp takes bytes)."""
         if self.direction not in _SENDING or self.remote is None or not self.ports:
             return
         size = len(samples)
@@ -531,6 +531,9 @@ class RealtimeTransportProtocol(DatagramProtocol):
             self._tx, 0, 0x80, self.payload_type | (0x80 if marker else 0), seq,
             timestamp & 0xFFFFFFFF, self.ssrc,
         )
+        srtp = self.srtp
+        if srtp is not None:
+            packet = srtp.protect(bytes(packet))
         if not self._write(packet):
             return
         stats = self.stats
@@ -611,9 +614,12 @@ class RealtimeTransportProtocol(DatagramProtocol):
             return
         if self.codec is None or self._stopped:
             return
-        if self.srtp is not None:
-            data = self.srtp.unprotect(data)
-            if data is None:
+        srtp = self.srtp
+        if srtp is not None:
+            try:
+                data = srtp.unprotect_or_raise(data)
+            except srtp.errors as exc:
+                srtp.count_failure(exc)
                 return
         if data[0] == 0x80 and len(data) >= 12:
             # Common case, no CSRC/extension/padding: read the fixed header in place.

@@ -14,6 +14,7 @@ import base64
 import binascii
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -183,7 +184,20 @@ class SRTPContext:
 
     Replay protection is libsrtp's (RFC 3711 §3.3.2, 128-packet window).  Packets
     failing authentication or the replay check are dropped (``None``) and counted.
+
+    The per-packet RTP calls are pylibsrtp's own bound methods (:attr:`protect`,
+    :attr:`unprotect_or_raise`), so the media path pays no wrapper call: a caller of
+    :attr:`unprotect_or_raise` catches :attr:`errors` and passes them to
+    :meth:`count_failure`, which :meth:`unprotect` does for everyone else.
     """
+
+    #: Encrypt and authenticate an RTP packet (``bytes`` only): libsrtp's protect.
+    protect: Callable[[bytes], bytes]
+    #: Verify and decrypt an SRTP packet (``bytes`` only); raises one of :attr:`errors`.
+    unprotect_or_raise: Callable[[bytes], bytes]
+    #: What the unprotect calls raise for a packet that must be dropped: libsrtp's
+    #: failures, and ``ValueError`` for a datagram longer than pylibsrtp's buffer.
+    errors: tuple[type[Exception], ...]
 
     def __init__(self, local: CryptoAttribute, remote: CryptoAttribute) -> None:
         if local.suite != remote.suite:
@@ -204,6 +218,9 @@ class SRTPContext:
                 srtp_profile=remote.suite.profile,
             )
         )
+        self.protect = self._tx.protect
+        self.unprotect_or_raise = self._rx.unprotect
+        self.errors = (pylibsrtp.Error, ValueError)
         self.auth_failures = 0
         self.replays = 0
 
@@ -213,10 +230,6 @@ class SRTPContext:
             f" replays={self.replays}>"
         )
 
-    def protect(self, packet: bytes) -> bytes:
-        """Encrypt and authenticate an RTP packet."""
-        return self._tx.protect(packet)
-
     def protect_rtcp(self, packet: bytes) -> bytes:
         """Encrypt and authenticate an RTCP compound packet (SRTCP, RFC 3711 §3.4)."""
         return self._tx.protect_rtcp(packet)
@@ -224,20 +237,22 @@ class SRTPContext:
     def unprotect(self, packet: bytes) -> bytes | None:
         """Verify and decrypt an SRTP packet, or return None (and count) if it fails."""
         try:
-            return self._rx.unprotect(packet)
-        except pylibsrtp.Error as exc:
-            self._count(exc)
+            return self.unprotect_or_raise(packet)
+        except self.errors as exc:
+            self.count_failure(exc)
             return None
 
     def unprotect_rtcp(self, packet: bytes) -> bytes | None:
         """Verify and decrypt an SRTCP packet, or return None (and count) if it fails."""
         try:
             return self._rx.unprotect_rtcp(packet)
-        except pylibsrtp.Error as exc:
-            self._count(exc)
+        except self.errors as exc:
+            self.count_failure(exc)
             return None
 
-    def _count(self, exc: pylibsrtp.Error) -> None:
+    def count_failure(self, exc: Exception) -> None:
+        """Count a dropped packet: a replay (RFC 3711 §3.3.2), or one that failed (or,
+        being too long for libsrtp, could not be given) authentication."""
         if "replay" in str(exc):
             self.replays += 1
         else:
