@@ -1,8 +1,8 @@
-"""In-process micro-benchmark of one echo call's per-packet path, plain RTP vs SRTP.
+"""In-process micro-benchmark of an echo call's per-packet path, plain RTP vs SRTP.
 
 Usage::
 
-    python bench/srtp_path.py [--packets 5000] [--rounds 15] [--profile]
+    python bench/srtp_path.py [--calls 1] [--packets 5000] [--rounds 15] [--profile]
 
 Each measured packet goes through the real code the service runs for an echo
 call: ``RealtimeTransportProtocol.datagramReceived`` (SRTP unprotect, header
@@ -12,21 +12,25 @@ parse, symmetric-RTP latch check, statistics, jitter buffer, G.711 decode) into
 header packed, SRTP protected and handed to the socket).  There is no network:
 the transport's socket is a :class:`_SinkSocket` whose ``sendto`` only counts,
 and the inbound datagrams (protected by a peer :class:`SRTPContext` for SRTP) are
-built before timing.  Without the reactor and the kernel the plain path is much
-cheaper than in the service, so the srtp/plain ratio here is far larger than
-the service's; what carries over is the absolute µs SRTP adds per packet.
+built before timing.  With ``--calls N`` each datagram goes to the next of N
+calls in turn, as in the service, so per-call state is as cold as it is there.
+Without the reactor and the kernel the plain path is much cheaper than in the
+service, so the srtp/plain ratio here is far larger than the service's; what
+carries over is the absolute µs SRTP adds per packet.
 
-Three modes run in interleaved rounds (the order rotates every round), timed
+Four modes run in interleaved rounds (the order rotates every round), timed
 with CPU time (``time.process_time``) because the machine is shared:
 
-``plain``  the echo call with RTP/AVP;
-``srtp``   the same call with AES_CM_128_HMAC_SHA1_80;
-``libsrtp`` pylibsrtp alone: one ``unprotect`` and one ``protect`` of a 172-byte
-           RTP packet per echoed packet, the floor of what SRTP must add.
+``plain``     the echo calls with RTP/AVP;
+``srtp-null`` every SRTP branch of our code, with a pass-through stand-in for the
+              crypto: ``srtp-null - plain`` is what our SRTP code costs;
+``srtp``      the echo calls with AES_CM_128_HMAC_SHA1_80;
+``libsrtp``   pylibsrtp alone: one ``unprotect`` and one ``protect`` of a 172-byte
+              RTP packet per echoed packet, N session pairs in turn: the floor.
 
 The table gives the median of the rounds (µs per packet), srtp/plain, and how
-much of srtp - plain is not pylibsrtp.  ``--profile`` prints a cProfile of one
-plain and one SRTP round (top functions by own time) instead of the table.
+srtp - plain splits into our code and pylibsrtp.  ``--profile`` prints a
+cProfile of one plain and one SRTP round (top functions by own time) instead.
 """
 
 from __future__ import annotations
