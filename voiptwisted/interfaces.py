@@ -103,6 +103,16 @@ class ISession(Interface):
     def dtmf_received(digit: str) -> None:
         """Called exactly once per key the remote party pressed (RFC 4733): ``0-9 * # A-D``."""
 
+    def media_changed(direction: str) -> None:
+        """Called after the remote party changed the call's media with a re-INVITE.
+
+        Hold, resume, a new media address or codec (RFC 3261 §14, RFC 3264 §8):
+        voiptwisted has already applied it.  *direction* is the stream's
+        direction as seen by us: ``"sendrecv"``, ``"recvonly"`` (the remote put
+        us on hold: what we send is not transmitted), ``"sendonly"`` or
+        ``"inactive"``.  Optional: sessions without this method are not told.
+        """
+
     def send_audio(samples: object) -> None:
         """Queue int16 mono audio at ``sample_rate`` for sending; returns at once.
 

@@ -33,6 +33,10 @@ AVP_OFFER = OFFER + b"m=audio 10000 RTP/AVP 8\r\n"
 ANSWER = OFFER + b"m=audio 20000 RTP/AVP 8\r\n"
 
 
+#: The direction our answer takes for each offered one (RFC 3264 §6.1).
+_MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+
+
 class FakeNegotiationFailed(ValueError):
     """Stands in for media.call.NegotiationFailed: carries status_code 488."""
 
@@ -53,6 +57,11 @@ def make_media_class() -> Any:
             self.answer: bytes | None = None
             self.started = False
             self.stopped = False
+            self.negotiated = types.SimpleNamespace(direction="sendrecv")
+            #: re-INVITE offers answered, and the Deferreds left pending (``hold_reinvites``).
+            self.reoffers: list[bytes] = []
+            self.pending: list[Deferred[bytes]] = []
+            self.hold_reinvites = False
             type(self).created.append(self)
 
         @classmethod
@@ -73,6 +82,30 @@ def make_media_class() -> Any:
             if b"m=audio" not in answer_sdp:
                 raise FakeNegotiationFailed("no audio in answer")
             self.answer = answer_sdp
+            for theirs, ours in _MIRROR.items():
+                if b"a=" + theirs.encode() in answer_sdp:
+                    self.negotiated = types.SimpleNamespace(direction=ours)
+
+        def reanswer(self, offer_sdp: bytes) -> bytes | Deferred[bytes]:
+            """Answer a re-INVITE offer: the mirrored direction; pending when asked."""
+            if b"m=audio" not in offer_sdp:
+                raise FakeNegotiationFailed("no audio stream")
+            self.reoffers.append(offer_sdp)
+            if self.hold_reinvites:
+                pending: Deferred[bytes] = Deferred()
+                self.pending.append(pending)
+                return pending
+            direction = "sendrecv"
+            for theirs, ours in _MIRROR.items():
+                if b"a=" + theirs.encode() in offer_sdp:
+                    direction = ours
+            self.negotiated = types.SimpleNamespace(direction=direction)
+            self.local_sdp = ANSWER + f"a={direction}\r\n".encode()
+            return self.local_sdp
+
+        def reoffer(self) -> bytes:
+            self.local_sdp = AVP_OFFER + b"a=sendrecv\r\n"
+            return self.local_sdp
 
         def start(self, session: Any) -> None:
             self.started = True
@@ -663,7 +696,7 @@ class TimerTests(SynchronousTestCase):
         self.bob.dataReceived(invite_bytes())
         tag = written(self.bob_t)[-1].remote_tag
         self.bob.dataReceived(invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", to_tag=tag))
-        self.bob.dataReceived(invite_bytes(branch="z9hG4bKre", cseq=2, to_tag=tag))
+        self.bob.dataReceived(invite_bytes(branch="z9hG4bKre", cseq=2, to_tag=tag, body=OFFER))
         self.assertEqual([m.status_code for m in written(self.bob_t)], [100, 488])
         self.bob.dataReceived(
             invite_bytes(method="ACK", branch="z9hG4bKre", body=b"", cseq=2, to_tag=tag)

@@ -28,10 +28,10 @@ from twisted.logger import Logger
 
 from voiptwisted.rtp.protocol import MediaStats, PortAllocator, RealtimeTransportProtocol
 from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext, redact_sdp
-from voiptwisted.sdp import SDPParseError, SessionDescription
+from voiptwisted.sdp import Attribute, SDPParseError, SessionDescription
 
 if TYPE_CHECKING:
-    from voiptwisted.sdp.negotiation import NegotiatedMedia, NegotiationFailed
+    from voiptwisted.sdp.negotiation import NegotiatedMedia, NegotiationFailed, SRTPParams
 
 __all__ = ["CallMedia", "MediaConfig", "NegotiationFailed"]
 
@@ -107,6 +107,16 @@ def _parse(sdp: bytes) -> SessionDescription:
         return SessionDescription.parse(sdp)
     except SDPParseError as exc:
         raise _negotiation().NegotiationFailed(488, f"malformed SDP: {exc}") from None
+
+
+def _same_keys(new: SRTPParams, old: SRTPParams | None) -> bool:
+    """Both sides keep suite and master key (tags may differ): the SRTP context carries on."""
+    return (
+        old is not None
+        and new.local.suite == old.local.suite
+        and new.local.master == old.local.master
+        and new.remote.master == old.remote.master
+    )
 
 
 class CallMedia:
@@ -245,6 +255,83 @@ class CallMedia:
         self.local_sdp = bytes(answer)
         self._apply(negotiated)
 
+    def reanswer(self, offer_sdp: bytes) -> bytes:
+        """Answer a new offer inside the call (re-INVITE, RFC 3264 §8) and apply it.
+
+        Same port, codecs by our preference, same SRTP policy.  Our SRTP key is
+        kept while the offer keeps the suite and the peer's key, so the SRTP
+        context (and its rollover counter) carries on; when the peer re-keys or
+        changes the suite we answer with a fresh key too (RFC 4568 §7.1.4: a new
+        context must not restart the index under an old key).  The ``o=`` line
+        keeps our session id; its version goes up by one only if our description
+        changed (RFC 3264 §8).  Returns the new ``local_sdp``.  Raises
+        :class:`NegotiationFailed` (488) with nothing changed when the offer is
+        not acceptable (RFC 3261 §14.2).
+        """
+        if self.negotiated is None or self._stopped:
+            raise RuntimeError("reanswer needs an established call")
+        offer = _parse(offer_sdp)
+        current = self.negotiated.srtp
+
+        def same_key(tag: int, suite: str) -> CryptoAttribute:
+            if current is not None and current.local.suite.name == suite:
+                return dataclasses.replace(current.local, tag=tag)
+            return CryptoAttribute.generate(tag=tag, suite=suite)
+
+        answer, negotiated = self._negotiate(offer, same_key)
+        if negotiated.srtp is not None and not _same_keys(negotiated.srtp, current):
+            answer, negotiated = self._negotiate(offer, CryptoAttribute.generate)
+        self.local_sdp = self._versioned(answer)
+        self._apply(negotiated)
+        return self.local_sdp
+
+    def reoffer(self) -> bytes:
+        """Our offer for a re-INVITE without SDP (RFC 3261 §14.2, RFC 3264 §5 and §8).
+
+        The current description with the audio stream ``sendrecv`` again (a
+        direction we answered earlier only mirrored the peer's hold) and, for
+        SRTP, a fresh key of ours under the same tag and suite: the answer may
+        re-key the peer's side, and a new context must not reuse our old key.
+        Apply the answer (from the ACK) with :meth:`accept_answer`.
+        """
+        if self.negotiated is None or self._stopped:
+            raise RuntimeError("reoffer needs an established call")
+        offer = _parse(self.local_sdp)
+        audio = next(m for m in offer.media if m.media == "audio" and m.port != 0)
+        audio.direction = "sendrecv"
+        crypto: dict[int, CryptoAttribute] = {}
+        srtp = self.negotiated.srtp
+        if srtp is not None:
+            fresh = CryptoAttribute.generate(tag=srtp.local.tag, suite=srtp.local.suite.name)
+            crypto[fresh.tag] = fresh
+            audio.attributes = [a for a in audio.attributes if a.name != "crypto"]
+            audio.attributes.append(Attribute("crypto", fresh.to_sdp()))
+        self.local_sdp = self._versioned(offer)
+        self._offer = offer
+        self._offered_crypto = crypto
+        return self.local_sdp
+
+    def _negotiate(
+        self, offer: SessionDescription, keys: Any
+    ) -> tuple[SessionDescription, NegotiatedMedia]:
+        return _negotiation().answer_for(  # type: ignore[no-any-return]
+            offer,
+            local_host=self.advertised_host,
+            port=self.advertised_port,
+            codecs=self.config.codecs,
+            srtp_policy=self.config.srtp,
+            crypto_key_factory=keys,
+        )
+
+    def _versioned(self, description: SessionDescription) -> bytes:
+        """*description* with our ``o=`` line: same session id, version + 1 if it changed."""
+        previous = _parse(self.local_sdp)
+        description.origin = previous.origin
+        if description != previous:
+            version = int(previous.origin.sess_version) + 1
+            description.origin = dataclasses.replace(previous.origin, sess_version=str(version))
+        return bytes(description)
+
     def _make_offer(self, secure: bool | None) -> None:
         if secure is None:
             secure = self.config.srtp != "off"
@@ -274,14 +361,31 @@ class CallMedia:
         return negotiated
 
     def _apply(self, negotiated: NegotiatedMedia) -> None:
+        """Configure the RTP stream; on a re-negotiation keep what did not change.
+
+        Unchanged SRTP keys keep the running SRTP context; an unchanged SDP
+        address keeps the address RTP latched to (RFC 4961), so a session
+        refresh does not send audio back to a NATed peer's private address.
+        """
+        previous = self.negotiated
         srtp = None
         if negotiated.srtp is not None:
-            srtp = SRTPContext(negotiated.srtp.local, negotiated.srtp.remote)
+            if previous is not None and _same_keys(negotiated.srtp, previous.srtp):
+                srtp = self.rtp.srtp
+            else:
+                srtp = SRTPContext(negotiated.srtp.local, negotiated.srtp.remote)
+        remote = negotiated.remote
         rtcp_remote = None
         if negotiated.remote is not None and negotiated.rtcp_port is not None:
             rtcp_remote = (negotiated.remote[0], negotiated.rtcp_port)
+        if (
+            previous is not None
+            and remote is not None
+            and (remote, negotiated.rtcp_port) == (previous.remote, previous.rtcp_port)
+        ):
+            remote, rtcp_remote = self.rtp.remote, self.rtp.rtcp_remote
         self.rtp.configure(
-            remote=negotiated.remote,
+            remote=remote,
             codec=negotiated.codec,
             payload_type=negotiated.payload_type,
             telephone_event_pt=negotiated.telephone_event_pt,

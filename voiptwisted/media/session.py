@@ -97,6 +97,10 @@ class Session:
     def dtmf_received(self, digit: str) -> None:
         """Called once per key the remote party pressed (RFC 4733)."""
 
+    def media_changed(self, direction: str) -> None:
+        """Called when the far end changed the media mid-call (re-INVITE: hold, resume,
+        a new address or codec); *direction* is ours now (``"recvonly"``: on hold)."""
+
     def send_audio(self, samples: Any) -> None:
         """Queue int16 mono audio at ``sample_rate``; returns at once."""
         data = np.asarray(samples)

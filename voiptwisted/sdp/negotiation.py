@@ -409,7 +409,14 @@ def parse_answer(
     if len(answer.media) != len(offer.media) or not answer.media:
         raise NegotiationFailed(488, "answer has a different number of m= lines (RFC 3264 §6)")
     ours = {c.name: c for c in _codecs(codecs)}
-    media, offered = answer.media[0], offer.media[0]
+    # Our audio stream: the first in offers we create, wherever the call's first offer
+    # put it in the current description a re-INVITE without SDP re-offers (RFC 3264 §8).
+    index = next(
+        (i for i, m in enumerate(offer.media) if m.media == "audio" and m.port != 0), None
+    )
+    if index is None:
+        raise NegotiationFailed(488, "our offer has no audio stream")
+    media, offered = answer.media[index], offer.media[index]
     if media.port == 0:
         raise NegotiationFailed(488, "audio stream declined")
     if media.proto != offered.proto:

@@ -17,6 +17,7 @@ that ended leaves no timer behind.
 from __future__ import annotations
 
 import enum
+import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,12 @@ class Dialog:
         self._ok_timer: IDelayedCall | None = None
         self._ack_deadline: IDelayedCall | None = None
         self._late_offer = False
+        # re-INVITE (§14.2): the pending server transaction and its media Deferred; whether
+        # the 2xx in ``_ok`` answers a re-INVITE and, without SDP, carries our offer.
+        self._reinvite_tx: ServerTransaction | None = None
+        self._reinvite_deferred: Deferred[bytes] | None = None
+        self._ok_reinvite = False
+        self._reoffered = False
         self._answering = False
         self._expiry_timer: IDelayedCall | None = None
         self._bye_after_ack = False
@@ -322,13 +329,18 @@ class Dialog:
             ],
             body=media.local_sdp,
         )
-        self._ok = ok
         self.state = DialogState.CONFIRMED
         self.invite_transaction.respond(ok)
         self.invite_transaction = None
+        self._retransmit_until_ack(ok)
+
+    def _retransmit_until_ack(self, ok: Response) -> None:
+        """Keep *ok* (a 2xx to an INVITE or re-INVITE) until its ACK (§13.3.1.4, §14.2)."""
+        assert self.sip is not None
+        self._ok = ok
         self._ok_interval = self.T1
-        self._ok_timer = sip.timers.call_later(self._ok_interval, self._retransmit_ok)
-        self._ack_deadline = sip.timers.call_later(64 * self.T1, self._ack_timed_out)
+        self._ok_timer = self.sip.timers.call_later(self._ok_interval, self._retransmit_ok)
+        self._ack_deadline = self.sip.timers.call_later(64 * self.T1, self._ack_timed_out)
 
     def _retransmit_ok(self) -> None:
         """RFC 3261 §13.3.1.4: resend the 2xx at T1, 2*T1 ... capped at T2 until the ACK."""
@@ -387,13 +399,18 @@ class Dialog:
         self._send_bye()
 
     def ack_received(self, ack: Request) -> None:
-        """The ACK for our 2xx: stop retransmitting, create the session, start media."""
-        if self._ok is None or self.invite_request is None:
-            return
-        if ack.cseq[0] != self.invite_request.cseq[0]:
+        """The ACK for our 2xx: stop retransmitting, create the session, start media.
+
+        The ACK of a re-INVITE's 2xx only ends the retransmission, or carries
+        the answer to the offer we made in that 2xx (:meth:`_reinvite_acked`).
+        """
+        if self._ok is None or ack.cseq[0] != self._ok.cseq[0]:
             return
         self._stop_ok_retransmission()
         self._ok = None
+        if self._ok_reinvite:
+            self._reinvite_acked(ack)
+            return
         if self._late_offer:
             try:
                 self.media.accept_answer(ack.body)
@@ -436,7 +453,15 @@ class Dialog:
         self._end()
 
     def cancel_received(self, cancel: Request) -> None:
-        """CANCEL matched our pending INVITE (§9.2): 487 to the INVITE, then hangup_received()."""
+        """CANCEL matched our pending INVITE (§9.2): 487 to the INVITE, then hangup_received().
+
+        A CANCEL of a pending re-INVITE gets that re-INVITE 487 and the call
+        carries on as it was (§9.2, §14.2).
+        """
+        pending = self._reinvite_tx
+        if pending is not None and cancel.branch == pending.request.branch:
+            self._end_reinvite(SIPStatus.REQUEST_TERMINATED)
+            return
         if not self._pending_invite:
             return
         assert self.invite_transaction is not None
@@ -456,15 +481,151 @@ class Dialog:
         if method == "BYE":
             self._bye_received(request, transaction)
         elif method == "INVITE":
-            # Re-INVITE (RFC 3261 §14.2): session changes are not supported; 488 keeps the
-            # current session as it is.
-            transaction.respond(Response.from_request(request, 488))
+            self._reinvite_received(request, transaction)
         elif method == "OPTIONS":
             assert self.sip is not None
             transaction.respond(self.sip.options_response(request))
         else:
             assert self.sip is not None
             transaction.respond(self.sip.method_not_allowed_response(request))
+
+    # -- re-INVITE (RFC 3261 §14.2, RFC 3264 §8) -------------------------------------------
+
+    def _reinvite_refusal(self, request: Request) -> Response | None:
+        """The response that refuses *request* before looking at its SDP, if one must.
+
+        §14.2: a second INVITE before the final response to an earlier one gets
+        500 with a random Retry-After of 0-10 s, and an INVITE while our own is
+        in progress 491.  Until our 2xx is ACKed its INVITE transaction is not
+        over for the peer either (§13.3.1.4; with a late offer ours is also still
+        unanswered, RFC 3264 §4): 491, so it retries after the ACK (§14.1).  A
+        call already ending has no session to modify: 481.
+        """
+        if self._pending_invite or self._reinvite_tx is not None:
+            return Response.from_request(
+                request, 500, headers=[("Retry-After", str(secrets.randbelow(11)))]
+            )
+        if self.state is DialogState.EARLY or self._ok is not None:
+            return Response.from_request(request, 491)
+        if self.state is not DialogState.CONFIRMED or self._bye_sent or self.media is None:
+            return Response.from_request(request, 481)
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        if request.body and content_type != "application/sdp":
+            return Response.from_request(request, 415, headers=[("Accept", "application/sdp")])
+        return None
+
+    def _reinvite_received(self, request: Request, transaction: ServerTransaction) -> None:
+        """A re-INVITE: answer its offer, or offer in the 2xx when it has none (§14.2).
+
+        The media (``CallMedia.reanswer`` / ``reoffer``, which may return a
+        Deferred) decides; a refusal leaves the call as it was.  A CANCEL meanwhile
+        cancels that Deferred and the re-INVITE gets 487.
+        """
+        refusal = self._reinvite_refusal(request)
+        if refusal is not None:
+            transaction.respond(refusal)
+            return
+        contacts = request.contact  # parsed now: a malformed Contact is a 400 (§21.4.1)
+        self._reinvite_tx = transaction
+        transaction.tu = self
+        before = getattr(self.media, "negotiated", None)
+        if request.body:
+            deferred = maybeDeferred(self.media.reanswer, request.body)
+        else:
+            deferred = maybeDeferred(self.media.reoffer)
+        self._reinvite_deferred = deferred
+        deferred.addCallbacks(
+            self._reinvite_accepted,
+            self._reinvite_refused,
+            callbackArgs=(request, contacts, before),
+            errbackArgs=(request,),
+        )
+
+    def _reinvite_accepted(
+        self, local_sdp: bytes, request: Request, contacts: list[NameAddr], before: Any
+    ) -> None:
+        """Send the 2xx with our SDP; it is a target refresh too (§12.2.2)."""
+        sip, transaction = self.sip, self._reinvite_tx
+        self._reinvite_tx = self._reinvite_deferred = None
+        if sip is None or transaction is None or transaction.final_sent:
+            return
+        if contacts:
+            self.remote_contact = contacts[0].uri
+        ok = Response.from_request(
+            request,
+            200,
+            headers=[
+                ("Contact", sip.contact_for(request.uri)),
+                ("Allow", sip.allow_header),
+                ("Supported", "outbound"),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=local_sdp,
+        )
+        transaction.respond(ok)
+        self._ok_reinvite = True
+        self._reoffered = not request.body
+        self._retransmit_until_ack(ok)
+        if not self._reoffered:
+            self._media_changed(before)
+
+    def _reinvite_refused(self, failure: Failure, request: Request) -> None:
+        """The media refused the offer (488 with a Warning, §14.2) or failed (500)."""
+        self._reinvite_deferred = None
+        if failure.check(CancelledError) or self._reinvite_tx is None:
+            return
+        code = getattr(failure.value, "status_code", None)
+        if isinstance(code, int) and 400 <= code < 700:
+            log.info(
+                "call {call_id}: re-INVITE refused: {reason}",
+                call_id=self.call_id,
+                reason=failure.value,
+            )
+        else:
+            log.failure("call {call_id}: cannot apply re-INVITE", failure, call_id=self.call_id)
+            code = SIPStatus.SERVER_INTERNAL_ERROR
+        self._end_reinvite(code, str(getattr(failure.value, "reason", "") or failure.value))
+
+    def _end_reinvite(self, code: int, reason: str | None = None) -> None:
+        """Answer the pending re-INVITE with *code* and drop its media work; the call goes on."""
+        transaction, deferred = self._reinvite_tx, self._reinvite_deferred
+        self._reinvite_tx = self._reinvite_deferred = None
+        if transaction is not None:
+            headers = []
+            if reason:
+                # §20.43: 399 (miscellaneous) from the pseudonym agent; quotes kept out.
+                text = " ".join(reason.replace('"', "'").replace("\\", "/").split())[:80]
+                headers.append(("Warning", f'399 voiptwisted "{text}"'))
+            transaction.respond(Response.from_request(transaction.request, code, headers=headers))
+        if deferred is not None:
+            deferred.cancel()
+
+    def _reinvite_acked(self, ack: Request) -> None:
+        """ACK of a re-INVITE's 2xx; with our offer in that 2xx it carries the answer (§13.2.1)."""
+        self._ok_reinvite = False
+        if self._reoffered:
+            self._reoffered = False
+            before = getattr(self.media, "negotiated", None)
+            try:
+                self.media.accept_answer(ack.body)
+            except Exception as exc:
+                log.info(
+                    "call {call_id}: unusable SDP answer in ACK of re-INVITE: {exc}",
+                    call_id=self.call_id,
+                    exc=exc,
+                )
+                self._send_bye()
+                return
+            self._media_changed(before)
+        if self._bye_after_ack:
+            self._send_bye()
+
+    def _media_changed(self, before: Any) -> None:
+        """Tell the session (``media_changed(direction)``) when a re-INVITE changed the media."""
+        after = getattr(self.media, "negotiated", None)
+        hook = getattr(self.session, "media_changed", None)
+        if after is not None and after != before and hook is not None:
+            self._call_app(hook, after.direction)
 
     def _bye_received(self, request: Request, transaction: ServerTransaction) -> None:
         """RFC 3261 §15.1.2: 200 to the BYE (487 to a pending INVITE), stop media, hang up."""
@@ -858,6 +1019,8 @@ class Dialog:
         if self.state is DialogState.TERMINATED:
             return
         self.state = DialogState.TERMINATED
+        # §15.1.2: requests still pending on an ending dialog are answered, 487 recommended.
+        self._end_reinvite(SIPStatus.REQUEST_TERMINATED)
         self._stop_ok_retransmission()
         self._cancel_expiry()
         if self.sip is not None:

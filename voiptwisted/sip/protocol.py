@@ -554,7 +554,13 @@ class SessionInitiationProtocol(Protocol):
             tx.respond(Response.from_request(tx.request, code, phrase))
         except Exception:
             log.failure("cannot answer {code}", code=code)
-        if isinstance(tx, ServerInviteTransaction) and tx.tu is not None:
+        if (
+            isinstance(tx, ServerInviteTransaction)
+            and tx.tu is not None
+            and tx.tu.invite_transaction is tx
+        ):
+            # Only the dialog-creating INVITE takes its call down; a failed re-INVITE
+            # leaves the session as it was (RFC 3261 §14.2).
             tx.tu.invite_transaction = None
             tx.tu._end()
         if not tx.final_sent:
