@@ -61,6 +61,7 @@ def make_media_class() -> Any:
             #: re-INVITE offers answered, and the Deferreds left pending (``hold_reinvites``).
             self.reoffers: list[bytes] = []
             self.pending: list[Deferred[bytes]] = []
+            self.cancelled: list[bytes] = []
             self.hold_reinvites = False
             type(self).created.append(self)
 
@@ -92,7 +93,7 @@ def make_media_class() -> Any:
                 raise FakeNegotiationFailed("no audio stream")
             self.reoffers.append(offer_sdp)
             if self.hold_reinvites:
-                pending: Deferred[bytes] = Deferred()
+                pending: Deferred[bytes] = Deferred(lambda _: self.cancelled.append(offer_sdp))
                 self.pending.append(pending)
                 return pending
             direction = "sendrecv"
