@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tests.integration.support import KamailioCallTestCase, eventually, sleep
-from voiptwisted.media.session import Session
+from tests.integration.support import EchoDialog, KamailioCallTestCase, eventually, sleep
+from voiptwisted.media.session import EchoSession, Session
 from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.message import Request
 
@@ -41,6 +41,19 @@ class RingingOnly(Answering):
         self.ringing()
 
 
+class HoldAwareEcho(EchoSession):
+    """An echo that records the directions re-INVITEs gave it (``media_changed``)."""
+
+    changes: list[str] = []
+
+    def media_changed(self, direction: str) -> None:
+        type(self).changes.append(direction)
+
+
+class HoldAwareEchoDialog(EchoDialog):
+    session_class = HoldAwareEcho
+
+
 class SippCallTests(KamailioCallTestCase):
     timeout = 120
     tmp_prefix = "calls-sipp-"
@@ -48,6 +61,7 @@ class SippCallTests(KamailioCallTestCase):
     def setUp(self) -> None:
         Answering.calls, Answering.hangups = [], []
         RingingOnly.calls, RingingOnly.hangups = [], []
+        HoldAwareEcho.changes = []
         super().setUp()
 
     async def register(self, dialog_class: type[Dialog]) -> Any:
@@ -96,6 +110,21 @@ class SippCallTests(KamailioCallTestCase):
         await eventually(lambda: Answering.hangups, 5, "hangup_received")
         self.assertIn("SIP/2.0 180 Ringing", uac.messages)
         self.assertRegex(uac.messages, r"SIP/2\.0 200 OK(.*\n)*?m=audio \d+ RTP/AVP 8")
+        await self.assertNothingLeft(protocol)
+
+    async def test_hold_and_resume_reinvites(self) -> None:
+        """RFC 3261 §14.2 / RFC 3264 §8.4: SIPp calls our echo UA through Kamailio, puts it
+        on hold with an a=sendonly re-INVITE and resumes with a=sendrecv.  SIPp checks each
+        200: a=recvonly, then a=sendrecv, the o= version one higher each time (RFC 3264 §8);
+        our session hears of both changes and the call ends cleanly with BYE."""
+        protocol = await self.register(HoldAwareEchoDialog)
+        uac = self.sipp(
+            "uac_reinvite_hold", self.kamailio.address("udp"), service="alice",
+            duration_ms=300, timeout=20,
+        ).start()
+        self.assertSippOk(await self.finish(uac, 30))
+        self.assertEqual(HoldAwareEcho.changes, ["recvonly", "sendrecv"])
+        self.assertRegex(uac.messages, r"CSeq: 2 INVITE(.*\n)*?a=recvonly")
         await self.assertNothingLeft(protocol)
 
     async def test_cancel_before_answer(self) -> None:
