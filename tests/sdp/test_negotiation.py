@@ -292,6 +292,17 @@ class OfferTests(unittest.SynchronousTestCase):
         neg = parse_answer(SessionDescription.parse(text), offer=offer)
         self.assertEqual(neg.direction, "sendonly")
 
+    def test_answer_to_offer_with_audio_second(self) -> None:
+        """RFC 3264 §8: re-offering our answer to a video+audio offer (video declined, port 0)
+        keeps the m= lines in place; the answer's audio is read from the same position."""
+        first = offer_sdp(before="m=video 5006 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n")
+        ours, _ = answer(first)
+        self.assertEqual([m.port for m in ours.media], [0, 12000])
+        theirs, _ = answer(SessionDescription.parse(bytes(ours)), port=30000)
+        neg = parse_answer(SessionDescription.parse(bytes(theirs)), offer=ours)
+        self.assertEqual(neg.remote, ("127.0.0.1", 30000))
+        self.assertEqual(neg.codec_name, "PCMA")
+
     def test_bad_answers(self) -> None:
         """RFC 3264 §7 / RFC 4568 §7.1.3: declined stream, wrong codec, missing key -> failure."""
         offer, crypto = create_offer(local_host="127.0.0.1", port=10002, secure=True)

@@ -496,10 +496,12 @@ class Dialog:
 
         §14.2: a second INVITE before the final response to an earlier one gets
         500 with a random Retry-After of 0-10 s, and an INVITE while our own is
-        in progress 491.  Until our 2xx is ACKed its INVITE transaction is not
-        over for the peer either (§13.3.1.4; with a late offer ours is also still
-        unanswered, RFC 3264 §4): 491, so it retries after the ACK (§14.1).  A
-        call already ending has no session to modify: 481.
+        in progress 491.  Before the ACK of our 2xx we answer 491 too (Request
+        Pending, §21.4.27), so the peer retries after it (§14.1): that INVITE's
+        offer/answer may still be open (after a late offer the answer comes in
+        the ACK, and RFC 3264 §4 allows no new offer meanwhile) and one 2xx is
+        retransmitted at a time.  A call already ending has no session to
+        modify: 481.
         """
         if self._pending_invite or self._reinvite_tx is not None:
             return Response.from_request(
@@ -538,7 +540,6 @@ class Dialog:
             self._reinvite_accepted,
             self._reinvite_refused,
             callbackArgs=(request, contacts, before),
-            errbackArgs=(request,),
         )
 
     def _reinvite_accepted(
@@ -569,7 +570,7 @@ class Dialog:
         if not self._reoffered:
             self._media_changed(before)
 
-    def _reinvite_refused(self, failure: Failure, request: Request) -> None:
+    def _reinvite_refused(self, failure: Failure) -> None:
         """The media refused the offer (488 with a Warning, §14.2) or failed (500)."""
         self._reinvite_deferred = None
         if failure.check(CancelledError) or self._reinvite_tx is None:
@@ -581,10 +582,11 @@ class Dialog:
                 call_id=self.call_id,
                 reason=failure.value,
             )
+            self._end_reinvite(code, str(getattr(failure.value, "reason", "") or failure.value))
         else:
+            # An internal error: 500 without a Warning, so nothing internal is disclosed.
             log.failure("call {call_id}: cannot apply re-INVITE", failure, call_id=self.call_id)
-            code = SIPStatus.SERVER_INTERNAL_ERROR
-        self._end_reinvite(code, str(getattr(failure.value, "reason", "") or failure.value))
+            self._end_reinvite(SIPStatus.SERVER_INTERNAL_ERROR)
 
     def _end_reinvite(self, code: int, reason: str | None = None) -> None:
         """Answer the pending re-INVITE with *code* and drop its media work; the call goes on."""
