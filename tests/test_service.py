@@ -354,14 +354,27 @@ class PlaceCallTests(ServiceTestCase):
         self.assertTrue(any("verification is OFF" in e.get("log_format", "") for e in events))
 
     def test_unreachable_registrar_is_one_line(self) -> None:
-        """The first failed connection is one warning naming host, port and reason."""
+        """The first failed connection is one warning naming the targets tried and why."""
         from twisted.internet.error import ConnectionRefusedError
         from twisted.python.failure import Failure
 
         service = self.aor_service()
+        service.client.endpoint.tried = ["127.0.0.1:5061"]  # as the endpoint's connect sets it
         with capturedLogs() as events:
             service._first_connection_failed(Failure(ConnectionRefusedError()))
             service._first_connection_failed(Failure(defer.CancelledError()))
         [event] = events
-        self.assertEqual((str(event["host"]), event["port"]), ("127.0.0.1", 5061))
+        self.assertEqual(event["targets"], "127.0.0.1:5061")
         self.assertIn("refused", event["why"])
+
+    def test_dns_server_reaches_the_endpoint(self) -> None:
+        """ServiceConfig.dns_server: the registrar's DNS SRV (RFC 3263) is asked there."""
+        from voiptwisted.sip.locate import ServerLocator
+
+        service = self.aor_service(dns_server=("127.0.0.1", 5353))
+        locator = service.client.endpoint.resolver
+        self.assertIsInstance(locator, ServerLocator)
+        self.assertEqual(locator.dns_resolver.servers, [("127.0.0.1", 5353)])
+        default = self.aor_service().client.endpoint
+        self.assertIsInstance(default.resolver, ServerLocator)
+        self.assertIsNone(default.name_resolver)

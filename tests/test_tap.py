@@ -88,6 +88,18 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertTrue(config.trace_sip)
         self.assertFalse(config.verify_tls)
         self.assertEqual(config.dial.user, "bob")
+        self.assertIsNone(config.dns_server)
+
+    def test_dns_server(self) -> None:
+        """--dns-server IP[:PORT]: where the registrar's SRV records are looked up (RFC 3263);
+        port 53 by default; a name is refused (finding it would need DNS itself)."""
+        aor = ("--aor", "sips:alice@example.com")
+        self.assertEqual(
+            parse(*aor, "--dns-server", "127.0.0.1:5353").config.dns_server, ("127.0.0.1", 5353)
+        )
+        self.assertEqual(parse(*aor, "--dns-server", "[::1]").config.dns_server, ("::1", 53))
+        self.assertUsage("IP address", *aor, "--dns-server", "ns.example.com")
+        self.assertUsage("--dns-server", *aor, "--dns-server", "127.0.0.1:99999")
 
     def test_play_and_record_apps(self) -> None:
         wav = pathlib.Path(self.state) / "a.wav"

@@ -50,7 +50,9 @@ class ServiceConfig:
     """Everything ``twistd voip`` can be told; the defaults are the embedded echo service.
 
     ``exit_process`` makes the end of a ``dial`` call decide the process exit status
-    (set by ``twistd voip``; leave it False when embedding).
+    (set by ``twistd voip``; leave it False when embedding).  ``dns_server`` (an IP address
+    and port) is where the registrar's DNS SRV and A/AAAA records are looked up (RFC 3263);
+    None asks the system's DNS servers (``/etc/resolv.conf``).
     """
 
     aor: SipURI | None = None
@@ -59,6 +61,7 @@ class ServiceConfig:
     verify_tls: bool = True
     keepalive: float = 30.0
     stun_server: tuple[str, int] | None = None
+    dns_server: tuple[str, int] | None = None
     rtp_ports: tuple[int, int] = (10000, 20000)
     srtp: str = "optional"
     max_calls: int | None = None
@@ -259,6 +262,7 @@ class VoIPService(MultiService):
             ca_file=self.config.ca_file,
             verify=self.config.verify_tls,
             keepalive=self.config.keepalive,
+            dns_server=self.config.dns_server,
             reactor=self.reactor,
             instance_id=load_instance_id(str(self.config.state_dir)),
             protocol_kwargs=self._protocol_kwargs(),
@@ -313,12 +317,12 @@ class VoIPService(MultiService):
         if failure.check(defer.CancelledError):
             return
         aor = self.config.aor
+        tried = self.client.endpoint.tried
         log.warn(
-            "cannot connect to the registrar of {aor} ({host}:{port}): {why}; "
+            "cannot connect to the registrar of {aor} ({targets}): {why}; "
             "retrying with backoff (1-60 s)",
             aor=aor.aor if aor is not None else "?",
-            host=aor.host if aor is not None else "?",
-            port=aor.port if aor is not None else "?",
+            targets=", ".join(tried) if tried else "no address found",
             why=failure.getErrorMessage(),
         )
 

@@ -40,13 +40,20 @@ def _parse_port_range(value: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _parse_host_port(value: str, default_port: int) -> tuple[str, int]:
+def _parse_host_port(
+    option: str, value: str, default_port: int, *, ip_only: bool = False
+) -> tuple[str, int]:
+    """``HOST[:PORT]`` (``[v6]:PORT`` for IPv6) of ``--option``; ``ip_only`` refuses names."""
     from voiptwisted.sip.uri import NetworkAddress
 
     try:
         address = NetworkAddress.parse(value, default_port)
     except ValueError as e:
-        raise usage.UsageError(f"--stun-server {value!r}: {e}") from None
+        raise usage.UsageError(f"--{option} {value!r}: {e}") from None
+    if ip_only and isinstance(address.host, str):
+        raise usage.UsageError(
+            f"--{option} {value!r}: give the server's IP address (a name would need DNS itself)"
+        )
     return str(address.host), address.port
 
 
@@ -66,6 +73,13 @@ class Options(usage.Options):
         ["ca-file", None, None, "PEM file of extra CA certificates to trust for TLS."],
         ["keepalive", None, "30", "RFC 5626 keepalive interval in seconds."],
         ["stun-server", None, None, "STUN server HOST[:PORT] to learn the public RTP address."],
+        [
+            "dns-server",
+            None,
+            None,
+            "DNS server IP[:PORT] for the registrar's SRV/A/AAAA lookups (RFC 3263; "
+            "default: the system's, /etc/resolv.conf).",
+        ],
         ["rtp-ports", None, "10000-20000", "UDP port range LOW-HIGH for RTP."],
         ["srtp", None, None, "SRTP policy: required|optional|off (default: required for sips:)."],
         ["max-calls", None, None, "Answer at most N concurrent calls; more get 486 Busy Here."],
@@ -145,7 +159,14 @@ class Options(usage.Options):
             verify_tls=not self["no-verify-tls"],
             keepalive=keepalive,
             stun_server=(
-                _parse_host_port(self["stun-server"], 3478) if self["stun-server"] else None
+                _parse_host_port("stun-server", self["stun-server"], 3478)
+                if self["stun-server"]
+                else None
+            ),
+            dns_server=(
+                _parse_host_port("dns-server", self["dns-server"], 53, ip_only=True)
+                if self["dns-server"]
+                else None
             ),
             rtp_ports=_parse_port_range(self["rtp-ports"]),
             srtp=srtp,

@@ -7,7 +7,11 @@ is removed when the interpreter exits.  The set covers the TLS cases the SIP sta
 * ``ca`` -- the test root every "good" certificate chains to;
 * ``server`` -- ``localhost`` + ``127.0.0.1`` + ``::1`` signed by ``ca`` (the good case);
 * ``wrong_host`` -- ``wrong.example`` signed by ``ca`` (hostname mismatch);
-* ``unknown_ca`` -- ``localhost`` + ``127.0.0.1`` + ``::1`` signed by another, untrusted CA.
+* ``unknown_ca`` -- ``localhost`` + ``127.0.0.1`` + ``::1`` signed by another, untrusted CA;
+* ``sip_domain`` -- the SIP domain ``voip.test`` signed by ``ca`` (a registrar found via DNS
+  SRV, RFC 3263, proves the AOR's domain: RFC 5922 §4.1);
+* ``srv_target`` -- only the SRV target host ``kamailio.voip.test`` signed by ``ca`` (must be
+  refused for AORs ``@voip.test``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class PKI:
     wrong_host: CertPair
     unknown_ca: CertPair
     unknown_ca_root: CertPair
+    sip_domain: CertPair
+    srv_target: CertPair
 
     @property
     def ca_cert(self) -> str:
@@ -156,6 +162,11 @@ def _localhost_sans() -> list[x509.GeneralName]:
     ]
 
 
+#: The SIP domain of the DNS SRV tests and the host its SRV record points to.
+SIP_DOMAIN = "voip.test"
+SRV_TARGET = "kamailio.voip.test"
+
+
 def make_pki(directory: str) -> PKI:
     """Generate a fresh test PKI into ``directory`` (which must exist) and return its paths."""
     ca_cert, ca_key = _make_ca("voiptwisted test CA")
@@ -163,6 +174,8 @@ def make_pki(directory: str) -> PKI:
     server = _make_leaf("localhost", _localhost_sans(), ca_cert, ca_key)
     wrong = _make_leaf("wrong.example", [x509.DNSName("wrong.example")], ca_cert, ca_key)
     unknown = _make_leaf("localhost", _localhost_sans(), other_cert, other_key)
+    domain = _make_leaf(SIP_DOMAIN, [x509.DNSName(SIP_DOMAIN)], ca_cert, ca_key)
+    target = _make_leaf(SRV_TARGET, [x509.DNSName(SRV_TARGET)], ca_cert, ca_key)
     return PKI(
         directory=directory,
         ca=_write(directory, "ca", ca_cert, ca_key),
@@ -170,6 +183,8 @@ def make_pki(directory: str) -> PKI:
         wrong_host=_write(directory, "wrong_host", *wrong),
         unknown_ca=_write(directory, "unknown_ca", *unknown),
         unknown_ca_root=_write(directory, "unknown_ca_root", other_cert, other_key),
+        sip_domain=_write(directory, "sip_domain", *domain),
+        srv_target=_write(directory, "srv_target", *target),
     )
 
 

@@ -274,9 +274,14 @@ def _resolve_cert(cert: CertPair | str | None, pki: PKI) -> CertPair:
         return pki.server
     if isinstance(cert, CertPair):
         return cert
-    named = {"wrong_host": pki.wrong_host, "unknown_ca": pki.unknown_ca}
+    named = {
+        "wrong_host": pki.wrong_host,
+        "unknown_ca": pki.unknown_ca,
+        "sip_domain": pki.sip_domain,
+        "srv_target": pki.srv_target,
+    }
     if cert not in named:
-        raise ValueError("cert must be a CertPair or 'server', 'wrong_host', 'unknown_ca'")
+        raise ValueError(f"cert must be a CertPair or 'server', {', '.join(map(repr, named))}")
     return named[cert]
 
 

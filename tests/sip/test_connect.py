@@ -22,7 +22,6 @@ from voiptwisted.sip.connect import (
     build_client,
     client_endpoint,
     client_service,
-    default_resolver,
     describe_tls_failure,
     load_instance_id,
     retry_policy,
@@ -31,6 +30,7 @@ from voiptwisted.sip.connect import (
 )
 from voiptwisted.sip.framing import PING, PONG, StreamFramer
 from voiptwisted.sip.keepalive import FlowKeepalive
+from voiptwisted.sip.locate import ServerLocator
 from voiptwisted.sip.message import Message, Response
 from voiptwisted.sip.registration import Registration, RegistrationFailed
 from voiptwisted.sip.uri import SipURI
@@ -76,6 +76,23 @@ class FakeTargetEndpoint:
         return succeed(proto)
 
 
+def locate(aor: SipURI) -> list[tuple[str, int]]:
+    """Where the default locator connects for ``aor`` when DNS has no SRV records."""
+
+    class NoRecords:
+        def lookupService(self, name, timeout=None):
+            return succeed(([], [], []))
+
+    result: list = []
+    ServerLocator(NoRecords())(aor).addCallback(result.append)
+    return result[0]
+
+
+def no_dns(uri: SipURI) -> list[tuple[str, int]]:
+    """A resolver seam that connects to the AOR host at its port, without DNS."""
+    return [(str(uri.host), uri.port)]
+
+
 def with_fake_targets(endpoint, refuse=()):
     attempts: list[tuple[str, int]] = []
 
@@ -98,13 +115,13 @@ class TransportSelectionTests(SynchronousTestCase):
         """RFC 3261 §19.1.2: sips defaults to port 5061 and always TLS."""
         aor = SipURI.parse("sips:alice@example.com;transport=tcp")
         self.assertTrue(client_endpoint(task.Clock(), aor).is_tls)
-        self.assertEqual(default_resolver(aor), [("example.com", 5061)])
+        self.assertEqual(locate(aor), [("example.com", 5061)])
 
     def test_transport_tcp_is_plain(self) -> None:
         aor = SipURI.parse("sip:alice@example.com;transport=tcp")
         endpoint = client_endpoint(task.Clock(), aor)
         self.assertFalse(endpoint.is_tls)
-        self.assertEqual(default_resolver(aor), [("example.com", 5060)])
+        self.assertEqual(locate(aor), [("example.com", 5060)])
 
     def test_udp_refused(self) -> None:
         aor = SipURI.parse("sip:alice@example.com;transport=udp")
@@ -112,7 +129,7 @@ class TransportSelectionTests(SynchronousTestCase):
 
     def test_ipv6_literal(self) -> None:
         aor = SipURI.parse("sips:alice@[::1]")
-        self.assertEqual(default_resolver(aor), [("::1", 5061)])
+        self.assertEqual(locate(aor), [("::1", 5061)])
         self.assertEqual(tls_server_name(aor), "::1")
         endpoint = client_endpoint(task.Clock(), aor)
         attempts = with_fake_targets(endpoint)
@@ -125,7 +142,7 @@ class TransportSelectionTests(SynchronousTestCase):
         """RFC 3261 §19.1.1: maddr says where to connect; a hostname maddr is the name
         verified, an IP maddr keeps the AOR domain as the verified name (RFC 5922 §7.2)."""
         by_ip = SipURI.parse("sips:alice@example.com;maddr=192.0.2.1")
-        self.assertEqual(default_resolver(by_ip), [("192.0.2.1", 5061)])
+        self.assertEqual(locate(by_ip), [("192.0.2.1", 5061)])
         self.assertEqual(tls_server_name(by_ip), "example.com")
         by_name = SipURI.parse("sips:alice@example.com;maddr=proxy.example.net")
         self.assertEqual(tls_server_name(by_name), "proxy.example.net")
@@ -145,7 +162,7 @@ class TransportSelectionTests(SynchronousTestCase):
 
     def test_all_targets_refused(self) -> None:
         aor = SipURI.parse("sips:alice@example.com")
-        endpoint = client_endpoint(task.Clock(), aor)
+        endpoint = client_endpoint(task.Clock(), aor, resolver=no_dns)
         with_fake_targets(endpoint, refuse={("example.com", 5061)})
         d = endpoint.connect(tw_protocol.Factory.forProtocol(tw_protocol.Protocol))
         self.failureResultOf(d, ConnectionRefusedError)
@@ -153,7 +170,9 @@ class TransportSelectionTests(SynchronousTestCase):
     def test_insecure_warns_on_every_connect(self) -> None:
         """verify=False is an explicit opt-out: a WARNING on every connect."""
         events = capture_logs(self)
-        endpoint = client_endpoint(task.Clock(), SipURI.parse("sips:a@example.com"), verify=False)
+        endpoint = client_endpoint(
+            task.Clock(), SipURI.parse("sips:a@example.com"), verify=False, resolver=no_dns
+        )
         with_fake_targets(endpoint)
         factory = tw_protocol.Factory.forProtocol(tw_protocol.Protocol)
         for _ in range(3):
@@ -163,7 +182,8 @@ class TransportSelectionTests(SynchronousTestCase):
 
     def test_verified_endpoint_does_not_warn(self) -> None:
         events = capture_logs(self)
-        endpoint = client_endpoint(task.Clock(), SipURI.parse("sips:a@example.com"))
+        aor = SipURI.parse("sips:a@example.com")
+        endpoint = client_endpoint(task.Clock(), aor, resolver=no_dns)
         with_fake_targets(endpoint)
         self.successResultOf(
             endpoint.connect(tw_protocol.Factory.forProtocol(tw_protocol.Protocol))
@@ -281,7 +301,7 @@ class ServiceTests(SynchronousTestCase):
     def make(self, refuse: bool = False):
         clock = task.Clock()
         aor = SipURI.parse("sips:alice@example.com")
-        endpoint = client_endpoint(clock, aor)
+        endpoint = client_endpoint(clock, aor, resolver=no_dns)
         with_fake_targets(endpoint, refuse={("example.com", 5061)} if refuse else ())
         registration = Registration(aor, password="pw", clock=clock, instance_id=INSTANCE)
         keepalive = FlowKeepalive(clock=clock, interval=30)

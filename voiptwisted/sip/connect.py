@@ -2,10 +2,13 @@
 
 * :func:`client_endpoint` turns an AOR into an ``IStreamClientEndpoint``: TLS (``sips:``, and
   ``sip:`` without a ``transport`` parameter) or plain TCP (``;transport=tcp``), IPv4/IPv6
-  literals and hostnames (``HostnameEndpoint``), a resolver seam for NAPTR/SRV (RFC 3263).
+  literals and hostnames (``HostnameEndpoint``).  The registrar is found with DNS SRV
+  (RFC 3263, :class:`voiptwisted.sip.locate.ServerLocator`) unless the AOR has a port or an
+  IP address; the targets are tried in order until one connects (RFC 3263 §4.3).
 * The server certificate is verified with service_identity against the SIP domain
-  (RFC 5922 §7.2), never against the resolved IP address.  Verification failures produce one
-  log line that names the problem (hostname mismatch, unknown CA, expired ...).
+  (RFC 5922 §4.1, §7.2), never against the resolved IP address nor the SRV target's host
+  name, for every target.  Verification failures produce one log line that names the
+  problem (hostname mismatch, unknown CA, expired ...).
 * :func:`client_service` keeps the flow up with ``ClientService`` and exponential backoff
   (1 s doubling to 60 s, with jitter); every new flow re-registers through the protocol's
   ``registration`` hook.
@@ -48,8 +51,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from voiptwisted.sip.keepalive import FlowKeepalive
+from voiptwisted.sip.locate import ServerLocator, dns_server_resolver, with_name_resolver
 from voiptwisted.sip.registration import Registration, RegistrationFailed, normalize_instance_id
-from voiptwisted.sip.uri import NetworkAddress, SipURI
+from voiptwisted.sip.uri import SipURI
 
 __all__ = [
     "RegistrationFailed",
@@ -59,7 +63,6 @@ __all__ = [
     "build_client",
     "client_endpoint",
     "client_service",
-    "default_resolver",
     "describe_tls_failure",
     "load_instance_id",
     "retry_policy",
@@ -113,16 +116,6 @@ def load_instance_id(state_dir: str) -> str:
     return value
 
 
-def default_resolver(aor: SipURI) -> list[tuple[str, int]]:
-    """Where to connect: ``maddr`` or the AOR host, and the URI's port (no DNS SRV/NAPTR).
-
-    A NAPTR/SRV resolver (RFC 3263) can replace this: any callable taking the AOR and
-    returning (or firing with) a list of ``(host, port)`` to try in order.
-    """
-    address: NetworkAddress = aor.maddr
-    return [(str(address.host), int(address.port))]
-
-
 def tls_server_name(aor: SipURI) -> str:
     """The name the server certificate must match (RFC 5922 §7.2): see the module docstring."""
     maddr = aor.parameters.get("maddr")
@@ -171,19 +164,29 @@ def client_endpoint(
     ca_file: str | None = None,
     verify: bool = True,
     resolver: Resolver | None = None,
+    dns_server: tuple[str, int] | None = None,
     timeout: float = 30.0,
 ) -> SIPClientEndpoint:
     """An endpoint for the flow to ``aor``'s registrar.
 
-    TLS for ``sips:`` and for ``sip:`` without ``transport`` (the port is the URI's: 5061 by
-    default for sips, 5060 for sip), plain TCP for ``;transport=tcp``; UDP is refused (this
-    library keeps one connection-oriented flow, RFC 5626).  ``ca_file`` adds a private CA to
-    the platform trust store; ``verify=False`` disables certificate checks and logs a warning
-    on every connect.
+    TLS for ``sips:`` and for ``sip:`` without ``transport``, plain TCP for
+    ``;transport=tcp``; UDP is refused (this library keeps one connection-oriented flow,
+    RFC 5626).  Where to connect is the ``resolver``'s answer: by default a
+    :class:`~voiptwisted.sip.locate.ServerLocator` (DNS SRV, RFC 3263) asking the system's
+    DNS servers, or only ``dns_server`` (an IP address and port) when given -- the SRV
+    targets' addresses are then looked up there too.  Any callable taking the AOR and
+    returning (or firing with) a list of ``(host, port)`` to try in order can replace it.
+    ``ca_file`` adds a private CA to the platform trust store; ``verify=False`` disables
+    certificate checks and logs a warning on every connect.
     """
     transport = aor.transport
     if transport not in ("TLS", "TCP"):
         raise ValueError(f"unsupported SIP transport {transport!r}: use TLS or TCP")
+    if resolver is None:
+        resolver = ServerLocator(
+            dns_server_resolver(dns_server, reactor) if dns_server is not None else None
+        )
+    name_resolver = resolver.hostname_resolver if isinstance(resolver, ServerLocator) else None
     creator = None
     server_name = tls_server_name(aor)
     if transport == "TLS":
@@ -195,7 +198,8 @@ def client_endpoint(
         reactor,
         aor,
         creator,
-        resolver=resolver or default_resolver,
+        resolver=resolver,
+        name_resolver=name_resolver,
         insecure=transport == "TLS" and not verify,
         server_name=server_name,
         ca_file=ca_file,
@@ -207,6 +211,9 @@ def client_endpoint(
 class SIPClientEndpoint:
     """Tries the resolver's targets in order; wraps TLS; reports certificate failures.
 
+    Every target gets the same TLS options, so each is verified against ``server_name`` (the
+    SIP domain), whichever host DNS pointed to.  ``name_resolver`` resolves the targets' host
+    names (None: the reactor's); ``tried`` lists the targets of the latest connect attempt.
     ``tls_failure_observers`` are called with a :class:`TLSVerificationFailed` when a
     handshake fails verification (``run`` uses that to fail fast before registration).
     """
@@ -218,6 +225,7 @@ class SIPClientEndpoint:
         creator: Any,
         *,
         resolver: Resolver,
+        name_resolver: Any = None,
         insecure: bool,
         server_name: str,
         ca_file: str | None,
@@ -227,6 +235,8 @@ class SIPClientEndpoint:
         self.aor = aor
         self.creator = creator
         self.resolver = resolver
+        self.name_resolver = name_resolver
+        self.tried: list[str] = []
         self.insecure = insecure
         self.server_name = server_name
         self.ca_file = ca_file
@@ -245,7 +255,7 @@ class SIPClientEndpoint:
     def target_endpoint(self, host: str, port: int) -> IStreamClientEndpoint:
         """The endpoint for one resolved target (TCP, wrapped in TLS when needed)."""
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
-            self.reactor, host, port, timeout=self.timeout
+            with_name_resolver(self.reactor, self.name_resolver), host, port, timeout=self.timeout
         )
         if self.creator is not None:
             endpoint = wrapClientTLS(self.creator, endpoint)
@@ -260,6 +270,7 @@ class SIPClientEndpoint:
                 aor=self.aor.aor,
             )
         factory = _ReportingFactory(protocolFactory, self)
+        self.tried = []
         d = maybeDeferred(self.resolver, self.aor)
 
         def attempt(targets: Sequence[tuple[str, int]]) -> Deferred[IProtocol]:
@@ -271,6 +282,15 @@ class SIPClientEndpoint:
                 if not remaining:
                     return failure  # type: ignore[return-value]
                 host, port = remaining.pop(0)
+                if failure is not None:
+                    log.info(
+                        "connecting to {failed} failed ({why}); trying {host}:{port} next",
+                        failed=self.tried[-1],
+                        why=failure.getErrorMessage(),
+                        host=host,
+                        port=port,
+                    )
+                self.tried.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
                 attempt_d = self.target_endpoint(host, port).connect(factory)
                 return attempt_d.addErrback(next_target)
 
@@ -615,6 +635,7 @@ def build_client(
     instance_id: str | None = None,
     expires: int = 3600,
     resolver: Resolver | None = None,
+    dns_server: tuple[str, int] | None = None,
     protocol_kwargs: dict[str, Any] | None = None,
     on_protocol: Callable[[Any], None] | None = None,
 ) -> SIPClientService:
@@ -624,6 +645,9 @@ def build_client(
     when a refused registration should keep retrying instead of failing a Deferred.
     ``protocol_kwargs`` are extra ``SessionInitiationProtocol`` arguments (``max_calls``,
     ``trace`` ...); ``on_protocol`` is called with each protocol built (one per flow).
+    The registrar is located with DNS SRV (RFC 3263) unless the AOR has a port or an IP
+    address; ``dns_server`` (``(ip, port)``) asks that DNS server instead of the system's,
+    ``resolver`` replaces the lookup altogether (see :func:`client_endpoint`).
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -632,7 +656,9 @@ def build_client(
     from voiptwisted.sip.protocol import SessionInitiationProtocol
 
     instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
-    endpoint = client_endpoint(reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver)
+    endpoint = client_endpoint(
+        reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver, dns_server=dns_server
+    )
     registration = Registration(
         aor,
         password=password,
@@ -679,6 +705,7 @@ def run(
     instance_id: str | None = None,
     expires: int = 3600,
     resolver: Resolver | None = None,
+    dns_server: tuple[str, int] | None = None,
     protocol_kwargs: dict[str, Any] | None = None,
 ) -> Deferred[Any]:
     """Connect to ``aor``'s registrar, register, and fire with the registered protocol.
@@ -691,7 +718,9 @@ def run(
     :func:`load_instance_id` to keep it across restarts (RFC 5626 §4.1).  ``keepalive`` is
     the RFC 5626 CRLF ping interval (None or 0 disables it).  ``protocol_kwargs`` are extra
     ``SessionInitiationProtocol`` arguments for every flow (``max_calls``, ``trace``,
-    ``outbound_proxy`` ...), as for :func:`build_client`.
+    ``outbound_proxy`` ...), as for :func:`build_client`.  The registrar is found via DNS
+    SRV (RFC 3263) unless the AOR has a port or an IP address; ``dns_server`` (``(ip, port)``)
+    is the DNS server to ask instead of the system's.
     """
     return build_client(
         aor,
@@ -706,5 +735,6 @@ def run(
         instance_id=instance_id,
         expires=expires,
         resolver=resolver,
+        dns_server=dns_server,
         protocol_kwargs=protocol_kwargs,
     ).start()

@@ -211,7 +211,9 @@ class SipURI(str):
     value is the canonical form with the default port made explicit (5060 for
     ``sip``, 5061 for ``sips``), escaped user, parameters and headers, and
     **without the password**.  IPv6 hosts are written in brackets (RFC 2732);
-    ``host`` holds an ``ipaddress`` object for literals, the hostname otherwise.
+    ``host`` holds an ``ipaddress`` object for literals, the hostname otherwise;
+    ``port_given`` says whether the port was written (RFC 3263 §4.2 looks up DNS SRV
+    records only when it was not).
     Parameter names are lower-cased (they compare case-insensitively,
     RFC 3261 §19.1.4).  ``parameters`` and ``headers`` are read-only mappings
     so the string value cannot go stale; use `with_parameters` / `replace`.
@@ -224,13 +226,23 @@ class SipURI(str):
     'sip:alice@[::1]:5060'
     """
 
-    __slots__ = ("headers", "host", "parameters", "password", "port", "scheme", "user")
+    __slots__ = (
+        "headers",
+        "host",
+        "parameters",
+        "password",
+        "port",
+        "port_given",
+        "scheme",
+        "user",
+    )
 
     scheme: str
     host: Host
     user: str | None
     password: str | None
     port: int
+    port_given: bool
     parameters: Mapping[str, str | None]
     headers: Mapping[str, str]
 
@@ -253,6 +265,7 @@ class SipURI(str):
             raise InvalidURI("scheme must be 'sip' or 'sips'")
         scheme = scheme.lower()
         host = _coerce_host(host)
+        port_given = port is not None
         port = _DEFAULT_PORTS[scheme] if port is None else _check_port(port)
         if user == "":
             user = None
@@ -270,7 +283,7 @@ class SipURI(str):
             if not isinstance(name, str) or not name or not isinstance(value, str):
                 raise InvalidURI("URI header names must be non-empty strings")
             hdrs[name] = value
-        return cls._build(scheme, host, user, password, port, params, hdrs)
+        return cls._build(scheme, host, user, password, port, params, hdrs, port_given)
 
     @classmethod
     def _build(
@@ -282,6 +295,7 @@ class SipURI(str):
         port: int,
         params: dict[str, str | None],
         hdrs: dict[str, str],
+        port_given: bool,
     ) -> SipURI:
         parts = [scheme, ":"]
         if user is not None:
@@ -302,6 +316,7 @@ class SipURI(str):
         self.user = user
         self.password = password
         self.port = port
+        self.port_given = port_given
         self.parameters = MappingProxyType(params)
         self.headers = MappingProxyType(hdrs)
         return self
@@ -358,6 +373,7 @@ class SipURI(str):
             port,
             params,
             hdrs,
+            port_text is not None,
         )
 
     @staticmethod
@@ -383,7 +399,7 @@ class SipURI(str):
                 self.host,
                 self.user,
                 self.password,
-                self.port,
+                self.port if self.port_given else None,
                 dict(self.parameters),
                 dict(self.headers),
             ),
@@ -397,7 +413,7 @@ class SipURI(str):
             "host": self.host,
             "user": self.user,
             "password": self.password,
-            "port": self.port,
+            "port": self.port if self.port_given else None,
             "parameters": self.parameters,
             "headers": self.headers,
         }
