@@ -423,6 +423,74 @@ class TwistdTests(SynchronousTestCase):
             attempts = re.findall(r"Scheduling retry \d+", log)
             self.assertLessEqual(len(attempts), 6, log)
 
+    def dns_server(self, kamailio_port: int) -> int:
+        """``twistd dns`` on 127.0.0.1 (UDP + TCP) serving the zone ``voip.test``: the SRV
+        record ``_sips._tcp.voip.test`` -> ``kamailio.voip.test:<kamailio_port>``, and its A
+        record 127.0.0.1.  Returns the DNS port."""
+        zone = self.dir / "voip_test_zone.py"
+        zone.write_text(
+            "zone = [\n"
+            "    SOA('voip.test', mname='ns.voip.test', rname='root.voip.test', serial=1,\n"
+            "        refresh=60, retry=60, expire=60, minimum=60),\n"
+            f"    SRV('_sips._tcp.voip.test', 10, 0, {kamailio_port}, 'kamailio.voip.test'),\n"
+            "    A('kamailio.voip.test', '127.0.0.1'),\n"
+            "]\n"
+        )
+        port = peers.free_port_pair()
+        server = self.twistd(
+            "dns", "--pyzone", str(zone), "--interface", "127.0.0.1", "--port", str(port)
+        )
+        server.wait_for_log(rf"DNSDatagramProtocol starting on {port}")
+        return port
+
+    def test_registrar_found_via_dns_srv(self) -> None:
+        """``--aor sips:alice@voip.test`` (no port) ``--dns-server``: the registrar is found
+        via DNS SRV (RFC 3263 §4.2), its certificate verified for voip.test (RFC 5922 §4.1),
+        and alice registers; SIGTERM removes the binding."""
+        kam = Kamailio(
+            self.dir / "kam", users={"alice": PASSWORD}, cert="sip_domain", realm="voip.test"
+        )
+        self.addCleanup(kam.cleanup)
+        kam.start()
+        _, kamailio_port = kam.address("tls")
+        dns_port = self.dns_server(kamailio_port)
+        password_file = self.dir / "password"
+        password_file.write_text(PASSWORD + "\n")
+        process = self.voip(
+            "--aor", "sips:alice@voip.test",
+            "--dns-server", f"127.0.0.1:{dns_port}",
+            "--ca-file", str(kam.ca_cert),
+            "--password-file", str(password_file),
+        )  # fmt: skip
+        try:
+            kam.wait_for_bindings("alice", 1, timeout=20)
+        except peers.PeerError as e:
+            raise AssertionError(f"{e}; twistd log:\n{process.log}") from None
+        self.assertIn(f"DNS SRV _sips._tcp.voip.test: kamailio.voip.test:{kamailio_port}",
+                      process.log)
+        clean, _ = process.terminate()
+        self.assertTrue(clean, process.log)
+        self.assertEqual(kam.bindings("alice"), [])
+        self.assertNotIn("Traceback", process.log)
+
+    def test_dns_server_not_answering(self) -> None:
+        """A DNS server that never answers: the SRV lookup gives up after its bounded
+        timeouts with one line naming the name queried, falls back to voip.test:5061
+        (RFC 3263 §4.2), and the service keeps retrying with backoff -- no traceback."""
+        silent = peers.free_port("udp")
+        process = self.voip("--aor", "sips:alice@voip.test", "--dns-server", f"127.0.0.1:{silent}")
+        process.wait_for_log(r"cannot connect to the registrar of sips:alice@voip.test", 30)
+        process.wait_for_log(r"Scheduling retry 1 ", 10)
+        log = process.log
+        self.assertRegex(
+            log,
+            r"DNS SRV lookup of _sips._tcp.voip.test: no answer in time \(timeout\); "
+            r"connecting to voip.test:5061",
+        )
+        self.assertRegex(log, r"\(voip.test:5061\): DNS lookup failed")
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Unhandled", log)
+
     def test_tac_example_registers_and_unregisters(self) -> None:
         """``twistd -ny examples/voip.tac`` registers; SIGTERM removes the binding."""
         kam = self.kamailio()

@@ -205,6 +205,7 @@ class LocatorTests(SynchronousTestCase):
         reason, then the host's A/AAAA at the default port (RFC 3263 §4.2), no traceback."""
         cases = [
             (dns_error.DNSQueryTimeoutError(1), "no answer in time (timeout)"),
+            (defer.TimeoutError("query"), "no answer in time (timeout)"),  # after all retries
             (dns_error.DNSServerError(), "server failure (SERVFAIL)"),
             (dns_error.DNSQueryRefusedError(), "query refused (REFUSED)"),
         ]

@@ -37,6 +37,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
@@ -119,7 +120,7 @@ def _describe_dns_failure(failure: Failure) -> tuple[str, bool]:
     """A short reason for a failed lookup, and whether it just means "no such name"."""
     if failure.check(dns_error.DNSNameError, dns_error.AuthoritativeDomainError):
         return "no such name (NXDOMAIN)", True
-    if failure.check(dns_error.DNSQueryTimeoutError):
+    if failure.check(defer.TimeoutError):  # the client's final give-up; DNSQueryTimeoutError too
         return "no answer in time (timeout)", False
     if failure.check(dns_error.DNSServerError):
         return "server failure (SERVFAIL)", False
