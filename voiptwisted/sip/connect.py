@@ -40,6 +40,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IHandshakeListener,
+    IHostnameResolver,
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
@@ -225,7 +226,7 @@ class SIPClientEndpoint:
         creator: Any,
         *,
         resolver: Resolver,
-        name_resolver: Any = None,
+        name_resolver: IHostnameResolver | None = None,
         insecure: bool,
         server_name: str,
         ca_file: str | None,
