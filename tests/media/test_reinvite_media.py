@@ -214,3 +214,16 @@ class SRTPReinviteMediaTests(ReinviteMediaTests):
         self.assertEqual(self.bob.negotiated.srtp.local.master, self.bob._offered_crypto[1].master)
         self.ticks(1)
         self.assertEqual(len(self.sent()), 1)
+
+    def test_reoffer_answered_with_same_peer_key_keeps_its_context(self) -> None:
+        """RFC 4568 §7.1.4, RFC 3711 §3.3.1: the peer answers our re-offer keeping its key:
+        our context for its packets carries on (rollover counter and replay window), only
+        our re-keyed sending side starts afresh."""
+        before = self.bob.rtp.srtp
+        peer_key = self.bob.negotiated.srtp.remote.to_sdp().split("inline:")[1].encode()
+        offer = self.bob.reoffer()
+        self.alice.reanswer(offer)
+        answer = self.alice.local_sdp.replace(crypto_key(self.alice.local_sdp), peer_key)
+        self.bob.accept_answer(answer)
+        self.assertIsNot(self.bob.rtp.srtp._tx, before._tx)
+        self.assertIs(self.bob.rtp.srtp._rx, before._rx)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import struct
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from twisted.trial import unittest
@@ -181,6 +182,46 @@ class SRTPContextTests(unittest.SynchronousTestCase):
                 self.assertEqual(bob.unprotect(protected), packet)
             report = struct.pack("!BBHI", 0x80, 201, 1, 0x11223344)
             self.assertEqual(alice.unprotect_rtcp(bob.protect_rtcp(report)), report)
+
+    def wrapped_past_65535(self) -> tuple[SRTPContext, SRTPContext, CryptoAttribute, Any]:
+        """Alice sends sequence numbers 65530 .. 65535, 0 .. 5 (her rollover counter is now 1)."""
+        a = CryptoAttribute.generate()
+        b = CryptoAttribute.generate()
+        alice, bob = SRTPContext(a, b), SRTPContext(b, a)
+        for seq in [*range(65530, 65536), *range(6)]:
+            self.assertEqual(bob.unprotect(alice.protect(rtp_packet(seq))), rtp_packet(seq))
+        return alice, bob, a, b
+
+    def test_rekeyed_unchanged_is_same_context(self) -> None:
+        _, bob, a, b = self.wrapped_past_65535()
+        self.assertIs(bob.rekeyed(b, a), bob)
+
+    def test_rekeyed_keeps_direction_whose_key_is_unchanged(self) -> None:
+        """RFC 4568 §7.1.4 / RFC 3711 §3.3.1: Bob re-keys his side only; the context for
+        Alice's unchanged key carries on, so her packets after the sequence wrap (index
+        65536 + 6) still decrypt: a restarted context would assume rollover counter 0."""
+        alice, bob, a, _ = self.wrapped_past_65535()
+        bob.auth_failures = 2
+        new_b = CryptoAttribute.generate()
+        rekeyed = bob.rekeyed(new_b, a)
+        self.assertIsNot(rekeyed, bob)
+        self.assertEqual(rekeyed.unprotect(alice.protect(rtp_packet(6))), rtp_packet(6))
+        restarted = SRTPContext(new_b, a)
+        self.assertIsNone(restarted.unprotect(alice.protect(rtp_packet(7))))
+        # Bob's new key protects from now on; the old context is untouched.
+        self.assertEqual(SRTPContext(a, new_b).unprotect(rekeyed.protect(rtp_packet(1))),
+                         rtp_packet(1))
+        self.assertEqual(rekeyed.auth_failures, 2)
+
+    def test_rekeyed_new_peer_key_new_receive_context(self) -> None:
+        alice, bob, _a, b = self.wrapped_past_65535()
+        new_a = CryptoAttribute.generate()
+        rekeyed = bob.rekeyed(b, new_a)
+        fresh_alice = SRTPContext(new_a, b)
+        self.assertEqual(rekeyed.unprotect(fresh_alice.protect(rtp_packet(1))), rtp_packet(1))
+        self.assertIsNone(rekeyed.unprotect(alice.protect(rtp_packet(7))))  # old key: refused
+        with self.assertRaises(SDESError):
+            bob.rekeyed(b, CryptoAttribute.generate(suite="AES_CM_128_HMAC_SHA1_32"))
 
     def test_tampered_dropped(self) -> None:
         """RFC 3711 §3.3 step 5: a packet failing authentication is dropped and counted."""

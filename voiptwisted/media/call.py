@@ -363,17 +363,19 @@ class CallMedia:
     def _apply(self, negotiated: NegotiatedMedia) -> None:
         """Configure the RTP stream; on a re-negotiation keep what did not change.
 
-        Unchanged SRTP keys keep the running SRTP context; an unchanged SDP
+        Each SRTP direction whose key did not change keeps its running context
+        (:meth:`SRTPContext.rekeyed`); an unchanged SDP
         address keeps the address RTP latched to (RFC 4961), so a session
         refresh does not send audio back to a NATed peer's private address.
         """
         previous = self.negotiated
         srtp = None
         if negotiated.srtp is not None:
-            if previous is not None and _same_keys(negotiated.srtp, previous.srtp):
-                srtp = self.rtp.srtp
+            keys = negotiated.srtp
+            if previous is not None and previous.srtp is not None and self.rtp.srtp is not None:
+                srtp = self.rtp.srtp.rekeyed(keys.local, keys.remote)
             else:
-                srtp = SRTPContext(negotiated.srtp.local, negotiated.srtp.remote)
+                srtp = SRTPContext(keys.local, keys.remote)
         remote = negotiated.remote
         rtcp_remote = None
         if negotiated.remote is not None and negotiated.rtcp_port is not None:

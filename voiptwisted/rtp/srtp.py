@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import re
 import secrets
 from collections.abc import Callable
@@ -179,6 +180,13 @@ def redact_sdp(data: bytes) -> bytes:
     return _INLINE_RE.sub(b"inline:<redacted>", data)
 
 
+def _session(crypto: CryptoAttribute, ssrc_type: int) -> pylibsrtp.Session:
+    """A libsrtp session for one direction of a call, keyed with *crypto*."""
+    return pylibsrtp.Session(
+        pylibsrtp.Policy(key=crypto.master, ssrc_type=ssrc_type, srtp_profile=crypto.suite.profile)
+    )
+
+
 class SRTPContext:
     """SRTP/SRTCP for one call: our key protects, the peer's key unprotects (RFC 3711 §3.3).
 
@@ -204,25 +212,45 @@ class SRTPContext:
             raise SDESError("SRTP: both directions must use the same crypto-suite")
         self.suite = local.suite
         _load_libsrtp()
-        self._tx = pylibsrtp.Session(
-            pylibsrtp.Policy(
-                key=local.master,
-                ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
-                srtp_profile=local.suite.profile,
-            )
-        )
-        self._rx = pylibsrtp.Session(
-            pylibsrtp.Policy(
-                key=remote.master,
-                ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
-                srtp_profile=remote.suite.profile,
-            )
-        )
-        self.protect = self._tx.protect
-        self.unprotect_or_raise = self._rx.unprotect
+        self._local = (local.suite, local.master)
+        self._remote = (remote.suite, remote.master)
+        self._tx = _session(local, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        self._rx = _session(remote, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        self._bind()
         self.errors = (pylibsrtp.Error, ValueError)
         self.auth_failures = 0
         self.replays = 0
+
+    def _bind(self) -> None:
+        self.protect = self._tx.protect
+        self.unprotect_or_raise = self._rx.unprotect
+
+    def rekeyed(self, local: CryptoAttribute, remote: CryptoAttribute) -> SRTPContext:
+        """This call's context after a new offer/answer (re-INVITE, RFC 4568 §7.1.4).
+
+        Each direction is its own cryptographic context (RFC 3711 §3.2.3): one whose
+        suite and master key did not change carries on (its rollover counter and
+        replay window with it: restarted, the index would begin again under the same
+        key, reusing keystream, and decryption would fail once the peer's sequence had
+        wrapped); a re-keyed direction starts afresh.  Returns ``self`` when neither
+        direction changed; the drop counters carry over either way.
+        """
+        if local.suite != remote.suite:
+            raise SDESError("SRTP: both directions must use the same crypto-suite")
+        same_tx = (local.suite, local.master) == self._local
+        same_rx = (remote.suite, remote.master) == self._remote
+        if same_tx and same_rx:
+            return self
+        context = copy.copy(self)
+        context.suite = local.suite
+        if not same_tx:
+            context._local = (local.suite, local.master)
+            context._tx = _session(local, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        if not same_rx:
+            context._remote = (remote.suite, remote.master)
+            context._rx = _session(remote, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        context._bind()
+        return context
 
     def __repr__(self) -> str:
         return (
