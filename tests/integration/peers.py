@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from twisted.trial.unittest import FailTest
 
 from tests.integration.certs import PKI, CertPair, get_pki
 
@@ -45,9 +46,14 @@ class PeerError(RuntimeError):
     """A peer failed to start, answer or stop in time."""
 
 
-def have(*programs: str) -> bool:
-    """Whether every program is on PATH (tests skip when a peer is not installed)."""
-    return all(shutil.which(p) for p in programs)
+def require(*programs: str) -> None:
+    """Fail, never skip, when a program the integration tests start is not on PATH."""
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        raise FailTest(
+            f"not installed: {', '.join(missing)}; run `bash scripts/install-deps.sh`"
+            " (the integration tests need the real peers and never skip)"
+        )
 
 
 # Ports come from below the kernel's ephemeral range (32768-60999 by default) and above the

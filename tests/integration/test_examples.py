@@ -18,16 +18,15 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.integration import peers
-from tests.integration.peers import Baresip, Kamailio, have, wait_until
+from tests.integration.peers import Baresip, Kamailio, require, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "Al1ce-pw-7731"
 
 
 class ClickToCallTests(SynchronousTestCase):
-    skip = None if have("kamailio", "baresip") else "kamailio and baresip are needed"
-
     def setUp(self) -> None:
+        require("kamailio", "baresip")
         self.dir = Path(tempfile.mkdtemp(prefix="click-to-call-"))
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.kam = Kamailio(self.dir / "kam", users={"alice": PASSWORD, "bob": "secret"})

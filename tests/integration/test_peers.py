@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import FailTest, SynchronousTestCase
 
 from tests.integration import peers
 from tests.integration.certs import get_pki
@@ -33,11 +33,6 @@ from tests.integration.peers import (
     xcorr_peak,
 )
 
-HAVE_KAMAILIO = peers.have("kamailio", "kamcmd")
-HAVE_SIPP = peers.have("sipp", "socat")
-HAVE_BARESIP = peers.have("baresip", "sox")
-HAVE_SPEECH = peers.have("espeak-ng", "sox")
-
 
 class _PeerTestCase(SynchronousTestCase):
     def tmpdir(self) -> str:
@@ -46,22 +41,19 @@ class _PeerTestCase(SynchronousTestCase):
         return path
 
     def kamailio(self, **kwargs) -> Kamailio:
-        if not HAVE_KAMAILIO:
-            self.skipTest("kamailio not installed")
+        peers.require("kamailio", "kamcmd")
         kam = Kamailio(self.tmpdir(), **kwargs)
         self.addCleanup(kam.cleanup)
         return kam.start()
 
     def baresip(self, **kwargs) -> Baresip:
-        if not HAVE_BARESIP:
-            self.skipTest("baresip not installed")
+        peers.require("baresip", "sox")
         ua = Baresip(self.tmpdir(), **kwargs)
         self.addCleanup(ua.cleanup)
         return ua.start()
 
     def sipp(self, *args, **kwargs) -> Sipp:
-        if not HAVE_SIPP:
-            self.skipTest("sipp/socat not installed")
+        peers.require("sipp", "socat")
         kwargs.setdefault("tmpdir", self.tmpdir())
         agent = Sipp(*args, **kwargs)
         self.addCleanup(agent.cleanup)
@@ -221,8 +213,7 @@ class SippTests(_PeerTestCase):
 class BaresipTests(_PeerTestCase):
     def test_sipp_calls_baresip_rtp_recorded(self) -> None:
         """SIPp plays g711a.pcap to auto-answering baresip; its recording matches the pcap."""
-        if not HAVE_SPEECH:
-            self.skipTest("espeak-ng/sox not installed")
+        peers.require("espeak-ng", "sox")
         kam = self.kamailio()
         speech = make_speech_wav(os.path.join(self.tmpdir(), "speech.wav"), "one two three four")
         ua = self.baresip(
@@ -285,8 +276,7 @@ class BaresipTests(_PeerTestCase):
 class AudioTests(SynchronousTestCase):
     def test_xcorr_copy_and_unrelated(self) -> None:
         """A delayed, scaled, noisy copy scores > 0.9 at the right lag; unrelated < 0.3."""
-        if not HAVE_SPEECH:
-            self.skipTest("espeak-ng/sox not installed")
+        peers.require("espeak-ng", "sox")
         tmp = tempfile.mkdtemp(prefix="xcorr-")
         self.addCleanup(shutil.rmtree, tmp, True)
         a = read_wav(make_speech_wav(os.path.join(tmp, "a.wav"), "The quick brown fox"))
@@ -342,8 +332,7 @@ class MoreOptionsTests(_PeerTestCase):
 
     def test_baresip_dials_baresip_with_srtp(self) -> None:
         """dial()/hangup() between two baresips over TLS with SDES-SRTP; audio arrives intact."""
-        if not HAVE_SPEECH:
-            self.skipTest("espeak-ng/sox not installed")
+        peers.require("espeak-ng", "sox")
         kam = self.kamailio()
         speech = make_speech_wav(os.path.join(self.tmpdir(), "s.wav"), "secure media works")
         caller = self.baresip(
@@ -366,3 +355,12 @@ class MoreOptionsTests(_PeerTestCase):
         self.assertRegex(callee.log, r"SRTP is Enabled \(cryptosuite=AES_CM_128_HMAC_SHA1_80\)")
         peak, _ = xcorr_peak(read_wav(speech), read_wav(callee.received_recordings()[0]))
         self.assertGreater(peak, 0.9)
+
+
+class RequireTests(SynchronousTestCase):
+    def test_missing_program_fails_never_skips(self) -> None:
+        with self.assertRaises(FailTest) as caught:
+            peers.require("sh", "no-such-peer-program")
+        self.assertIn("not installed: no-such-peer-program;", str(caught.exception))
+        self.assertIn("scripts/install-deps.sh", str(caught.exception))
+        peers.require("sh")

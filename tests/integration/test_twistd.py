@@ -29,9 +29,9 @@ from tests.integration.peers import (
     Baresip,
     Kamailio,
     Sipp,
-    have,
     make_speech_wav,
     read_wav,
+    require,
     wait_until,
     xcorr_peak,
 )
@@ -42,13 +42,6 @@ PASSWORD = "Al1ce-pw-7731"
 SPEECH = "one two three four five, the voip service test is running"
 
 
-def _skip_reason() -> str | None:
-    missing = [p for p in ("kamailio", "baresip", "sipp", "espeak-ng", "sox") if not have(p)]
-    if missing:
-        return "missing peers: " + ", ".join(missing)
-    if not os.path.exists(TWISTD):
-        return "no twistd next to the Python interpreter"
-    return None
 
 
 class Twistd:
@@ -122,9 +115,9 @@ class Twistd:
 
 
 class TwistdTests(SynchronousTestCase):
-    skip = _skip_reason()
-
     def setUp(self) -> None:
+        require("kamailio", "baresip", "sipp", "espeak-ng", "sox")
+        self.assertTrue(os.path.exists(TWISTD), f"no twistd next to the interpreter: {TWISTD}")
         self.dir = Path(tempfile.mkdtemp(prefix="twistd-voip-"))
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.state = self.dir / "state"
@@ -222,7 +215,7 @@ class TwistdTests(SynchronousTestCase):
         """Issue 6 item 2: TLS 127.0.0.1:5061, certificate made once, URI and baresip command
         logged; the logged command, run as printed against a fresh baresip config, is answered."""
         if peers.tcp_open(5061):
-            raise self.skipTest("something already listens on 127.0.0.1:5061")
+            self.fail("something else listens on 127.0.0.1:5061, which this test needs: stop it")
         process = self.twistd("voip", "--state-dir", str(self.state))
         uri = process.wait_for_log(r"answering calls with EchoDialog on (\S+)").group(1)
         self.assertEqual(uri, "sip:echo@127.0.0.1:5061;transport=tls")
