@@ -146,6 +146,23 @@ class ParseTests(SynchronousTestCase):
         del built.headers["To"]
         self.assertRaises(SIPParseError, lambda: built.to)
 
+    def test_cached_values_live_with_the_headers(self) -> None:
+        """Derived values (Call-ID, CSeq, branch, tags, objects) are cached in the Headers:
+        messages sharing one Headers see each change, and replacing ``headers`` gives the
+        new fields' values at once."""
+        parsed = Message.parse(INVITE)
+        shared = Request("INVITE", "sip:bob@example.com", parsed.headers)
+        self.assertEqual((shared.call_id, shared.branch), ("call-1@example.com", "z9hG4bKaaa"))
+        self.assertEqual(len(shared.via), 3)
+        parsed.headers.add("Via", "SIP/2.0/TLS h;branch=z9hG4bKlast")
+        del parsed.headers["Call-ID"]
+        self.assertEqual([v.branch for v in shared.via][-1], "z9hG4bKlast")
+        self.assertRaises(SIPParseError, lambda: shared.call_id)
+        parsed.headers = Message.parse(INVITE.replace(b"tag=abc", b"tag=def")).headers
+        self.assertEqual((parsed.local_tag, parsed.from_.tag, parsed.call_id),
+                         ("def", "def", "call-1@example.com"))  # fmt: skip
+        self.assertEqual(shared.local_tag, "abc")
+
     def test_version_505(self) -> None:
         """RFC 3261 §8.2.2 (via 505): another SIP version carries status_code 505."""
         with self.assertRaises(SIPParseError) as ctx:

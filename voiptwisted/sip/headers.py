@@ -145,6 +145,10 @@ _KEY_CACHE: dict[str, str] = {}  # raw name -> key only, for the parser's hot lo
 _NAME_CACHE_MAX = 2048
 
 
+#: Marks a derived value in :class:`Headers` that has not been computed yet.
+_UNSET: object = object()
+
+
 class _FoldedLine(SIPParseError):
     """A header line starting with LWS: a continuation (RFC 3261 §7.3.1), or an error
     where no header precedes it."""
@@ -536,12 +540,22 @@ class Headers:
     (``_lines``: the raw header lines; ``_first``: the first, unstripped value of
     each name); the ordered item list and the full index are built the first time
     something needs them.
+
+    The values :class:`~voiptwisted.sip.message.Message` derives from the fields
+    (Call-ID, CSeq, top Via branch, From and To tags, parsed header objects) are
+    cached here, next to the fields they come from: every change drops them
+    (:meth:`_changed`), and messages sharing one Headers share them.  Reading a
+    cached value is then a single attribute load.  ``_UNSET`` marks a value not
+    derived yet (None is a valid branch or tag).
     """
 
-    __slots__ = ("_first", "_index_map", "_item_list", "_lines", "_mutations")
+    __slots__ = (
+        "_branch", "_call_id", "_cseq", "_first", "_from_tag", "_index_map", "_item_list",
+        "_lines", "_objects", "_to_tag",
+    )  # fmt: skip
 
     def __init__(self, init: HeadersInit = None) -> None:
-        self._mutations = 0
+        self._changed()
         self._lines: list[str] | None = None
         self._first: dict[str, str] | None = None
         self._item_list: list[tuple[str, str, str]] = []
@@ -551,11 +565,15 @@ class Headers:
         if isinstance(init, Headers):
             self._item_list = list(init._items)
             self._index_map = {k: list(v) for k, v in init._index.items()}
-            self._mutations = 1
             return
         pairs = init.items() if isinstance(init, Mapping) else init
         for name, value in pairs:
             self.add(name, value)
+
+    def _changed(self) -> None:
+        """Drop every derived value: the fields they came from changed."""
+        self._call_id = self._cseq = self._branch = self._from_tag = self._to_tag = _UNSET
+        self._objects: dict[str, object] | None = None
 
     def _materialize(self) -> None:
         lines = self._lines
@@ -641,7 +659,7 @@ class Headers:
     def __setitem__(self, name: str, value: str) -> None:
         key, display = _name_info(name)
         value = _check_value(value)
-        self._mutations += 1
+        self._changed()
         index = self._index
         if key not in index:
             self._item_list.append((key, display, value))
@@ -662,7 +680,7 @@ class Headers:
         """Append a value (a new header line) after the existing ones."""
         key, display = _name_info(name)
         value = _check_value(value)
-        self._mutations += 1
+        self._changed()
         index = self._index
         self._item_list.append((key, display, value))
         index.setdefault(key, []).append(value)
@@ -677,7 +695,7 @@ class Headers:
 
     def __delitem__(self, name: str) -> None:
         key = _name_info(name)[0]
-        self._mutations += 1
+        self._changed()
         index = self._index
         if key not in index:
             raise KeyError(name)

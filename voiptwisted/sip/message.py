@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from voiptwisted.sip.headers import (
     _KEY_CACHE,
+    _UNSET,
     MAX_HEADER_LINES,
     MAX_ROUTING_VALUES,
     ROUTING_HEADERS,
@@ -56,7 +57,6 @@ _VALIDATED = {
     "route": name_addr_tag,
     "record-route": name_addr_tag,
 }
-_UNSET: object = object()
 _new_headers = object.__new__
 
 
@@ -68,20 +68,16 @@ class Message:
     """Common part of :class:`Request` and :class:`Response`.
 
     ``headers`` is a :class:`Headers`; ``body`` the exact body bytes.  Accessors
-    (``via``, ``from_``, ``to``, ``cseq``...) parse on first use and cache; the
-    cache is dropped when ``headers`` is replaced, so build messages first and
-    read accessors after.
+    (``via``, ``from_``, ``to``, ``cseq``...) parse on first use and cache the
+    result in the Headers, which drops it when a field changes; replacing
+    ``headers`` brings the new fields' values.
     """
 
-    __slots__ = (
-        "_branch", "_cache", "_call_id", "_cseq", "_from_tag", "_headers", "_seen", "_to_tag",
-        "body",
-    )  # fmt: skip
+    __slots__ = ("_headers", "body")
 
     def __init__(self, headers: HeadersInit = None, body: bytes = b"") -> None:
         self._headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.body = bytes(body)
-        self._reset()
 
     # -- parsing ------------------------------------------------------------
 
@@ -131,20 +127,13 @@ class Message:
     @headers.setter
     def headers(self, value: HeadersInit) -> None:
         self._headers = value if isinstance(value, Headers) else Headers(value)
-        self._reset()
-
-    def _reset(self) -> None:
-        self._cache: dict[str, object] | None = None
-        self._cseq = self._branch = self._from_tag = self._to_tag = self._call_id = _UNSET
-        self._seen = self._headers._mutations
 
     def _objects(self) -> dict[str, object]:
-        """The cache of parsed header objects, emptied when the headers changed."""
-        if self._headers._mutations != self._seen:
-            self._reset()
-        cache = self._cache
+        """The cache of parsed header objects, emptied when the headers change."""
+        headers = self._headers
+        cache = headers._objects
         if cache is None:
-            cache = self._cache = {}
+            cache = headers._objects = {}
         return cache
 
     def _one(self, key: str, label: str) -> str:
@@ -156,26 +145,18 @@ class Message:
     @property
     def call_id(self) -> str:
         """The Call-ID (RFC 3261 §20.8)."""
-        if self._headers._mutations == self._seen:
-            value = self._call_id
-            if value is not _UNSET:
-                return value  # type: ignore[return-value]
-        else:
-            self._reset()
-        value = self._call_id = self._one("call-id", "Call-ID")
-        return value
+        value = self._headers._call_id
+        if value is _UNSET:
+            value = self._headers._call_id = self._one("call-id", "Call-ID")
+        return value  # type: ignore[return-value]
 
     @property
     def cseq(self) -> tuple[int, str]:
         """CSeq as ``(number, method)`` (RFC 3261 §20.16)."""
-        if self._headers._mutations == self._seen:
-            cseq = self._cseq
-            if cseq is not _UNSET:
-                return cseq  # type: ignore[return-value]
-        else:
-            self._reset()
-        cseq = self._cseq = _parse_cseq(self._one("cseq", "CSeq"))
-        return cseq
+        cseq = self._headers._cseq
+        if cseq is _UNSET:
+            cseq = self._headers._cseq = _parse_cseq(self._one("cseq", "CSeq"))
+        return cseq  # type: ignore[return-value]
 
     @property
     def via(self) -> list[Via]:
@@ -207,17 +188,14 @@ class Message:
     @property
     def branch(self) -> str | None:
         """The branch of the top Via (RFC 3261 §8.1.1.7), None if absent."""
-        if self._headers._mutations == self._seen:
-            branch = self._branch
-            if branch is not _UNSET:
-                return branch  # type: ignore[return-value]
-        else:
-            self._reset()
-        first = self._headers._first_value("via")
-        if first is not None and "," in first:
-            first = split_commas(first)[0]
-        branch = self._branch = None if first is None else via_branch(first)
-        return branch
+        headers = self._headers
+        branch = headers._branch
+        if branch is _UNSET:
+            first = headers._first_value("via")
+            if first is not None and "," in first:
+                first = split_commas(first)[0]
+            branch = headers._branch = None if first is None else via_branch(first)
+        return branch  # type: ignore[return-value]
 
     def _name_addr(self, key: str, label: str) -> NameAddr:
         cache = self._objects()
@@ -239,26 +217,18 @@ class Message:
     @property
     def local_tag(self) -> str | None:
         """The From tag: the sender's dialog tag for requests."""
-        if self._headers._mutations == self._seen:
-            tag = self._from_tag
-            if tag is not _UNSET:
-                return tag  # type: ignore[return-value]
-        else:
-            self._reset()
-        tag = self._from_tag = name_addr_tag(self._one("from", "From"))
-        return tag
+        tag = self._headers._from_tag
+        if tag is _UNSET:
+            tag = self._headers._from_tag = name_addr_tag(self._one("from", "From"))
+        return tag  # type: ignore[return-value]
 
     @property
     def remote_tag(self) -> str | None:
         """The To tag: set by the UAS (RFC 3261 §8.2.6.2)."""
-        if self._headers._mutations == self._seen:
-            tag = self._to_tag
-            if tag is not _UNSET:
-                return tag  # type: ignore[return-value]
-        else:
-            self._reset()
-        tag = self._to_tag = name_addr_tag(self._one("to", "To"))
-        return tag
+        tag = self._headers._to_tag
+        if tag is _UNSET:
+            tag = self._headers._to_tag = name_addr_tag(self._one("to", "To"))
+        return tag  # type: ignore[return-value]
 
     def _name_addr_list(self, key: str) -> list[NameAddr]:
         cache = self._objects()
@@ -509,9 +479,10 @@ def _parse(data: bytes) -> Request | Response:
     head = data[:end].decode("utf-8", "surrogateescape")
     lines = head.splitlines()
     # Every line break must be CRLF (RFC 3261 §7): the separators splitlines() removed
-    # are then exactly two characters each.  Otherwise look closer: a bare CR or LF
-    # is an error, other Unicode line separators are just text.
-    if len(head) - sum(map(len, lines)) != 2 * len(lines) - 2:
+    # are then exactly two characters each (one join measures them all, cheaper than
+    # summing the lengths).  Otherwise look closer: a bare CR or LF is an error, other
+    # Unicode line separators are just text.
+    if len(head) - len("".join(lines)) != 2 * len(lines) - 2:
         lines = head.split("\r\n")
         if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
             raise SIPParseError("bare CR or LF in the header block")
@@ -635,17 +606,15 @@ def _parse(data: bytes) -> Request | Response:
     headers = message._headers = _new_headers(Headers)
     headers._lines = lines
     headers._first = index
-    headers._mutations = 0
+    headers._objects = None
     message.body = body
     top = index["via"].strip(" \t")
     if '"' in top or "," in top:
         top = split_commas(top)[0]
-    message._cache = None
-    message._seen = 0
-    message._call_id = call_id
-    message._cseq = (cseq_number, cseq_method)
-    message._branch = find_branch(top)
-    message._from_tag = find_tag(index["from"].strip(" \t"))
+    headers._call_id = call_id
+    headers._cseq = (cseq_number, cseq_method)
+    headers._branch = find_branch(top)
+    headers._from_tag = find_tag(index["from"].strip(" \t"))
     to = index["to"].strip(" \t")
-    message._to_tag = find_tag(to) if ";" in to else None
+    headers._to_tag = find_tag(to) if ";" in to else None
     return message
