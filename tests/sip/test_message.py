@@ -95,6 +95,21 @@ class ParseTests(SynchronousTestCase):
                 self.assertRaises(SIPParseError, Message.parse, data)
         self.assertRaises(SIPParseError, Message.parse, "not bytes")  # type: ignore[arg-type]
 
+    def test_status_code_is_three_ascii_digits(self) -> None:
+        """RFC 3261 §25.1: Status-Code is 3DIGIT, and DIGIT is ASCII 0-9; other Unicode
+        decimal digits (which int() would read) are refused."""
+        good = (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
+            b"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 7 INVITE\r\n\r\n"
+        )
+        self.assertEqual(Message.parse(good).status_code, 200)
+        for code in ("2\u0660\u0660", "\uff12\uff10\uff10", "2\u00b200"):
+            with self.subTest(code=code), self.assertRaises(SIPParseError) as caught:
+                Message.parse(good.replace(b"200", code.encode(), 1))
+            self.assertEqual(caught.exception.status_code, 400)
+        bare = Message.parse(good.replace(b"200 OK", b"200", 1))
+        self.assertEqual((bare.status_code, bare.phrase), (200, ""))
+
     def test_line_breaks(self) -> None:
         """RFC 3261 §7: lines end with CRLF; a bare CR or LF inside the header block is
         an error, while other Unicode line separators are ordinary UTF-8 text."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import NoReturn
 
 from voiptwisted.sip.headers import (
     _KEY_CACHE,
@@ -41,8 +42,14 @@ __all__ = ["Message", "Request", "Response", "SIPParseError"]
 SIP_VERSION = "SIP/2.0"
 
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+")
+_TOKEN_PAT = r"[A-Za-z0-9\-.!%*_+`'~]+"  # noqa: S105 (a regex, not a secret)
+_URI_PAT = r"[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+"
+_TOKEN_RE = re.compile(_TOKEN_PAT)
+_URI_RE = re.compile(_URI_PAT)
+# Whole start lines (RFC 3261 §7.1, §7.2; §25.1: Status-Code is 3DIGIT, ASCII digits).
+# One match accepts a well-formed line; _start_line_error explains any other.
+_REQUEST_LINE_RE = re.compile(rf"({_TOKEN_PAT}) ({_URI_PAT}) SIP/2\.0")
+_STATUS_LINE_RE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?", re.S)
 _SINGLE = frozenset(("call-id", "cseq", "from", "to", "max-forwards", "content-length"))
 _REQUIRED = frozenset(("via", "from", "to", "call-id", "cseq"))
 _CSEQ_MAX = 2**31  # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31
@@ -468,6 +475,30 @@ def _check_routing_counts(lines: list[str]) -> None:
             )
 
 
+def _start_line_error(start: str, cseq_method: str) -> NoReturn:
+    """Raise the precise error for a start line neither _REQUEST_LINE_RE nor
+    _STATUS_LINE_RE accepts; another SIP version is status 505 (RFC 3261 §8.2.2)."""
+    if start.startswith("SIP/"):
+        parts = start.split(" ", 2)
+        if parts[0] != SIP_VERSION:
+            raise SIPParseError(f"unsupported version {parts[0][:20]!r}", 505)
+        code = parts[1] if len(parts) > 1 else ""
+        raise SIPParseError(f"invalid status code {code[:20]!r}")
+    parts = start.split(" ")
+    if len(parts) != 3:
+        raise SIPParseError(f"invalid request line {start[:60]!r}")
+    method, uri, version = parts
+    if version != SIP_VERSION:
+        if version.startswith("SIP/"):
+            raise SIPParseError(f"unsupported version {version[:20]!r}", 505)
+        raise SIPParseError(f"invalid request line {start[:60]!r}")
+    if not _TOKEN_RE.fullmatch(method):
+        raise SIPParseError(f"invalid method {method[:30]!r}")
+    if cseq_method != method:
+        raise SIPParseError("CSeq method differs from the request method (RFC 3261 §8.1.1.5)")
+    raise SIPParseError(f"invalid Request-URI {uri[:60]!r}")
+
+
 def _parse(data: bytes) -> Request | Response:
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -495,7 +526,7 @@ def _parse(data: bytes) -> Request | Response:
     # §3.2.9).  A line starting with LWS continues the previous one (RFC 3261
     # §7.3.1): then the header block is unfolded and parsed again.
     index: dict[str, str] = {}
-    cached = _KEY_CACHE.get
+    known = _KEY_CACHE
     spread = 0  # an upper bound on Via/Route/Record-Route values beyond each first one
     for line in lines:
         raw, sep, value = line.partition(":")
@@ -504,9 +535,12 @@ def _parse(data: bytes) -> Request | Response:
                 return _parse(_unfold(head) + data[end:])
             raise SIPParseError(f"header line without ':': {line[:40]!r}")
         try:
-            key = cached(raw) or _name_info(raw)[0]
-        except _FoldedLine:
-            return _parse(_unfold(head) + data[end:])
+            key = known[raw]  # a subscript: cheaper than a .get call on this hot line
+        except KeyError:
+            try:
+                key = _name_info(raw)[0]
+            except _FoldedLine:
+                return _parse(_unfold(head) + data[end:])
         if key in index:
             if key in _SINGLE:
                 raise SIPParseError(f"header {key!r} appears more than once")
@@ -514,13 +548,20 @@ def _parse(data: bytes) -> Request | Response:
                 spread += 1 + value.count(",")
         else:
             index[key] = value
-    get = index.get
+    try:
+        via = index["via"]
+        from_ = index["from"]
+        to = index["to"]
+        call_id = index["call-id"]
+        cseq = index["cseq"]
+    except KeyError:
+        missing = sorted(_REQUIRED - index.keys())
+        raise SIPParseError(f"missing mandatory headers {missing} (RFC 3261 §8.1.1)") from None
     # Via/Route/Record-Route: at most MAX_ROUTING_VALUES values each.  Together they have at
     # most 3 + spread values (each extra line and each comma may start one), so the exact
     # count runs only when that bound is too high: never for ordinary messages.
-    first = get("via", "")
-    if "," in first:
-        spread += first.count(",")
+    if "," in via:
+        spread += via.count(",")
     if "route" in index and "," in index["route"]:
         spread += index["route"].count(",")
     if "record-route" in index and "," in index["record-route"]:
@@ -528,12 +569,8 @@ def _parse(data: bytes) -> Request | Response:
     if spread > MAX_ROUTING_VALUES - 3:
         _check_routing_counts(lines)
 
-    if not index.keys() >= _REQUIRED:
-        missing = sorted(_REQUIRED - index.keys())
-        raise SIPParseError(f"missing mandatory headers {missing} (RFC 3261 §8.1.1)")
-
     body_start = end + 4
-    lengths = get("content-length")
+    lengths = index.get("content-length")
     if lengths is None:
         body = data[body_start:]
     else:
@@ -546,7 +583,7 @@ def _parse(data: bytes) -> Request | Response:
         body = data[body_start:stop]
 
     try:
-        number, cseq_method = index["cseq"].split()
+        number, cseq_method = cseq.split()
     except ValueError:
         raise SIPParseError("invalid CSeq") from None
     # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31.
@@ -557,44 +594,32 @@ def _parse(data: bytes) -> Request | Response:
         raise SIPParseError(f"CSeq number out of range: {number}")
 
     message: Request | Response
-    if start.startswith("SIP/"):
-        parts = start.split(" ", 2)
-        if parts[0] != SIP_VERSION:
-            raise SIPParseError(f"unsupported version {parts[0][:20]!r}", 505)
-        code = parts[1] if len(parts) > 1 else ""
-        if len(code) != 3 or not code.isdigit() or code[0] not in "123456":
-            raise SIPParseError(f"invalid status code {code[:20]!r}")
-        if cseq_method not in _KNOWN_METHODS and not _TOKEN_RE.fullmatch(cseq_method):
-            raise SIPParseError(f"invalid CSeq method {cseq_method[:20]!r}")
-        message = Response.__new__(Response)
-        message.status_code = int(code)
-        message.phrase = parts[2] if len(parts) > 2 else ""
-    else:
-        parts = start.split(" ")
-        if len(parts) != 3:
-            raise SIPParseError(f"invalid request line {start[:60]!r}")
-        method, uri, version = parts
-        if version != SIP_VERSION:
-            if version.startswith("SIP/"):
-                raise SIPParseError(f"unsupported version {version[:20]!r}", 505)
-            raise SIPParseError(f"invalid request line {start[:60]!r}")
-        if method not in _KNOWN_METHODS and not _TOKEN_RE.fullmatch(method):
-            raise SIPParseError(f"invalid method {method[:30]!r}")
+    line = _REQUEST_LINE_RE.fullmatch(start)
+    if line is not None:
+        method, uri = line.groups()
         if cseq_method != method:
             raise SIPParseError("CSeq method differs from the request method (RFC 3261 §8.1.1.5)")
-        if not _URI_RE.fullmatch(uri):
-            raise SIPParseError(f"invalid Request-URI {uri[:60]!r}")
         if "?" in uri and uri[:4].lower() in ("sip:", "sips") and "?" in uri[uri.rfind("@") :]:
             # RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI.
             raise SIPParseError("escaped headers in the Request-URI (RFC 4475 §3.1.2.11)")
         message = Request.__new__(Request)
         message.method = method
         message.uri = uri
+    else:
+        line = _STATUS_LINE_RE.fullmatch(start)
+        if line is None:
+            _start_line_error(start, cseq_method)
+        code, phrase = line.groups()
+        if cseq_method not in _KNOWN_METHODS and not _TOKEN_RE.fullmatch(cseq_method):
+            raise SIPParseError(f"invalid CSeq method {cseq_method[:20]!r}")
+        message = Response.__new__(Response)
+        message.status_code = int(code)
+        message.phrase = phrase or ""
 
-    call_id = index["call-id"].strip(" \t")
+    call_id = call_id.strip(" \t")
     if not call_id or " " in call_id or "\t" in call_id:
         raise SIPParseError("invalid Call-ID")
-    forwards = get("max-forwards")
+    forwards = index.get("max-forwards")
     if forwards is not None:
         text = forwards.strip(" \t")
         # RFC 3261 §20.22: an integer in the range 0-255.
@@ -608,13 +633,13 @@ def _parse(data: bytes) -> Request | Response:
     headers._first = index
     headers._objects = None
     message.body = body
-    top = index["via"].strip(" \t")
+    top = via.strip(" \t")
     if '"' in top or "," in top:
         top = split_commas(top)[0]
     headers._call_id = call_id
     headers._cseq = (cseq_number, cseq_method)
     headers._branch = find_branch(top)
-    headers._from_tag = find_tag(index["from"].strip(" \t"))
-    to = index["to"].strip(" \t")
+    headers._from_tag = find_tag(from_.strip(" \t"))
+    to = to.strip(" \t")
     headers._to_tag = find_tag(to) if ";" in to else None
     return message
