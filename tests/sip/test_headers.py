@@ -10,6 +10,7 @@ from voiptwisted.sip.headers import (
     SIPParseError,
     Via,
     canonical_name,
+    find_branch,
     find_tag,
     name_addr_tag,
     parse_params,
@@ -147,6 +148,23 @@ class NameAddrTests(SynchronousTestCase):
                 expected = NameAddr.parse(text).tag
                 self.assertEqual(find_tag(text), expected)
                 self.assertEqual(name_addr_tag(text), expected)
+
+    def test_fast_tag_and_branch_ignore_surrounding_lws(self) -> None:
+        """Message.parse hands find_tag/find_branch values with their LWS (RFC 3261 §7.3.1
+        allows it around a value): the result is the one for the stripped value."""
+        tags = ('"a>b;tag=no" <sip:x;tag=no>;tag=yes', "<sip:x>; TAG = yes", "sip:x;tag=yes",
+                "<sip:x>", "<sip:x>;TAG=first;tag=second", "<sip:x>;tag=a b",
+                "<sip:x>;tag=")  # fmt: skip
+        vias = ("SIP/2.0/TLS h;branch=z9hG4bK1", "SIP/2.0/TLS h;BRANCH=first;branch=second",
+                "SIP/2.0/TLS h; branch = z9hG4bK2", "SIP/2.0/TLS h;rport",
+                "SIP/2.0/TLS h;branch=")  # fmt: skip
+        for find, values in ((find_tag, tags), (find_branch, vias)):
+            for text in values:
+                for padded in (f" {text}", f"{text} \t", f"\t {text}  "):
+                    with self.subTest(find=find.__name__, padded=padded):
+                        self.assertEqual(find(padded), find(text))
+        self.assertEqual(find_tag("<sip:x>;TAG=first;tag=second  "), "second")
+        self.assertEqual(find_branch("SIP/2.0/TLS h;BRANCH=first;branch=second "), "second")
 
 
 class ViaTests(SynchronousTestCase):

@@ -248,27 +248,12 @@ def via_branch(value: str) -> str | None:
     return branch.group(1) if branch else None
 
 
-def _param_after(value: str, needle: str, pos: int, regex: re.Pattern[str]) -> str | None:
-    """Value of the parameter *needle* (``";tag="``) at or after *pos*; common spelling
-    found with ``str.find``, anything unusual (LWS, upper case) by *regex*."""
-    i = value.find(needle, pos)
-    if i >= 0:
-        j = i + len(needle)
-        k = value.find(";", j)
-        found = value[j:k] if k >= 0 else value[j:]
-        if found and " " not in found and "," not in found and "\t" not in found:
-            return found
-    elif value.find("=", pos) < 0:
-        return None
-    m = regex.search(value, pos)
-    return m.group(1) if m else None
-
-
 def find_tag(value: str) -> str | None:
     """Return the ``tag`` header parameter of a From/To value without validating it.
 
     The lazy counterpart of :func:`name_addr_tag`: it only looks past the display
-    name and the ``<URI>``, so a ``;tag=`` inside the URI is not taken.
+    name and the ``<URI>``, so a ``;tag=`` inside the URI is not taken.  LWS around
+    the value does not change the result, so the parser need not strip it first.
     """
     start = 0
     if '"' in value:
@@ -285,9 +270,11 @@ def find_tag(value: str) -> str | None:
     if i >= 0:
         k = value.find(";", i + 5)
         found = value[i + 5 : k] if k >= 0 else value[i + 5 :]
-        if found.isalnum() or (
-            found and " " not in found and "," not in found and "\t" not in found
-        ):
+        if found.isalnum():
+            return found
+        if k < 0:
+            found = found.rstrip(_WS)
+        if found and " " not in found and "," not in found and "\t" not in found:
             return found
     elif value.find("=", start) < 0:
         return None
@@ -296,16 +283,24 @@ def find_tag(value: str) -> str | None:
 
 
 def find_branch(value: str) -> str | None:
-    """Return the ``branch`` parameter of one Via value without validating it."""
+    """Return the ``branch`` parameter of one Via value without validating it.
+
+    LWS around the value does not change the result, as for :func:`find_tag`.
+    """
     i = value.find(";branch=")
     if i >= 0:
         k = value.find(";", i + 8)
         found = value[i + 8 : k] if k >= 0 else value[i + 8 :]
-        if found.isalnum() or (
-            found and " " not in found and "," not in found and "\t" not in found
-        ):
+        if found.isalnum():
             return found
-    return _param_after(value, ";branch=", 0, _BRANCH_RE)
+        if k < 0:
+            found = found.rstrip(_WS)
+        if found and " " not in found and "," not in found and "\t" not in found:
+            return found
+    elif "=" not in value:
+        return None
+    m = _BRANCH_RE.search(value)
+    return m.group(1) if m else None
 
 
 def format_params(params: Mapping[str, str | None]) -> str:

@@ -633,13 +633,12 @@ def _parse(data: bytes) -> Request | Response:
     headers._first = index
     headers._objects = None
     message.body = body
-    top = via.strip(" \t")
-    if '"' in top or "," in top:
-        top = split_commas(top)[0]
     headers._call_id = call_id
     headers._cseq = (cseq_number, cseq_method)
-    headers._branch = find_branch(top)
-    headers._from_tag = find_tag(from_.strip(" \t"))
-    to = to.strip(" \t")
+    # find_branch and find_tag ignore LWS around a value: no strip needed here.
+    if '"' in via or "," in via:
+        via = split_commas(via)[0]
+    headers._branch = find_branch(via)
+    headers._from_tag = find_tag(from_)
     headers._to_tag = find_tag(to) if ";" in to else None
     return message
