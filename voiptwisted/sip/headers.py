@@ -201,7 +201,7 @@ def split_commas(value: str) -> list[str]:
         if end == n:
             return parts
         if value[end] != ",":
-            raise SIPParseError(f"unbalanced quote or '<' in {value[:60]!r}")
+            raise SIPParseError(f"unbalanced quote or '<' in {value.strip(_WS)[:60]!r}")
         pos = end + 1
 
 
