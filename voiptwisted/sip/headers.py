@@ -255,6 +255,17 @@ def find_tag(value: str) -> str | None:
     name and the ``<URI>``, so a ``;tag=`` inside the URI is not taken.  LWS around
     the value does not change the result, so the parser need not strip it first.
     """
+    if '"' not in value:
+        # The common case (no display-name quote) by partition(): its single argument
+        # is passed without the argument tuple find() builds.  Anything else below.
+        _, gt, params = value.partition(">")
+        if gt:
+            _, sep, after = params.partition(";tag=")
+            if not sep:
+                if "=" not in params:
+                    return None
+            elif (found := after.partition(";")[0]).isalnum():
+                return found
     start = 0
     if '"' in value:
         quote = value.find('"')
