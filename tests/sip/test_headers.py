@@ -143,7 +143,9 @@ class NameAddrTests(SynchronousTestCase):
     def test_fast_tag_matches_full_parse(self) -> None:
         """find_tag (lazy) and name_addr_tag (validating) agree with NameAddr.parse."""
         for text in ('"a>b;tag=no" <sip:x;tag=no>;tag=yes', "<sip:x>; TAG = yes",
-                     "sip:x;tag=yes", "<sip:x>", '"q" <sip:x>;other=1;tag=yes'):  # fmt: skip
+                     "sip:x;tag=yes", "<sip:x>", '"q" <sip:x>;other=1;tag=yes',
+                     "<sip:x;tag=no>;q=1", "<sip:x>;q=1;tag=a.b-c;lr", "B <sip:x>;tag=9;q=1",
+                     "<sip:x>;Tag=up", "<sip:x>;lr"):  # fmt: skip
             with self.subTest(text=text):
                 expected = NameAddr.parse(text).tag
                 self.assertEqual(find_tag(text), expected)
