@@ -145,7 +145,9 @@ class NameAddrTests(SynchronousTestCase):
         for text in ('"a>b;tag=no" <sip:x;tag=no>;tag=yes', "<sip:x>; TAG = yes",
                      "sip:x;tag=yes", "<sip:x>", '"q" <sip:x>;other=1;tag=yes',
                      "<sip:x;tag=no>;q=1", "<sip:x>;q=1;tag=a.b-c;lr", "B <sip:x>;tag=9;q=1",
-                     "<sip:x>;Tag=up", "<sip:x>;lr"):  # fmt: skip
+                     "<sip:x>;Tag=up", "<sip:x>;lr", '"a<b>;tag=no" <sip:x>;tag=z;q=1',
+                     '"a\\"b;tag=no" <sip:x>;tag=esc', '<sip:x>;p="q";tag=after',
+                     '"n" <sip:x;tag=no>'):  # fmt: skip
             with self.subTest(text=text):
                 expected = NameAddr.parse(text).tag
                 self.assertEqual(find_tag(text), expected)

@@ -254,18 +254,33 @@ def find_tag(value: str) -> str | None:
     The lazy counterpart of :func:`name_addr_tag`: it only looks past the display
     name and the ``<URI>``, so a ``;tag=`` inside the URI is not taken.  LWS around
     the value does not change the result, so the parser need not strip it first.
+
+    The common shapes (``[name] <uri>;...`` and ``"name" <uri>;...``) are read with
+    partition(), whose one argument is passed without the argument tuple find()
+    builds; :func:`_find_tag_anywhere` handles the rest with the same result.
     """
-    if '"' not in value:
-        # The common case (no display-name quote) by partition(): its single argument
-        # is passed without the argument tuple find() builds.  Anything else below.
-        _, gt, params = value.partition(">")
-        if gt:
-            _, sep, after = params.partition(";tag=")
-            if not sep:
-                if "=" not in params:
-                    return None
-            elif (found := after.partition(";")[0]).isalnum():
-                return found
+    tail = value
+    if '"' in value:
+        # A quoted display name before the "<" (RFC 3261 §25.1): look past its end.
+        before, _, quoted = value.partition('"')
+        if "<" in before or "\\" in quoted:
+            return _find_tag_anywhere(value)
+        _, closed, tail = quoted.partition('"')
+        if not closed:
+            return _find_tag_anywhere(value)
+    _, gt, params = tail.partition(">")
+    if gt:
+        _, sep, after = params.partition(";tag=")
+        if not sep:
+            if "=" not in params:
+                return None
+        elif (found := after.partition(";")[0]).isalnum():
+            return found
+    return _find_tag_anywhere(value)
+
+
+def _find_tag_anywhere(value: str) -> str | None:
+    """:func:`find_tag` for any value: escaped quotes, addr-spec form, unusual spelling."""
     start = 0
     if '"' in value:
         quote = value.find('"')
