@@ -313,13 +313,12 @@ def find_branch(value: str) -> str | None:
 
     LWS around the value does not change the result, as for :func:`find_tag`.
     """
-    i = value.find(";branch=")
-    if i >= 0:
-        k = value.find(";", i + 8)
-        found = value[i + 8 : k] if k >= 0 else value[i + 8 :]
+    _, sep, after = value.partition(";branch=")  # cheaper to call than find()
+    if sep:
+        found, semi, _ = after.partition(";")
         if found.isalnum():
             return found
-        if k < 0:
+        if not semi:
             found = found.rstrip(_WS)
         if found and " " not in found and "," not in found and "\t" not in found:
             return found
