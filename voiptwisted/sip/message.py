@@ -46,10 +46,12 @@ _TOKEN_PAT = r"[A-Za-z0-9\-.!%*_+`'~]+"  # noqa: S105 (a regex, not a secret)
 _URI_PAT = r"[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+"
 _TOKEN_RE = re.compile(_TOKEN_PAT)
 _URI_RE = re.compile(_URI_PAT)
-# Whole start lines (RFC 3261 §7.1, §7.2; §25.1: Status-Code is 3DIGIT, ASCII digits).
-# One match accepts a well-formed line; _start_line_error explains any other.
-_REQUEST_LINE_RE = re.compile(rf"({_TOKEN_PAT}) ({_URI_PAT}) SIP/2\.0")
-_STATUS_LINE_RE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?", re.S)
+# A whole Request-Line or Status-Line (RFC 3261 §7.1, §7.2; §25.1: Status-Code is 3DIGIT,
+# ASCII digits): groups method, Request-URI or status code, reason phrase.  One match
+# accepts a well-formed line; _start_line_error explains any other.
+_START_LINE_RE = re.compile(
+    rf"({_TOKEN_PAT}) ({_URI_PAT}) SIP/2\.0|SIP/2\.0 ([1-6][0-9][0-9])(?: (.*))?", re.S
+)
 _SINGLE = frozenset(("call-id", "cseq", "from", "to", "max-forwards", "content-length"))
 _REQUIRED = frozenset(("via", "from", "to", "call-id", "cseq"))
 _CSEQ_MAX = 2**31  # RFC 3261 §8.1.1.5: the sequence number MUST be less than 2**31
@@ -476,8 +478,8 @@ def _check_routing_counts(lines: list[str]) -> None:
 
 
 def _start_line_error(start: str, cseq_method: str) -> NoReturn:
-    """Raise the precise error for a start line neither _REQUEST_LINE_RE nor
-    _STATUS_LINE_RE accepts; another SIP version is status 505 (RFC 3261 §8.2.2)."""
+    """Raise the precise error for a start line _START_LINE_RE does not accept; another
+    SIP version is status 505 (RFC 3261 §8.2.2)."""
     if start.startswith("SIP/"):
         parts = start.split(" ", 2)
         if parts[0] != SIP_VERSION:
@@ -595,9 +597,11 @@ def _parse(data: bytes) -> Request | Response:
         raise SIPParseError(f"CSeq number out of range: {number}")
 
     message: Request | Response
-    line = _REQUEST_LINE_RE.fullmatch(start)
-    if line is not None:
-        method, uri = line.groups()
+    line = _START_LINE_RE.fullmatch(start)
+    if line is None:
+        _start_line_error(start, cseq_method)
+    method, uri, code, phrase = line.groups()
+    if method is not None:
         if cseq_method != method:
             raise SIPParseError("CSeq method differs from the request method (RFC 3261 §8.1.1.5)")
         if "?" in uri and uri[:4].lower() in ("sip:", "sips") and "?" in uri[uri.rfind("@") :]:
@@ -607,10 +611,6 @@ def _parse(data: bytes) -> Request | Response:
         message.method = method
         message.uri = uri
     else:
-        line = _STATUS_LINE_RE.fullmatch(start)
-        if line is None:
-            _start_line_error(start, cseq_method)
-        code, phrase = line.groups()
         if cseq_method not in _KNOWN_METHODS and not _TOKEN_RE.fullmatch(cseq_method):
             raise SIPParseError(f"invalid CSeq method {cseq_method[:20]!r}")
         message = _new(Response)
