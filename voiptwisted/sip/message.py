@@ -1,12 +1,16 @@
 """SIP requests and responses: parse bytes, build messages, serialise (RFC 3261 §7).
 
-``Message.parse`` is built for speed: it finds the header block with one
-``bytes.find``, decodes it once, unfolds continuation lines only when there are
-any, and splits header lines into the :class:`~voiptwisted.sip.headers.Headers`
-index in one pass.  It then checks what every SIP element relies on (start line,
-Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length); other
-structured values (Contact, Route, Record-Route, lower Vias...) are parsed on first access
-and cached.  Every failure, whenever it happens, is a :class:`SIPParseError`.
+``Message.parse`` is built for speed: it splits the header block from the body
+with one ``bytes.partition``, decodes it once, unfolds continuation lines only
+when there are any, and splits header lines into the
+:class:`~voiptwisted.sip.headers.Headers` index in one pass.  It then checks what
+every SIP element relies on (start line, by one regex match; Via, From, To,
+Call-ID, CSeq, Max-Forwards, Content-Length) and finds the top Via branch and the
+From/To tags; other structured values (Contact, Route, Record-Route, lower
+Vias...) are parsed on first access and cached in the Headers.  Hot-path string
+work prefers ``in``, ``partition`` and ``join`` to ``find``/``count``, whose
+calls build an argument tuple.  Every failure, whenever it happens, is a
+:class:`SIPParseError`.
 """
 
 from __future__ import annotations
