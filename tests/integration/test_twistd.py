@@ -141,13 +141,14 @@ class TwistdTests(SynchronousTestCase):
         kam.start()
         return kam
 
-    def registered_voip(self, kam: Kamailio, *argv: str) -> Twistd:
-        """``twistd voip --aor alice@kamailio`` (password from a file), once registered."""
+    def registered_voip(self, kam: Kamailio, *argv: str, aor: str | None = None) -> Twistd:
+        """``twistd voip --aor alice@kamailio`` (or *aor*; password from a file), once
+        registered."""
         password_file = self.dir / "password"
         password_file.write_text(PASSWORD + "\n")
         host, port = kam.address("tls")
         process = self.voip(
-            "--aor", f"sip:alice@{host}:{port}",
+            "--aor", aor or f"sip:alice@{host}:{port}",
             "--ca-file", str(kam.ca_cert),
             "--password-file", str(password_file),
             *argv,
@@ -447,18 +448,9 @@ class TwistdTests(SynchronousTestCase):
         kam.start()
         _, kamailio_port = kam.address("tls")
         dns_port = self.dns_server(kamailio_port)
-        password_file = self.dir / "password"
-        password_file.write_text(PASSWORD + "\n")
-        process = self.voip(
-            "--aor", "sips:alice@voip.test",
-            "--dns-server", f"127.0.0.1:{dns_port}",
-            "--ca-file", str(kam.ca_cert),
-            "--password-file", str(password_file),
-        )  # fmt: skip
-        try:
-            kam.wait_for_bindings("alice", 1, timeout=20)
-        except peers.PeerError as e:
-            raise AssertionError(f"{e}; twistd log:\n{process.log}") from None
+        process = self.registered_voip(
+            kam, "--dns-server", f"127.0.0.1:{dns_port}", aor="sips:alice@voip.test"
+        )
         self.assertIn(f"DNS SRV _sips._tcp.voip.test: kamailio.voip.test:{kamailio_port}",
                       process.log)
         clean, _ = process.terminate()

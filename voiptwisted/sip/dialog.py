@@ -297,17 +297,23 @@ class Dialog:
 
     def _answer_failed(self, failure: Failure) -> None:
         self._answering = False
+        code = self._failure_status(failure, "media negotiation failed", "cannot set up media")
+        self.reject(SIPStatus.SERVER_INTERNAL_ERROR if code is None else code)
+
+    def _failure_status(self, failure: Failure, refused: str, broken: str) -> int | None:
+        """The SIP status a media failure carries (4xx-6xx: logged in one line as *refused*),
+        or None for an internal error (logged with its traceback as *broken*: answer 500)."""
         code = getattr(failure.value, "status_code", None)
         if isinstance(code, int) and 400 <= code < 700:
             log.info(
-                "call {call_id}: media negotiation failed: {reason}",
+                "call {call_id}: {what}: {reason}",
                 call_id=self.call_id,
+                what=refused,
                 reason=failure.value,
             )
-            self.reject(code)
-        else:
-            log.failure("call {call_id}: cannot set up media", failure, call_id=self.call_id)
-            self.reject(SIPStatus.SERVER_INTERNAL_ERROR)
+            return code
+        log.failure("call {call_id}: {what}", failure, call_id=self.call_id, what=broken)
+        return None
 
     def _send_ok(self, media: Any) -> None:
         """Media is ready: send the 200 with our SDP and retransmit it until the ACK."""
@@ -575,17 +581,11 @@ class Dialog:
         self._reinvite_deferred = None
         if failure.check(CancelledError) or self._reinvite_tx is None:
             return
-        code = getattr(failure.value, "status_code", None)
-        if isinstance(code, int) and 400 <= code < 700:
-            log.info(
-                "call {call_id}: re-INVITE refused: {reason}",
-                call_id=self.call_id,
-                reason=failure.value,
-            )
+        code = self._failure_status(failure, "re-INVITE refused", "cannot apply re-INVITE")
+        if code is not None:
             self._end_reinvite(code, str(getattr(failure.value, "reason", "") or failure.value))
         else:
             # An internal error: 500 without a Warning, so nothing internal is disclosed.
-            log.failure("call {call_id}: cannot apply re-INVITE", failure, call_id=self.call_id)
             self._end_reinvite(SIPStatus.SERVER_INTERNAL_ERROR)
 
     def _end_reinvite(self, code: int, reason: str | None = None) -> None:
