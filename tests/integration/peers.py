@@ -1041,6 +1041,13 @@ class Baresip:
     baresip 1.0 hangs up when the ``aufile`` source ends, so the source is padded with silence
     to ``source_min_seconds`` (the original samples come first, unchanged).
 
+    ``sip_trace=True`` runs it with ``-s``: every SIP message it sends and receives goes to
+    :attr:`log`, so a test can check what reached the peer (e.g. the SDP of a 200).
+    ``extra_accounts`` are further lines of the ``accounts`` file (the ``srtp`` rule applies to
+    each; ``command("uafind", aor)`` picks the one ``dial`` uses) and ``extra_modules`` further
+    modules to load, e.g. ``aubridge.so`` to carry what one call plays into another call's
+    source (``;audio_player=aubridge,NAME`` / ``;audio_source=aubridge,NAME`` account params).
+
     baresip 1.0's digest supports MD5 only, and it does not verify the server certificate:
     never use it as the witness that a bad certificate is refused.
     """
@@ -1058,6 +1065,9 @@ class Baresip:
         sip_port: int | None = None,
         rtp_ports: tuple[int, int] | None = None,
         extra_config: dict[str, str] | None = None,
+        sip_trace: bool = False,
+        extra_accounts: tuple[str, ...] = (),
+        extra_modules: tuple[str, ...] = (),
     ):
         if not account:
             raise ValueError("account line required, e.g. Kamailio.baresip_account('alice')")
@@ -1068,9 +1078,12 @@ class Baresip:
         self.record_dir = Path(record_dir) if record_dir else self.dir / "recordings"
         self.record_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.dir / "baresip.log"
-        if srtp and "mediaenc=" not in account:
-            account += ";mediaenc=srtp-mand"
-        self.account = account
+        self.accounts = [
+            line + ";mediaenc=srtp-mand" if srtp and "mediaenc=" not in line else line
+            for line in (account, *extra_accounts)
+        ]
+        self.account = self.accounts[0]
+        self._extra_modules = list(extra_modules)
         self.srtp = srtp
         if audio_source_wav is None:
             audio_source_wav = self.dir / "silence.wav"
@@ -1082,6 +1095,7 @@ class Baresip:
         self._rtp_ports = rtp_ports
         self._cafile = cafile or get_pki().ca.cert
         self._extra_config = dict(extra_config or {})
+        self._sip_trace = sip_trace
         self._write_config()
         (self.dir / "contacts").write_text("")
         self._proc: ManagedProcess | None = None
@@ -1117,6 +1131,7 @@ class Baresip:
         modules = ["g711.so", "aufile.so", "alsa.so", "sndfile.so"]
         if self.srtp:
             modules.append("srtp.so")
+        modules += self._extra_modules
         lines = [f"{k}\t{v}" for k, v in config.items()]
         lines += [f"module\t{m}" for m in modules]
         lines += ["module_tmp\tuuid.so", "module_tmp\taccount.so"]
@@ -1124,7 +1139,7 @@ class Baresip:
         (self.dir / "config").write_text("\n".join(lines) + "\n")
         fd = os.open(self.dir / "accounts", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(self.account + "\n")
+            f.write("".join(line + "\n" for line in self.accounts))
 
     def __repr__(self) -> str:
         return f"<Baresip sip={self.sip_port} ctrl={self.ctrl_port}>"
@@ -1156,7 +1171,8 @@ class Baresip:
 
     def _start_once(self, timeout: float) -> Baresip:
         log_offset = len(self.log)
-        self._proc = ManagedProcess(["baresip", "-f", self.dir, "-v"], self.log_path, cwd=self.dir)
+        argv = ["baresip", "-f", self.dir, "-v"] + (["-s"] if self._sip_trace else [])
+        self._proc = ManagedProcess(argv, self.log_path, cwd=self.dir)
         self._proc.start()
         listening = f"ctrl_tcp: TCP socket listening on {LOOPBACK}:{self.ctrl_port}"
         try:

@@ -93,6 +93,8 @@ class KamailioCallTestCase(TestCase):
     """A test with its own Kamailio (``self.kamailio``); helpers to register and run SIPp."""
 
     tmp_prefix = "integration-"
+    #: Kamailio's users and passwords (None: its default alice and bob).
+    kamailio_users: dict[str, str] | None = None
 
     def tmpdir(self) -> str:
         """A fresh directory, removed when the test ends."""
@@ -101,7 +103,7 @@ class KamailioCallTestCase(TestCase):
         return path
 
     def setUp(self) -> None:
-        self.kamailio = Kamailio(self.tmpdir())
+        self.kamailio = Kamailio(self.tmpdir(), users=self.kamailio_users)
         self.addCleanup(self.kamailio.cleanup)
         self.kamailio.start()
 
