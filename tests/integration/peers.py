@@ -324,6 +324,7 @@ class Kamailio:
     (RFC 3261 §22.3) from a configured user.  A UA that registered over its own TCP/TLS
     connection gets requests on that connection (nathelper ``fix_nated_register`` +
     ``set_forward_no_connect``; usrloc ``handle_lost_tcp`` drops the binding when it dies).
+    ``shm_mb`` is its shared memory (``-m``): the tests' 64 MB runs short near 400 calls/s.
     """
 
     def __init__(
@@ -344,6 +345,7 @@ class Kamailio:
         invite_timeout: float = 30.0,
         debug: int = 2,
         pki: PKI | None = None,
+        shm_mb: int = 64,
     ):
         if algorithm not in ("MD5", "SHA-256"):
             raise ValueError("Kamailio 5.6 supports algorithm MD5 or SHA-256")
@@ -359,6 +361,7 @@ class Kamailio:
         self.algorithm = algorithm
         self.qop = qop
         self.realm = realm
+        self.shm_mb = shm_mb
         self.host = LOOPBACK
         self._dir = _TempDir(tmpdir, "kamailio-")
         self.dir = self._dir.path
@@ -513,7 +516,7 @@ class Kamailio:
         if self.ctl_socket.exists():
             self.ctl_socket.unlink()
         self._proc = ManagedProcess(
-            ["kamailio", "-DD", "-E", "-m", "64", "-M", "8", "-f", self.cfg_path],
+            ["kamailio", "-DD", "-E", "-m", str(self.shm_mb), "-M", "8", "-f", self.cfg_path],
             self.log_path,
             cwd=self.dir,
         )
