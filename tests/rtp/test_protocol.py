@@ -9,6 +9,7 @@ import struct
 import numpy as np
 from twisted.internet import reactor, task
 from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
 from voiptwisted.media.g711 import alaw_decode, alaw_encode
@@ -17,8 +18,10 @@ from voiptwisted.media.session import Session
 from voiptwisted.rtp.dtmf import DTMFSender
 from voiptwisted.rtp.packet import RTPPacket, SenderReport, parse_rtcp
 from voiptwisted.rtp.protocol import (
+    MAX_READY_PER_READ,
     RTCP_TICKS,
     PortAllocator,
+    ReadMultiplexer,
     RealtimeTransportProtocol,
     read_multiplexer,
 )
@@ -520,6 +523,42 @@ class PortTests(unittest.TestCase):
             proto.stop()
         self.assertEqual(len(mux), 0)
         self.assertNotIn(mux, reactor.getReaders())
+
+    def test_one_read_drains_a_bounded_number_of_sockets(self) -> None:
+        """Under load the reader yields to the reactor (and the pacer's timer) after
+        MAX_READY_PER_READ sockets; the rest are read on the next calls, none starved."""
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(40)]
+        for pair in pairs:
+            for end in pair:
+                self.addCleanup(end.close)
+        read: list[int] = []
+
+        class Port:
+            def __init__(self, sock: socket.socket) -> None:
+                self.sock = sock
+                sock.setblocking(False)
+
+            def fileno(self) -> int:
+                return self.sock.fileno()
+
+            def stopReading(self) -> None:
+                pass
+
+            def doRead(self) -> None:
+                read.append(self.sock.fileno())
+                self.sock.recv(64)
+
+        mux = ReadMultiplexer(MemoryReactor())
+        self.addCleanup(mux._epoll.close)
+        for receiving, sending in pairs:
+            mux.add(Port(receiving))
+            sending.send(b"x")
+        mux.doRead()
+        self.assertEqual(len(read), MAX_READY_PER_READ)
+        mux.doRead()
+        self.assertEqual(sorted(read), sorted(receiving.fileno() for receiving, _ in pairs))
+        mux.doRead()
+        self.assertEqual(len(read), 40)
 
     async def test_unmultiplexed_ports_still_work(self) -> None:
         """multiplex=False leaves the sockets to the reactor; packets still arrive."""

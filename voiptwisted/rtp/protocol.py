@@ -69,6 +69,10 @@ RECEIVE_BUFFER = 1 << 20
 RTCP_TICKS = 250
 #: How long (seconds) the latched source must be silent before another one may take over.
 RELATCH_AFTER = 1.0
+#: At most this many ready sockets are drained per wake-up of the shared RTP reader: under
+#: load the reactor gets back (and runs the pacer's timer) within about a millisecond,
+#: instead of after every one of hundreds of ready sockets.
+MAX_READY_PER_READ = 32
 #: At most this many frames are sent in one tick after a stall (the rest are skipped).
 MAX_CATCH_UP = 3
 #: Bound on queued DTMF ticks (about 100 digits).
@@ -188,9 +192,11 @@ class ReadMultiplexer:
             self.reactor.removeReader(self)
 
     def doRead(self) -> None:
-        """Drain every ready socket once (each Port reads until EAGAIN, bounded)."""
+        """Drain up to :data:`MAX_READY_PER_READ` ready sockets (each Port reads until EAGAIN,
+        bounded); sockets still ready are level-triggered, so the reactor calls again at once
+        after its timers, and epoll hands them out in turn."""
         ports = self._ports
-        for fd, _events in self._epoll.poll(0):
+        for fd, _events in self._epoll.poll(0, MAX_READY_PER_READ):
             port = ports.get(fd)
             if port is None:
                 with contextlib.suppress(OSError, ValueError):
