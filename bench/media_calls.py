@@ -536,7 +536,8 @@ def render(results: list[dict], info: dict[str, str], args: argparse.Namespace) 
         for key in ("auth_failures", "replays", "late", "echo_dropped_frames",
                     "skipped_ticks", "malformed"):
             if rtp.get(key):
-                problems.append(f"{key.replace('_', ' ')}: {rtp[key]}")
+                problems.append(f"{key.replace('_', ' ')} (whole run, call set-up included):"
+                                f" {rtp[key]}")
         p99 = g["send_lateness_ms"]["p99"]
         if p99 is not None and p99 > 2.0:
             problems.append(f"generator send lateness p99 {p99:.2f} ms")
