@@ -371,9 +371,9 @@ class CallMedia:
         previous = self.negotiated
         srtp = None
         if negotiated.srtp is not None:
-            keys = negotiated.srtp
-            if previous is not None and previous.srtp is not None and self.rtp.srtp is not None:
-                srtp = self.rtp.srtp.rekeyed(keys.local, keys.remote)
+            keys, current = negotiated.srtp, self.rtp.srtp
+            if current is not None:
+                srtp = current.rekeyed(keys.local, keys.remote)
             else:
                 srtp = SRTPContext(keys.local, keys.remote)
         remote = negotiated.remote

@@ -180,6 +180,12 @@ def redact_sdp(data: bytes) -> bytes:
     return _INLINE_RE.sub(b"inline:<redacted>", data)
 
 
+def _check_suites(local: CryptoAttribute, remote: CryptoAttribute) -> None:
+    """One call's two directions use one crypto-suite (RFC 4568 §6.1: the answer's)."""
+    if local.suite != remote.suite:
+        raise SDESError("SRTP: both directions must use the same crypto-suite")
+
+
 def _session(crypto: CryptoAttribute, ssrc_type: int) -> pylibsrtp.Session:
     """A libsrtp session for one direction of a call, keyed with *crypto*."""
     return pylibsrtp.Session(
@@ -208,8 +214,7 @@ class SRTPContext:
     errors: tuple[type[Exception], ...]
 
     def __init__(self, local: CryptoAttribute, remote: CryptoAttribute) -> None:
-        if local.suite != remote.suite:
-            raise SDESError("SRTP: both directions must use the same crypto-suite")
+        _check_suites(local, remote)
         self.suite = local.suite
         _load_libsrtp()
         self._local = (local.suite, local.master)
@@ -235,8 +240,7 @@ class SRTPContext:
         wrapped); a re-keyed direction starts afresh.  Returns ``self`` when neither
         direction changed; the drop counters carry over either way.
         """
-        if local.suite != remote.suite:
-            raise SDESError("SRTP: both directions must use the same crypto-suite")
+        _check_suites(local, remote)
         same_tx = (local.suite, local.master) == self._local
         same_rx = (remote.suite, remote.master) == self._remote
         if same_tx and same_rx:

@@ -279,6 +279,17 @@ def find_tag(value: str) -> str | None:
     return _find_tag_anywhere(value)
 
 
+def _plain_value(found: str, *, last: bool) -> str | None:
+    """*found* as a parameter value the fast readers may return, or None to look closer:
+    LWS trimmed where it ran to the end of the header value (*last*), and then no space,
+    comma or tab left inside."""
+    if last:
+        found = found.rstrip(_WS)
+    if found and " " not in found and "," not in found and "\t" not in found:
+        return found
+    return None
+
+
 def _find_tag_anywhere(value: str) -> str | None:
     """:func:`find_tag` for any value: escaped quotes, addr-spec form, unusual spelling."""
     start = 0
@@ -298,10 +309,9 @@ def _find_tag_anywhere(value: str) -> str | None:
         found = value[i + 5 : k] if k >= 0 else value[i + 5 :]
         if found.isalnum():
             return found
-        if k < 0:
-            found = found.rstrip(_WS)
-        if found and " " not in found and "," not in found and "\t" not in found:
-            return found
+        plain = _plain_value(found, last=k < 0)
+        if plain is not None:
+            return plain
     elif value.find("=", start) < 0:
         return None
     m = _TAG_RE.search(value, start)
@@ -318,10 +328,9 @@ def find_branch(value: str) -> str | None:
         found, semi, _ = after.partition(";")
         if found.isalnum():
             return found
-        if not semi:
-            found = found.rstrip(_WS)
-        if found and " " not in found and "," not in found and "\t" not in found:
-            return found
+        plain = _plain_value(found, last=not semi)
+        if plain is not None:
+            return plain
     elif "=" not in value:
         return None
     m = _BRANCH_RE.search(value)
