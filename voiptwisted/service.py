@@ -53,10 +53,21 @@ class ServiceConfig:
     (set by ``twistd voip``; leave it False when embedding).  ``dns_server`` (an IP address
     and port) is where the registrar's DNS SRV and A/AAAA records are looked up (RFC 3263);
     None asks the system's DNS servers (``/etc/resolv.conf``).
+
+    Digest credentials are sent only to the registrar's realm (bound by its first
+    challenge), to ``auth_realms`` (with ``password``) and to the realms of
+    ``realm_credentials`` (``{realm: (username, password)}``); a challenge for any
+    other realm fails the request.  ``allow_legacy_digest`` answers qop-less MD5
+    (RFC 2069), refused by default.
     """
 
     aor: SipURI | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
+    auth_realms: tuple[str, ...] = ()
+    realm_credentials: dict[str, tuple[str, str]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )
+    allow_legacy_digest: bool = False
     ca_file: str | None = None
     verify_tls: bool = True
     keepalive: float = 30.0
@@ -267,6 +278,9 @@ class VoIPService(MultiService):
             instance_id=load_instance_id(str(self.config.state_dir)),
             protocol_kwargs=self._protocol_kwargs(),
             on_protocol=self.protocols.add,
+            auth_realms=self.config.auth_realms,
+            realm_credentials=self.config.realm_credentials,
+            allow_legacy_digest=self.config.allow_legacy_digest,
         )
         self.client.setServiceParent(self)
 

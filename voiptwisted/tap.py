@@ -97,8 +97,24 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["no-verify-tls", None, "Do NOT verify the server certificate (insecure; warns)."],
+        [
+            "allow-legacy-digest",
+            None,
+            "Answer qop-less MD5 digest challenges (RFC 2069; easy to crack; refused by default).",
+        ],
         ["trace-sip", None, "Log every SIP message (credentials and SRTP keys redacted)."],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["auth-realm"] = []
+
+    def opt_auth_realm(self, realm: str) -> None:
+        """Also answer Digest challenges for this realm with the AOR's password (repeatable)."""
+        realm = realm.strip()
+        if not realm:
+            raise usage.UsageError("--auth-realm needs a realm name")
+        self["auth-realm"].append(realm)
 
     def postOptions(self) -> None:
         """Validate every option and build ``self.config`` (a ``ServiceConfig``)."""
@@ -155,6 +171,8 @@ class Options(usage.Options):
         self.config = ServiceConfig(
             aor=aor,
             password=password,
+            auth_realms=tuple(self["auth-realm"]),
+            allow_legacy_digest=bool(self["allow-legacy-digest"]),
             ca_file=self["ca-file"],
             verify_tls=not self["no-verify-tls"],
             keepalive=keepalive,

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from voiptwisted.interfaces import IDialog
 from voiptwisted.sip.dialog import CallFailed, Dialog
+from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.framing import PING, PONG, StreamFramer
 from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.protocol import SessionInitiationProtocol
@@ -567,8 +568,10 @@ class TimerTests(SynchronousTestCase):
             "sip:bob@example.com", self.clock, self.media, dialog_class=self.callee
         )
         self.bob_t = connect(self.bob)
+        # Realms the tests' proxies challenge with (issue 14: only allowed realms are answered).
+        credentials = Credentials("alice", "secret", realms=("example.com", "proxy"))
         self.alice = make_protocol(
-            "sip:alice@example.com", self.clock, self.media, credentials=("alice", "secret")
+            "sip:alice@example.com", self.clock, self.media, credentials=credentials
         )
         self.alice_t = connect(self.alice, 5090)
 
@@ -842,7 +845,7 @@ class TimerTests(SynchronousTestCase):
     def test_dial_407_retry(self) -> None:
         """RFC 3261 §22.3: 407 is answered with Proxy-Authorization."""
         _, d, invite = self.dial()
-        challenge = [("Proxy-Authenticate", 'Digest realm="proxy", nonce="n1"')]
+        challenge = [("Proxy-Authenticate", 'Digest realm="proxy", nonce="n1", qop="auth"')]
         self.alice.dataReceived(respond_to(invite, 407, headers=challenge))
         retry = written(self.alice_t)[-1]
         self.assertIn("Proxy-Authorization", retry.headers)

@@ -190,7 +190,9 @@ class DigestTests(SynchronousTestCase):
         registration, protocol, _, _ = make_registration()
         registered = registration.when_registered()
         registration.connection_made(protocol)
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="example.com", nonce="n1"'))
+        protocol.answer(
+            401, ("WWW-Authenticate", 'Digest realm="example.com", nonce="n1", qop="auth"')
+        )
         self.assertEqual(len(protocol.sent), 2)
         request = protocol.last
         self.assertEqual(request.cseq[0], 2)
@@ -231,7 +233,7 @@ class DigestTests(SynchronousTestCase):
         protocol.answer(
             401,
             ("WWW-Authenticate", 'Digest realm="r", nonce="a", algorithm=SHA-999'),
-            ("WWW-Authenticate", 'Digest realm="r", nonce="b", algorithm=MD5'),
+            ("WWW-Authenticate", 'Digest realm="r", nonce="b", algorithm=MD5, qop="auth"'),
         )
         params = digest_params(protocol.last.headers["Authorization"])
         self.assertEqual(params["nonce"], "b")
@@ -240,8 +242,10 @@ class DigestTests(SynchronousTestCase):
         """RFC 7616 §3.3: stale=true means the credentials were right; retry with the new nonce."""
         registration, protocol, _, events = make_registration()
         registration.connection_made(protocol)
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1"'))
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n2", stale=true'))
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
+        protocol.answer(
+            401, ("WWW-Authenticate", 'Digest realm="r", nonce="n2", stale=true, qop="auth"')
+        )
         self.assertEqual(len(protocol.sent), 3)
         self.assertEqual(digest_params(protocol.last.headers["Authorization"])["nonce"], "n2")
         protocol.answer(200)
@@ -254,7 +258,7 @@ class DigestTests(SynchronousTestCase):
         registration, protocol, clock, events = make_registration()
         registered = registration.when_registered()
         registration.connection_made(protocol)
-        challenge = ("WWW-Authenticate", 'Digest realm="r", nonce="n1"')
+        challenge = ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"')
         protocol.answer(401, challenge)
         protocol.answer(401, challenge)
         self.assertEqual(registration.state, RegistrationState.FAILED)
@@ -278,8 +282,8 @@ class DigestTests(SynchronousTestCase):
         registration, protocol, clock, events = make_registration()
         registration.connection_made(protocol)
         for _ in range(3):
-            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1"'))
-            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1"'))
+            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
+            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
             clock.advance(60)
         self.assertTrue(events)
         for text in [*messages(events), repr(registration)]:
@@ -511,7 +515,7 @@ class LifecycleTests(SynchronousTestCase):
         request = protocol.last
         self.assertEqual(request.headers["Expires"], "0")
         self.assertEqual(request.headers["Contact"], contact)
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="x"'))
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="x", qop="auth"'))
         self.assertIn("Authorization", protocol.last.headers)
         protocol.answer(200)
         self.successResultOf(stopped)

@@ -53,10 +53,6 @@ log = Logger()
 _SRTP_REFUSALS = frozenset({415, 488, 606})
 
 
-#: Most challenges of one 401/407 response looked at (the parser bounds header lines anyway).
-_MAX_CHALLENGES = 16
-
-
 class CallFailed(Exception):
     """An outbound call ended with a final non-2xx status (or timed out: 408).
 
@@ -786,39 +782,26 @@ class Dialog:
         return b"RTP/SAVP" in sdp
 
     def _retry_with_credentials(self, response: Response) -> bool:
-        """Answer one 401/407 challenge (RFC 3261 §22.2) with a new CSeq; False if we can't."""
-        from voiptwisted.sip.digest import Challenge, DigestClient, DigestError
+        """Answer one 401/407 challenge (RFC 3261 §22.2) with a new CSeq; False if we can't.
+
+        The protocol's `Credentials` decide: only allowed realms, the strongest
+        algorithm, no qop-less MD5 by default.  A refusal is one log line and
+        the call fails with the challenge's status.
+        """
+        from voiptwisted.sip.digest import DigestError
 
         sip = self.sip
-        if self._auth_tried or sip is None or not sip.credentials:
+        credentials = getattr(sip, "credentials", None)
+        if self._auth_tried or credentials is None or self.invite_request is None:
             return False
         self._auth_tried = True
-        if response.status_code == 401:
-            challenge_name, answer_name = "WWW-Authenticate", "Authorization"
-        else:
-            challenge_name, answer_name = "Proxy-Authenticate", "Proxy-Authorization"
-        values = [v for n, v in response.headers.items() if n.lower() == challenge_name.lower()]
-        # A malformed challenge is skipped, not fatal: the server may offer several and one
-        # we can read is enough (as Registration does; RFC 7616 §3.7 order of preference).
-        challenges = []
-        for value in values[:_MAX_CHALLENGES]:
-            try:
-                challenges.append(Challenge.parse(value))
-            except DigestError as exc:
-                log.info("call {call_id}: skipping a malformed challenge: {exc}",
-                         call_id=self.call_id, exc=exc)
         try:
-            challenge = DigestClient.select(challenges)
-            client = sip.digest_client or DigestClient(*sip.credentials)
-            sip.digest_client = client
-            value = client.authorization(challenge, "INVITE", self._target, self.media.local_sdp)
+            authorization = credentials.answer(response, self.invite_request)
         except DigestError as exc:
-            log.warn(
-                "call {call_id}: cannot answer challenge: {exc}", call_id=self.call_id, exc=exc
-            )
+            log.warn("call {call_id}: {exc}", call_id=self.call_id, exc=exc)
             return False
         self.outbound_cseq += 1
-        self._send_invite((answer_name, value))
+        self._send_invite(authorization)
         return True
 
     def _answered(self, response: Response) -> None:

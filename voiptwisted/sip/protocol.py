@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from voiptwisted import __version__
 from voiptwisted.sip.dialog import Dialog
-from voiptwisted.sip.digest import DigestClient
+from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.framing import PING, PONG, FramingError, StreamFramer
 from voiptwisted.sip.headers import SIPParseError
 from voiptwisted.sip.message import Message, Request, Response
@@ -120,6 +120,11 @@ class SessionInitiationProtocol(Protocol):
     ``media_class`` (default ``voiptwisted.media.call.CallMedia``) configured
     by ``media_config``.
 
+    ``credentials`` answer 401/407 challenges to our INVITEs, only for the realms
+    they allow (`voiptwisted.sip.digest.Credentials`); a ``(username, password)``
+    tuple allows no realm by itself (share the `Registration`'s Credentials, as
+    `voiptwisted.sip.connect.build_client` does, to allow the registrar's).
+
     Hooks set by the service: ``registration`` (``connection_made(self)`` /
     ``connection_lost(self, reason)``) and ``keepalive`` (the same plus
     ``pong_received()``).
@@ -140,7 +145,7 @@ class SessionInitiationProtocol(Protocol):
         media_config: Any = None,
         clock: interfaces.IReactorTime | None = None,
         instance_id: str | None = None,
-        credentials: tuple[str, str] | None = None,
+        credentials: Credentials | tuple[str, str] | None = None,
         keepalive_interval: float | timedelta = 30.0,
         max_calls: int | None = None,
         outbound_proxy: str | None = None,
@@ -157,8 +162,9 @@ class SessionInitiationProtocol(Protocol):
         self.clock = clock
         self.timers = Timers(clock)
         self.instance_id = instance_id
-        self.credentials = credentials
-        self.digest_client: DigestClient | None = None
+        if isinstance(credentials, tuple):
+            credentials = Credentials(*credentials)
+        self.credentials: Credentials | None = credentials
         if isinstance(keepalive_interval, timedelta):
             keepalive_interval = keepalive_interval.total_seconds()
         self.keepalive_interval = float(keepalive_interval)
