@@ -367,6 +367,27 @@ class PlaceCallTests(ServiceTestCase):
         self.assertEqual(event["targets"], "127.0.0.1:5061")
         self.assertIn("refused", event["why"])
 
+    def test_credentials_config_reaches_registration_and_flows(self) -> None:
+        """Issue 14: auth_realms / realm_credentials / allow_legacy_digest make one
+        Credentials shared by the registration (which binds the registrar's realm) and
+        every flow's dialogs."""
+        service = self.service(
+            aor=SipURI.parse("sip:alice@127.0.0.1:5061"),
+            password="pw",
+            auth_realms=("proxy.example",),
+            realm_credentials={"carrier": ("acct", "pw2")},
+            allow_legacy_digest=True,
+        )
+        credentials = service.client.registration.credentials
+        protocol = service.client.factory.buildProtocol(None)
+        self.assertIs(protocol.credentials, credentials)
+        self.assertEqual(credentials.realms, {"proxy.example", "carrier"})
+        self.assertTrue(credentials.allow_legacy_digest)
+        self.assertNotIn("pw2", repr(service.config))
+        default = self.service(aor=SipURI.parse("sip:alice@127.0.0.1:5061"), password="pw")
+        credentials = default.client.registration.credentials
+        self.assertEqual((credentials.realms, credentials.allow_legacy_digest), (set(), False))
+
     def test_dns_server_reaches_the_endpoint(self) -> None:
         """ServiceConfig.dns_server: the registrar's DNS SRV (RFC 3263) is asked there."""
         from voiptwisted.sip.locate import ServerLocator

@@ -116,6 +116,19 @@ class OptionsTests(unittest.SynchronousTestCase):
         config = parse("--dialog", "voiptwisted.apps.RejectDialog", "--app", "echo").config
         self.assertEqual(config.dialog_class.__name__, "RejectDialog")
 
+    def test_auth_realm_and_legacy_digest(self) -> None:
+        """--auth-realm is repeatable; qop-less MD5 is refused unless --allow-legacy-digest."""
+        config = parse("--state-dir", self.state, "--aor", "sips:alice@example.com").config
+        self.assertEqual((config.auth_realms, config.allow_legacy_digest), ((), False))
+        config = parse(
+            "--state-dir", self.state, "--aor", "sips:alice@example.com",
+            "--auth-realm", "proxy.example", "--auth-realm", "carrier",
+            "--allow-legacy-digest",
+        ).config  # fmt: skip
+        self.assertEqual(config.auth_realms, ("proxy.example", "carrier"))
+        self.assertTrue(config.allow_legacy_digest)
+        self.assertUsage("--auth-realm", "--auth-realm", " ")
+
     def test_usage_errors(self) -> None:
         """Each bad value is a usage error naming the option and what to do."""
         self.assertUsage("--aor", "--aor", "mailto:alice@example.com")

@@ -15,10 +15,12 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from voiptwisted.interfaces import IDialog
+from voiptwisted.sip import dialog as dialog_module
 from voiptwisted.sip.dialog import CallFailed, Dialog
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.framing import PING, PONG, StreamFramer
@@ -868,6 +870,101 @@ class TimerTests(SynchronousTestCase):
             retry.headers.getlist("Proxy-Authorization"),
         )
         self.assertNotIn("Authorization", ack.headers)
+
+    def dial_challenged(
+        self, code: int, *values: str, credentials: Credentials | None = None
+    ) -> tuple[Any, Request, list[Any], list[str]]:
+        """Dial, answer the INVITE with *code* and *values* as challenges; return the dial
+        Deferred, the INVITE, every message Alice sent after it, and the warnings logged."""
+        if credentials is not None:
+            self.alice.credentials = credentials
+        events: list[dict] = []
+        self.patch(dialog_module, "log", Logger(observer=events.append))
+        _, d, invite = self.dial()
+        name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        self.alice.dataReceived(respond_to(invite, code, headers=[(name, v) for v in values]))
+        warnings = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn]
+        return d, invite, written(self.alice_t), warnings
+
+    def assertNoCredentialsSent(self, messages: list[Any]) -> None:
+        for message in messages:
+            self.assertNotIn("Authorization", message.headers)
+            self.assertNotIn("Proxy-Authorization", message.headers)
+
+    def test_challenge_for_another_realm_is_not_answered(self) -> None:
+        """Issue 14 finding 4: a callee's 401 for realm "evil.example" (qop-less MD5, the
+        reproduced attack) gets no credentials in any message, the dial fails with 401
+        and one warning names the realm and how to allow it (RFC 3261 §22.2, §26.3.2.3)."""
+        for code, challenge in (
+            (401, 'Digest realm="evil.example", nonce="n"'),
+            (407, 'Digest realm="evil.example", nonce="n", algorithm=SHA-256, qop="auth"'),
+        ):
+            d, invite, sent, warnings = self.dial_challenged(code, challenge)
+            self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, code)
+            # Only the transaction's ACK for the non-2xx (§17.1.1.3), without credentials.
+            self.assertEqual([(m.method, m.branch) for m in sent], [("ACK", invite.branch)])
+            self.assertNoCredentialsSent(sent)
+            self.assertEqual(len(warnings), 1, warnings)
+            self.assertIn("realm 'evil.example'", warnings[0])
+            self.assertIn("--auth-realm 'evil.example'", warnings[0])
+            self.assertNotIn("secret", warnings[0])
+            self.assertEqual(self.alice.dialog_count, 0)
+
+    def test_registrar_realm_is_answered(self) -> None:
+        """The realm bound by the registrar's challenge is answered on calls, another is not."""
+        credentials = Credentials("alice", "secret")
+        registrar = Response(401, headers=[
+            ("WWW-Authenticate", 'Digest realm="registrar.example", nonce="r", qop="auth"')
+        ])  # fmt: skip
+        credentials.choose(registrar, registrar=True)
+        challenge = 'Digest realm="registrar.example", nonce="n1", qop="auth"'
+        d, _, sent, warnings = self.dial_challenged(401, challenge, credentials=credentials)
+        retry = sent[-1]
+        self.assertEqual((retry.method, warnings), ("INVITE", []))
+        self.assertIn('realm="registrar.example"', retry.headers["Authorization"])
+        self.alice.dataReceived(respond_to(retry, 200, body=ANSWER))
+        self.successResultOf(d)
+        written(self.alice_t)
+        d, _, sent, _ = self.dial_challenged(401, 'Digest realm="x", nonce="n", qop="auth"')
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 401)
+        self.assertNoCredentialsSent(sent)
+
+    def test_strongest_algorithm_answered(self) -> None:
+        """RFC 8760 §2.4: MD5 listed first does not downgrade the answer from SHA-256."""
+        _d, _, sent, _ = self.dial_challenged(
+            407,
+            'Digest realm="proxy", nonce="m", algorithm=MD5, qop="auth"',
+            'Digest realm="proxy", nonce="s", algorithm=SHA-256, qop="auth"',
+        )
+        value = sent[-1].headers["Proxy-Authorization"]
+        self.assertIn("algorithm=SHA-256", value)
+        self.assertIn('nonce="s"', value)
+
+    def test_legacy_md5_needs_the_option(self) -> None:
+        """qop-less MD5 (RFC 2069) for an allowed realm: refused by default, one warning
+        naming --allow-legacy-digest; answered when the user allows it."""
+        challenge = 'Digest realm="proxy", nonce="n1"'
+        d, _, sent, warnings = self.dial_challenged(407, challenge)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 407)
+        self.assertNoCredentialsSent(sent)
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("--allow-legacy-digest", warnings[0])
+        allowed = Credentials("alice", "secret", realms=["proxy"], allow_legacy_digest=True)
+        d, _, sent, _ = self.dial_challenged(407, challenge, credentials=allowed)
+        self.assertIn('realm="proxy"', sent[-1].headers["Proxy-Authorization"])
+
+    def test_non_ascii_challenge_fails_the_dial(self) -> None:
+        """Issue 14 finding 8: a non-UTF-8 byte in the challenge used to raise
+        UnicodeEncodeError and leave the dial Deferred unfired; now 401, one warning."""
+        # "\udcff" goes on the wire as the byte 0xff (surrogateescape).
+        challenge = 'Digest realm="example.com\udcff", nonce="n", qop="auth"'
+        credentials = Credentials("alice", "secret", realms=["example.com\udcff"])
+        d, _, sent, warnings = self.dial_challenged(401, challenge, credentials=credentials)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 401)
+        self.assertNoCredentialsSent(sent)
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("non-ASCII", warnings[0])
+        self.assertEqual(self.alice.dialog_count, 0)
 
     def test_srtp_required_does_not_fall_back(self) -> None:
         self.alice.media_config = types.SimpleNamespace(srtp="required", public_host=None)
