@@ -20,7 +20,8 @@ def modules_loaded_by(code: str) -> set[str]:
     path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=path), timeout=60,
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=path), cwd=ROOT,
+        timeout=60,
         check=True,
     )  # fmt: skip
     return set(out.stdout.split())
