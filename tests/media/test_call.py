@@ -312,7 +312,7 @@ import voiptwisted.apps, voiptwisted.media, voiptwisted.media.call, voiptwisted.
 from voiptwisted.media.call import MediaConfig
 MediaConfig()
 print(",".join(m for m in ("numpy", "pylibsrtp", "voiptwisted.sdp.negotiation",
-                           "voiptwisted.media.g711") if m in sys.modules))
+                           "voiptwisted.codecs.g711") if m in sys.modules))
 """
 
 
@@ -336,7 +336,7 @@ class LazyImportTests(unittest.SynchronousTestCase):
         """The names served lazily are the real objects (PEP 562 re-exports)."""
         import voiptwisted.media
         import voiptwisted.media.call
-        from voiptwisted.media import g711
+        from voiptwisted.codecs import g711
         from voiptwisted.sdp import negotiation
 
         self.assertIs(voiptwisted.media.call.NegotiationFailed, negotiation.NegotiationFailed)

@@ -12,7 +12,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
-from voiptwisted.media.g711 import alaw_decode, alaw_encode
+from voiptwisted.codecs import CODECS
+from voiptwisted.codecs.g711 import alaw_decode, alaw_encode
 from voiptwisted.media.pacer import Pacer
 from voiptwisted.media.session import Session
 from voiptwisted.rtp.dtmf import DTMFSender
@@ -25,8 +26,8 @@ from voiptwisted.rtp.protocol import (
     RealtimeTransportProtocol,
     read_multiplexer,
 )
-from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext
-from voiptwisted.sdp.negotiation import CODECS
+from voiptwisted.rtp.srtp import SRTPContext
+from voiptwisted.sdp import CryptoAttribute
 
 SDP_PEER = ("192.0.2.1", 4000)
 NAT_PEER = ("198.51.100.7", 33333)

@@ -10,9 +10,11 @@ address the registrar saw, from Via ``received``), ``MediaConfig.public_host``,
 the STUN mapped address (``*_deferred`` variants, at most 500 ms), else the
 local address of the signalling connection.
 
-:mod:`voiptwisted.sdp.negotiation` (and through it numpy and the G.711 tables) is
-imported on the first call, not with this module: a service builds its
-``MediaConfig`` at start-up and should stay light until a call arrives (issue 6).
+:mod:`voiptwisted.sdp.negotiation` is imported on the first call, and numpy with
+the G.711 tables by the first RTP stream, not with this module: a service builds
+its ``MediaConfig`` at start-up and should stay light until a call arrives (issue 6).
+Offer/answer gets ``MediaConfig.codecs`` as the :mod:`voiptwisted.codecs` registry
+entries, and the RTP stream takes its coders from the negotiated one.
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from voiptwisted.codecs import Codec, lookup
 from voiptwisted.rtp.protocol import MediaStats, PortAllocator, RealtimeTransportProtocol
-from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext, redact_sdp
-from voiptwisted.sdp import Attribute, SDPParseError, SessionDescription
+from voiptwisted.rtp.srtp import SRTPContext
+from voiptwisted.sdp import (
+    Attribute,
+    CryptoAttribute,
+    SDPParseError,
+    SessionDescription,
+    redact_sdp,
+)
 
 if TYPE_CHECKING:
     from voiptwisted.sdp.negotiation import NegotiatedMedia, NegotiationFailed, SRTPParams
@@ -244,12 +253,16 @@ class CallMedia:
         return d
 
     # negotiation ---------------------------------------------------------------------
+    def _codecs(self) -> tuple[Codec, ...]:
+        """Our codecs, in preference order, as registry entries (ValueError if unknown)."""
+        return lookup(self.config.codecs)
+
     def _answer(self, offer: SessionDescription) -> None:
         answer, negotiated = _negotiation().answer_for(
             offer,
             local_host=self.advertised_host,
             port=self.advertised_port,
-            codecs=self.config.codecs,
+            codecs=self._codecs(),
             srtp_policy=self.config.srtp,
         )
         self.local_sdp = bytes(answer)
@@ -274,7 +287,7 @@ class CallMedia:
         current = self.negotiated.srtp
 
         def same_key(tag: int, suite: str) -> CryptoAttribute:
-            if current is not None and current.local.suite.name == suite:
+            if current is not None and current.local.suite == suite:
                 return dataclasses.replace(current.local, tag=tag)
             return CryptoAttribute.generate(tag=tag, suite=suite)
 
@@ -302,7 +315,7 @@ class CallMedia:
         crypto: dict[int, CryptoAttribute] = {}
         srtp = self.negotiated.srtp
         if srtp is not None:
-            fresh = CryptoAttribute.generate(tag=srtp.local.tag, suite=srtp.local.suite.name)
+            fresh = CryptoAttribute.generate(tag=srtp.local.tag, suite=srtp.local.suite)
             crypto[fresh.tag] = fresh
             audio.attributes = [a for a in audio.attributes if a.name != "crypto"]
             audio.attributes.append(Attribute("crypto", fresh.to_sdp()))
@@ -318,7 +331,7 @@ class CallMedia:
             offer,
             local_host=self.advertised_host,
             port=self.advertised_port,
-            codecs=self.config.codecs,
+            codecs=self._codecs(),
             srtp_policy=self.config.srtp,
             crypto_key_factory=keys,
         )
@@ -340,7 +353,7 @@ class CallMedia:
         offer, crypto = _negotiation().create_offer(
             local_host=self.advertised_host,
             port=self.advertised_port,
-            codecs=self.config.codecs,
+            codecs=self._codecs(),
             secure=secure,
         )
         self._offer = offer
@@ -355,7 +368,7 @@ class CallMedia:
             _parse(answer_sdp),
             offer=self._offer,
             offered_crypto=self._offered_crypto,
-            codecs=self.config.codecs,
+            codecs=self._codecs(),
         )
         self._apply(negotiated)
         return negotiated

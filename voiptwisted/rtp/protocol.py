@@ -309,6 +309,9 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._last_from_remote = 0.0
         self._rtcp_latched = False
         self.codec: Any = None
+        #: This call's own coders, made by the codec's factories (voiptwisted.codecs).
+        self._encoder: Any = None
+        self._decoder: Any = None
         self.payload_type = -1
         self.telephone_event_pt: int | None = None
         self.direction = "sendrecv"
@@ -364,21 +367,30 @@ class RealtimeTransportProtocol(DatagramProtocol):
         ptime: int = 20,
         srtp: SRTPContext | None = None,
     ) -> None:
-        """Apply the negotiated media parameters (RFC 3264); may be called again on re-INVITE."""
+        """Apply the negotiated media parameters (RFC 3264); may be called again on re-INVITE.
+
+        *codec* is a :class:`voiptwisted.codecs.Codec` (anything with ``clock_rate``,
+        ``encoder()`` and ``decoder()``).
+        """
         self.remote = remote
         self.latched = False
         self.rtcp_mux = rtcp_mux
         if rtcp_remote is None and remote is not None:
             rtcp_remote = remote if rtcp_mux else (remote[0], remote[1] + 1)
         self.rtcp_remote = rtcp_remote
+        if codec is not self.codec:
+            # A codec with state between packets needs a coder per call and direction;
+            # a re-INVITE that keeps the codec keeps the coders (and their state).
+            self._encoder = codec.encoder()
+            self._decoder = codec.decoder()
         self.codec = codec
         self.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
         self.direction = direction
         self.frames_per_packet = max(1, min(6, ptime // 20))
         self.srtp = srtp
-        self._encode_table = getattr(codec, "encode_table", None)
-        self._decode_table = getattr(codec, "decode_table", None)
+        self._encode_table = getattr(self._encoder, "encode_table", None)
+        self._decode_table = getattr(self._decoder, "decode_table", None)
         self._receiving = direction in _RECEIVING
         self._remote_is_ip = remote is None or _is_ip(remote[0])
         if self._rx_stats is not None:
@@ -515,7 +527,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         ):
             self._send_coded(table, samples, marker, timestamp)
             return
-        self._send(self.payload_type, marker, timestamp, self.codec.encode(samples))
+        self._send(self.payload_type, marker, timestamp, self._encoder.encode(samples))
 
     def _send_coded(
         self, table: np.ndarray, samples: np.ndarray, marker: bool, timestamp: int
@@ -707,7 +719,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
             if table is not None:
                 samples = table.take(np.frombuffer(payload, np.uint8))
             else:
-                samples = self.codec.decode(payload)
+                samples = self._decoder.decode(payload)
         except Exception:
             self.stats.malformed += 1
             return

@@ -17,27 +17,32 @@ import binascii
 import dataclasses
 import enum
 import re
+import secrets
 from collections.abc import Iterable
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "DIRECTIONS",
+    "SUITES",
     "Attribute",
     "Bandwidth",
     "ByteSerializableObject",
     "ConnectionData",
     "CryptoAttribute",
     "CryptoKeyParam",
+    "CryptoSuite",
     "Field",
     "IntField",
     "MediaDescription",
     "Origin",
     "PayloadTypeSpec",
     "RTPPayloadFormat",
+    "SDESError",
     "SDPParseError",
     "StaticPayloadType",
     "StrField",
     "Timing",
+    "redact_sdp",
 ]
 
 ENCODING = "utf-8"
@@ -416,6 +421,65 @@ class RTPPayloadFormat(ByteSerializableObject):
         return (self.sample_rate or 8000) * 20 // 1000
 
 
+class SDESError(SDPParseError):
+    """An ``a=crypto`` line is malformed, or asks for SDES we cannot do (RFC 4568).
+
+    The message names the problem but never quotes the line: in a malformed line
+    any token may be key material (issue 14 finding 12), so only names from the
+    RFC registries (crypto-suites, session parameters) are ever shown.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class CryptoSuite:
+    """An SRTP crypto-suite for SDES (RFC 4568 §6.2, RFC 7714 §12).
+
+    ``profile`` is the suite's number in the IANA SRTP protection profile registry
+    (RFC 5764 §4.1.2, RFC 7714 §14.2), which is also libsrtp's ``srtp_profile_t``.
+    """
+
+    name: str
+    profile: int
+    key_length: int
+    salt_length: int
+    #: Maximum SRTP master key lifetime in packets (RFC 4568 §6.2.1: 2^48).
+    max_lifetime: int = 2**48
+
+    @property
+    def master_length(self) -> int:
+        """Length of the ``inline:`` key||salt value once decoded."""
+        return self.key_length + self.salt_length
+
+
+#: Suites we offer and accept, in our order of preference for offers.
+SUITES: dict[str, CryptoSuite] = {
+    s.name: s
+    for s in (
+        CryptoSuite("AES_CM_128_HMAC_SHA1_80", 1, 16, 14),
+        CryptoSuite("AES_CM_128_HMAC_SHA1_32", 2, 16, 14),
+        CryptoSuite("AEAD_AES_128_GCM", 7, 16, 12),
+    )
+}
+#: Registered SDES suite names (RFC 4568 §6.2, RFC 6188 §7, RFC 7714 §14.2): the only
+#: suite text an error may quote, since a malformed line can carry a key where the
+#: suite belongs.
+_REGISTERED_SUITES = frozenset({
+    *SUITES, "F8_128_HMAC_SHA1_80", "AES_192_CM_HMAC_SHA1_80", "AES_192_CM_HMAC_SHA1_32",
+    "AES_256_CM_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_32", "AEAD_AES_256_GCM",
+})
+#: SRTP session parameters of RFC 4568 §6.3 (the only ones an error may name).
+_SESSION_PARAMS = frozenset({
+    "KDR", "UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED_SRTP", "FEC_ORDER",
+    "FEC_KEY", "WSH",
+})
+#: Session parameters that do not change how we key or protect: WSH is only a hint.
+_HARMLESS_SESSION_PARAMS = ("WSH=",)
+#: Longest ``a=crypto`` value we key SRTP from (one inline key is ~70 characters).
+_MAX_CRYPTO = 1024
+_TAG_RE = re.compile(r"[0-9]{1,9}")
+_LIFETIME_RE = re.compile(r"2\^([0-9]{1,3})|([0-9]{1,20})")
+
+
 @dataclasses.dataclass(slots=True, frozen=True)
 class CryptoKeyParam:
     """One key-param of an ``a=crypto`` line (RFC 4568 §9.1, ``inline:`` method §6.1).
@@ -431,11 +495,11 @@ class CryptoKeyParam:
 
     @property
     def key_salt_bytes(self) -> bytes:
-        """The decoded master key||salt (`SDPParseError` if it is not valid base64)."""
+        """The decoded master key||salt (`SDESError` if it is not valid base64)."""
         try:
             return base64.b64decode(self.key_salt, validate=True)
         except (binascii.Error, ValueError):
-            raise SDPParseError("crypto key is not valid base64") from None
+            raise SDESError("a=crypto: key is not valid base64") from None
 
     def __str__(self) -> str:
         text = f"{self.method}:{self.key_salt}"
@@ -446,13 +510,31 @@ class CryptoKeyParam:
         return text
 
 
+def _suite_text(name: str) -> str:
+    """*name* for an error message if it is a registered suite name, else nothing of it."""
+    return name if name in _REGISTERED_SUITES else "(unknown)"
+
+
+def _lifetime(text: str, suite: CryptoSuite) -> int:
+    """RFC 4568 §9.1 lifetime: ``2^n`` or a decimal count of packets, within the suite's."""
+    match = _LIFETIME_RE.fullmatch(text)
+    if match is None:
+        raise SDESError("a=crypto: malformed key lifetime")
+    value = 2 ** int(match.group(1)) if match.group(1) else int(match.group(2))
+    if value <= 0 or value > suite.max_lifetime:
+        raise SDESError(f"a=crypto: key lifetime outside 1..2^48 for {suite.name}")
+    return value
+
+
 @dataclasses.dataclass(slots=True, frozen=True)
 class CryptoAttribute:
-    """Parsed view of an ``a=crypto`` value (RFC 4568 §9.1).
+    """An ``a=crypto`` value: ``<tag> <crypto-suite> <key-params> [<session-params>]``.
 
-    ``a=crypto:<tag> <crypto-suite> <key-params> [<session-params>]``.  The
-    attribute itself stays verbatim in `MediaDescription.attributes`; this view
-    is for offer/answer.  Error messages never contain key material.
+    RFC 4568 §9.1.  :meth:`parse` reads any line of that grammar (the attribute
+    itself stays verbatim in `MediaDescription.attributes`); :meth:`parse_supported`
+    also checks it is one we can key SRTP with, which is what offer/answer needs.
+    ``str()`` / :meth:`to_sdp` give the value back *with the key*: never log it
+    (use :func:`redact_sdp`).  ``repr`` and every error leave key material out.
     """
 
     tag: int
@@ -462,31 +544,122 @@ class CryptoAttribute:
 
     @classmethod
     def parse(cls, data: bytes | str) -> CryptoAttribute:
+        """Parse an ``a=crypto`` value (without ``crypto:``); `SDESError` if malformed."""
         value = _text(data)
         parts = value.split()
         if len(parts) < 3:
-            raise SDPParseError("a=crypto must be '<tag> <crypto-suite> <key-params> ...'")
-        tag = _uint(parts[0], "a=crypto tag", 999999999)
+            raise SDESError("a=crypto must be '<tag> <crypto-suite> <key-params> ...'")
+        if not _TAG_RE.fullmatch(parts[0]):
+            raise SDESError("a=crypto tag must be 1-9 digits")
         params = []
         for param in parts[2].split(";"):
             method, colon, info = param.partition(":")
             if not colon or not method or not info:
-                raise SDPParseError("a=crypto key-param must be '<method>:<key-info>'")
+                raise SDESError("a=crypto key-param must be '<method>:<key-info>'")
             key_salt, *extra = info.split("|")
             if len(extra) > 2 or not key_salt:
-                raise SDPParseError("a=crypto key-info has too many '|' fields")
+                raise SDESError("a=crypto key-info has too many '|' fields")
             lifetime = mki = None
             for item in extra:
                 if ":" in item:
+                    if mki is not None:
+                        raise SDESError("a=crypto key-info has two MKIs")
                     mki = item
                 else:
+                    if lifetime is not None:
+                        raise SDESError("a=crypto: lifetime given twice")
                     lifetime = item
             params.append(CryptoKeyParam(method, key_salt, lifetime, mki))
-        return cls(tag, parts[1], tuple(params), tuple(parts[3:]))
+        return cls(int(parts[0]), parts[1], tuple(params), tuple(parts[3:]))
+
+    @classmethod
+    def parse_supported(cls, data: bytes | str) -> CryptoAttribute:
+        """Parse an ``a=crypto`` value and check we can key SRTP with it.
+
+        Raises `SDESError` for malformed lines and for what SDES through libsrtp
+        cannot honour: a suite not in :data:`SUITES`, a method other than
+        ``inline:`` (RFC 4568 §6.1), several keys or an MKI (libsrtp through
+        pylibsrtp cannot select keys by MKI), a key of the wrong length, a
+        lifetime over the suite's, and session parameters other than WSH
+        (RFC 4568 §6.3: a line with one we do not support is unusable).
+        """
+        if len(data) > _MAX_CRYPTO:
+            raise SDESError("a=crypto: value too long")
+        crypto = cls.parse(data)
+        suite = SUITES.get(crypto.suite)
+        if suite is None:
+            raise SDESError(f"a=crypto: unsupported crypto-suite {_suite_text(crypto.suite)}")
+        for param in crypto.session_params:
+            if not param.startswith(_HARMLESS_SESSION_PARAMS):
+                name = param.partition("=")[0]
+                shown = name if name in _SESSION_PARAMS else "(unknown)"
+                raise SDESError(f"a=crypto: unsupported session parameter {shown}")
+        if len(crypto.key_params) != 1:
+            raise SDESError("a=crypto: multiple master keys (needs MKI) are not supported")
+        (key,) = crypto.key_params
+        if key.method != "inline":
+            raise SDESError("a=crypto: only the 'inline:' key method is supported")
+        if key.mki is not None:
+            raise SDESError("a=crypto: MKI is not supported")
+        master = key.key_salt_bytes
+        if len(master) != suite.master_length:
+            raise SDESError(
+                f"a=crypto: {suite.name} needs {suite.master_length} bytes of key||salt,"
+                f" got {len(master)}"
+            )
+        if key.lifetime is not None:
+            _lifetime(key.lifetime, suite)
+        return crypto
+
+    @classmethod
+    def generate(cls, tag: int = 1, suite: str = "AES_CM_128_HMAC_SHA1_80") -> CryptoAttribute:
+        """A fresh random master key and salt (RFC 4568 §6.1: keys MUST be random)."""
+        spec = SUITES[suite]
+        key = base64.b64encode(secrets.token_bytes(spec.master_length)).decode("ascii")
+        return cls(tag, suite, (CryptoKeyParam("inline", key),))
+
+    @property
+    def crypto_suite(self) -> CryptoSuite:
+        """The suite's key and salt lengths and profile (`SDESError` if not in :data:`SUITES`)."""
+        suite = SUITES.get(self.suite)
+        if suite is None:
+            raise SDESError(f"a=crypto: unsupported crypto-suite {_suite_text(self.suite)}")
+        return suite
+
+    @property
+    def master(self) -> bytes:
+        """The master key||salt of the line's one key (`SDESError` unless it has exactly one)."""
+        if len(self.key_params) != 1:
+            raise SDESError("a=crypto: multiple master keys (needs MKI) are not supported")
+        return self.key_params[0].key_salt_bytes
+
+    @property
+    def lifetime(self) -> int | None:
+        """The key's lifetime in packets (RFC 4568 §9.1), or None when not given."""
+        text = self.key_params[0].lifetime if len(self.key_params) == 1 else None
+        return None if text is None else _lifetime(text, self.crypto_suite)
+
+    def to_sdp(self) -> str:
+        """The attribute value, ready for ``a=crypto:`` (contains the key: never log it)."""
+        return str(self)
 
     def __str__(self) -> str:
         text = f"{self.tag} {self.suite} {';'.join(str(p) for p in self.key_params)}"
         return " ".join([text, *self.session_params])
+
+    def __repr__(self) -> str:
+        return (
+            f"<CryptoAttribute tag={self.tag} suite={_suite_text(self.suite)}"
+            f" keys={len(self.key_params)} <redacted>>"
+        )
+
+
+_INLINE_RE = re.compile(rb"inline:[A-Za-z0-9+/=]*")
+
+
+def redact_sdp(data: bytes) -> bytes:
+    """Return *data* with every ``inline:`` key replaced, for logging (RFC 4568 §8.1)."""
+    return _INLINE_RE.sub(b"inline:<redacted>", data)
 
 
 def _is_rtp(proto: str) -> bool:
