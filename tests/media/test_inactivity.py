@@ -200,3 +200,36 @@ class CallMediaTimeoutTests(SynchronousTestCase):
         for bad in ({"rtp_timeout": -1}, {"rtp_hold_timeout": -1}, {"probation": 0}):
             with self.assertRaises(ValueError):
                 MediaConfig(**bad)  # type: ignore[arg-type]
+
+
+class DialogTimeoutTests(SynchronousTestCase):
+    """The whole path in memory: a SIP flow answers a call with real CallMedia; the caller's
+    RTP stops; after rtp_timeout the UA sends BYE on the flow and every port is closed."""
+
+    def test_vanished_caller_gets_bye_and_ports_close(self) -> None:
+        from tests.sip.test_dialog import connect, invite_bytes, respond_to, written
+        from voiptwisted.apps import EchoDialog
+        from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+        clock = UDPClock()
+        config = MediaConfig(reactor=clock, pacer=Pacer(clock), srtp="off")
+        caller = CallMedia.create_offer(config, "127.0.0.1")
+        self.addCleanup(caller.stop)
+        bob = SessionInitiationProtocol(
+            aor="sip:bob@example.com", clock=clock, media_config=config, dialog_class=EchoDialog
+        )
+        transport = connect(bob)
+        bob.dataReceived(invite_bytes(body=caller.local_sdp))
+        ok = written(transport)[-1]
+        self.assertEqual(ok.status_code, 200)
+        bob.dataReceived(invite_bytes(method="ACK", body=b"", to_tag=ok.remote_tag))
+        ports = [port for port in clock.ports if port not in clock.ports[:2]]
+        self.assertEqual(len(ports), 2)
+        clock.advance(RTP_TIMEOUT - 1)
+        self.assertEqual(written(transport), [])
+        clock.advance(1)
+        [bye] = written(transport)
+        self.assertEqual(bye.method, "BYE")
+        self.assertTrue(all(port.closed for port in ports))
+        bob.dataReceived(respond_to(bye, 200, to_tag=None))
+        self.assertEqual((bob.dialog_count, bob.pending_timer_count), (0, 0))
