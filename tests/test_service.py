@@ -388,6 +388,34 @@ class PlaceCallTests(ServiceTestCase):
         credentials = default.client.registration.credentials
         self.assertEqual((credentials.realms, credentials.allow_legacy_digest), (set(), False))
 
+    def test_sips_aor_requires_srtp(self) -> None:
+        """Issue 14 finding 11: the embedding API's default for a sips: AOR (or dial target)
+        is SRTP required, for the service's MediaConfig too; an explicit off/optional
+        with a sips: URI is a ValueError, not a silently plain-RTP call."""
+        sips = SipURI.parse("sips:alice@127.0.0.1:5061")
+        self.assertEqual(ServiceConfig(aor=sips).srtp, "required")
+        self.assertEqual(ServiceConfig(aor=SipURI.parse("sip:a@example.com")).srtp, "optional")
+        self.assertEqual(ServiceConfig().srtp, "optional")
+        service = self.service(aor=sips)
+        self.assertEqual(service.media_config.srtp, "required")
+        for policy in ("off", "optional"):
+            with self.assertRaises(ValueError):
+                ServiceConfig(aor=sips, srtp=policy)
+            with self.assertRaises(ValueError):
+                ServiceConfig(aor=SipURI.parse("sip:a@example.com"),
+                              dial=SipURI.parse("sips:b@example.com"), srtp=policy)
+        with self.assertRaises(ValueError):
+            ServiceConfig(srtp="sometimes")
+
+    def test_rtp_timeouts_reach_media_config(self) -> None:
+        """Issue 17 item 2: ServiceConfig.rtp_timeout/rtp_hold_timeout (60 s / off)."""
+        media = self.service().media_config
+        self.assertEqual((media.rtp_timeout, media.rtp_hold_timeout), (60.0, 0.0))
+        media = self.service(rtp_timeout=0, rtp_hold_timeout=600).media_config
+        self.assertEqual((media.rtp_timeout, media.rtp_hold_timeout), (0, 600))
+        with self.assertRaises(ValueError):
+            ServiceConfig(rtp_timeout=-1)
+
     def test_dns_server_reaches_the_endpoint(self) -> None:
         """ServiceConfig.dns_server: the registrar's DNS SRV (RFC 3263) is asked there."""
         from voiptwisted.sip.locate import ServerLocator

@@ -47,12 +47,32 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertTrue(config.verify_tls)
 
     def test_sips_aor_requires_srtp(self) -> None:
-        """Issue 5: SRTP is required by default for sips: AORs, optional otherwise."""
+        """Issue 5: SRTP is required by default for sips: AORs, optional otherwise; issue 14
+        finding 11: --srtp off/optional with a sips: AOR or --dial target is refused."""
         self.assertEqual(parse("--aor", "sips:alice@example.com").config.srtp, "required")
         self.assertEqual(parse("--aor", "sip:alice@example.com").config.srtp, "optional")
         self.assertEqual(
-            parse("--aor", "sips:alice@example.com", "--srtp", "off").config.srtp, "off"
+            parse("--aor", "sip:alice@example.com", "--srtp", "off").config.srtp, "off"
         )
+        for policy in ("off", "optional"):
+            self.assertUsage("sips: requires SRTP", "--aor", "sips:alice@example.com",
+                             "--srtp", policy)
+            self.assertUsage("sips: requires SRTP", "--aor", "sip:alice@example.com",
+                             "--dial", "sips:bob@example.com", "--srtp", policy)
+        config = parse("--aor", "sip:alice@example.com", "--dial", "sips:bob@example.com").config
+        self.assertEqual(config.srtp, "required")
+
+    def test_rtp_timeouts(self) -> None:
+        """Issue 17 item 2: --rtp-timeout (default 60 s) and --rtp-hold-timeout (default
+        off) reach the service's MediaConfig."""
+        config = parse("--state-dir", self.state).config
+        self.assertEqual((config.rtp_timeout, config.rtp_hold_timeout), (60.0, 0.0))
+        config = parse("--state-dir", self.state, "--rtp-timeout", "0",
+                       "--rtp-hold-timeout", "900").config
+        self.assertEqual((config.rtp_timeout, config.rtp_hold_timeout), (0.0, 900.0))
+        for bad in ("-1", "x", "nan", "1e9"):
+            self.assertUsage("--rtp-timeout", "--rtp-timeout", bad)
+            self.assertUsage("--rtp-hold-timeout", "--rtp-hold-timeout", bad)
 
     def test_password_sources(self) -> None:
         """The password comes from the AOR, --password-file or $SIP_PASSWORD, in that order."""

@@ -90,12 +90,25 @@ class ISession(Interface):
     dialog = Attribute("The IDialog this session belongs to.")
     sample_rate = Attribute("Sample rate (Hz) of audio passed to audio_received/send_audio.")
     stats = Attribute("Per-call RTP statistics: packets sent/received, lost, jitter.")
+    stop_reason = Attribute(
+        "Why the media stopped, set by voiptwisted just before stop() is called: "
+        '``"ended"`` (BYE from either side, CANCEL, a dead flow, shutdown), '
+        '``"rtp-timeout"`` (no RTP or RTCP from the peer for ``MediaConfig.rtp_timeout`` '
+        'seconds; voiptwisted sent BYE) or ``"hold-timeout"`` (the same on hold, '
+        "``rtp_hold_timeout``).  None while the media runs.  Optional: an object that "
+        "cannot take the attribute is simply not told."
+    )
 
     def start() -> None:
         """Called once when media starts (after the ACK inbound, after the 200 outbound)."""
 
     def stop() -> None:
-        """Called once when the call's media stops, whichever side ended it."""
+        """Called once when the call's media stops, whichever side ended it.
+
+        It takes no argument (sessions written before ``stop_reason`` keep working):
+        read ``self.stop_reason`` to know why, e.g. to tell a vanished peer
+        (``"rtp-timeout"``) from a normal hang-up.
+        """
 
     def audio_received(samples: object) -> None:
         """Called with each decoded 20 ms frame from the remote party, in playout order."""

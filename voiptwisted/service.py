@@ -59,6 +59,12 @@ class ServiceConfig:
     ``realm_credentials`` (``{realm: (username, password)}``); a challenge for any
     other realm fails the request.  ``allow_legacy_digest`` answers qop-less MD5
     (RFC 2069), refused by default.
+
+    ``srtp`` left out is "required" when ``aor`` or ``dial`` is a ``sips:`` URI, else
+    "optional"; an explicit "off"/"optional" with a ``sips:`` URI raises ValueError
+    (issue 14 finding 11: SIPS calls are SRTP only, in every API).  ``rtp_timeout``
+    hangs up a call after that many seconds without RTP or RTCP, ``rtp_hold_timeout``
+    a call on hold (0: never); see ``MediaConfig``.
     """
 
     aor: SipURI | None = None
@@ -74,7 +80,9 @@ class ServiceConfig:
     stun_server: tuple[str, int] | None = None
     dns_server: tuple[str, int] | None = None
     rtp_ports: tuple[int, int] = (10000, 20000)
-    srtp: str = "optional"
+    srtp: str | None = None
+    rtp_timeout: float = 60.0
+    rtp_hold_timeout: float = 0.0
     max_calls: int | None = None
     dialog_class: type | None = None
     dial: SipURI | None = None
@@ -84,6 +92,16 @@ class ServiceConfig:
         default_factory=lambda: pathlib.Path.home() / ".local" / "state" / "voiptwisted"
     )
     exit_process: bool = False
+
+    def __post_init__(self) -> None:
+        from voiptwisted.media.call import srtp_policy
+
+        #: True when ``srtp`` was given, False when it follows the URIs.
+        self.srtp_explicit = self.srtp is not None
+        self.srtp = srtp_policy(self.srtp, self.aor, self.dial)
+        for name in ("rtp_timeout", "rtp_hold_timeout"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more seconds")
 
 
 def _escape(value: str) -> str:
@@ -193,10 +211,14 @@ class VoIPService(MultiService):
 
         self.media_config = MediaConfig(
             port_range=config.rtp_ports,
-            srtp=config.srtp,
+            srtp=config.srtp if config.srtp_explicit else None,
             stun_server=config.stun_server,
             reactor=reactor,
+            rtp_timeout=config.rtp_timeout,
+            rtp_hold_timeout=config.rtp_hold_timeout,
         )
+        # Left out, the policy follows the AOR ("required" for sips:) for every call.
+        self.media_config.srtp = config.srtp
         if self.dialog_class is None:
             from voiptwisted.apps import EchoDialog
 

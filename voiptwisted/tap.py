@@ -81,7 +81,25 @@ class Options(usage.Options):
             "default: the system's, /etc/resolv.conf).",
         ],
         ["rtp-ports", None, "10000-20000", "UDP port range LOW-HIGH for RTP."],
-        ["srtp", None, None, "SRTP policy: required|optional|off (default: required for sips:)."],
+        [
+            "srtp",
+            None,
+            None,
+            "SRTP policy: required|optional|off (default: required for sips:, which "
+            "refuses off/optional).",
+        ],
+        [
+            "rtp-timeout",
+            None,
+            "60",
+            "Hang up a call after this many seconds without RTP or RTCP (0: never).",
+        ],
+        [
+            "rtp-hold-timeout",
+            None,
+            "0",
+            "The same for a call on hold (inactive/sendonly/recvonly; 0: never).",
+        ],
         ["max-calls", None, None, "Answer at most N concurrent calls; more get 486 Busy Here."],
         ["app", None, "echo", "Built-in call handler: echo, reject, play:PATH or record:DIR."],
         ["dialog", None, None, "Dotted name of an IDialog class (overrides --app)."],
@@ -118,6 +136,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Validate every option and build ``self.config`` (a ``ServiceConfig``)."""
+        from voiptwisted.media.call import srtp_policy
         from voiptwisted.sip.uri import SipURI
 
         aor = None
@@ -145,11 +164,18 @@ class Options(usage.Options):
             raise usage.UsageError("--keepalive takes a number of seconds") from None
         if not 5 <= keepalive <= 3600:
             raise usage.UsageError("--keepalive must be between 5 and 3600 seconds")
-        srtp = self["srtp"] or (
-            "required" if aor is not None and aor.scheme == "sips" else "optional"
-        )
-        if srtp not in ("required", "optional", "off"):
+        srtp = self["srtp"]
+        if srtp is not None and srtp not in ("required", "optional", "off"):
             raise usage.UsageError("--srtp must be required, optional or off")
+        timeouts = {}
+        for option in ("rtp-timeout", "rtp-hold-timeout"):
+            try:
+                seconds = float(self[option])
+            except ValueError:
+                raise usage.UsageError(f"--{option} takes a number of seconds") from None
+            if not 0 <= seconds <= 86400:
+                raise usage.UsageError(f"--{option} must be between 0 and 86400 seconds")
+            timeouts[option.replace("-", "_")] = seconds
         max_calls = None
         if self["max-calls"] is not None:
             try:
@@ -168,6 +194,10 @@ class Options(usage.Options):
                 dial = SipURI.parse(self["dial"])
             except ValueError as e:
                 raise usage.UsageError(f"--dial: {e}") from None
+        try:
+            srtp_policy(srtp, aor, dial)
+        except ValueError as e:
+            raise usage.UsageError(f"--srtp: {e}") from None
         self.config = ServiceConfig(
             aor=aor,
             password=password,
@@ -188,6 +218,7 @@ class Options(usage.Options):
             ),
             rtp_ports=_parse_port_range(self["rtp-ports"]),
             srtp=srtp,
+            **timeouts,
             max_calls=max_calls,
             dialog_class=self._dialog_class(),
             dial=dial,

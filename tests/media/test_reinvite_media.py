@@ -16,6 +16,7 @@ from tests.sip.test_reinvite import Callee, reinvite
 from voiptwisted.media.call import CallMedia, MediaConfig, NegotiationFailed
 from voiptwisted.media.pacer import Pacer
 from voiptwisted.media.session import Session
+from voiptwisted.rtp.latch import PROBATION
 from voiptwisted.rtp.packet import RTPPacket
 from voiptwisted.sdp import SessionDescription
 
@@ -130,7 +131,8 @@ class ReinviteMediaTests(SynchronousTestCase):
         """RFC 3264 §8 / RFC 4028: the same offer again: the same answer, o= version
         unchanged, and RTP keeps the address it latched to (RFC 4961)."""
         first = self.bob.local_sdp
-        self.bob.rtp.datagramReceived(self.from_alice(1), ("127.0.0.1", 50000))
+        for sequence in range(1, PROBATION + 1):
+            self.bob.rtp.datagramReceived(self.from_alice(sequence), ("127.0.0.1", 50000))
         self.assertEqual(self.bob.rtp.remote, ("127.0.0.1", 50000))
         self.assertEqual(self.bob.reanswer(self.alice.local_sdp), first)
         self.ticks(1)

@@ -593,3 +593,20 @@ class RealTLSTests(TestCase):
         self.assertEqual(client.received, b"hello")
         self.assertEqual(seen, [])
         self.assertEqual(len(texts(events, LogLevel.warn)), 1)
+
+
+class SipsMediaPolicyTests(SynchronousTestCase):
+    def test_sips_aor_refuses_explicit_insecure_media_config(self) -> None:
+        """Issue 14 finding 11: run()/build_client with a sips: AOR and a MediaConfig that
+        explicitly allows plain RTP is a ValueError; left out, the calls are SRTP only."""
+        from voiptwisted.media.call import MediaConfig
+
+        aor = SipURI.parse("sips:alice@127.0.0.1:5061")
+        for policy in ("off", "optional"):
+            with self.assertRaises(ValueError) as raised:
+                build_client(aor, reactor=task.Clock(), keepalive=None,
+                             media_config=MediaConfig(srtp=policy))
+            self.assertIn("sips: requires SRTP", str(raised.exception))
+        build_client(aor, reactor=task.Clock(), keepalive=None, media_config=MediaConfig())
+        build_client(aor, reactor=task.Clock(), keepalive=None,
+                     media_config=MediaConfig(srtp="required"))

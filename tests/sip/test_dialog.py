@@ -69,11 +69,15 @@ def make_media_class() -> Any:
             type(self).created.append(self)
 
         @classmethod
-        def answer_offer(cls, config: Any, offer_sdp: bytes, local_host: str) -> FakeMedia:
+        def answer_offer(
+            cls, config: Any, offer_sdp: bytes, local_host: str, *, srtp: str | None = None
+        ) -> FakeMedia:
             if b"m=audio" not in offer_sdp:
                 raise FakeNegotiationFailed("no audio stream")
             if cls.refuse_secure and b"RTP/SAVP" in offer_sdp:
                 raise FakeNegotiationFailed("SRTP not supported")
+            if srtp == "required" and b"RTP/SAVP" not in offer_sdp:
+                raise FakeNegotiationFailed("SRTP required")
             return cls(ANSWER, None)
 
         @classmethod
@@ -971,6 +975,45 @@ class TimerTests(SynchronousTestCase):
         _, d, invite = self.dial()
         self.alice.dataReceived(respond_to(invite, 488))
         self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 488)
+
+    def test_sips_target_never_falls_back_to_rtp(self) -> None:
+        """Issue 14 finding 11: a sips: call is SRTP only, whatever the (default) policy:
+        a 488 to its SRTP offer ends the call, no RTP/AVP retry."""
+        _, d, invite = self.dial("sips:bob@example.com")
+        self.assertIn(b"RTP/SAVP", invite.body)
+        self.alice.dataReceived(respond_to(invite, 488))
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 488)
+        self.assertEqual([m for m in written(self.alice_t) if m.method == "INVITE"], [])
+
+    def test_sips_aor_never_falls_back_to_rtp(self) -> None:
+        """Issue 14 finding 11: the same for any call of a sips: AOR (the embedding API's
+        default policy used to retry RTP/AVP without a=crypto after a 488)."""
+        alice = make_protocol("sips:alice@example.com", self.clock, self.media)
+        transport = connect(alice, 5091)
+        d = Dialog(sip=alice).dial("sip:bob@example.com", session_class=FakeSession)
+        [invite] = written(transport)
+        alice.dataReceived(respond_to(invite, 488))
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 488)
+        self.assertEqual([m for m in written(transport) if m.method == "INVITE"], [])
+
+    def test_explicit_insecure_policy_with_sips_target_is_an_error(self) -> None:
+        """An explicit srtp="optional"/"off" for a sips: target is refused, not ignored."""
+        from voiptwisted.media.call import MediaConfig
+
+        for policy in ("optional", "off"):
+            self.alice.media_config = MediaConfig(srtp=policy)
+            with self.assertRaises(ValueError) as raised:
+                Dialog(sip=self.alice).dial("sips:bob@example.com", session_class=FakeSession)
+            self.assertIn("sips: requires SRTP", str(raised.exception))
+        self.assertEqual(written(self.alice_t), [])
+        self.assertEqual(self.alice.dialog_count, 0)
+
+    def test_inbound_sips_request_uri_answers_srtp_only(self) -> None:
+        """A caller that used a sips: Request-URI gets SRTP or 488, never plain RTP."""
+        self.bob.dataReceived(
+            invite_bytes().replace(b"INVITE sip:bob@127.0.0.1", b"INVITE sips:bob@127.0.0.1", 1)
+        )
+        self.assertEqual([m.status_code for m in written(self.bob_t)], [100, 180, 488])
 
     def test_cancel_waits_for_provisional(self) -> None:
         """RFC 3261 §9.1: no CANCEL before a provisional; then CANCEL with the INVITE's Via."""

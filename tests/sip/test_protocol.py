@@ -599,6 +599,34 @@ class ReconnectTests(SynchronousTestCase):
         self.successResultOf(done)
         self.assertEqual((second.dialog_count, second.pending_timer_count), (0, 0))
 
+    def test_adopted_call_bounded_by_rtp_timeout_drops_orphan_timer(self) -> None:
+        """Issue 17 item 2: adoption cancels the orphan timer only because the media's RTP
+        inactivity timeout (``bounded``) now ends the call if the far end is gone."""
+        self.media.created[0].bounded = True
+        second = self.factory.buildProtocol(None)
+        connect(second, 5071)
+        self.assertEqual(self.first.pending_timer_count, 0)
+        self.assertEqual(second.pending_timer_count, 0)
+
+    def test_adopted_call_without_rtp_timeout_keeps_orphan_timer(self) -> None:
+        """Issue 17: the orphan timer is never cancelled without a replacement.  With no
+        RTP timeout it moves to the new flow and, at the original deadline, the call
+        ends with a BYE there (it used to live for ever: 40 sockets 190 s later)."""
+        self.clock.advance(10)
+        second = self.factory.buildProtocol(None)
+        transport = connect(second, 5071)
+        self.assertEqual(self.first.pending_timer_count, 0)
+        self.assertEqual(second.pending_timer_count, 1)
+        self.clock.advance(self.dialog.orphan_timeout - 10 - 1)
+        self.assertEqual(written(transport), [])
+        self.clock.advance(1)
+        [bye] = written(transport)
+        self.assertEqual(bye.method, "BYE")
+        self.assertTrue(self.media.created[0].stopped)
+        self.assertEqual(self.callee.hangups, 1)
+        second.dataReceived(respond_to(bye, 200, to_tag=None))
+        self.assertEqual((second.dialog_count, second.pending_timer_count), (0, 0))
+
 
 class RunTests(SynchronousTestCase):
     def test_run_delegates_to_connect(self) -> None:

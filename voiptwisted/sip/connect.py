@@ -658,12 +658,22 @@ def build_client(
     to ``auth_realms`` (same username and password) and to the realms of
     ``realm_credentials`` (``{realm: (username, password)}``); qop-less MD5 only with
     ``allow_legacy_digest`` (see :class:`voiptwisted.sip.digest.Credentials`).
+
+    A ``sips:`` AOR with a ``media_config`` that explicitly sets ``srtp`` to "off" or
+    "optional" raises ValueError: its calls are SRTP only.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    from voiptwisted.media.call import srtp_policy
     from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+    # A sips: AOR takes SRTP only (issue 14 finding 11): refuse a contrary explicit policy.
+    srtp_policy(
+        getattr(media_config, "srtp", None), aor,
+        explicit=getattr(media_config, "srtp_explicit", False),
+    )
 
     instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
     endpoint = client_endpoint(

@@ -165,6 +165,8 @@ class Dialog:
         self._cancel_sent = False
         self._auth_tried = False
         self._insecure_tried = False
+        #: This call's SRTP policy ("required" whenever a sips: URI is involved).
+        self._srtp: str | None = None
         self._ack: Request | None = None
         # either
         self._bye_deferreds: list[Deferred[None]] = []
@@ -260,11 +262,19 @@ class Dialog:
         assert sip is not None
         media_class, config, host = sip.media_class, sip.media_config, sip.media_host
         stun = getattr(config, "stun_server", None) is not None
+        kwargs: dict[str, Any] = {}
+        configured = getattr(config, "srtp", None)
+        # A stricter policy for this call (sips:) is passed on when it changes the SDP:
+        # an answer, or an offer under "off" ("optional" already offers SRTP; only its
+        # plain-RTP retry differs, see _final_response).
+        if self._srtp not in (None, configured) and (offer is not None or configured == "off"):
+            kwargs["srtp"] = self._srtp
         if offer is not None:
             if stun and hasattr(media_class, "answer_offer_deferred"):
-                return media_class.answer_offer_deferred(config, offer, host)
-            return maybeDeferred(media_class.answer_offer, config, offer, host)
-        kwargs = {} if secure is None else {"secure": secure}
+                return media_class.answer_offer_deferred(config, offer, host, **kwargs)
+            return maybeDeferred(media_class.answer_offer, config, offer, host, **kwargs)
+        if secure is not None:
+            kwargs["secure"] = secure
         if stun and hasattr(media_class, "create_offer_deferred"):
             return media_class.create_offer_deferred(config, host, **kwargs)
         return maybeDeferred(media_class.create_offer, config, host, **kwargs)
@@ -288,6 +298,7 @@ class Dialog:
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
         self._late_offer = not self.invite_request.body
+        self._srtp = self._srtp_policy(self.invite_request.uri, explicit=False)
         d = self._new_media(None if self._late_offer else self.invite_request.body)
         d.addCallbacks(self._send_ok, self._answer_failed)
 
@@ -657,6 +668,7 @@ class Dialog:
         target = str(target)
         if not target.lower().startswith(("sip:", "sips:", "tel:")):
             raise InvalidURI(f"not a SIP, SIPS or tel URI: {target[:80]!r}")
+        self._srtp = self._srtp_policy(target, explicit=True)
         self.uac = sip.aor
         self.remote_contact = None
         self.local_party = CallerID(f"<{sip.aor.aor}>;tag={self.local_tag}")
@@ -762,7 +774,7 @@ class Dialog:
             and code in _SRTP_REFUSALS
             and not self._insecure_tried
             and self._offer_is_secure()
-            and getattr(self.sip.media_config, "srtp", "optional") == "optional"
+            and self._srtp == "optional"
         ):
             self._insecure_tried = True
             log.info(
@@ -776,6 +788,20 @@ class Dialog:
             )
             return
         self._dial_failed(Failure(CallFailed(code, response.phrase)))
+
+    def _srtp_policy(self, uri: Any, *, explicit: bool) -> str:
+        """SRTP policy of this call: the config's, "required" with a sips: URI (ours or
+        *uri*; issue 14 finding 11).  With *explicit*, a config that explicitly says
+        "off"/"optional" for a sips: call raises ValueError."""
+        from voiptwisted.media.call import srtp_policy
+
+        sip = self.sip
+        assert sip is not None
+        config = sip.media_config
+        return srtp_policy(
+            getattr(config, "srtp", None), uri, sip.aor,
+            explicit=explicit and getattr(config, "srtp_explicit", False),
+        )
 
     def _offer_is_secure(self) -> bool:
         sdp = getattr(self.media, "local_sdp", b"") or b""
@@ -1044,17 +1070,35 @@ class Dialog:
         )
 
     def adopt(self, sip: SessionInitiationProtocol) -> None:
-        """Move this call to the new flow *sip* (same UA, reconnected): BYE goes out there."""
-        old = self.sip
-        if old is not None:
-            old.timers.cancel(self._orphan_timer)
-            old.drop_dialog(self)
+        """Move this call to the new flow *sip* (same UA, reconnected): BYE goes out there.
+
+        The orphan timer is dropped only when the media's RTP inactivity timeout bounds
+        the call (issue 17 item 2); otherwise it moves to the new flow, so an adopted
+        call the far end can no longer reach still ends.
+        """
+        old, timer = self.sip, self._orphan_timer
         self._orphan_timer = None
+        if old is not None:
+            old.timers.cancel(timer)
+            old.drop_dialog(self)
         self.sip = sip
         sip.register_dialog(self)
+        if timer is not None and not getattr(self.media, "bounded", False):
+            remaining = max(0.0, timer.getTime() - sip.timers.clock.seconds())
+            self._orphan_timer = sip.timers.call_later(remaining, self._orphaned)
 
     def _orphaned(self) -> None:
         self._orphan_timer = None
+        if self.sip is not None and self.sip.transport is not None:
+            log.info(
+                "call {call_id}: adopted {t} s after its flow died and not bounded by an "
+                "RTP timeout, ending it",
+                call_id=self.call_id,
+                t=self.orphan_timeout,
+            )
+            self.bye()
+            self._call_app(self.hangup_received)
+            return
         log.info(
             "call {call_id}: no signalling flow for {t} s, ending it",
             call_id=self.call_id,
