@@ -667,7 +667,8 @@ def _is_rtp(proto: str) -> bool:
     return "RTP" in proto.split("/")
 
 
-def _direction_of(attributes: Iterable[Attribute]) -> str | None:
+def direction_of(attributes: Iterable[Attribute]) -> str | None:
+    """The direction attribute among *attributes* (RFC 4566 §6), or None if there is none."""
     found = None
     for attribute in attributes:
         if attribute.value is None and attribute.name in DIRECTIONS:
@@ -675,7 +676,7 @@ def _direction_of(attributes: Iterable[Attribute]) -> str | None:
     return found
 
 
-def _set_direction(attributes: list[Attribute], direction: str | None) -> None:
+def set_direction(attributes: list[Attribute], direction: str | None) -> None:
     """Replace the direction attribute in place (keeping its position), add or remove it."""
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -705,7 +706,7 @@ LayoutEntry = tuple[tuple[Any, ...], Any, str | None]
 Item = tuple[tuple[Any, ...], str, int, Any, str | None]
 
 
-def _list_keys(kind: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
+def list_keys(kind: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
     """Keys for list elements: equal values are told apart by their occurrence count."""
     seen: dict[Any, int] = {}
     keys = []
@@ -716,7 +717,8 @@ def _list_keys(kind: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
     return keys
 
 
-def _render(items: list[Item], layout: list[LayoutEntry] | None) -> list[str]:
+def render_layout(items: list[Item], layout: list[LayoutEntry] | None) -> list[str]:
+    """The lines of *items* in the order *layout* recorded at parse time (else item order)."""
     if layout is None:
         return [item[4] for item in items if item[4] is not None]
     by_key = {item[0]: item for item in items}
@@ -761,7 +763,7 @@ def _insert_position(out: list[tuple[str, int, str | None]], kind: str, rank: in
     return 0
 
 
-def _line_error(lineno: int, letter: str, value: str, error: Exception) -> SDPParseError:
+def line_error(lineno: int, letter: str, value: str, error: Exception) -> SDPParseError:
     """Wrap *error* with the line number, showing the line unless it may hold a secret."""
     if letter in ("a", "k"):
         return SDPParseError(f"line {lineno} ({letter}=...): {error}")
@@ -854,11 +856,11 @@ class MediaDescription(ByteSerializableObject):
         Use `SessionDescription.media_direction` for the effective direction
         (media level overrides session level; the default is ``sendrecv``).
         """
-        return _direction_of(self.attributes)
+        return direction_of(self.attributes)
 
     @direction.setter
     def direction(self, value: str | None) -> None:
-        _set_direction(self.attributes, value)
+        set_direction(self.attributes, value)
 
     @property
     def ptime(self) -> int | None:
@@ -910,7 +912,7 @@ class MediaDescription(ByteSerializableObject):
             items.append((("i",), "i", ranks["i"], self.title, f"i={self.title}"))
         if self.connection is not None:
             items.append((("c",), "c", ranks["c"], self.connection, f"c={self.connection}"))
-        for key, bw in zip(_list_keys("b", self.bandwidths), self.bandwidths, strict=True):
+        for key, bw in zip(list_keys("b", self.bandwidths), self.bandwidths, strict=True):
             items.append((key, "b", ranks["b"], bw, f"b={bw}"))
         if self.key is not None:
             items.append((("k",), "k", ranks["k"], self.key, f"k={self.key}"))
@@ -926,13 +928,13 @@ class MediaDescription(ByteSerializableObject):
             if f.fmtp is not None:
                 text = f"a=fmtp:{f.payload_type} {f.fmtp}"
                 items.append((("fmtp", f.payload_type), "rtpmap", ranks["rtpmap"], f.fmtp, text))
-        for key, attr in zip(_list_keys("a", self.attributes), self.attributes, strict=True):
+        for key, attr in zip(list_keys("a", self.attributes), self.attributes, strict=True):
             items.append((key, "a", ranks["a"], attr, f"a={attr}"))
         return items
 
     def _lines(self) -> list[str]:
         """The section's lines: in input order and text when parsed, else RFC 4566 order."""
-        return _render(self._items(), self._layout)
+        return render_layout(self._items(), self._layout)
 
     def __bytes__(self) -> bytes:
         return "\r\n".join(self._lines()).encode(ENCODING, _ERRORS)
@@ -947,7 +949,7 @@ class MediaDescription(ByteSerializableObject):
             if "\r" in line or "\x00" in line:
                 raise SDPParseError(f"line {lineno}: bare CR or NUL inside a line")
             if line or lineno < len(lines):
-                numbered.append((lineno, *_split_line(lineno, line)))
+                numbered.append((lineno, *split_line(lineno, line)))
         if not numbered or numbered[0][1] != "m":
             raise SDPParseError("a media description must start with an m= line")
         return cls._from_lines(numbered)
@@ -959,7 +961,7 @@ class MediaDescription(ByteSerializableObject):
         try:
             media = cls._parse_m_line(value)
         except SDPParseError as error:
-            raise _line_error(lineno, letter, value, error) from None
+            raise line_error(lineno, letter, value, error) from None
         by_pt: dict[int, RTPPayloadFormat] = {}
         for f in media.fmt:
             by_pt.setdefault(f.payload_type, f)
@@ -994,16 +996,16 @@ class MediaDescription(ByteSerializableObject):
                 elif letter in _SESSION_ONLY:
                     raise SDPParseError(f"{letter}= is not allowed in a media description")
                 else:
-                    raise SDPParseError(_unknown_letter(letter))
+                    raise SDPParseError(unknown_letter(letter))
             except SDPParseError as error:
-                raise _line_error(lineno, letter, value, error) from None
+                raise line_error(lineno, letter, value, error) from None
         layout: list[LayoutEntry] = [((kind,), snap, raw) for kind, snap, raw in entries[:1]]
         for pt, f in by_pt.items():
             if pt not in folded_rtpmap and f.encoding_name is not None:
                 layout.append(
                     (("rtpmap", pt), (f.encoding_name, f.sample_rate, f.channels), None)
                 )
-        layout.extend(_layout_entries(entries[1:]))
+        layout.extend(layout_entries(entries[1:]))
         media._layout = layout
         return media
 
@@ -1064,14 +1066,15 @@ class MediaDescription(ByteSerializableObject):
 _SESSION_ONLY = frozenset("vosuepzrt")
 
 
-def _unknown_letter(letter: str) -> str:
+def unknown_letter(letter: str) -> str:
+    """The note recorded for a line type the parser ignores (RFC 4566 §5)."""
     return (
         f"unknown line type {letter!r}: RFC 4566 §5 says a description with a type letter"
         " the parser does not understand must be ignored"
     )
 
 
-def _split_line(lineno: int, line: str) -> tuple[str, str]:
+def split_line(lineno: int, line: str) -> tuple[str, str]:
     """Split ``<type>=<value>`` (RFC 4566 §5: one letter, no spaces around ``=``)."""
     if len(line) >= 2 and line[1] == "=":
         return line[0], line[2:]
@@ -1082,7 +1085,7 @@ def _split_line(lineno: int, line: str) -> tuple[str, str]:
     )
 
 
-def _layout_entries(entries: Iterable[tuple[str, Any, str | None]]) -> list[LayoutEntry]:
+def layout_entries(entries: Iterable[tuple[str, Any, str | None]]) -> list[LayoutEntry]:
     """Turn ``(kind, value, raw)`` in input order into layout entries with render keys.
 
     List kinds (a b e p t) are keyed by value and occurrence; ``rtpmap:<pt>`` and
