@@ -347,6 +347,42 @@ class StopTests(ServiceTestCase):
         self.assertIn(480, codes)
 
 
+class CallLogTests(ServiceTestCase):
+    def call_logs(self, **kwargs: Any) -> list[str]:
+        """The formatted log lines of one answered call the caller hangs up after 12 s."""
+        from twisted.logger import formatEvent
+
+        service = self.service(**kwargs)
+        service.startService()
+        with capturedLogs() as events:
+            protocol, transport = self.connect_caller(service)
+            protocol.dataReceived(invite("logged@test", "z9hG4bKlog"))
+            ok = [m for m in written(transport) if getattr(m, "status_code", 0) == 200][-1]
+            protocol.dataReceived(ack_for(ok))
+            self.reactor.advance(12)
+            bye = ack_for(ok).replace(b"ACK sip", b"BYE sip").replace(b"1 ACK", b"2 BYE")
+            protocol.dataReceived(bye.replace(b"z9hG4bKack1", b"z9hG4bKbye1"))
+            self.assertIn(200, [m.status_code for m in written(transport)])
+        return [formatEvent(e) for e in events]
+
+    def test_one_call_is_three_masked_lines(self) -> None:
+        """Issue 13: caller masked (CallerID repr) in info lines; a call is "from",
+        "answered" and "ended" with its duration and who ended it."""
+        lines = self.call_logs()
+        text = "\n".join(lines)
+        self.assertNotIn("alice@example.com", text)
+        self.assertIn("call logged@test from *lice@example.com: answering with EchoSession", text)
+        self.assertIn("call logged@test answered", text)
+        self.assertIn("call logged@test ended after 12.0 s, by the caller", text)
+        self.assertEqual(len([line for line in lines if "logged@test" in line]), 3, lines)
+
+    def test_trace_sip_shows_the_full_caller(self) -> None:
+        lines = self.call_logs(trace_sip=True)
+        self.assertTrue(
+            any("from <sip:alice@example.com>;tag=alicetag: answering" in line for line in lines)
+        )
+
+
 class MaxCallsTests(ServiceTestCase):
     def test_max_calls_over_all_flows(self) -> None:
         """--max-calls counts calls over every flow: the second caller's call gets 486."""

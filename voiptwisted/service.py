@@ -593,14 +593,18 @@ class VoIPService(MultiService):
         return self.client.registration.when_registered().addCallback(dial)
 
     def _dial(self) -> None:
+        from voiptwisted.apps import shown_party
+
+        target = shown_party(str(self.config.dial), full=self.config.trace_sip)
+
         def on_answer(dialog: Any) -> defer.Deferred[int]:
-            log.info("call to {target} answered", target=self.config.dial)
+            log.info("call to {target} answered", target=target)
             return dialog.when_ended().addCallback(lambda _: 0)
 
         def on_failure(failure: Any) -> int:
             log.error(
                 "call to {target} failed: {why}",
-                target=self.config.dial,
+                target=target,
                 why=failure.getErrorMessage(),
             )
             return 1

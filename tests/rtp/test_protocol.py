@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from typing import Any
 
 import numpy as np
 from twisted.internet import reactor, task
@@ -465,6 +466,25 @@ class PortTests(unittest.TestCase):
         with self.assertRaises(CannotListenError):
             allocator.bind(reactor, other, "127.0.0.1")
         proto.stop()
+
+    def test_call_sockets_are_not_noisy(self) -> Any:
+        """Issue 13: a call's RTP and RTCP protocols log no "Starting/Stopping protocol"."""
+        from twisted.internet import defer
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        PortAllocator((45000, 45100), multiplex=False).bind(reactor, proto, "127.0.0.1")
+        stopped = [defer.maybeDeferred(port.stopListening) for port in proto.ports]
+
+        def check(_: object) -> None:
+            text = [formatEvent(e) for e in events]
+            self.assertFalse([t for t in text if "Starting protocol" in t], text)
+            self.assertFalse([t for t in text if "Stopping protocol" in t], text)
+
+        return defer.gatherResults(stopped).addCallback(check)
 
     def test_ipv6(self) -> None:
         """IPv6 sockets work the same way (::1)."""
