@@ -240,8 +240,7 @@ class _Listener(Service):
             return
         d = endpoint.listen(self.factory)
         d.addCallbacks(
-            self._done,
-            lambda f: self._done(Failure(ListenFailed(self.address, f.getErrorMessage()))),
+            self._done, lambda f: self._done(Failure(ListenFailed(self.address, _why(f))))
         )
 
     def _done(self, result: Any) -> None:
@@ -283,6 +282,17 @@ class _Listener(Service):
 
 #: A listener's outcome while ``endpoint.listen`` has not fired yet.
 _PENDING = object()
+
+
+def _why(failure: Failure) -> str:
+    """Why listening failed, in a few words ("Address already in use", not Twisted's
+    sentence that repeats the address)."""
+    from twisted.internet.error import CannotListenError
+
+    if failure.check(CannotListenError):
+        error = failure.value.socketError
+        return str(getattr(error, "strerror", None) or error)
+    return failure.getErrorMessage()
 
 
 class VoIPService(MultiService):
