@@ -467,6 +467,19 @@ class PortTests(unittest.TestCase):
             allocator.bind(reactor, other, "127.0.0.1")
         proto.stop()
 
+    def test_clock_is_injected_never_the_global_reactor(self) -> None:
+        """Issue 13: RTP and STUN take their clock from the caller (the service's reactor,
+        passed down through MediaConfig); none falls back to the global reactor."""
+        from voiptwisted.rtp.stun import StunClient, StunProtocol
+
+        with self.assertRaises(TypeError):
+            RealtimeTransportProtocol()  # type: ignore[call-arg]
+        with self.assertRaises(TypeError):
+            StunClient(lambda data, addr: None)  # type: ignore[call-arg]
+        with self.assertRaises(TypeError):
+            StunProtocol()  # type: ignore[call-arg]
+        self.assertFalse(StunProtocol.noisy)
+
     def test_call_sockets_are_not_noisy(self) -> Any:
         """Issue 13: a call's RTP and RTCP protocols log no "Starting/Stopping protocol"."""
         from twisted.internet import defer
