@@ -115,9 +115,8 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, description: str) -> None:
-        """Server endpoint for direct calls: tcp:5060, or tls:5061 (self-signed
-        certificate unless privateKey=/certKey= are given).  Repeat it to listen on
-        several; each is checked now and bound at start."""
+        """Server endpoint for direct calls (tcp:5060, tls:5061 self-signed); repeatable."""
+        # Checked here, bound at start; tls: without privateKey= uses the embedded certificate.
         try:
             check_listen_description(description)
         except ValueError as e:
