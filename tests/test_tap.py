@@ -174,7 +174,7 @@ class ListenOptionTests(unittest.SynchronousTestCase):
         self.assertUsage("--listen 'bogus:1'", "--listen", "tcp:5060", "--listen", "bogus:1")
 
     def test_listed_in_help(self) -> None:
-        self.assertRegex(str(Options()), r"--listen=\s+Server endpoint [^-]*repeatable")
+        self.assertRegex(str(Options()), r"(?s)--listen=\s+Server endpoint.*?repeatable")
 
     def test_check_writes_nothing(self) -> None:
         """A TLS listen without a key is checked without creating the embedded certificate."""
