@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
+from typing import Any
 
 from twisted.python import usage
 from twisted.trial import unittest
@@ -104,7 +105,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.rtp_ports, (20000, 20100))
         self.assertEqual(config.max_calls, 3)
         self.assertEqual(config.dialog_class.__name__, "RejectDialog")
-        self.assertEqual(config.listen, "tcp:5060")
+        self.assertEqual(config.listen, ("tcp:5060",))
         self.assertTrue(config.trace_sip)
         self.assertFalse(config.verify_tls)
         self.assertEqual(config.dial.user, "bob")
@@ -172,3 +173,112 @@ class OptionsTests(unittest.SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             parse("--aor", "sip:alice:hunter2@[::1")
         self.assertNotIn("hunter2", str(caught.exception))
+
+
+class ListenOptionTests(unittest.SynchronousTestCase):
+    """Issue 13: --listen is repeatable and each value is checked before anything starts."""
+
+    def setUp(self) -> None:
+        self.state = pathlib.Path(tempfile.mkdtemp())
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.state, ignore_errors=True))
+
+    def assertUsage(self, fragment: str, *argv: str) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--state-dir", str(self.state), *argv)
+        self.assertIn(fragment, str(caught.exception))
+
+    def test_repeatable(self) -> None:
+        config = parse(
+            "--listen", "tcp:5060:interface=127.0.0.1", "--listen", "tls:5061:interface=127.0.0.1"
+        ).config
+        self.assertEqual(
+            config.listen, ("tcp:5060:interface=127.0.0.1", "tls:5061:interface=127.0.0.1")
+        )
+
+    def test_each_value_checked(self) -> None:
+        """Unknown endpoint type, bad port, unknown argument, missing key file: usage errors
+        naming --listen and the value (issue 13: not a runtime log after start)."""
+        self.assertUsage("--listen 'bogus:1'", "--listen", "bogus:1")
+        self.assertUsage("--listen 'tcp:fivethousand'", "--listen", "tcp:fivethousand")
+        self.assertUsage("--listen 'tls:soon'", "--listen", "tls:soon")
+        self.assertUsage("--listen 'tcp:5060:colour=blue'", "--listen", "tcp:5060:colour=blue")
+        missing_key = "ssl:5061:privateKey=/nonexistent/key.pem"
+        self.assertUsage("/nonexistent/key.pem", "--listen", missing_key)
+        self.assertUsage("--listen 'bogus:1'", "--listen", "tcp:5060", "--listen", "bogus:1")
+
+    def test_listed_in_help(self) -> None:
+        self.assertRegex(str(Options()), r"(?s)--listen=\s+Server endpoint.*?repeatable")
+
+    def test_check_writes_nothing(self) -> None:
+        """A TLS listen without a key is checked without creating the embedded certificate."""
+        state = self.state / "state"
+        parse("--state-dir", str(state), "--listen", "tls:5071:interface=127.0.0.1")
+        self.assertFalse(state.exists())
+
+
+class VersionTests(unittest.SynchronousTestCase):
+    def test_version_is_voiptwisted(self) -> None:
+        """``twistd voip --version`` prints voiptwisted's version, not only Twisted's."""
+        import contextlib
+        import io
+
+        import voiptwisted
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit) as exited:
+            parse("--version")
+        self.assertEqual(exited.exception.code, 0)
+        self.assertTrue(out.getvalue().startswith(f"voiptwisted {voiptwisted.__version__} "))
+
+
+def run_hooks(reactor: Any) -> None:
+    """What ``reactor.run()`` does first (MemoryReactor's run() also stops at once)."""
+    reactor.running = True
+    for f, args, kwargs in reactor.whenRunningHooks:
+        f(*args, **kwargs)
+
+
+class ExitHookTests(unittest.SynchronousTestCase):
+    """Issue 13: only the plugin stops the reactor and decides the exit status."""
+
+    def service(self, reactor: object, **kwargs: object) -> object:
+        from voiptwisted.service import ServiceConfig, VoIPService
+
+        state = pathlib.Path(tempfile.mkdtemp())
+        self.addCleanup(lambda: __import__("shutil").rmtree(state, ignore_errors=True))
+        return VoIPService(ServiceConfig(state_dir=state, **kwargs), reactor=reactor)
+
+    def test_start_failure_stops_reactor_once_running_exit_1(self) -> None:
+        from twisted.internet.error import CannotListenError
+        from twisted.internet.testing import MemoryReactorClock
+
+        from voiptwisted.tap import _exit_with, exit_when_finished
+
+        class Busy(MemoryReactorClock):
+            def listenTCP(self, port: int, *args: object, **kwargs: object) -> object:
+                raise CannotListenError("127.0.0.1", port, OSError(98, "Address already in use"))
+
+        reactor = Busy()
+        service = self.service(reactor, listen="tcp:5060:interface=127.0.0.1")
+        registered: list[tuple[object, int]] = []
+        exit_when_finished(service, reactor, at_exit=lambda f, s: registered.append((f, s)))
+        service.privilegedStartService()  # twistd: before the reactor runs
+        service.startService()
+        self.assertEqual(registered, [(_exit_with, 1)])
+        self.assertFalse(reactor.hasStopped)
+        run_hooks(reactor)  # the reactor starts running
+        self.assertTrue(reactor.hasStopped)
+
+    def test_answering_service_is_left_running(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from voiptwisted.tap import exit_when_finished
+
+        reactor = MemoryReactorClock()
+        service = self.service(reactor, listen="tcp:5060:interface=127.0.0.1")
+        registered: list[object] = []
+        exit_when_finished(service, reactor, at_exit=lambda f, s: registered.append(s))
+        service.startService()
+        run_hooks(reactor)
+        self.assertFalse(reactor.hasStopped)
+        self.assertEqual(registered, [])

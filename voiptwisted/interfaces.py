@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
+__all__ = ["IDialog", "ISession"]
+
 
 class IDialog(Interface):
     """A SIP dialog (RFC 3261 §12): one call between us and a remote party.
@@ -39,7 +41,7 @@ class IDialog(Interface):
         Optional; idempotent once the call is answered or rejected.
         """
 
-    def answer(session_class: type, **session_kwargs: object) -> None:
+    def answer(*, session_class: type, **session_kwargs: object) -> None:
         """Accept the pending inbound INVITE and start its media.
 
         Negotiates the SDP answer (RFC 3264) from the INVITE's offer, opens the
@@ -59,7 +61,7 @@ class IDialog(Interface):
         has timed out (64*T1); the dialog is gone either way.
         """
 
-    def dial(target: str, session_class: type, **session_kwargs: object) -> object:
+    def dial(target: str, *, session_class: type, **session_kwargs: object) -> object:
         """Place an outbound call to *target* (a SIP/SIPS URI string or SipURI).
 
         Returns a Deferred that fires with this dialog once the call is

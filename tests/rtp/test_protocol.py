@@ -6,6 +6,7 @@ import itertools
 import os
 import socket
 import struct
+from typing import Any
 
 import numpy as np
 from twisted.internet import reactor, task
@@ -641,6 +642,38 @@ class PortTests(unittest.TestCase):
             allocator.bind(Busy(), proto, "127.0.0.1")
         self.assertEqual(len(tried), 16)
         self.assertEqual(len(set(tried)), 16)
+
+    def test_clock_is_injected_never_the_global_reactor(self) -> None:
+        """Issue 13: RTP and STUN take their clock from the caller (the service's reactor,
+        passed down through MediaConfig); none falls back to the global reactor."""
+        from voiptwisted.rtp.stun import StunClient, StunProtocol
+
+        with self.assertRaises(TypeError):
+            RealtimeTransportProtocol()  # type: ignore[call-arg]
+        with self.assertRaises(TypeError):
+            StunClient(lambda data, addr: None)  # type: ignore[call-arg]
+        with self.assertRaises(TypeError):
+            StunProtocol()  # type: ignore[call-arg]
+        self.assertFalse(StunProtocol.noisy)
+
+    def test_call_sockets_are_not_noisy(self) -> Any:
+        """Issue 13: a call's RTP and RTCP protocols log no "Starting/Stopping protocol"."""
+        from twisted.internet import defer
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        PortAllocator((45000, 45100), multiplex=False).bind(reactor, proto, "127.0.0.1")
+        stopped = [defer.maybeDeferred(port.stopListening) for port in proto.ports]
+
+        def check(_: object) -> None:
+            text = [formatEvent(e) for e in events]
+            self.assertFalse([t for t in text if "Starting protocol" in t], text)
+            self.assertFalse([t for t in text if "Stopping protocol" in t], text)
+
+        return defer.gatherResults(stopped).addCallback(check)
 
     def test_ipv6(self) -> None:
         """IPv6 sockets work the same way (::1)."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import udp
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IReadDescriptor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -140,6 +140,8 @@ def _is_ip(host: str) -> bool:
 
 class _RTCPProtocol(DatagramProtocol):
     """The RTCP socket (port+1) of a call; hands datagrams to its RTP protocol."""
+
+    noisy = False  # one per call: "Starting/Stopping protocol" would drown the call's lines
 
     def __init__(self, owner: RealtimeTransportProtocol) -> None:
         self.owner = owner
@@ -299,17 +301,16 @@ class RealtimeTransportProtocol(DatagramProtocol):
     """
 
     log = Logger()
+    noisy = False  # one per call: "Starting/Stopping protocol" would drown the call's lines
 
     def __init__(
-        self, *, clock: Any = None, pacer: Any = None, stun_server: Any = None,
+        self, *, clock: IReactorTime, pacer: Any = None, stun_server: Any = None,
         probation: int = PROBATION, relatch_after: float = RELATCH_AFTER,
     ) -> None:
         """*probation* and *relatch_after* tune source validation (:class:`SourceLatch`)."""
         from voiptwisted.media.jitter import JitterBuffer
 
         _load_numpy()
-        if clock is None:
-            from twisted.internet import reactor as clock
         if pacer is None:
             from voiptwisted.media.pacer import default_pacer
 
