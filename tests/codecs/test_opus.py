@@ -66,8 +66,9 @@ class OpusAudioTests(SynchronousTestCase):
         self.assertGreater(band_fraction(decoded, 48000, 5800, 6200), 0.9)
         self.assertGreater(np.abs(decoded).max(), 4000)
 
-    def test_rfc7587_6_1_maxplaybackrate_8000_narrows_the_encoded_band(self) -> None:
-        decoded = round_trip(tone(48000, 6000), OpusSettings(max_playback_rate=8000))[4800:]
+    def test_rfc7587_6_1_peer_maxplaybackrate_8000_narrows_the_encoded_band(self) -> None:
+        settings = OpusSettings().for_peer(parse_fmtp("maxplaybackrate=8000"))
+        decoded = round_trip(tone(48000, 6000), settings)[4800:]
         self.assertLess(np.abs(decoded).max(), 400)
 
     def test_rfc7587_3_3_stereo_packet_decodes_to_mono(self) -> None:
@@ -156,7 +157,8 @@ class OpusFmtpTests(SynchronousTestCase):
         peer = ours.for_peer(
             parse_fmtp("maxplaybackrate=16000; maxaveragebitrate=20000; useinbandfec=1")
         )
-        self.assertEqual(peer.max_playback_rate, 16000)
+        self.assertEqual(peer.max_capture_rate, 16000)
+        self.assertEqual(peer.max_playback_rate, 48000)  # what we can play is ours to say
         self.assertEqual(peer.bitrate, 20000)
         self.assertTrue(peer.inband_fec)
 
@@ -172,7 +174,7 @@ class OpusFmtpTests(SynchronousTestCase):
             "maxplaybackrate=4000; maxaveragebitrate=1e6",
         ):
             peer = ours.for_peer(parse_fmtp(text))
-            self.assertEqual((peer.max_playback_rate, peer.bitrate), (48000, ours.bitrate))
+            self.assertEqual((peer.max_capture_rate, peer.bitrate), (48000, ours.bitrate))
 
     def test_settings_are_validated(self) -> None:
         for bad in (

@@ -72,12 +72,14 @@ class _Opus:
 class OpusSettings:
     """What our Opus encoder does and what we announce in SDP (RFC 7587 §6.1).
 
-    ``max_playback_rate`` caps the audio bandwidth we encode (the peer's ``maxplaybackrate``
-    says what it can play); ``inband_fec`` adds SILK's low-bit-rate copy of each frame to the
-    next packet, worth it only when the receiver uses it (its ``useinbandfec=1``), and
-    ``packet_loss_percent`` is the loss the encoder expects, which sets how much rate the FEC
-    takes.  ``complexity`` (0..10) trades CPU for quality: libopus's default 10 costs about
-    twice the CPU of 5 per frame, and a server encodes one stream per call.
+    ``max_playback_rate`` is the widest audio we can play (announced as ``maxplaybackrate``);
+    ``max_capture_rate`` caps the audio band we encode (announced as ``sprop-maxcapturerate``,
+    lowered to a peer's ``maxplaybackrate`` by ``for_peer``); ``inband_fec`` adds SILK's
+    low-bit-rate copy of each frame to the next packet, worth it only when the receiver uses it
+    (its ``useinbandfec=1``), and ``packet_loss_percent`` is the loss the encoder expects,
+    which sets how much rate the FEC takes.  ``complexity`` (0..10) trades CPU for quality:
+    libopus's default 10 costs about twice the CPU of 5 per frame, and a server encodes one
+    stream per call.
     """
 
     bitrate: int = 32000
@@ -116,7 +118,8 @@ class OpusSettings:
     def for_peer(self, peer_fmtp: Mapping[str, str]) -> OpusSettings:
         """These settings adjusted to a peer's fmtp (as ``parse_fmtp`` returns it).
 
-        RFC 7587 §6.1: ``maxplaybackrate`` lowers the bandwidth we encode, ``maxaveragebitrate``
+        RFC 7587 §6.1: ``maxplaybackrate`` lowers the band we encode (our capture rate),
+        ``maxaveragebitrate``
         caps our bitrate, and FEC is sent only when the peer says ``useinbandfec=1`` (absent
         means 0).  ``stereo`` needs nothing: we send mono, which any Opus receiver plays.
         Values that are not numbers in range are ignored, as if absent.
@@ -125,7 +128,7 @@ class OpusSettings:
         bitrate_cap = _bounded_int(peer_fmtp.get("maxaveragebitrate"), 6000, 510000)
         return replace(
             self,
-            max_playback_rate=min(self.max_playback_rate, playback or 48000),
+            max_capture_rate=min(self.max_capture_rate, playback or 48000),
             bitrate=min(self.bitrate, bitrate_cap or self.bitrate),
             inband_fec=self.inband_fec and peer_fmtp.get("useinbandfec") == "1",
         )
@@ -165,7 +168,7 @@ class OpusEncoder(_Opus):
         self._opus.complexity = self.settings.complexity
         self._opus.inband_fec = int(self.settings.inband_fec)
         self._opus.packet_loss_perc = self.settings.packet_loss_percent
-        self._opus.max_bandwidth = _bandwidth_for(self.settings.max_playback_rate)
+        self._opus.max_bandwidth = _bandwidth_for(self.settings.max_capture_rate)
         self._pcm = (ctypes.c_int16 * self.frame_samples)()
         self._pcm_view = np.frombuffer(self._pcm, dtype=np.int16)
         self._out = ctypes.create_string_buffer(_MAX_PACKET)
@@ -183,9 +186,9 @@ class OpusEncoder(_Opus):
         return ctypes.string_at(self._out, size)
 
 
-def _bandwidth_for(max_playback_rate: int) -> int:
+def _bandwidth_for(max_rate: int) -> int:
     for rate, bandwidth in _BANDWIDTHS:
-        if max_playback_rate <= rate:
+        if max_rate <= rate:
             return bandwidth
     return opuslib_next.constants.BANDWIDTH_FULLBAND
 
