@@ -176,20 +176,19 @@ class IUserAgent(Interface):
         """Our Contact value, in its ``sips:`` form when any of *uris* is a SIPS URI
         (RFC 3261 §8.1.1.8, §12.1.1)."""
 
-    def start_client_transaction(
-        request: object, on_provisional: object = None, new_branch: bool = True
-    ) -> object:
+    def start_client_transaction(request: object) -> object:
         """Send *request* in a new client transaction (RFC 3261 §17.1) and return it.
 
-        The core adds Via (with a new branch unless *new_branch* is False, as
-        for CANCEL, §9.1) and Max-Forwards.  The transaction's ``deferred``
-        fires with the final response, or fails on timeout or a dead flow.
+        The core adds Via (with a new branch unless the keyword ``new_branch``
+        is False, as for CANCEL, §9.1) and Max-Forwards; the keyword
+        ``on_provisional`` is called with each 1xx.  The transaction's
+        ``deferred`` fires with the final response, or fails on timeout or
+        when the flow is gone.
         """
 
-    def send_request(
-        request: object, provisional_callback: object = None, new_branch: bool = True
-    ) -> object:
-        """:meth:`start_client_transaction`, returning only its Deferred final response."""
+    def send_request(request: object) -> object:
+        """:meth:`start_client_transaction`, returning only its Deferred final response
+        (keywords ``provisional_callback`` and ``new_branch``)."""
 
     def send_stateless(request: object) -> None:
         """Send a request outside any transaction (the ACK for a 2xx, §13.2.2.4): new Via."""
