@@ -110,6 +110,21 @@ class SessionInitiationProtocol(Protocol):
 
     registration: Any = None
     keepalive: Any = None
+    #: Class-level settings of subclasses handed to each new core (see __init_subclass__).
+    _core_defaults: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Keep the reference's ``class MySession(SessionInitiationProtocol): dialog_class =
+        MyDialog`` (and ``dialog_limit = n``) working: such class attributes become the
+        defaults of each instance's core, and the delegating properties stay in place."""
+        super().__init_subclass__(**kwargs)
+        defaults = dict(cls._core_defaults)
+        for name in ("dialog_class", "dialog_limit"):
+            value = cls.__dict__.get(name)
+            if value is not None and not isinstance(value, property):
+                defaults[name] = value
+                delattr(cls, name)
+        cls._core_defaults = defaults
 
     def __init__(
         self,
@@ -128,10 +143,8 @@ class SessionInitiationProtocol(Protocol):
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
-        inherited = getattr(type(self), "dialog_class", None)
-        if dialog_class is None and isinstance(inherited, type):
-            # a subclass's ``dialog_class = MyDialog`` class attribute
-            dialog_class = inherited
+        if dialog_class is None:
+            dialog_class = self._core_defaults.get("dialog_class")
         self.core = UserAgentCore(
             aor=aor,
             send=self._write,
@@ -144,6 +157,8 @@ class SessionInitiationProtocol(Protocol):
             outbound_proxy=outbound_proxy,
             agent=self,
         )
+        if "dialog_limit" in self._core_defaults:
+            self.core.dialog_limit = self._core_defaults["dialog_limit"]
         self.instance_id = instance_id
         if isinstance(keepalive_interval, timedelta):
             keepalive_interval = keepalive_interval.total_seconds()
