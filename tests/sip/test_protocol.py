@@ -550,6 +550,26 @@ class TraceTests(SynchronousTestCase):
         self.assertIn(b"Authorization: <redacted>\r\n", out)
         self.assertIn(b"inline:<redacted>|2^20|1:4", out)
 
+    def test_redact_is_linear(self) -> None:
+        """A frame full of ``a=crypto:`` without ``inline:`` costs about what any frame of
+        its size does: the old lazy ``a=crypto:[^\\r\\n]*?inline:`` pattern rescanned the
+        rest of the line from every occurrence (quadratic: seconds for 72 kB with trace on).
+        Compared with a frame of real crypto lines of the same length, with a huge margin."""
+        import time
+
+        def cost(data: bytes) -> float:
+            runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                redact(data)
+                runs.append(time.perf_counter() - start)
+            return min(runs)
+
+        adversarial = b"a=crypto:" * 8000
+        line = b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:S3CRETKEY|2^20|1:4\r\n"
+        baseline = cost(line * (len(adversarial) // len(line)))
+        self.assertLess(cost(adversarial), 20 * baseline)
+
     def test_trace_logs_redacted_messages(self) -> None:
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)

@@ -62,7 +62,9 @@ log = Logger()
 _ORPHANS: weakref.WeakKeyDictionary[Any, list[Dialog]] = weakref.WeakKeyDictionary()
 
 _AUTH_RE = re.compile(rb"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*")
-_CRYPTO_RE = re.compile(rb"(?i)(a=crypto:[^\r\n]*?inline:)[^\s|]+")
+#: Every SDES ``inline:`` key, wherever it stands: a literal prefix, so the scan is linear
+#: (a lazy ``a=crypto:...?inline:`` rescanned each line from every ``a=crypto:``).
+_CRYPTO_RE = re.compile(rb"(?i)(inline:)[^\s|]+")
 
 
 def redact(data: bytes) -> bytes:
