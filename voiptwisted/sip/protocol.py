@@ -20,7 +20,7 @@ import re
 import weakref
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred
@@ -58,6 +58,8 @@ __all__ = [
 
 log = Logger()
 
+T = TypeVar("T")
+
 #: Established calls whose flow died, per factory, until the next flow of that factory adopts them.
 _ORPHANS: weakref.WeakKeyDictionary[Any, list[Dialog]] = weakref.WeakKeyDictionary()
 
@@ -77,16 +79,27 @@ def redact(data: bytes) -> bytes:
     return _CRYPTO_RE.sub(rb"\1<redacted>", data)
 
 
-def _to_core(name: str, doc: str) -> Any:
-    """A read-write property of the adapter that is the core's attribute *name*."""
+class _CoreAttribute(Generic[T]):
+    """An attribute of the adapter that reads and writes the same-named one of its core."""
 
-    def get(self: SessionInitiationProtocol) -> Any:
-        return getattr(self.core, name)
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self.name = ""
 
-    def set_(self: SessionInitiationProtocol, value: Any) -> None:
-        setattr(self.core, name, value)
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
-    return property(get, set_, doc=doc)
+    @overload
+    def __get__(self, instance: None, owner: type) -> _CoreAttribute[T]: ...
+    @overload
+    def __get__(self, instance: SessionInitiationProtocol, owner: type) -> T: ...
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is None:
+            return self
+        return getattr(instance.core, self.name)
+
+    def __set__(self, instance: SessionInitiationProtocol, value: T) -> None:
+        setattr(instance.core, self.name, value)
 
 
 @implementer(interfaces.IHandshakeListener, IUserAgent)
@@ -118,12 +131,12 @@ class SessionInitiationProtocol(Protocol):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Keep the reference's ``class MySession(SessionInitiationProtocol): dialog_class =
         MyDialog`` (and ``dialog_limit = n``) working: such class attributes become the
-        defaults of each instance's core, and the delegating properties stay in place."""
+        defaults of each instance's core, and the attributes delegating to it stay in place."""
         super().__init_subclass__(**kwargs)
         defaults = dict(cls._core_defaults)
         for name in ("dialog_class", "dialog_limit"):
             value = cls.__dict__.get(name)
-            if value is not None and not isinstance(value, property):
+            if value is not None and not isinstance(value, _CoreAttribute):
                 defaults[name] = value
                 delattr(cls, name)
         cls._core_defaults = defaults
@@ -174,23 +187,32 @@ class SessionInitiationProtocol(Protocol):
 
     # -- the core's state, as attributes of the protocol (IUserAgent and monitoring) --------
 
-    aor = _to_core("aor", "Our address of record (SipURI).")
-    clock = _to_core("clock", "The injected IReactorTime.")
-    credentials = _to_core("credentials", "The digest Credentials (realm-bound), or None.")
-    dialog_class = _to_core("dialog_class", "The Dialog subclass new inbound calls get.")
-    dialog_limit = _to_core(
-        "dialog_limit",
+    aor: _CoreAttribute[SipURI] = _CoreAttribute("Our address of record.")
+    clock: _CoreAttribute[interfaces.IReactorTime] = _CoreAttribute("The injected clock.")
+    credentials: _CoreAttribute[Credentials | None] = _CoreAttribute(
+        "The digest Credentials answering 401/407 for the realms they allow, or None."
+    )
+    dialog_class: _CoreAttribute[type[Dialog]] = _CoreAttribute(
+        "The Dialog subclass new inbound calls get."
+    )
+    dialog_limit: _CoreAttribute[int] = _CoreAttribute(
         "Calls one flow may hold, whatever ``max_calls`` says: an INVITE flood gets 503"
-        " instead of growing the dialog and transaction tables without bound.",
+        " instead of growing the dialog and transaction tables without bound."
     )
-    max_calls = _to_core("max_calls", "Calls beyond this get 486 (None: no limit).")
-    outbound_proxy = _to_core("outbound_proxy", "Route value for our out-of-dialog requests.")
-    public_address = _to_core(
-        "public_address", "Our address as the registrar saw it (RFC 3581), or None."
+    max_calls: _CoreAttribute[int | None] = _CoreAttribute(
+        "Calls beyond this get 486 (None: no limit)."
     )
-    is_secure = _to_core("is_secure", "Whether the flow is TLS.")
-    media_class = _to_core("media_class", "The CallMedia implementation (a seam for tests).")
-    media_config = _to_core("media_config", "The MediaConfig for calls.")
+    outbound_proxy: _CoreAttribute[str | None] = _CoreAttribute(
+        "A Route value for our out-of-dialog requests, or None."
+    )
+    public_address: _CoreAttribute[NetworkAddress | None] = _CoreAttribute(
+        "Our address as the registrar saw it (RFC 3581), or None."
+    )
+    is_secure: _CoreAttribute[bool] = _CoreAttribute("Whether the flow is TLS.")
+    media_class: _CoreAttribute[Any] = _CoreAttribute(
+        "The CallMedia implementation (a seam for tests)."
+    )
+    media_config: _CoreAttribute[Any] = _CoreAttribute("The MediaConfig for calls.")
 
     @property
     def timers(self) -> Timers:
