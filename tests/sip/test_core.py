@@ -91,6 +91,16 @@ class SeamTests(CoreTestCase):
         [dialog] = self.callee.instances
         self.assertIs(dialog.sip, self.core)
 
+    def test_protocol_stands_in_for_the_core(self) -> None:
+        """The stream adapter provides the same seam by delegating, so ``Dialog(sip=protocol)``
+        keeps working; dialogs it creates get the protocol as ``sip``."""
+        from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+        proto = SessionInitiationProtocol(aor="sip:bob@example.com", clock=self.clock)
+        self.assertTrue(verifyObject(IUserAgent, proto))
+        self.assertIs(proto.core.agent, proto)
+        self.assertFalse(proto.is_connected)
+
     def test_import_loads_no_reactor(self) -> None:
         """The core is sans-I/O: importing it installs no reactor (time comes from the clock)."""
         code = "import sys, voiptwisted.sip.core; print('twisted.internet.reactor' in sys.modules)"
