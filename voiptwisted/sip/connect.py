@@ -54,6 +54,7 @@ from zope.interface import implementer
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.keepalive import FlowKeepalive
 from voiptwisted.sip.locate import ServerLocator, dns_server_resolver, with_name_resolver
+from voiptwisted.sip.protocol import SessionInitiationProtocol
 from voiptwisted.sip.registration import Registration, RegistrationFailed, normalize_instance_id
 from voiptwisted.sip.uri import SipURI
 
@@ -667,7 +668,6 @@ def build_client(
 
         reactor = default_reactor
     from voiptwisted.media.call import srtp_policy
-    from voiptwisted.sip.protocol import SessionInitiationProtocol
 
     # A sips: AOR takes SRTP only (issue 14 finding 11): refuse a contrary explicit policy.
     srtp_policy(

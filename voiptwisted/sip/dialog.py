@@ -9,9 +9,10 @@ The dialog is the transaction user (TU) of RFC 3261 §17: it builds requests
 and responses, retransmits its 2xx until the ACK arrives (§13.3.1.4), sends
 the ACK for a 2xx it receives (§13.2.2.4), keeps the route set, remote target
 and CSeq numbers (§12.1, §12.2), and drives the call's media through the
-``CallMedia`` contract (``protocol.media_class``).  Everything that waits
-uses the protocol's :class:`~voiptwisted.sip.transaction.Timers`, so a call
-that ended leaves no timer behind.
+``CallMedia`` contract (``sip.media_class``).  It reaches the stack only
+through ``sip``, an :class:`~voiptwisted.interfaces.IUserAgent` (the UA core,
+or the protocol standing in for it), and imports no adapter.  Everything
+that waits uses ``sip.timers``, so a call that ended leaves no timer behind.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from voiptwisted.sip.uri import CallerID, InvalidURI, SipURI
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
 
-    from voiptwisted.sip.protocol import SessionInitiationProtocol
+    from voiptwisted.interfaces import IUserAgent
 
 __all__ = ["CallFailed", "Dialog", "DialogState"]
 
@@ -112,7 +113,7 @@ class Dialog:
     def __init__(
         self,
         *,
-        sip: SessionInitiationProtocol | None = None,
+        sip: IUserAgent | None = None,
         call_id: str | None = None,
         local_tag: str | None = None,
         remote_tag: str | None = None,
@@ -220,6 +221,17 @@ class Dialog:
 
     def hangup_received(self) -> None:
         """Called when the remote party ends the call (BYE, or CANCEL before answer)."""
+
+    def deliver_call(self) -> None:
+        """Hand this new inbound call to the application: :meth:`call_received`, guarded
+        like every application hook (an exception is logged and ends the call with 500).
+        The UA core calls it once, after the 100 Trying (RFC 3261 §13.3)."""
+        self._call_app(self.call_received)
+
+    def invite_failed(self) -> None:
+        """The UA core answered this call's INVITE with an error (400/500): forget the call."""
+        self.invite_transaction = None
+        self._end()
 
     # -- inbound (UAS) -------------------------------------------------------------------
 
@@ -1069,7 +1081,7 @@ class Dialog:
             and self._orphan_timer is not None
         )
 
-    def adopt(self, sip: SessionInitiationProtocol) -> None:
+    def adopt(self, sip: IUserAgent) -> None:
         """Move this call to the new flow *sip* (same UA, reconnected): BYE goes out there.
 
         The orphan timer is dropped only when the media's RTP inactivity timeout bounds
@@ -1089,7 +1101,7 @@ class Dialog:
 
     def _orphaned(self) -> None:
         self._orphan_timer = None
-        if self.sip is not None and self.sip.transport is not None:
+        if self.sip is not None and self.sip.is_connected:
             log.info(
                 "call {call_id}: adopted {t} s after its flow died and not bounded by an "
                 "RTP timeout, ending it",
