@@ -101,7 +101,7 @@ class ServiceConfig:
     )
 
     def __post_init__(self) -> None:
-        from voiptwisted.media.call import srtp_policy
+        from voiptwisted.sdp.policy import srtp_policy
 
         #: True when ``srtp`` was given, False when it follows the URIs.
         self.srtp_explicit = self.srtp is not None

@@ -163,7 +163,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """Validate every option and build ``self.config`` (a ``ServiceConfig``)."""
-        from voiptwisted.media.call import srtp_policy
+        from voiptwisted.sdp.policy import srtp_policy
         from voiptwisted.sip.uri import SipURI
 
         aor = None

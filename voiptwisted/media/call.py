@@ -40,6 +40,7 @@ from voiptwisted.sdp import (
     SessionDescription,
     redact_sdp,
 )
+from voiptwisted.sdp.policy import SRTP_POLICIES, srtp_policy
 
 if TYPE_CHECKING:
     from voiptwisted.sdp.negotiation import NegotiatedMedia, NegotiationFailed, SRTPParams
@@ -56,8 +57,6 @@ __all__ = [
 
 #: Hard bound on STUN discovery during call setup (issue 4 item 8).
 STUN_TIMEOUT = 0.5
-#: The SRTP policies a MediaConfig/ServiceConfig takes.
-SRTP_POLICIES = ("required", "optional", "off")
 #: SDP bodies larger than this are refused before parsing.
 MAX_SDP = 64 * 1024
 #: Default seconds without RTP or RTCP after which a call is hung up (issue 17 item 2).
@@ -130,37 +129,6 @@ class MediaConfig:
 
             return reactor
         return self.reactor
-
-
-def _is_sips(uri: Any) -> bool:
-    if uri is None:
-        return False
-    scheme = getattr(uri, "scheme", None)
-    if scheme is None:
-        scheme = str(uri).partition(":")[0]
-    return str(scheme).lower() == "sips"
-
-
-def srtp_policy(policy: str | None, *uris: Any, explicit: bool = True) -> str:
-    """The SRTP policy for a call or account involving *uris* (SipURI or URI strings).
-
-    A ``sips:`` URI asks for security end to end (RFC 3261 §26.2.2): the media is
-    then SRTP only, so a refused SRTP offer is never retried as plain RTP (issue 14
-    finding 11).  *policy* None (or not *explicit*) follows the URIs: ``"required"``
-    for ``sips:``, else ``"optional"``.  An *explicit* ``"off"``/``"optional"`` with a
-    ``sips:`` URI is a contradiction and raises ValueError naming it.
-    """
-    if policy is not None and policy not in SRTP_POLICIES:
-        raise ValueError("srtp must be 'required', 'optional' or 'off'")
-    sips = [str(uri) for uri in uris if _is_sips(uri)]
-    if not sips:
-        return policy or "optional"
-    if policy not in (None, "required") and explicit:
-        raise ValueError(
-            f"srtp={policy!r} with the sips: URI {sips[0][:80]!r}: sips: requires SRTP "
-            "(RFC 3261 §26.2.2); use srtp='required' or a sip: URI"
-        )
-    return "required"
 
 
 def _bind_address(host: str) -> str:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from voiptwisted.sdp.description import SessionDescription
+from voiptwisted.sdp.policy import SRTP_POLICIES
 from voiptwisted.sdp.types import (
     SUITES,
     Attribute,
@@ -62,7 +63,6 @@ TELEPHONE_EVENT_PT = 101
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
             "inactive": "inactive"}
 _OFFER_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
-_POLICIES = ("required", "optional", "off")
 
 
 class NegotiationFailed(Exception):
@@ -279,8 +279,8 @@ def answer_for(
 
     Raises :class:`NegotiationFailed` (488) when no audio stream is acceptable.
     """
-    if srtp_policy not in _POLICIES:
-        raise ValueError(f"srtp policy must be one of {_POLICIES}")
+    if srtp_policy not in SRTP_POLICIES:
+        raise ValueError(f"srtp policy must be one of {SRTP_POLICIES}")
     host = _check_host(local_host)
     ours = _codecs(codecs)
     sections: list[MediaDescription] = []

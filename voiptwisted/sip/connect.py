@@ -667,7 +667,7 @@ def build_client(
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    from voiptwisted.media.call import srtp_policy
+    from voiptwisted.sdp.policy import srtp_policy
 
     # A sips: AOR takes SRTP only (issue 14 finding 11): refuse a contrary explicit policy.
     srtp_policy(

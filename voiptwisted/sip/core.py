@@ -139,6 +139,7 @@ class UserAgentCore:
         dialog_class: type[Dialog] | None = None,
         media_class: Any = None,
         media_config: Any = None,
+        media_defaults: Callable[[IReactorTime], tuple[Any, Any]] | None = None,
         credentials: Credentials | tuple[str, str] | None = None,
         max_calls: int | None = None,
         outbound_proxy: str | None = None,
@@ -151,6 +152,7 @@ class UserAgentCore:
         self.dialog_class: type[Dialog] = dialog_class if dialog_class is not None else Dialog
         self._media_class = media_class
         self._media_config = media_config
+        self._media_defaults = media_defaults
         if isinstance(credentials, tuple):
             credentials = Credentials(*credentials)
         #: Answers 401/407 to our requests, only for the realms it allows (issue 14).
@@ -170,14 +172,28 @@ class UserAgentCore:
     def __repr__(self) -> str:
         return f"<UserAgentCore aor={self.aor!s} dialogs={len(self._dialogs)}>"
 
+    def _resolve_media(self) -> None:
+        """Fill in the media class and config the adapter supplies by default.
+
+        The core sits below the media adapters (``voiptwisted.media.call`` binds sockets),
+        so it never imports them: *media_defaults*, given by the adapter, names them.
+        """
+        if self._media_defaults is None:
+            raise RuntimeError(
+                "UserAgentCore has no media class: pass media_class= and media_config= "
+                "(or media_defaults=) to answer or place calls with media"
+            )
+        media_class, media_config = self._media_defaults(self.clock)
+        if self._media_class is None:
+            self._media_class = media_class
+        if self._media_config is None:
+            self._media_config = media_config
+
     @property
     def media_class(self) -> Any:
-        """The CallMedia implementation (a seam for tests); default
-        ``voiptwisted.media.call.CallMedia``, imported on first use."""
+        """The CallMedia implementation for this core's calls (a seam for tests)."""
         if self._media_class is None:
-            from voiptwisted.media.call import CallMedia
-
-            self._media_class = CallMedia
+            self._resolve_media()
         return self._media_class
 
     @media_class.setter
@@ -186,11 +202,9 @@ class UserAgentCore:
 
     @property
     def media_config(self) -> Any:
-        """The ``MediaConfig`` for calls; a default one on this clock when none was given."""
+        """The ``MediaConfig`` for calls; the adapter's default one when none was given."""
         if self._media_config is None:
-            from voiptwisted.media.call import MediaConfig
-
-            self._media_config = MediaConfig(reactor=self.clock)
+            self._resolve_media()
         return self._media_config
 
     @media_config.setter

@@ -805,7 +805,7 @@ class Dialog:
         """SRTP policy of this call: the config's, "required" with a sips: URI (ours or
         *uri*; issue 14 finding 11).  With *explicit*, a config that explicitly says
         "off"/"optional" for a sips: call raises ValueError."""
-        from voiptwisted.media.call import srtp_policy
+        from voiptwisted.sdp.policy import srtp_policy
 
         sip = self.sip
         assert sip is not None

@@ -79,6 +79,14 @@ def redact(data: bytes) -> bytes:
     return _CRYPTO_RE.sub(rb"\1<redacted>", data)
 
 
+def default_media(clock: interfaces.IReactorTime) -> tuple[Any, Any]:
+    """The media class and config of calls on a flow given none: ``CallMedia`` with a
+    ``MediaConfig`` on the flow's clock (imported here, on first use: they load numpy)."""
+    from voiptwisted.media.call import CallMedia, MediaConfig
+
+    return CallMedia, MediaConfig(reactor=clock)
+
+
 class _CoreAttribute(Generic[T]):
     """An attribute of the adapter that reads and writes the same-named one of its core."""
 
@@ -167,6 +175,7 @@ class SessionInitiationProtocol(Protocol):
             dialog_class=dialog_class,
             media_class=media_class,
             media_config=media_config,
+            media_defaults=default_media,
             credentials=credentials,
             max_calls=max_calls,
             outbound_proxy=outbound_proxy,
