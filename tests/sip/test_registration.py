@@ -296,7 +296,9 @@ class DigestTests(SynchronousTestCase):
             self.assertEqual(registration.state, RegistrationState.FAILED)
             self.assertEqual(len(protocol.sent), 2 + interval)
         self.assertEqual(registration.register_count, 7)
-        answered = [digest_params(r.headers["Authorization"])["nonce"] for r, _ in protocol.sent[1:]]
+        answered = [
+            digest_params(r.headers["Authorization"])["nonce"] for r, _ in protocol.sent[1:]
+        ]
         self.assertEqual(answered, ["n0", "n1", "n2", "n3", "n4", "n5"])
         clock.advance(60)
         protocol.answer(200, ("Expires", "3600"))
