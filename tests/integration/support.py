@@ -147,7 +147,7 @@ class KamailioCallTestCase(TestCase):
                 (protocol.dialog_count, protocol.transaction_count, protocol.pending_timer_count)
                 == (0, 0, 0)
             ),
-            10,
+            30,
             "calls to be forgotten",
         )
 

@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,22 @@ class SippTests(_PeerTestCase):
         # The BYE went through the proxy: the UAC used the Record-Route set as its route set.
         self.assertRegex(uac.messages, r"BYE sip:sipp@127\.0\.0\.1:\d+.*\n(.*\n)*?Route: <sip:127")
 
+    def test_uac_cancel_accepts_both_response_orders(self) -> None:
+        """RFC 3261 §9.2: the CANCEL's 200 and the INVITE's 487 answer two transactions and
+        may arrive in either order (through Kamailio they race): uac_cancel passes with
+        each, and ACKs the 487 with the INVITE's branch (§17.1.1.3).  It expected the 200
+        first and made test_cancel_before_answer flaky (issue 17)."""
+        for first in ("200", "487"):
+            uas = _OrderedCancelUAS(first)
+            self.addCleanup(uas.close)
+            uac = self.sipp(
+                "uac_cancel", uas.address, service="alice", duration_ms=100, timeout=10
+            )
+            self.assertSippOk(uac.run())
+            uas.done.wait(5)
+            self.assertEqual(uas.branches.get("ACK"), uas.branches["INVITE"], first)
+            self.assertEqual(uas.branches["CANCEL"], uas.branches["INVITE"], first)
+
     def test_call_to_unregistered_user(self) -> None:
         """A known user with no binding gets 480, an unknown one 404 (RFC 3261 §21.4)."""
         kam = self.kamailio()
@@ -208,6 +225,62 @@ class SippTests(_PeerTestCase):
             )
             self.assertFalse(uac.run().ok)
             self.assertIn(f"SIP/2.0 {code}", uac.messages)
+
+
+class _OrderedCancelUAS:
+    """A UDP UAS on 127.0.0.1 that rings and answers a CANCEL with the 200 and the 487 in
+    the order given (*first*: ``"200"`` or ``"487"``); records each method's Via branch."""
+
+    def __init__(self, first: str) -> None:
+        self.first = first
+        self.branches: dict[str, str] = {}
+        self.done = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(15)
+        self.address = self.sock.getsockname()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join(20)
+
+    @staticmethod
+    def _headers(message: str) -> dict[str, str]:
+        head = message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+        return {n.strip().lower(): v.strip() for n, _, v in (h.partition(":") for h in head)}
+
+    def _response(self, request: str, code: int, reason: str) -> bytes:
+        headers = self._headers(request)
+        to = headers["to"] + (";tag=uas17" if code > 100 else "")
+        lines = [f"SIP/2.0 {code} {reason}", f"Via: {headers['via']}",
+                 f"From: {headers['from']}", f"To: {to}", f"Call-ID: {headers['call-id']}",
+                 f"CSeq: {headers['cseq']}", "Content-Length: 0"]  # fmt: skip
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def _serve(self) -> None:
+        invite = None
+        try:
+            while "ACK" not in self.branches:
+                data, peer = self.sock.recvfrom(65535)
+                message = data.decode()
+                method = message.split(" ", 1)[0]
+                via = self._headers(message).get("via", "")
+                self.branches.setdefault(method, via.split("branch=", 1)[-1].split(";")[0])
+                if method == "INVITE" and invite is None:
+                    invite = message
+                    self.sock.sendto(self._response(invite, 100, "Trying"), peer)
+                    self.sock.sendto(self._response(invite, 180, "Ringing"), peer)
+                elif method == "CANCEL" and invite is not None:
+                    answers = [self._response(message, 200, "OK"),
+                               self._response(invite, 487, "Request Terminated")]
+                    for answer in answers if self.first == "200" else answers[::-1]:
+                        self.sock.sendto(answer, peer)
+        except OSError:
+            return
+        finally:
+            self.done.set()
 
 
 class BaresipTests(_PeerTestCase):
