@@ -216,6 +216,23 @@ class SippTests(_PeerTestCase):
             self.assertEqual(uas.branches.get("ACK"), uas.branches["INVITE"], first)
             self.assertEqual(uas.branches["CANCEL"], uas.branches["INVITE"], first)
 
+    def test_uac_reinvite_hold_retries_after_491(self) -> None:
+        """RFC 3261 §14.1/§14.2: a re-INVITE that overtakes the ACK of the previous 2xx may
+        get 491; uac_reinvite_hold ACKs it and retries (CSeq contiguous, §12.2.1.1), for the
+        hold and for the resume.  It failed on a 491 and made
+        test_hold_and_resume_reinvites flaky through Kamailio's UDP workers (issue 17)."""
+        for refused in ((), (1,), (1, 2)):
+            uas = _HoldUAS(refused)
+            self.addCleanup(uas.close)
+            uac = self.sipp(
+                "uac_reinvite_hold", uas.address, service="alice", duration_ms=50, timeout=20
+            )
+            self.assertSippOk(uac.run())
+            uas.done.wait(5)
+            invites = [cseq for method, cseq in uas.requests if method == "INVITE"]
+            self.assertEqual(invites, list(range(1, 4 + len(refused))), refused)
+            self.assertEqual(uas.requests[-1], ("BYE", 4 + len(refused)), refused)
+
     def test_call_to_unregistered_user(self) -> None:
         """A known user with no binding gets 480, an unknown one 404 (RFC 3261 §21.4)."""
         kam = self.kamailio()
@@ -277,6 +294,58 @@ class _OrderedCancelUAS:
                                self._response(invite, 487, "Request Terminated")]
                     for answer in answers if self.first == "200" else answers[::-1]:
                         self.sock.sendto(answer, peer)
+        except OSError:
+            return
+        finally:
+            self.done.set()
+
+
+class _HoldUAS(_OrderedCancelUAS):
+    """A UDP UAS that answers INVITEs with SDP (``o=voiptwisted`` versions 0, 1, 2 and
+    the answering direction) and BYE with 200; the re-INVITEs numbered in *refused*
+    (1: the first) get 491 first.  Records (method, CSeq number) of each request."""
+
+    def __init__(self, refused: tuple[int, ...]) -> None:
+        self.refused = set(refused)
+        self.requests: list[tuple[str, int]] = []
+        super().__init__("200")
+
+    def _answer(self, request: str, version: int) -> bytes:
+        direction = "recvonly" if "a=sendonly" in request else "sendrecv"
+        sdp = (f"v=0\r\no=voiptwisted 1 {version} IN IP4 127.0.0.1\r\ns=-\r\n"
+               "c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 8\r\n"
+               f"a=rtpmap:8 PCMA/8000\r\na={direction}\r\n")
+        head = self._response(request, 200, "OK").decode().replace(
+            "Content-Length: 0",
+            f"Contact: <sip:alice@127.0.0.1:{self.address[1]}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}",
+        )
+        return (head + sdp).encode()
+
+    def _serve(self) -> None:
+        reinvites = 0
+        version = 0
+        try:
+            while not self.requests or self.requests[-1][0] != "BYE":
+                data, peer = self.sock.recvfrom(65535)
+                message = data.decode()
+                method = message.split(" ", 1)[0]
+                cseq = int(self._headers(message)["cseq"].split()[0])
+                if (method, cseq) in self.requests:
+                    continue  # a retransmission
+                self.requests.append((method, cseq))
+                if method == "INVITE" and cseq > 1:
+                    reinvites += 1
+                    if reinvites in self.refused:
+                        self.refused.discard(reinvites)
+                        reinvites -= 1
+                        self.sock.sendto(self._response(message, 491, "Request Pending"), peer)
+                        continue
+                    version += 1
+                if method == "INVITE":
+                    self.sock.sendto(self._answer(message, version), peer)
+                elif method == "BYE":
+                    self.sock.sendto(self._response(message, 200, "OK"), peer)
         except OSError:
             return
         finally:
