@@ -238,6 +238,19 @@ class SippTests(_PeerTestCase):
             self.assertEqual(invites, list(range(1, 4 + len(refused))), refused)
             self.assertEqual(uas.requests[-1], ("BYE", 4 + len(refused)), refused)
 
+    def test_uac_scenarios_ignore_a_provisional_after_the_200(self) -> None:
+        """RFC 3261 §17.1.1.2: a 1xx arriving after the INVITE's 200 (Kamailio forwards a
+        UAS's 180 and 200 from different UDP workers, so they can swap) is ignored by the
+        UAC scenarios.  With optional="global" SIPp went back to wait for a 200 again and
+        test_uas_via_udp_receives_call_over_tls_relay timed out (issue 17)."""
+        for scenario in ("uac_call", "uac_dtmf", "uac_g711a", "uac_reinvite_hold"):
+            uas = _HoldUAS((), late_ringing=True)
+            self.addCleanup(uas.close)
+            uac = self.sipp(scenario, uas.address, service="alice", duration_ms=50, timeout=20)
+            self.assertSippOk(uac.run())
+            uas.done.wait(5)
+            self.assertEqual(uas.requests[-1][0], "BYE", scenario)
+
     def test_call_to_unregistered_user(self) -> None:
         """A known user with no binding gets 480, an unknown one 404 (RFC 3261 §21.4)."""
         kam = self.kamailio()
@@ -310,10 +323,12 @@ class _OrderedCancelUAS:
 class _HoldUAS(_OrderedCancelUAS):
     """A UDP UAS that answers INVITEs with SDP (``o=voiptwisted`` versions 0, 1, 2 and
     the answering direction) and BYE with 200; the re-INVITEs numbered in *refused*
-    (1: the first) get 491 first.  Records (method, CSeq number) of each request."""
+    (1: the first) get 491 first; with *late_ringing* a 180 follows the first 200 (a
+    proxy's UDP workers can reorder them).  Records (method, CSeq number) of requests."""
 
-    def __init__(self, refused: tuple[int, ...]) -> None:
+    def __init__(self, refused: tuple[int, ...], late_ringing: bool = False) -> None:
         self.refused = set(refused)
+        self.late_ringing = late_ringing
         self.requests: list[tuple[str, int]] = []
         super().__init__("200")
 
@@ -357,6 +372,8 @@ class _HoldUAS(_OrderedCancelUAS):
                     version += 1
                 if method == "INVITE":
                     self.sock.sendto(self._answer(message, version), peer)
+                    if cseq == 1 and self.late_ringing:
+                        self.sock.sendto(self._response(message, 180, "Ringing"), peer)
                 elif method == "BYE":
                     self.sock.sendto(self._response(message, 200, "OK"), peer)
         except OSError:
