@@ -64,6 +64,7 @@ class AppTests(SynchronousTestCase):
         target = os.path.join(self.dir, "calls", "today")
         cls = dialog_for_app(f"record:{target}")
         self.assertTrue(os.path.isdir(target))
+        self.assertEqual(os.stat(target).st_mode & 0o777, 0o700)  # issue 17: owner only
         dialog = recording(cls)
         dialog.call_received()
         self.assertEqual(dialog.actions[-1], ("answer", RecordingSession, {"directory": target}))

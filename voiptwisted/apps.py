@@ -113,7 +113,8 @@ def dialog_for_app(app: str) -> type[Dialog]:
     """Return the dialog class for an ``--app`` value.
 
     ``echo`` and ``reject`` name fixed classes; ``play:PATH`` plays a WAV file to the
-    caller and hangs up; ``record:DIR`` records each call into DIR.  Raises
+    caller and hangs up; ``record:DIR`` records each call into DIR (created owner-only if
+missing).  Raises
     ``ValueError`` naming the problem (unknown app, missing file or directory).
     """
     kind, _, arg = app.partition(":")
@@ -130,7 +131,7 @@ def dialog_for_app(app: str) -> type[Dialog]:
             {"session_class": PlaybackSession, "session_kwargs": {"path": arg}},
         )
     if kind == "record" and arg:
-        os.makedirs(arg, exist_ok=True)
+        os.makedirs(arg, mode=0o700, exist_ok=True)
         return type(
             "RecordDialog",
             (EchoDialog,),

@@ -1450,6 +1450,21 @@ def xcorr_peak(sent: np.ndarray, received: np.ndarray) -> tuple[float, int]:
     return (float(min(1.0, abs(norm[best]))), int(lags[best]))
 
 
+def echo_peaks(sent: np.ndarray, heard: np.ndarray, piece: int = 4000) -> list[float]:
+    """The correlation peak (:func:`xcorr_peak`) of each voiced *piece*-sample slice of
+    *sent* found in *heard*; a slice is voiced when its RMS is at least a tenth of all of
+    *sent*'s.  A late packet dropped or a silence inserted on the way (a jitter or echo
+    buffer running dry under load) shifts everything after it, which defeats one long
+    template; short pieces are each found whole."""
+    level = float(np.sqrt(np.mean(sent.astype(np.float64) ** 2)))
+    peaks = []
+    for start in range(0, len(sent) - piece + 1, piece):
+        part = sent[start : start + piece]
+        if np.sqrt(np.mean(part.astype(np.float64) ** 2)) >= level / 10:
+            peaks.append(xcorr_peak(part, heard)[0])
+    return peaks
+
+
 def pcap_rtp_payloads(path: str | os.PathLike, payload_type: int | None = None) -> list[bytes]:
     """RTP payloads (in capture order) from a classic libpcap file of Ethernet/IPv4/UDP packets.
 

@@ -107,7 +107,7 @@ class SippCallTests(KamailioCallTestCase):
         ).start()
         self.assertSippOk(await self.finish(uac, 30))
         self.assertEqual(len(Answering.calls), 1)
-        await eventually(lambda: Answering.hangups, 5, "hangup_received")
+        await eventually(lambda: Answering.hangups, 15, "hangup_received")
         self.assertIn("SIP/2.0 180 Ringing", uac.messages)
         self.assertRegex(uac.messages, r"SIP/2\.0 200 OK(.*\n)*?m=audio \d+ RTP/AVP 8")
         await self.assertNothingLeft(protocol)
@@ -137,7 +137,7 @@ class SippCallTests(KamailioCallTestCase):
         self.assertSippOk(await self.finish(uac, 30))
         self.assertIn("SIP/2.0 487", uac.messages)
         self.assertEqual(len(RingingOnly.calls), 1)
-        await eventually(lambda: RingingOnly.hangups, 5, "hangup_received")
+        await eventually(lambda: RingingOnly.hangups, 15, "hangup_received")
         await self.assertNothingLeft(protocol)
 
     async def test_outbound_call(self) -> None:
@@ -183,5 +183,5 @@ class SippCallTests(KamailioCallTestCase):
         self.assertSippOk(result)
         self.assertEqual(result.successful, 100)
         self.assertEqual(len(Answering.calls), 100)
-        await eventually(lambda: len(Answering.hangups) == 100, 10, "100 hangups")
+        await eventually(lambda: len(Answering.hangups) == 100, 30, "100 hangups")
         await self.assertNothingLeft(protocol)

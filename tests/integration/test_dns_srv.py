@@ -77,11 +77,11 @@ class DNSSRVRegistrationTests(TestCase):
         self.assertTrue(protocol.service.registration.registered)
         self.assertTrue(protocol.is_secure)
         self.assertEqual(protocol.transport.getPeer().port, port)
-        await eventually(lambda: kamailio.bindings("alice"), 5, "alice's binding")
+        await eventually(lambda: kamailio.bindings("alice"), 15, "alice's binding")
         info = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.info]
         self.assertIn(f"DNS SRV _sips._tcp.voip.test: kamailio.voip.test:{port}", info)
         await protocol.service.stopService()
-        await eventually(lambda: not kamailio.bindings("alice"), 5, "binding removed")
+        await eventually(lambda: not kamailio.bindings("alice"), 15, "binding removed")
 
     async def test_fails_over_to_the_next_srv_target(self) -> None:
         """RFC 3263 §4.3: the first target (priority 10) refuses the connection; the next
@@ -101,7 +101,7 @@ class DNSSRVRegistrationTests(TestCase):
             protocol.service.endpoint.tried, [f"down.voip.test:{closed}", f"{SRV_TARGET}:{port}"]
         )
         self.assertEqual(protocol.transport.getPeer().port, port)
-        await eventually(lambda: kamailio.bindings("alice"), 5, "alice's binding")
+        await eventually(lambda: kamailio.bindings("alice"), 15, "alice's binding")
         info = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.info]
         self.assertTrue(any(f"trying {SRV_TARGET}:{port} next" in line for line in info), info)
 

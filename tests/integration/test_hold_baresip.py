@@ -29,7 +29,7 @@ import numpy as np
 from twisted.internet import threads
 
 from tests.integration import peers
-from tests.integration.peers import Baresip, make_speech_wav, read_wav, xcorr_peak
+from tests.integration.peers import Baresip, echo_peaks, make_speech_wav, read_wav
 from tests.integration.support import EchoDialog, KamailioCallTestCase, eventually
 from voiptwisted.media.session import EchoSession
 
@@ -44,10 +44,6 @@ LISTEN = 4.0
 #: Seconds trimmed from each end of what bob sent, so that its echo (delayed by the network,
 #: our 60 ms echo buffer and baresip's jitter buffer) lies inside what bob heard.
 MARGIN = 0.5
-#: Length in seconds of the pieces of sent audio looked for one by one in what was heard: a
-#: late packet dropped or a silence inserted on the way (a jitter buffer or an audio buffer
-#: running dry under load) shifts everything after it, which defeats one long template.
-PIECE = 0.5
 #: The aubridge device that carries what bob's call plays into carol's call.
 BRIDGE = "bob-hears"
 #: About 25 s of speech without repeats: every window of it is unique, so a match found
@@ -128,19 +124,6 @@ def dumps(ua: Baresip, kind: str) -> list[Path]:
     """baresip's sndfile dumps of *kind* ("enc": sent, "dec": heard), one per call, in the
     order the calls started (their names carry the start time)."""
     return sorted(ua.record_dir.glob(f"dump-*-{kind}.wav"))
-
-
-def echo_peaks(sent: np.ndarray, heard: np.ndarray) -> list[float]:
-    """The correlation peak (:func:`xcorr_peak`) of each voiced :data:`PIECE` of *sent* found
-    in *heard*; a piece is voiced when its RMS is at least a tenth of all of *sent*'s."""
-    size = int(PIECE * RATE)
-    level = float(np.sqrt(np.mean(sent.astype(np.float64) ** 2)))
-    peaks = []
-    for start in range(0, len(sent) - size + 1, size):
-        piece = sent[start : start + size]
-        if np.sqrt(np.mean(piece.astype(np.float64) ** 2)) >= level / 10:
-            peaks.append(xcorr_peak(piece, heard)[0])
-    return peaks
 
 
 def origin_version(sdp: str) -> int:

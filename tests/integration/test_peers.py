@@ -6,12 +6,14 @@ recorders behave as the other integration tests assume.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
 import socket
 import ssl
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +104,11 @@ class KamailioTests(_PeerTestCase):
         self.assertTrue(binding.received.startswith("sip:127.0.0.1:"))
         self.assertTrue(binding.socket.startswith(f"tls:127.0.0.1:{kam.tls_port}"))
         self.assertTrue(0 < binding.expires <= 600)
-        self.assertEqual(kam.bindings("sip:alice@127.0.0.1"), [binding])
+        # The same binding by its full AOR; ``expires`` counts down between the two dumps.
+        (again,) = kam.bindings("sip:alice@127.0.0.1")
+        self.assertEqual(
+            dataclasses.replace(again, expires=0), dataclasses.replace(binding, expires=0)
+        )
         self.assertEqual(kam.bindings("bob"), [])
 
     def test_tls_register_sha256(self) -> None:
@@ -199,6 +205,52 @@ class SippTests(_PeerTestCase):
         # The BYE went through the proxy: the UAC used the Record-Route set as its route set.
         self.assertRegex(uac.messages, r"BYE sip:sipp@127\.0\.0\.1:\d+.*\n(.*\n)*?Route: <sip:127")
 
+    def test_uac_cancel_accepts_both_response_orders(self) -> None:
+        """RFC 3261 §9.2: the CANCEL's 200 and the INVITE's 487 answer two transactions and
+        may arrive in either order (through Kamailio they race): uac_cancel passes with
+        each, and ACKs the 487 with the INVITE's branch (§17.1.1.3).  It expected the 200
+        first and made test_cancel_before_answer flaky (issue 17)."""
+        for first in ("200", "487"):
+            uas = _OrderedCancelUAS(first)
+            self.addCleanup(uas.close)
+            uac = self.sipp(
+                "uac_cancel", uas.address, service="alice", duration_ms=100, timeout=10
+            )
+            self.assertSippOk(uac.run())
+            uas.done.wait(5)
+            self.assertEqual(uas.branches.get("ACK"), uas.branches["INVITE"], first)
+            self.assertEqual(uas.branches["CANCEL"], uas.branches["INVITE"], first)
+
+    def test_uac_reinvite_hold_retries_after_491(self) -> None:
+        """RFC 3261 §14.1/§14.2: a re-INVITE that overtakes the ACK of the previous 2xx may
+        get 491; uac_reinvite_hold ACKs it and retries (CSeq contiguous, §12.2.1.1), for the
+        hold and for the resume.  It failed on a 491 and made
+        test_hold_and_resume_reinvites flaky through Kamailio's UDP workers (issue 17)."""
+        for refused in ((), (1,), (1, 2)):
+            uas = _HoldUAS(refused)
+            self.addCleanup(uas.close)
+            uac = self.sipp(
+                "uac_reinvite_hold", uas.address, service="alice", duration_ms=50, timeout=20
+            )
+            self.assertSippOk(uac.run())
+            uas.done.wait(5)
+            invites = [cseq for method, cseq in uas.requests if method == "INVITE"]
+            self.assertEqual(invites, list(range(1, 4 + len(refused))), refused)
+            self.assertEqual(uas.requests[-1], ("BYE", 4 + len(refused)), refused)
+
+    def test_uac_scenarios_ignore_a_provisional_after_the_200(self) -> None:
+        """RFC 3261 §17.1.1.2: a 1xx arriving after the INVITE's 200 (Kamailio forwards a
+        UAS's 180 and 200 from different UDP workers, so they can swap) is ignored by the
+        UAC scenarios.  With optional="global" SIPp went back to wait for a 200 again and
+        test_uas_via_udp_receives_call_over_tls_relay timed out (issue 17)."""
+        for scenario in ("uac_call", "uac_dtmf", "uac_g711a", "uac_reinvite_hold"):
+            uas = _HoldUAS((), late_ringing=True)
+            self.addCleanup(uas.close)
+            uac = self.sipp(scenario, uas.address, service="alice", duration_ms=50, timeout=20)
+            self.assertSippOk(uac.run())
+            uas.done.wait(5)
+            self.assertEqual(uas.requests[-1][0], "BYE", scenario)
+
     def test_call_to_unregistered_user(self) -> None:
         """A known user with no binding gets 480, an unknown one 404 (RFC 3261 §21.4)."""
         kam = self.kamailio()
@@ -208,6 +260,126 @@ class SippTests(_PeerTestCase):
             )
             self.assertFalse(uac.run().ok)
             self.assertIn(f"SIP/2.0 {code}", uac.messages)
+
+
+class _OrderedCancelUAS:
+    """A UDP UAS on 127.0.0.1 that rings and answers a CANCEL with the 200 and the 487 in
+    the order given (*first*: ``"200"`` or ``"487"``); records each method's Via branch."""
+
+    def __init__(self, first: str) -> None:
+        self.first = first
+        self.branches: dict[str, str] = {}
+        self.done = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(15)
+        self.address = self.sock.getsockname()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join(20)
+
+    @staticmethod
+    def _headers(message: str) -> dict[str, str]:
+        head = message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+        return {n.strip().lower(): v.strip() for n, _, v in (h.partition(":") for h in head)}
+
+    def _response(self, request: str, code: int, reason: str) -> bytes:
+        headers = self._headers(request)
+        to = headers["to"] + (";tag=uas17" if code > 100 else "")
+        lines = [f"SIP/2.0 {code} {reason}", f"Via: {headers['via']}",
+                 f"From: {headers['from']}", f"To: {to}", f"Call-ID: {headers['call-id']}",
+                 f"CSeq: {headers['cseq']}", "Content-Length: 0"]  # fmt: skip
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def _serve(self) -> None:
+        invite = None
+        try:
+            while "ACK" not in self.branches:
+                data, peer = self.sock.recvfrom(65535)
+                message = data.decode()
+                method = message.split(" ", 1)[0]
+                via = self._headers(message).get("via", "")
+                self.branches.setdefault(method, via.split("branch=", 1)[-1].split(";")[0])
+                if method == "INVITE" and invite is None:
+                    invite = message
+                    self.sock.sendto(self._response(invite, 100, "Trying"), peer)
+                    self.sock.sendto(self._response(invite, 180, "Ringing"), peer)
+                elif method == "CANCEL" and invite is not None:
+                    answers = [
+                        self._response(message, 200, "OK"),
+                        self._response(invite, 487, "Request Terminated"),
+                    ]
+                    for answer in answers if self.first == "200" else answers[::-1]:
+                        self.sock.sendto(answer, peer)
+        except OSError:
+            return
+        finally:
+            self.done.set()
+
+
+class _HoldUAS(_OrderedCancelUAS):
+    """A UDP UAS that answers INVITEs with SDP (``o=voiptwisted`` versions 0, 1, 2 and
+    the answering direction) and BYE with 200; the re-INVITEs numbered in *refused*
+    (1: the first) get 491 first; with *late_ringing* a 180 follows the first 200 (a
+    proxy's UDP workers can reorder them).  Records (method, CSeq number) of requests."""
+
+    def __init__(self, refused: tuple[int, ...], late_ringing: bool = False) -> None:
+        self.refused = set(refused)
+        self.late_ringing = late_ringing
+        self.requests: list[tuple[str, int]] = []
+        super().__init__("200")
+
+    def _answer(self, request: str, version: int) -> bytes:
+        direction = "recvonly" if "a=sendonly" in request else "sendrecv"
+        sdp = (
+            f"v=0\r\no=voiptwisted 1 {version} IN IP4 127.0.0.1\r\ns=-\r\n"
+            "c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 8\r\n"
+            f"a=rtpmap:8 PCMA/8000\r\na={direction}\r\n"
+        )
+        head = (
+            self._response(request, 200, "OK")
+            .decode()
+            .replace(
+                "Content-Length: 0",
+                f"Contact: <sip:alice@127.0.0.1:{self.address[1]}>\r\n"
+                f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}",
+            )
+        )
+        return (head + sdp).encode()
+
+    def _serve(self) -> None:
+        reinvites = 0
+        version = 0
+        try:
+            while not self.requests or self.requests[-1][0] != "BYE":
+                data, peer = self.sock.recvfrom(65535)
+                message = data.decode()
+                method = message.split(" ", 1)[0]
+                cseq = int(self._headers(message)["cseq"].split()[0])
+                if (method, cseq) in self.requests:
+                    continue  # a retransmission
+                self.requests.append((method, cseq))
+                if method == "INVITE" and cseq > 1:
+                    reinvites += 1
+                    if reinvites in self.refused:
+                        self.refused.discard(reinvites)
+                        reinvites -= 1
+                        self.sock.sendto(self._response(message, 491, "Request Pending"), peer)
+                        continue
+                    version += 1
+                if method == "INVITE":
+                    self.sock.sendto(self._answer(message, version), peer)
+                    if cseq == 1 and self.late_ringing:
+                        self.sock.sendto(self._response(message, 180, "Ringing"), peer)
+                elif method == "BYE":
+                    self.sock.sendto(self._response(message, 200, "OK"), peer)
+        except OSError:
+            return
+        finally:
+            self.done.set()
 
 
 class BaresipTests(_PeerTestCase):

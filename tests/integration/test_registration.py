@@ -84,12 +84,12 @@ class KamailioRegistrationTests(TestCase):
         registration = protocol.service.registration
         self.assertTrue(registration.registered)
         self.assertTrue(protocol.is_secure)
-        bindings = await eventually(lambda: self.alice(kamailio), 5, "alice's binding")
+        bindings = await eventually(lambda: self.alice(kamailio), 15, "alice's binding")
         self.assertEqual(len(bindings), 1)
         self.assertIn(INSTANCE, bindings[0].instance or bindings[0].contact)
         self.assertIsNotNone(protocol.public_address)
         await protocol.service.stopService()
-        await eventually(lambda: not self.alice(kamailio), 5, "binding removed")
+        await eventually(lambda: not self.alice(kamailio), 15, "binding removed")
         self.assertEqual(registration.state, RegistrationState.STOPPED)
 
     async def test_refresh_short_expiry(self) -> None:
@@ -98,7 +98,7 @@ class KamailioRegistrationTests(TestCase):
         protocol = await self.start(kamailio, expires=8)
         registration = protocol.service.registration
         self.assertEqual(registration.granted_expires, 8)
-        await eventually(lambda: registration.success_count >= 3, 15, "two refreshes")
+        await eventually(lambda: registration.success_count >= 3, 30, "two refreshes")
         self.assertTrue(registration.registered)
         self.assertEqual(len(self.alice(kamailio)), 1)
 
@@ -119,11 +119,14 @@ class KamailioRegistrationTests(TestCase):
         await eventually(
             lambda: registration.state is RegistrationState.FAILED, 10, "registration refused"
         )
-        await sleep(3)
         self.assertEqual(registration.register_count, 2)
         errors = problem_lines(events)
         self.assertEqual(len(errors), 1, errors)  # one attempt: one warn-or-error line in all
         self.assertIn("wrong credentials", errors[0])
+        # No tight loop: the retry is a minute away (proven on task.Clock in
+        # tests/sip/test_registration.py; a fixed sleep here proved nothing more).
+        self.assertIn("retrying in 60 s", errors[0])
+        self.assertEqual(registration.pending_timer_count, 1)
         self.assertNotIn("wrong", errors[0].replace("wrong credentials", ""))
         self.assertEqual(self.alice(kamailio), [])
 
@@ -178,7 +181,7 @@ class KamailioRegistrationTests(TestCase):
         kamailio = self.kamailio()
         protocol = await self.start(kamailio)
         registration = protocol.service.registration
-        await eventually(lambda: self.alice(kamailio), 5, "first binding")
+        await eventually(lambda: self.alice(kamailio), 15, "first binding")
         kamailio.restart()
         self.assertEqual(self.alice(kamailio), [])
         await eventually(lambda: self.alice(kamailio), 30, "binding after restart")
@@ -191,7 +194,7 @@ class KamailioRegistrationTests(TestCase):
         kamailio = self.kamailio(algorithm="SHA-256", qop="auth")
         protocol = await self.start(kamailio)
         self.assertTrue(protocol.service.registration.registered)
-        await eventually(lambda: self.alice(kamailio), 5, "SHA-256 binding")
+        await eventually(lambda: self.alice(kamailio), 15, "SHA-256 binding")
 
     async def test_sha256_invite_challenge_for_the_registrar_realm(self) -> None:
         """Issue 14: the registrar's SHA-256 challenge binds its realm, so Kamailio's 407 to
@@ -226,6 +229,6 @@ class KamailioRegistrationTests(TestCase):
         kamailio = self.kamailio()
         protocol = await self.start(kamailio, keepalive=1)
         keepalive = protocol.service.keepalive
-        await eventually(lambda: keepalive.pongs_received >= 3, 10, "three pongs")
+        await eventually(lambda: keepalive.pongs_received >= 3, 30, "three pongs")
         self.assertIs(protocol.service.registration.protocol, protocol)
         self.assertIsNotNone(protocol.transport)

@@ -277,13 +277,65 @@ class DigestTests(SynchronousTestCase):
         self.assertEqual(len(protocol.sent), sent)
         clock.advance(0.2)
         self.assertEqual(len(protocol.sent), sent + 1)
-        self.assertNotIn("Authorization", protocol.last.headers)
+        params = digest_params(protocol.last.headers["Authorization"])
+        self.assertEqual(params["nonce"], "n1")  # issue 17: the retry answers the challenge
+
+    def test_wrong_password_one_register_per_retry(self) -> None:
+        """Issue 17: with wrong credentials each retry answers the challenge that refused the
+        last one: one REGISTER per retry interval (was an unauthenticated one plus a digest
+        one), even from a registrar that puts a new nonce in every 401 (Kamailio does)."""
+        registration, protocol, clock, _ = make_registration()
+        registration.connection_made(protocol)
+        nonces = iter(f"n{i}" for i in range(100))
+
+        def refuse() -> None:
+            protocol.answer(401, ("WWW-Authenticate", f'Digest realm="r", nonce="{next(nonces)}", qop="auth"'))
+
+        refuse()
+        refuse()
+        self.assertEqual((len(protocol.sent), registration.state), (2, RegistrationState.FAILED))
+        for interval in range(1, 6):
+            clock.advance(60)
+            self.assertEqual(len(protocol.sent), 2 + interval)
+            refuse()
+            self.assertEqual(registration.state, RegistrationState.FAILED)
+            self.assertEqual(len(protocol.sent), 2 + interval)
+        self.assertEqual(registration.register_count, 7)
+        answered = [
+            digest_params(r.headers["Authorization"])["nonce"] for r, _ in protocol.sent[1:]
+        ]
+        self.assertEqual(answered, ["n0", "n1", "n2", "n3", "n4", "n5"])
+        clock.advance(60)
+        protocol.answer(200, ("Expires", "3600"))
+        self.assertTrue(registration.registered)  # the password was fixed on the registrar
+        clock.advance(3600)
+        self.assertNotIn("Authorization", protocol.last.headers)  # forgotten after a success
+
+    def test_stale_answer_to_remembered_challenge_allows_one_more_try(self) -> None:
+        """Issue 17 / RFC 7616 §3.3: the retry's remembered nonce expired meanwhile
+        (``stale=true``, a new nonce): one more REGISTER with the new nonce in that retry;
+        a second stale 401 is a refusal, not a loop."""
+        registration, protocol, clock, _ = make_registration()
+        registration.connection_made(protocol)
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
+        clock.advance(60)
+        self.assertEqual(len(protocol.sent), 3)
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n2", stale=true, qop="auth"'))
+        self.assertEqual(len(protocol.sent), 4)
+        self.assertEqual(digest_params(protocol.last.headers["Authorization"])["nonce"], "n2")
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n3", stale=true, qop="auth"'))
+        self.assertEqual((len(protocol.sent), registration.state), (4, RegistrationState.FAILED))
+        clock.advance(60)
+        self.assertEqual(len(protocol.sent), 5)
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n3", stale=true, qop="auth"'))
+        self.assertEqual((len(protocol.sent), registration.state), (5, RegistrationState.FAILED))
 
     def test_password_never_logged(self) -> None:
         registration, protocol, clock, events = make_registration()
         registration.connection_made(protocol)
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
         for _ in range(3):
-            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
             protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
             clock.advance(60)
         self.assertTrue(events)

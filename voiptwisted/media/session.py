@@ -10,18 +10,26 @@ not with this module, so an idle service does not load it.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
-import uuid
+import secrets
+import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from voiptwisted.interfaces import ISession
-from voiptwisted.media.wav import load_mono, write_wav
+from voiptwisted.media.wav import WavAppender, create_private, load_mono
 
 if TYPE_CHECKING:
     import numpy as np
@@ -211,43 +219,131 @@ class PlaybackSession(Session):
             self.hang_up()
 
 
-class RecordingSession(Session):
-    """Records a call: one two-channel WAV (far end left, near end right) plus DTMF JSON.
+class _InOrder:
+    """Runs jobs handed to a thread pool one at a time, in the order they were numbered.
 
-    The WAV and ``<name>.json`` (``[{"digit": "5", "time": 1.24}, ...]``, seconds
-    since media start) are written to *directory* when the call's media stops.
-    The far-end channel is the received frames in playout order; the near-end
-    channel is one frame per 20 ms tick (silence when nothing was sent).
-    Recording stops after ``max_seconds`` to bound memory.
+    A recording has at most two jobs out at once (a batch and the final one); a pool may
+    start them on two threads, so the later one waits for its turn here.
+    """
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._issued = 0
+        self._done = 0
+
+    def ticket(self) -> int:
+        """The next job's number (called in the reactor thread)."""
+        self._issued += 1
+        return self._issued - 1
+
+    def run(self, ticket: int, job: Callable[[], Any]) -> Any:
+        with self._turn:
+            self._turn.wait_for(lambda: self._done == ticket)
+        try:
+            return job()
+        finally:
+            with self._turn:
+                self._done += 1
+                self._turn.notify_all()
+
+
+def _safe_suffix(call_id: object) -> str:
+    """The Call-ID as a file-name part: ``[A-Za-z0-9._-]`` only, at most 64 characters,
+    never starting with ``.`` (a hidden file) or ``-`` (read as an option)."""
+    if not call_id:
+        return ""
+    return _UNSAFE_NAME_CHARS.sub("_", str(call_id)[:64]).lstrip(".-")
+
+
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class RecordingSession(Session):
+    """Records a call: one two-channel WAV (far end left, what we sent right) plus DTMF JSON.
+
+    The two channels are aligned in time: each 20 ms pacer tick adds one stereo frame,
+    the frame we sent on that tick on the right and the far end's next received frame on
+    the left (up to ``far_queue_frames`` received frames wait, so network jitter does not
+    shift them; silence when none arrived).  Ticks with silence on both channels are only
+    counted, and written as zeros.  The WAV is written as the call goes: every
+    ``flush_seconds`` the new audio goes to disk in the reactor's thread pool, so the
+    reactor never waits for the disk, and the header's sizes are patched each time (the
+    file is a valid WAV of the call so far).  At most ``max_buffer_seconds`` of audio
+    waits in memory: should the disk fall that far behind, further audio is recorded as
+    silence and counted in :attr:`lost_frames`.  Recording stops after ``max_seconds``.
+
+    Files are named ``<UTC time>-<random id>-<Call-ID>.wav`` and ``.json`` (the DTMF
+    digits, ``[{"digit": "5", "time": 1.24}, ...]``, seconds since media start, written
+    when the media stops); the Call-ID part is sanitised and never starts with ``.`` or
+    ``-``.  Both are created owner-only (0600) and never overwrite a file (``O_EXCL``),
+    in *directory*, created owner-only (0700) if missing.  :attr:`finished` fires with the
+    WAV's path once both files are complete (None if they could not be written: logged).
+    With a clock that has no thread pool (``task.Clock`` in tests) the writes happen at
+    once, in the caller's thread.
     """
 
     max_seconds = 3600.0
+    flush_seconds = 1.0
+    max_buffer_seconds = 5.0
+    far_queue_frames = 10
 
     def __init__(self, dialog: Any, directory: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__(dialog, **kwargs)
         self.directory = os.fspath(directory)
-        call_id = getattr(dialog, "call_id", None) or uuid.uuid4().hex
-        self.name = re.sub(r"[^A-Za-z0-9._-]", "_", str(call_id))[:100]
-        self.wav_path = os.path.join(self.directory, f"{self.name}.wav")
-        self.json_path = os.path.join(self.directory, f"{self.name}.json")
-        self._far: list[np.ndarray] = []
-        self._near: list[np.ndarray] = []
+        self.call_id_suffix = _safe_suffix(getattr(dialog, "call_id", None))
+        self.name: str | None = None
+        self.wav_path: str | None = None
+        self.json_path: str | None = None
         self.digits: list[dict[str, Any]] = []
+        self.lost_frames = 0
+        self.finished: Deferred[str | None] = Deferred()
         self._started_at: float | None = None
-        self._max_frames = int(self.max_seconds * self.sample_rate / self.frame_size)
-        self._written = False
+        self._stopped = False
+        self._broken = False
+        self._behind = False
+        self._far: deque[np.ndarray] = deque()
+        self._stereo = np.zeros((self.frame_size, 2), "<i2")
+        self._frame_bytes = self._stereo.nbytes
+        self._pending: list[bytearray | int] = []
+        self._held_bytes = 0
+        self._writing = False
+        self._ticks = 0
+        self._unflushed = 0
+        self._max_ticks = int(self.max_seconds * self.sample_rate / self.frame_size)
+        self._flush_ticks = max(1, int(self.flush_seconds * self.sample_rate / self.frame_size))
+        self._max_held = int(self.max_buffer_seconds * self.sample_rate) * 4
+        self._order = _InOrder()
+        self._wav: WavAppender | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of recorded audio in memory: not yet written, or being written."""
+        return self._held_bytes
 
     def start(self) -> None:
         self._started_at = self.clock.seconds() if self.clock is not None else 0.0
+        now = self.clock.seconds() if self.clock is not None else time.time()
+        stamp = datetime.datetime.fromtimestamp(now, datetime.UTC)
+        name = f"{stamp:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+        if self.call_id_suffix:
+            name += f"-{self.call_id_suffix}"
+        self.name = name
+        self.wav_path = os.path.join(self.directory, f"{name}.wav")
+        self.json_path = os.path.join(self.directory, f"{name}.json")
+        self._in_thread(self._create).addErrback(self._failed, "cannot create")
 
     def audio_received(self, samples: np.ndarray) -> None:
-        if len(self._far) < self._max_frames:
-            self._far.append(samples)
+        self._far.append(samples)
+        if len(self._far) > self.far_queue_frames:
+            self._far.popleft()
+            self.lost_frames += 1
 
     def next_frame(self) -> np.ndarray | None:
         frame = super().next_frame()
-        if len(self._near) < self._max_frames:
-            self._near.append(frame if frame is not None else np.zeros(self.frame_size, np.int16))
+        if self.name is not None and not (self._stopped or self._broken) and (
+            self._ticks < self._max_ticks
+        ):
+            self._record(self._far.popleft() if self._far else None, frame)
         return frame
 
     def dtmf_received(self, digit: str) -> None:
@@ -257,18 +353,124 @@ class RecordingSession(Session):
             self.digits.append({"digit": digit, "time": round(now - start, 3)})
 
     def stop(self) -> None:
-        if self._written:
+        if self._stopped:
             return
-        self._written = True
-        far = np.concatenate(self._far) if self._far else np.empty(0, np.int16)
-        near = np.concatenate(self._near) if self._near else np.empty(0, np.int16)
-        length = max(len(far), len(near))
-        stereo = np.zeros((length, 2), np.int16)
-        stereo[: len(far), 0] = far
-        stereo[: len(near), 1] = near
-        os.makedirs(self.directory, exist_ok=True)
-        write_wav(self.wav_path, stereo, self.sample_rate)
-        with open(self.json_path, "w", encoding="utf-8") as handle:
-            json.dump(self.digits, handle)
+        self._stopped = True
+        if self.name is None:
+            self.finished.callback(None)
+            return
+        pending, self._pending = self._pending, []
+        digits = json.dumps(self.digits).encode()
+        seconds = self._ticks * self.frame_size / self.sample_rate
+        d = self._in_thread(lambda: self._finish(pending, digits))
+        d.addCallbacks(self._finished, self._failed, callbackArgs=(seconds,),
+                       errbackArgs=("cannot finish",))
+
+    # -- recording, in the reactor thread ----------------------------------------------------
+    def _record(self, far: np.ndarray | None, near: np.ndarray | None) -> None:
+        """One tick: a stereo frame, or one more silent frame when both sides are silent."""
+        self._ticks += 1
+        far_silent = far is None or not far.any()
+        near_silent = near is None or not near.any()
+        if far_silent and near_silent:
+            self._add_silence()
+        elif self._held_bytes + self._frame_bytes > self._max_held:
+            if not self._behind:
+                self._behind = True
+                self.log.warn("recording {name}: the disk is behind; recording silence",
+                              name=self.name)
+            self.lost_frames += 1
+            self._add_silence()
+        else:
+            stereo = self._stereo
+            stereo[:, 0] = 0 if far_silent else far
+            stereo[:, 1] = 0 if near_silent else near
+            last = self._pending[-1] if self._pending else None
+            if isinstance(last, bytearray):
+                last += stereo.tobytes()
+            else:
+                self._pending.append(bytearray(stereo.tobytes()))
+            self._held_bytes += self._frame_bytes
+        self._unflushed += 1
+        if self._unflushed >= self._flush_ticks:
+            self._flush()
+
+    def _add_silence(self) -> None:
+        if self._pending and isinstance(self._pending[-1], int):
+            self._pending[-1] += 1
+        else:
+            self._pending.append(1)
+
+    def _flush(self) -> None:
+        """Hand what was recorded to a thread, unless the previous batch is still being
+        written (then it waits for the next flush, bounded by ``max_buffer_seconds``)."""
+        self._unflushed = 0
+        if self._writing or not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        size = sum(len(part) for part in batch if not isinstance(part, int))
+        self._writing = True
+        d = self._in_thread(lambda: self._write(batch))
+        d.addErrback(self._failed, "cannot write")
+        d.addBoth(self._written, size)
+
+    def _written(self, _result: object, size: int) -> None:
+        self._writing = False
+        self._held_bytes -= size
+
+    def _in_thread(self, job: Callable[[], Any]) -> Deferred[Any]:
+        """Run *job* in the reactor's thread pool, after every job handed over before it."""
+        ticket = self._order.ticket()
+        reactor = self.clock
+        if IReactorThreads.providedBy(reactor):
+            return deferToThreadPool(reactor, reactor.getThreadPool(), self._order.run, ticket,
+                                     job)
+        return maybeDeferred(self._order.run, ticket, job)
+
+    def _failed(self, failure: Failure, what: str) -> None:
+        """A file error: logged once; the recording stops (what was written stays)."""
+        self.log.error("recording {name}: {what} {path}: {error}", name=self.name, what=what,
+                       path=self.wav_path, error=failure.getErrorMessage())
+        self._broken = True
+        if what == "cannot finish":
+            self.finished.callback(None)
+
+    def _finished(self, written: bool, seconds: float) -> None:
+        if not written:
+            self.finished.callback(None)
+            return
         self.log.info("recorded {name}: {seconds:.1f} s, {n} DTMF digits", name=self.name,
-                      seconds=length / self.sample_rate, n=len(self.digits))
+                      seconds=seconds, n=len(self.digits))
+        self.finished.callback(self.wav_path)
+
+    # -- file I/O, in a pool thread, one job at a time ---------------------------------------
+    def _create(self) -> None:
+        assert self.wav_path is not None
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self._wav = WavAppender(self.wav_path, 2, self.sample_rate)
+
+    def _write(self, batch: list[bytearray | int]) -> None:
+        wav = self._wav
+        if wav is None:
+            return
+        for part in batch:
+            if isinstance(part, int):
+                wav.append_silence(part * self.frame_size)
+            else:
+                wav.append(part)
+        wav.update_header()
+
+    def _finish(self, batch: list[bytearray | int], digits: bytes) -> bool:
+        """The last batch, the final header, then the JSON; False if there is no WAV."""
+        wav = self._wav
+        if wav is None:
+            return False
+        try:
+            self._write(batch)
+        finally:
+            self._wav = None
+            wav.close()
+        assert self.json_path is not None
+        with os.fdopen(create_private(self.json_path), "wb") as handle:
+            handle.write(digits)
+        return True

@@ -2,7 +2,8 @@
 
 Audio inside voiptwisted is ``int16`` numpy arrays; these helpers convert any
 PCM WAV (8/16/24/32-bit integer, any channel count, any rate) into mono int16
-at the rate a session needs, and write multi-channel int16 WAVs.  numpy is
+at the rate a session needs, and write multi-channel int16 WAVs, whole or piece by
+piece (:class:`WavAppender`, for recordings).  numpy is
 imported by the first helper called, not with this module (issue 6: a service
 that only imports the applications stays light while idle).
 """
@@ -10,6 +11,7 @@ that only imports the applications stays light while idle).
 from __future__ import annotations
 
 import os
+import struct
 import wave
 from typing import TYPE_CHECKING
 
@@ -18,10 +20,24 @@ if TYPE_CHECKING:
 else:
     np = None
 
-__all__ = ["WavError", "load_mono", "read_wav", "resample", "to_mono", "write_wav"]
+__all__ = [
+    "WavAppender",
+    "WavError",
+    "create_private",
+    "load_mono",
+    "read_wav",
+    "resample",
+    "to_mono",
+    "write_wav",
+]
 
 #: Refuse files that would decode to more than this many samples per channel (1 h at 48 kHz).
 MAX_FRAMES = 48_000 * 3600
+#: RIFF sizes are 32-bit: the most PCM data bytes one WAV can hold.
+MAX_DATA_BYTES = 0xFFFFFFFF - 36
+#: Zeros written per ``write`` call for silence (64 KiB: silence costs no memory beyond this).
+_ZEROS = bytes(65536)
+_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
 
 
 class WavError(ValueError):
@@ -119,3 +135,87 @@ def write_wav(path: str | os.PathLike[str], samples: np.ndarray, rate: int) -> N
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(data.astype("<i2").tobytes())
+
+
+def create_private(path: str | os.PathLike[str]) -> int:
+    """Create *path* for writing, readable by its owner only (0600), and return its fd.
+
+    Never overwrites and never follows a symlink (``O_EXCL``, ``O_NOFOLLOW``): an
+    existing file of the same name raises ``FileExistsError``.  Blocking file I/O.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+
+
+class WavAppender:
+    """A 16-bit PCM WAV written piece by piece: the file is created with
+    :func:`create_private`, audio and silence are appended, and the RIFF and ``data``
+    sizes in the header are patched by :meth:`update_header` (a recording does so after
+    each batch) and :meth:`close`, so the file on disk is a complete WAV of everything
+    written up to then.  Blocking file I/O: recordings call it from a thread.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], channels: int, rate: int) -> None:
+        self.path = os.fspath(path)
+        self.channels = channels
+        self.rate = rate
+        self.frame_bytes = 2 * channels
+        self.data_bytes = 0
+        self._fd: int | None = create_private(self.path)
+        try:
+            self._write_all(self._header())
+        except BaseException:
+            os.close(self._fd)
+            self._fd = None
+            raise
+
+    def _header(self) -> bytes:
+        return _HEADER.pack(
+            b"RIFF", 36 + self.data_bytes, b"WAVE", b"fmt ", 16, 1, self.channels, self.rate,
+            self.rate * self.frame_bytes, self.frame_bytes, 16, b"data", self.data_bytes,
+        )  # fmt: skip
+
+    def _write_all(self, data: bytes | memoryview) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def _room(self, size: int) -> None:
+        if self._fd is None:
+            raise WavError(f"{self.path}: already closed")
+        if self.data_bytes + size > MAX_DATA_BYTES:
+            raise WavError(f"{self.path}: a WAV holds at most {MAX_DATA_BYTES} bytes of audio")
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        """Append interleaved little-endian int16 frames (whole frames only)."""
+        if len(data) % self.frame_bytes:
+            raise WavError(f"{len(data)} bytes is not a whole number of frames")
+        self._room(len(data))
+        self._write_all(data)
+        self.data_bytes += len(data)
+
+    def append_silence(self, frames: int) -> None:
+        """Append *frames* frames of zeros, 64 KiB per write."""
+        left = frames * self.frame_bytes
+        self._room(left)
+        while left:
+            chunk = min(left, len(_ZEROS))
+            self._write_all(memoryview(_ZEROS)[:chunk])
+            left -= chunk
+        self.data_bytes += frames * self.frame_bytes
+
+    def update_header(self) -> None:
+        """Write the current RIFF and ``data`` sizes into the header (the data stays)."""
+        assert self._fd is not None
+        os.pwrite(self._fd, self._header(), 0)
+
+    def close(self) -> None:
+        """Patch the header's sizes and close the file.  Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.pwrite(fd, self._header(), 0)
+        finally:
+            os.close(fd)

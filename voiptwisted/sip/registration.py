@@ -13,8 +13,10 @@ its ``registration`` hook::
 
 States: ``idle -> registering -> registered -> refreshing -> registered ...``; a refusal
 (wrong credentials, 403, any other final error) moves to ``failed`` and retries no faster than
-``refused_retry_interval`` (60 s by default); a transient error (transaction timeout, 5xx)
-moves to ``backing-off`` and retries after ``retry_policy(attempt)`` seconds.
+``refused_retry_interval`` (60 s by default), answering the challenge that refused us
+directly (wrong credentials cost one REGISTER per interval, not two); a transient error
+(transaction timeout, 5xx) moves to ``backing-off`` and retries after
+``retry_policy(attempt)`` seconds.
 """
 
 from __future__ import annotations
@@ -161,6 +163,9 @@ class Registration:
         self._waiters: list[Deferred[Any]] = []
         self._stopped = False
         self._moved_flow: Any = None
+        #: The challenges of the last exchange refused for wrong credentials, answered directly
+        #: by the next retry (issue 17: one REGISTER per retry interval instead of two).
+        self._refusing_challenges: dict[tuple[str, str], Challenge] = {}
 
     def __repr__(self) -> str:
         return f"<Registration {self.aor.aor} {self.state.value}>"
@@ -297,16 +302,25 @@ class Registration:
     # --- the exchange ------------------------------------------------------------------------
 
     async def _exchange(
-        self, protocol: Any, expires: int, contact: str, retire: str | None = None
+        self,
+        protocol: Any,
+        expires: int,
+        contact: str,
+        retire: str | None = None,
+        challenges: dict[tuple[str, str], Challenge] | None = None,
     ) -> Response:
         """Send REGISTER until a final answer that is not a challenge or a 423.
 
         Digest challenges are answered (RFC 3261 §22.2, RFC 7616 §3.4); the same challenge
-        again for the same credentials, unless ``stale=true``, is a refusal.  423 retries once
+        again for the same credentials is a refusal unless it is ``stale=true`` with a new
+        nonce (RFC 7616 §3.3: the nonce, not the password, was refused), which allows one
+        more try.  *challenges* (a retry after such a refusal) are answered in the first
+        request.  423 retries once
         with ``Min-Expires`` (RFC 3261 §10.2.8).  At most ``MAX_ROUNDS`` requests.
         """
-        authorizations: dict[tuple[str, str], Challenge] = {}
-        answered: set[tuple[str, str]] = set()
+        authorizations: dict[tuple[str, str], Challenge] = dict(challenges or {})
+        answered: set[tuple[str, str]] = set(authorizations)
+        renewed: set[tuple[str, str]] = set()
         for _ in range(MAX_ROUNDS):
             request = self.build_request(protocol, expires, contact, authorizations, retire)
             self.register_count += 1
@@ -314,12 +328,21 @@ class Registration:
             code = response.status_code
             if code in (401, 407):
                 key, challenge = self._pick_challenge(protocol, response)
-                if key in answered and not challenge.stale:
+                previous = authorizations.get(key)
+                if key in answered and (
+                    not challenge.stale
+                    or key in renewed
+                    or previous is None
+                    or challenge.nonce == previous.nonce
+                ):
+                    self._refusing_challenges = {**authorizations, key: challenge}
                     raise RegistrationFailed(
                         f"registration refused by {_peer(protocol, self.aor)}: wrong credentials "
                         f"({code} {_phrase(response)} again after authenticating)",
                         code,
                     )
+                if key in answered:
+                    renewed.add(key)
                 answered.add(key)
                 authorizations[key] = challenge
                 continue
@@ -372,14 +395,21 @@ class Registration:
 
     # --- state machine -----------------------------------------------------------------------
 
-    def _register(self, state: RegistrationState, retire: str | None = None) -> None:
+    def _register(
+        self,
+        state: RegistrationState,
+        retire: str | None = None,
+        challenges: dict[tuple[str, str], Challenge] | None = None,
+    ) -> None:
         protocol = self.protocol
         if protocol is None or self._stopped:
             return
         self._cancel_timer()
         self.state = state
         contact = self.contact_for(protocol)
-        d = Deferred.fromCoroutine(self._exchange(protocol, self.expires, contact, retire))
+        d = Deferred.fromCoroutine(
+            self._exchange(protocol, self.expires, contact, retire, challenges)
+        )
         self._pending = d
         d.addCallbacks(
             self._answered,
@@ -440,6 +470,7 @@ class Registration:
         self.registered_contact = contact
         self.last_failure = None
         self._transient_failures = 0
+        self._refusing_challenges = {}
         if granted <= 0:
             self._refused(
                 protocol,
@@ -488,9 +519,12 @@ class Registration:
         self._register(RegistrationState.REFRESHING)
 
     def _retry(self) -> None:
+        """Register again after a refusal or a transient error.  After wrong credentials the
+        challenge that refused us is answered at once: a registrar that still refuses costs
+        one REGISTER per interval, not an unauthenticated one plus a digest one."""
         self._timer = None
         self.expires = max(self.expires, self.requested_expires)
-        self._register(RegistrationState.REGISTERING)
+        self._register(RegistrationState.REGISTERING, challenges=self._refusing_challenges)
 
     def _refused(
         self, protocol: Any, error: RegistrationFailed, retry_after: float | None
