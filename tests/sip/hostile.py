@@ -76,7 +76,7 @@ def _fill(unit: str, size: int) -> str:
 SHAPES: dict[str, Callable[[int], bytes]] = {
     # Finding 1: a folded line, then long SP/HTAB runs (RFC 3261 §7.3.1 unfolding).
     "folded SP/HTAB runs": lambda size: invite(
-        {"Subject: lunch": "Subject: lunch\r\n \t" + _fill(" \t", size) + "x"}
+        {"Subject: lunch": "Subject: lunch\r\n \tfolded" + _fill(" \t", size) + "x"}
     ),
     # Finding 2: the trace redaction scanning a=crypto lines and inline: runs.
     "a=crypto: run": lambda size: invite(body=_fill("a=crypto:", size).encode()),
@@ -90,7 +90,9 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "unclosed quoted display name": lambda size: invite({FROM: 'From: "' + _fill('\\"', size)}),
     "'<' storm": lambda size: invite({CONTACT: "Contact: " + _fill("<", size)}),
     "';' storm in Via": lambda size: invite({VIA: VIA + _fill(" ; a", size)}),
-    "SP/HTAB after a Via parameter": lambda size: invite({VIA: VIA + ";a" + _fill(" \t", size)}),
+    "SP/HTAB inside Via parameters": lambda size: invite(
+        {VIA: VIA + ";a" + _fill(" \t", size // 2) + "=" + _fill("\t ", size // 2) + "b"}
+    ),
     "';' storm in name-addr parameters": lambda size: invite({FROM: FROM + _fill(";a=b", size)}),
     "',' storm in Contact": lambda size: invite({CONTACT: CONTACT + _fill(",<sip:a>", size)}),
     # Finding 12: numbers beyond int()'s 4,300-digit limit.

@@ -11,6 +11,7 @@ so the bound of 20x leaves a wide margin for a loaded machine.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -18,7 +19,15 @@ from collections.abc import Callable
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.hostile import SHAPES, invite, normal, receive
-from voiptwisted.sip.headers import MAX_LIST_VALUES, MAX_PARAMS, NameAddr, SIPParseError
+from voiptwisted.sip.headers import (
+    MAX_LIST_VALUES,
+    MAX_PARAMS,
+    NameAddr,
+    SIPParseError,
+    Via,
+    name_addr_tag,
+    parse_params,
+)
 from voiptwisted.sip.message import Message
 from voiptwisted.sip.protocol import redact
 from voiptwisted.sip.uri import CallerID
@@ -73,7 +82,7 @@ class LinearTimeTests(SynchronousTestCase):
     def test_via_and_parameters(self) -> None:
         """Finding 3: Via and header parameters with LWS runs and ';' storms."""
         self.assertLinear(
-            "SP/HTAB after a Via parameter",
+            "SP/HTAB inside Via parameters",
             "';' storm in Via",
             "';' storm in name-addr parameters",
         )
@@ -81,6 +90,39 @@ class LinearTimeTests(SynchronousTestCase):
     def test_storms(self) -> None:
         """'<' and ',' storms, a 64 KiB Expires, and SDP r= lines."""
         self.assertLinear("'<' storm", "',' storm in Contact", "Expires digits", "SDP r= lines")
+
+
+class ValueLinearTimeTests(SynchronousTestCase):
+    """Finding 3 at the API: each parser costs at most MAX_RATIO times per byte on a
+    64 KiB hostile value what it costs on an ordinary value of the same size."""
+
+    def assertLinear(self, parse: Callable[[str], object], ordinary: str, hostile: str) -> None:
+        def cost(value: str) -> float:
+            def work() -> None:
+                with contextlib.suppress(SIPParseError):
+                    parse(value)
+
+            return min(_cpu(work) for _ in range(REPEATS))
+
+        ratio = (cost(hostile) / len(hostile)) / (max(cost(ordinary), 1e-6) / len(ordinary))
+        self.assertLessEqual(ratio, MAX_RATIO, f"{ratio:.0f}x an ordinary value per byte")
+
+    def test_name_addr(self) -> None:
+        ordinary = "Alice " * (SIZE // 6) + "<sip:alice@example.com>;tag=1"
+        hostile = " \t" * (SIZE // 2) + "x"
+        self.assertLinear(NameAddr.parse, ordinary, hostile)
+        self.assertLinear(name_addr_tag, ordinary, hostile)
+
+    def test_via_and_parameters(self) -> None:
+        ordinary = "SIP/2.0/TLS h;branch=z9hG4bK" + "a" * SIZE
+        self.assertLinear(Via.parse, ordinary, "SIP/2.0/TLS h;a" + " \t" * (SIZE // 2))
+        self.assertLinear(parse_params, ";p=" + "v" * SIZE, ";p" + "\t " * (SIZE // 2))
+
+    def test_display_name(self) -> None:
+        ordinary = '"' + "a" * SIZE + '" <sip:alice@example.com>'
+        for hostile in ("\x0b" * SIZE, "\x85\u2028" * (SIZE // 2) + "<", ' "' * (SIZE // 2)):
+            with self.subTest(hostile=hostile[:4]):
+                self.assertLinear(lambda v: repr(CallerID(v)), ordinary, hostile)
 
 
 class FuzzTests(SynchronousTestCase):
