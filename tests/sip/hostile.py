@@ -19,19 +19,13 @@ from voiptwisted.sip.message import Message
 from voiptwisted.sip.protocol import redact
 from voiptwisted.sip.uri import CallerID, InvalidURI
 
-SDP = (
-    b"v=0\r\n"
-    b"o=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\n"
-    b"s=-\r\n"
-    b"c=IN IP4 192.0.2.10\r\n"
-    b"t=0 0\r\n"
-    b"m=audio 49170 RTP/SAVP 8 0 101\r\n"
-    b"a=rtpmap:8 PCMA/8000\r\n"
-    b"a=rtpmap:101 telephone-event/8000\r\n"
-    b"a=fmtp:101 0-16\r\n"
-    b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n"
-    b"a=sendrecv\r\n"
-)
+SDP_LINES = [
+    "v=0", "o=- 4711 1 IN IP4 192.0.2.10", "s=call", "c=IN IP4 192.0.2.10", "t=0 0",
+    "m=audio 50000 RTP/SAVP 0 8 101", "a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000",
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz",
+    "a=sendrecv",
+]  # fmt: skip
+SDP = "".join(f"{line}\r\n" for line in SDP_LINES).encode("ascii")
 FROM = 'From: "Alice Liddell" <sip:alice@example.com>;tag=1928301774'
 VIA = "Via: SIP/2.0/TLS 192.0.2.10:50112;branch=z9hG4bK776asdhds;rport"
 CONTACT = "Contact: <sip:alice@192.0.2.10:50112;transport=tls;ob>"
