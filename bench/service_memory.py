@@ -75,7 +75,8 @@ BASELINES = {
     "Twisted epoll reactor (pulls in pyOpenSSL/cryptography)": "import twisted.internet.reactor",
     "+ twistd, voiptwisted.tap and what the service imports at start-up": _START,
     "+ what the first call loads (numpy, pylibsrtp, negotiation, RTP, sessions)": _START
-    + ", voiptwisted.sdp.negotiation, voiptwisted.rtp.srtp, voiptwisted.media.session\n"
+    + ", voiptwisted.sdp.negotiation, voiptwisted.rtp.srtp, voiptwisted.media.session,"
+    " voiptwisted.codecs.g711\n"
     "import pylibsrtp, numpy",
 }
 

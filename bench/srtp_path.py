@@ -52,10 +52,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import task
 
+from voiptwisted.codecs import CODECS
 from voiptwisted.media.session import EchoSession
 from voiptwisted.rtp.protocol import RealtimeTransportProtocol
-from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext
-from voiptwisted.sdp.negotiation import CODECS
+from voiptwisted.rtp.srtp import SRTPContext
+from voiptwisted.sdp import CryptoAttribute
 
 PEER = ("127.0.0.1", 40000)
 MODES = ("plain", "srtp-null", "srtp", "libsrtp")

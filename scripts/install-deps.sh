@@ -9,5 +9,5 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     kamailio kamailio-tls-modules kamailio-extra-modules sip-tester baresip-core \
-    sox libsox-fmt-all espeak-ng openssl socat >/dev/null
+    sox libsox-fmt-all espeak-ng libopus0 openssl socat >/dev/null
 python3 -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat

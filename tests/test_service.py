@@ -24,6 +24,7 @@ from voiptwisted.apps import EchoDialog
 from voiptwisted.service import (
     EMBEDDED_PORT,
     STOP_TIMEOUT,
+    ListenFailed,
     ServiceConfig,
     VoIPService,
     baresip_command,
@@ -152,9 +153,9 @@ class ListenerTests(ServiceTestCase):
         self.assertIsNone(service.client)
 
     def test_certificate_created_once(self) -> None:
-        self.service()
+        self.service().privilegedStartService()
         first = (self.state / "embedded-tls.pem").read_bytes()
-        self.service()
+        self.service().privilegedStartService()
         self.assertEqual((self.state / "embedded-tls.pem").read_bytes(), first)
 
     def test_listen_tls_gets_embedded_certificate(self) -> None:
@@ -182,24 +183,118 @@ class ListenerTests(ServiceTestCase):
         given = "ssl:5061:privateKey=a.pem"
         self.assertEqual(listen_description(given, lambda: self.fail("no cert needed")), given)
 
-    def test_listen_failure_is_one_line_and_stops(self) -> None:
-        """Port in use: one error line naming the address, exit status 1, no traceback."""
-
+    def busy_reactor(self) -> MemoryReactorClock:
         class Busy(MemoryReactorClock):
             def listenSSL(self, port: int, *args: Any, **kwargs: Any) -> Any:
                 raise CannotListenError("127.0.0.1", port, OSError(98, "Address already in use"))
 
-        self.reactor = Busy()
-        self.reactor.running = True
+        reactor = Busy()
+        reactor.running = True
+        return reactor
+
+    def test_listen_failure_fails_start_without_stopping_the_host(self) -> None:
+        """Issue 13: port in use: one error line naming the address and why, no "answering
+        calls" line, when_listening fails with ListenFailed, when_finished fires with 1;
+        the reactor is not stopped and the host's other service keeps running."""
+        from twisted.application.service import MultiService, Service
+
+        self.reactor = self.busy_reactor()
+        host = MultiService()
+        other = Service()
+        other.setServiceParent(host)
         service = self.service()
+        service.setServiceParent(host)
         with capturedLogs() as events:
-            service.startService()
+            host.privilegedStartService()
+            host.startService()
         errors = [e for e in events if e.get("log_level").name == "error"]
         self.assertEqual(len(errors), 1)
-        self.assertIn("Address already in use", errors[0]["why"])
-        self.assertNotIn("privateKey", errors[0]["where"])
-        self.assertEqual(service.exit_status, 1)
-        self.assertTrue(self.reactor.hasStopped)
+        line = errors[0]["error"]
+        self.assertEqual(
+            line, "cannot listen on ssl:5061:interface=127.0.0.1: Address already in use"
+        )
+        self.assertFalse(any("answering calls" in e.get("log_format", "") for e in events))
+        failure = self.failureResultOf(service.when_listening(), ListenFailed)
+        self.assertEqual(str(failure.value), line)
+        self.assertEqual(self.successResultOf(service.when_finished()), 1)
+        self.assertIs(service.start_failure, failure.value)
+        self.assertFalse(self.reactor.hasStopped)
+        self.assertTrue(self.reactor.running)
+        self.assertTrue(other.running)
+        self.successResultOf(host.stopService())
+
+    def test_listen_failure_registration_never_starts(self) -> None:
+        """A failed start starts nothing else: no connection to the registrar is tried."""
+        self.reactor = self.busy_reactor()
+        service = self.service(
+            aor=SipURI.parse("sip:alice@127.0.0.1:5061"), listen="tls:5071:interface=127.0.0.1"
+        )
+        service.startService()
+        self.failureResultOf(service.when_listening(), ListenFailed)
+        self.assertFalse(service.client.running)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.successResultOf(service.stopService())
+
+    def test_every_listener_bound_one_failure_closes_the_others(self) -> None:
+        """--listen repeated: each binds; when one cannot, the ones that did are closed."""
+
+        class HalfBusy(MemoryReactorClock):
+            def listenTCP(self, port: int, *args: Any, **kwargs: Any) -> Any:
+                if port == 5062:
+                    raise CannotListenError("127.0.0.1", port, OSError(98, "in use"))
+                return super().listenTCP(port, *args, **kwargs)
+
+        service = self.service(listen=["tcp:5060:interface=127.0.0.1", "tcp:5064"])
+        service.startService()
+        ports = self.successResultOf(service.when_listening())
+        self.assertEqual([p[0] for p in self.reactor.tcpServers], [5060, 5064])
+        self.assertEqual(len(ports), 2)
+        self.assertEqual(service.call_uri(), "sip:echo@127.0.0.1:5060;transport=tcp")
+
+        self.reactor = HalfBusy()
+        service = self.service(listen=("tcp:5060", "tcp:5062"))
+        with capturedLogs() as events:
+            service.startService()
+        [error] = [e for e in events if e.get("log_level").name == "error"]
+        self.assertIn("tcp:5062", error["error"])
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+        self.assertFalse(service.listeners[0].running)
+        self.assertIsNone(service.listeners[0].port)
+
+    def test_bad_description_when_embedding(self) -> None:
+        """A description twistd would refuse as a usage error fails start when embedding."""
+        service = self.service(listen="bogus:1")
+        with capturedLogs():
+            service.startService()
+        failure = self.failureResultOf(service.when_listening(), ListenFailed)
+        self.assertIn("bogus:1", str(failure.value))
+        self.assertIn("bad listen description", str(failure.value))
+
+    def test_nothing_written_before_start(self) -> None:
+        """Issue 13: constructing writes nothing in state_dir; start writes the instance id
+        the registration uses and the embedded certificate."""
+        from voiptwisted.sip.connect import INSTANCE_ID_FILE
+
+        state = self.state / "fresh"
+        service = self.service(state_dir=state)
+        aor_service = self.service(state_dir=state, aor=SipURI.parse("sip:alice@127.0.0.1"),
+                                   listen="tls:5071")  # fmt: skip
+        self.assertFalse(state.exists())
+        service.privilegedStartService()
+        self.assertTrue((state / "embedded-tls.pem").exists())
+        aor_service.startService()
+        self.assertEqual(
+            (state / INSTANCE_ID_FILE).read_text().strip(),
+            aor_service.client.registration.instance_id,
+        )
+        again = self.service(state_dir=state, aor=SipURI.parse("sip:alice@127.0.0.1"))
+        self.assertEqual(
+            again.client.registration.instance_id, aor_service.client.registration.instance_id
+        )
+        again.startService()
+        self.assertEqual(
+            (state / INSTANCE_ID_FILE).read_text().strip(), again.client.registration.instance_id
+        )
 
     def test_baresip_command(self) -> None:
         command = baresip_command("sip:echo@127.0.0.1:5061;transport=tls")
@@ -250,6 +345,42 @@ class StopTests(ServiceTestCase):
         self.successResultOf(service.stopService())
         codes = [m.status_code for m in written(transport) if hasattr(m, "status_code")]
         self.assertIn(480, codes)
+
+
+class CallLogTests(ServiceTestCase):
+    def call_logs(self, **kwargs: Any) -> list[str]:
+        """The formatted log lines of one answered call the caller hangs up after 12 s."""
+        from twisted.logger import formatEvent
+
+        service = self.service(**kwargs)
+        service.startService()
+        with capturedLogs() as events:
+            protocol, transport = self.connect_caller(service)
+            protocol.dataReceived(invite("logged@test", "z9hG4bKlog"))
+            ok = [m for m in written(transport) if getattr(m, "status_code", 0) == 200][-1]
+            protocol.dataReceived(ack_for(ok))
+            self.reactor.advance(12)
+            bye = ack_for(ok).replace(b"ACK sip", b"BYE sip").replace(b"1 ACK", b"2 BYE")
+            protocol.dataReceived(bye.replace(b"z9hG4bKack1", b"z9hG4bKbye1"))
+            self.assertIn(200, [m.status_code for m in written(transport)])
+        return [formatEvent(e) for e in events]
+
+    def test_one_call_is_three_masked_lines(self) -> None:
+        """Issue 13: caller masked (CallerID repr) in info lines; a call is "from",
+        "answered" and "ended" with its duration and who ended it."""
+        lines = self.call_logs()
+        text = "\n".join(lines)
+        self.assertNotIn("alice@example.com", text)
+        self.assertIn("call logged@test from *lice@example.com: answering with EchoSession", text)
+        self.assertIn("call logged@test answered", text)
+        self.assertIn("call logged@test ended after 12.0 s, by the caller", text)
+        self.assertEqual(len([line for line in lines if "logged@test" in line]), 3, lines)
+
+    def test_trace_sip_shows_the_full_caller(self) -> None:
+        lines = self.call_logs(trace_sip=True)
+        self.assertTrue(
+            any("from <sip:alice@example.com>;tag=alicetag: answering" in line for line in lines)
+        )
 
 
 class MaxCallsTests(ServiceTestCase):
@@ -324,18 +455,23 @@ class PlaceCallTests(ServiceTestCase):
         self.failureResultOf(self.service().place_call("sip:bob@127.0.0.1"), RuntimeError)
 
     def test_dial_answered_then_ended_exit_status_0(self) -> None:
-        """--dial: the service stops the reactor with status 0 once the answered call ends."""
+        """--dial: when_finished fires with 0 once the answered call ends; the service
+        itself leaves the reactor alone (issue 13: only the plugin stops it)."""
         service = self.aor_service(
             dialog_class=DialingDialog, dial=SipURI.parse("sip:bob@127.0.0.1")
         )
         self.reactor.running = True
+        finished = service.when_finished()
         service._dial()
         self.assertIsNone(service.exit_status)
+        self.assertNoResult(finished)
         self.assertEqual(self.reactor.getDelayedCalls(), [])  # waits on when_ended(), no polling
         service.dialed._end()  # what every ending path (BYE either way, timeout) runs
         self.assertEqual(service.dialed.state, DialogState.TERMINATED)
         self.assertEqual(service.exit_status, 0)
-        self.assertTrue(self.reactor.hasStopped)
+        self.assertEqual(self.successResultOf(finished), 0)
+        self.assertEqual(self.successResultOf(service.when_finished()), 0)
+        self.assertFalse(self.reactor.hasStopped)
 
     def test_dial_refused_exit_status_1(self) -> None:
         DialingDialog.outcome = CallFailed(486)
@@ -346,6 +482,8 @@ class PlaceCallTests(ServiceTestCase):
         with capturedLogs() as events:
             service._dial()
         self.assertEqual(service.exit_status, 1)
+        self.assertEqual(self.successResultOf(service.when_finished()), 1)
+        self.assertFalse(self.reactor.hasStopped)
         self.assertTrue(any("486 Busy Here" in str(e.get("why")) for e in events))
 
     def test_no_verify_tls_warns(self) -> None:
@@ -366,6 +504,55 @@ class PlaceCallTests(ServiceTestCase):
         [event] = events
         self.assertEqual(event["targets"], "127.0.0.1:5061")
         self.assertIn("refused", event["why"])
+
+    def test_credentials_config_reaches_registration_and_flows(self) -> None:
+        """Issue 14: auth_realms / realm_credentials / allow_legacy_digest make one
+        Credentials shared by the registration (which binds the registrar's realm) and
+        every flow's dialogs."""
+        service = self.service(
+            aor=SipURI.parse("sip:alice@127.0.0.1:5061"),
+            password="pw",
+            auth_realms=("proxy.example",),
+            realm_credentials={"carrier": ("acct", "pw2")},
+            allow_legacy_digest=True,
+        )
+        credentials = service.client.registration.credentials
+        protocol = service.client.factory.buildProtocol(None)
+        self.assertIs(protocol.credentials, credentials)
+        self.assertEqual(credentials.realms, {"proxy.example", "carrier"})
+        self.assertTrue(credentials.allow_legacy_digest)
+        self.assertNotIn("pw2", repr(service.config))
+        default = self.service(aor=SipURI.parse("sip:alice@127.0.0.1:5061"), password="pw")
+        credentials = default.client.registration.credentials
+        self.assertEqual((credentials.realms, credentials.allow_legacy_digest), (set(), False))
+
+    def test_sips_aor_requires_srtp(self) -> None:
+        """Issue 14 finding 11: the embedding API's default for a sips: AOR (or dial target)
+        is SRTP required, for the service's MediaConfig too; an explicit off/optional
+        with a sips: URI is a ValueError, not a silently plain-RTP call."""
+        sips = SipURI.parse("sips:alice@127.0.0.1:5061")
+        self.assertEqual(ServiceConfig(aor=sips).srtp, "required")
+        self.assertEqual(ServiceConfig(aor=SipURI.parse("sip:a@example.com")).srtp, "optional")
+        self.assertEqual(ServiceConfig().srtp, "optional")
+        service = self.service(aor=sips)
+        self.assertEqual(service.media_config.srtp, "required")
+        for policy in ("off", "optional"):
+            with self.assertRaises(ValueError):
+                ServiceConfig(aor=sips, srtp=policy)
+            with self.assertRaises(ValueError):
+                ServiceConfig(aor=SipURI.parse("sip:a@example.com"),
+                              dial=SipURI.parse("sips:b@example.com"), srtp=policy)
+        with self.assertRaises(ValueError):
+            ServiceConfig(srtp="sometimes")
+
+    def test_rtp_timeouts_reach_media_config(self) -> None:
+        """Issue 17 item 2: ServiceConfig.rtp_timeout/rtp_hold_timeout (60 s / off)."""
+        media = self.service().media_config
+        self.assertEqual((media.rtp_timeout, media.rtp_hold_timeout), (60.0, 0.0))
+        media = self.service(rtp_timeout=0, rtp_hold_timeout=600).media_config
+        self.assertEqual((media.rtp_timeout, media.rtp_hold_timeout), (0, 600))
+        with self.assertRaises(ValueError):
+            ServiceConfig(rtp_timeout=-1)
 
     def test_dns_server_reaches_the_endpoint(self) -> None:
         """ServiceConfig.dns_server: the registrar's DNS SRV (RFC 3263) is asked there."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
+from typing import Any
 
 from twisted.python import usage
 from twisted.trial import unittest
@@ -47,12 +48,32 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertTrue(config.verify_tls)
 
     def test_sips_aor_requires_srtp(self) -> None:
-        """Issue 5: SRTP is required by default for sips: AORs, optional otherwise."""
+        """Issue 5: SRTP is required by default for sips: AORs, optional otherwise; issue 14
+        finding 11: --srtp off/optional with a sips: AOR or --dial target is refused."""
         self.assertEqual(parse("--aor", "sips:alice@example.com").config.srtp, "required")
         self.assertEqual(parse("--aor", "sip:alice@example.com").config.srtp, "optional")
         self.assertEqual(
-            parse("--aor", "sips:alice@example.com", "--srtp", "off").config.srtp, "off"
+            parse("--aor", "sip:alice@example.com", "--srtp", "off").config.srtp, "off"
         )
+        for policy in ("off", "optional"):
+            self.assertUsage("sips: requires SRTP", "--aor", "sips:alice@example.com",
+                             "--srtp", policy)
+            self.assertUsage("sips: requires SRTP", "--aor", "sip:alice@example.com",
+                             "--dial", "sips:bob@example.com", "--srtp", policy)
+        config = parse("--aor", "sip:alice@example.com", "--dial", "sips:bob@example.com").config
+        self.assertEqual(config.srtp, "required")
+
+    def test_rtp_timeouts(self) -> None:
+        """Issue 17 item 2: --rtp-timeout (default 60 s) and --rtp-hold-timeout (default
+        off) reach the service's MediaConfig."""
+        config = parse("--state-dir", self.state).config
+        self.assertEqual((config.rtp_timeout, config.rtp_hold_timeout), (60.0, 0.0))
+        config = parse("--state-dir", self.state, "--rtp-timeout", "0",
+                       "--rtp-hold-timeout", "900").config
+        self.assertEqual((config.rtp_timeout, config.rtp_hold_timeout), (0.0, 900.0))
+        for bad in ("-1", "x", "nan", "1e9"):
+            self.assertUsage("--rtp-timeout", "--rtp-timeout", bad)
+            self.assertUsage("--rtp-hold-timeout", "--rtp-hold-timeout", bad)
 
     def test_password_sources(self) -> None:
         """The password comes from the AOR, --password-file or $SIP_PASSWORD, in that order."""
@@ -84,7 +105,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.rtp_ports, (20000, 20100))
         self.assertEqual(config.max_calls, 3)
         self.assertEqual(config.dialog_class.__name__, "RejectDialog")
-        self.assertEqual(config.listen, "tcp:5060")
+        self.assertEqual(config.listen, ("tcp:5060",))
         self.assertTrue(config.trace_sip)
         self.assertFalse(config.verify_tls)
         self.assertEqual(config.dial.user, "bob")
@@ -116,6 +137,19 @@ class OptionsTests(unittest.SynchronousTestCase):
         config = parse("--dialog", "voiptwisted.apps.RejectDialog", "--app", "echo").config
         self.assertEqual(config.dialog_class.__name__, "RejectDialog")
 
+    def test_auth_realm_and_legacy_digest(self) -> None:
+        """--auth-realm is repeatable; qop-less MD5 is refused unless --allow-legacy-digest."""
+        config = parse("--state-dir", self.state, "--aor", "sips:alice@example.com").config
+        self.assertEqual((config.auth_realms, config.allow_legacy_digest), ((), False))
+        config = parse(
+            "--state-dir", self.state, "--aor", "sips:alice@example.com",
+            "--auth-realm", "proxy.example", "--auth-realm", "carrier",
+            "--allow-legacy-digest",
+        ).config  # fmt: skip
+        self.assertEqual(config.auth_realms, ("proxy.example", "carrier"))
+        self.assertTrue(config.allow_legacy_digest)
+        self.assertUsage("--auth-realm", "--auth-realm", " ")
+
     def test_usage_errors(self) -> None:
         """Each bad value is a usage error naming the option and what to do."""
         self.assertUsage("--aor", "--aor", "mailto:alice@example.com")
@@ -139,3 +173,112 @@ class OptionsTests(unittest.SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             parse("--aor", "sip:alice:hunter2@[::1")
         self.assertNotIn("hunter2", str(caught.exception))
+
+
+class ListenOptionTests(unittest.SynchronousTestCase):
+    """Issue 13: --listen is repeatable and each value is checked before anything starts."""
+
+    def setUp(self) -> None:
+        self.state = pathlib.Path(tempfile.mkdtemp())
+        self.addCleanup(lambda: __import__("shutil").rmtree(self.state, ignore_errors=True))
+
+    def assertUsage(self, fragment: str, *argv: str) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--state-dir", str(self.state), *argv)
+        self.assertIn(fragment, str(caught.exception))
+
+    def test_repeatable(self) -> None:
+        config = parse(
+            "--listen", "tcp:5060:interface=127.0.0.1", "--listen", "tls:5061:interface=127.0.0.1"
+        ).config
+        self.assertEqual(
+            config.listen, ("tcp:5060:interface=127.0.0.1", "tls:5061:interface=127.0.0.1")
+        )
+
+    def test_each_value_checked(self) -> None:
+        """Unknown endpoint type, bad port, unknown argument, missing key file: usage errors
+        naming --listen and the value (issue 13: not a runtime log after start)."""
+        self.assertUsage("--listen 'bogus:1'", "--listen", "bogus:1")
+        self.assertUsage("--listen 'tcp:fivethousand'", "--listen", "tcp:fivethousand")
+        self.assertUsage("--listen 'tls:soon'", "--listen", "tls:soon")
+        self.assertUsage("--listen 'tcp:5060:colour=blue'", "--listen", "tcp:5060:colour=blue")
+        missing_key = "ssl:5061:privateKey=/nonexistent/key.pem"
+        self.assertUsage("/nonexistent/key.pem", "--listen", missing_key)
+        self.assertUsage("--listen 'bogus:1'", "--listen", "tcp:5060", "--listen", "bogus:1")
+
+    def test_listed_in_help(self) -> None:
+        self.assertRegex(str(Options()), r"(?s)--listen=\s+Server endpoint.*?repeatable")
+
+    def test_check_writes_nothing(self) -> None:
+        """A TLS listen without a key is checked without creating the embedded certificate."""
+        state = self.state / "state"
+        parse("--state-dir", str(state), "--listen", "tls:5071:interface=127.0.0.1")
+        self.assertFalse(state.exists())
+
+
+class VersionTests(unittest.SynchronousTestCase):
+    def test_version_is_voiptwisted(self) -> None:
+        """``twistd voip --version`` prints voiptwisted's version, not only Twisted's."""
+        import contextlib
+        import io
+
+        import voiptwisted
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), self.assertRaises(SystemExit) as exited:
+            parse("--version")
+        self.assertEqual(exited.exception.code, 0)
+        self.assertTrue(out.getvalue().startswith(f"voiptwisted {voiptwisted.__version__} "))
+
+
+def run_hooks(reactor: Any) -> None:
+    """What ``reactor.run()`` does first (MemoryReactor's run() also stops at once)."""
+    reactor.running = True
+    for f, args, kwargs in reactor.whenRunningHooks:
+        f(*args, **kwargs)
+
+
+class ExitHookTests(unittest.SynchronousTestCase):
+    """Issue 13: only the plugin stops the reactor and decides the exit status."""
+
+    def service(self, reactor: object, **kwargs: object) -> object:
+        from voiptwisted.service import ServiceConfig, VoIPService
+
+        state = pathlib.Path(tempfile.mkdtemp())
+        self.addCleanup(lambda: __import__("shutil").rmtree(state, ignore_errors=True))
+        return VoIPService(ServiceConfig(state_dir=state, **kwargs), reactor=reactor)
+
+    def test_start_failure_stops_reactor_once_running_exit_1(self) -> None:
+        from twisted.internet.error import CannotListenError
+        from twisted.internet.testing import MemoryReactorClock
+
+        from voiptwisted.tap import _exit_with, exit_when_finished
+
+        class Busy(MemoryReactorClock):
+            def listenTCP(self, port: int, *args: object, **kwargs: object) -> object:
+                raise CannotListenError("127.0.0.1", port, OSError(98, "Address already in use"))
+
+        reactor = Busy()
+        service = self.service(reactor, listen="tcp:5060:interface=127.0.0.1")
+        registered: list[tuple[object, int]] = []
+        exit_when_finished(service, reactor, at_exit=lambda f, s: registered.append((f, s)))
+        service.privilegedStartService()  # twistd: before the reactor runs
+        service.startService()
+        self.assertEqual(registered, [(_exit_with, 1)])
+        self.assertFalse(reactor.hasStopped)
+        run_hooks(reactor)  # the reactor starts running
+        self.assertTrue(reactor.hasStopped)
+
+    def test_answering_service_is_left_running(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from voiptwisted.tap import exit_when_finished
+
+        reactor = MemoryReactorClock()
+        service = self.service(reactor, listen="tcp:5060:interface=127.0.0.1")
+        registered: list[object] = []
+        exit_when_finished(service, reactor, at_exit=lambda f, s: registered.append(s))
+        service.startService()
+        run_hooks(reactor)
+        self.assertFalse(reactor.hasStopped)
+        self.assertEqual(registered, [])

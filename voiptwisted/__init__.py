@@ -6,3 +6,5 @@ registration, media sessions), Twisted adapters (protocols) and the service.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -2,6 +2,10 @@
 
 Each is an ``IDialog`` (a ``Dialog`` subclass); ``dialog_for_app`` turns the option's
 text into the class the service routes inbound calls to and uses for ``--dial``.
+
+An answered call is three info lines: who calls (the caller masked, as
+``CallerID``'s ``repr``; in full only with ``--trace-sip``), answered, and ended
+with its duration and who ended it.
 """
 
 from __future__ import annotations
@@ -12,9 +16,24 @@ from typing import Any, ClassVar
 from twisted.logger import Logger
 
 from voiptwisted.media.session import EchoSession, PlaybackSession, RecordingSession
-from voiptwisted.sip.dialog import Dialog
+from voiptwisted.sip.dialog import Dialog, DialogState
+from voiptwisted.sip.uri import CallerID
+
+__all__ = ["EchoDialog", "RejectDialog", "dialog_for_app", "shown_party"]
 
 log = Logger()
+
+
+def shown_party(party: str | None, *, full: bool = False) -> str:
+    """A caller or callee (From/To value or URI) as info lines show it.
+
+    Masked as ``CallerID``'s ``repr`` (the last four characters of the user and the
+    host: a log is not a call record); the whole value only when *full* (``--trace-sip``,
+    whose SIP trace shows it anyway).
+    """
+    if party is None:
+        return "an unknown party"
+    return str(party) if full else repr(CallerID(str(party)))
 
 
 class EchoDialog(Dialog):
@@ -23,16 +42,67 @@ class EchoDialog(Dialog):
     session_class: ClassVar[type] = EchoSession
     session_kwargs: ClassVar[dict[str, Any]] = {}
 
+    _answered_at: float | None = None
+    _ended_by: str | None = None
+
+    def _now(self) -> float:
+        return float(self.sip.clock.seconds())
+
     def call_received(self) -> None:
         """Ring, then answer with ``session_class``."""
+        full = bool(getattr(self.sip, "trace", False))
         log.info(
             "call {call_id} from {caller}: answering with {session}",
             call_id=self.call_id,
-            caller=self.remote_party,
+            caller=shown_party(self.remote_party, full=full),
             session=self.session_class.__name__,
         )
+        self.when_ended().addCallback(self._log_end)
         self.ringing()
         self.answer(session_class=self.session_class, **self.session_kwargs)
+
+    def ack_received(self, ack: Any) -> None:
+        """The caller's ACK: once media runs, the call is answered (logged once)."""
+        super().ack_received(ack)
+        if self._answered_at is None and self.session is not None:
+            self._answered_at = self._now()
+            log.info("call {call_id} answered", call_id=self.call_id)
+
+    def request_received(self, request: Any, transaction: Any) -> None:
+        """A BYE that ends the call was the caller's (the end line says so)."""
+        self._by_caller(request.method == "BYE", super().request_received, request, transaction)
+
+    def cancel_received(self, cancel: Any) -> None:
+        """A CANCEL that ends the call before the answer was the caller's."""
+        self._by_caller(True, super().cancel_received, cancel)
+
+    def _by_caller(self, ending: bool, handle: Any, *args: Any) -> None:
+        # when_ended() fires while *handle* runs: name who ended it first, and take it
+        # back if the request did not end the call (an out-of-order CSeq, a re-INVITE's).
+        mark = ending and self._ended_by is None
+        if mark:
+            self._ended_by = "the caller"
+        handle(*args)
+        if mark and self.state is not DialogState.TERMINATED:
+            self._ended_by = None
+
+    def bye(self) -> Any:
+        """Hang up from our side (the session ended, or the service stops)."""
+        if self._ended_by is None:
+            self._ended_by = "us"
+        return super().bye()
+
+    def _log_end(self, _: object) -> None:
+        by = self._ended_by or "a timeout or failure"
+        if self._answered_at is None:
+            log.info("call {call_id} ended unanswered, by {by}", call_id=self.call_id, by=by)
+            return
+        log.info(
+            "call {call_id} ended after {seconds:.1f} s, by {by}",
+            call_id=self.call_id,
+            seconds=self._now() - self._answered_at,
+            by=by,
+        )
 
 
 class RejectDialog(Dialog):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
+__all__ = ["IDialog", "ISession"]
+
 
 class IDialog(Interface):
     """A SIP dialog (RFC 3261 §12): one call between us and a remote party.
@@ -39,7 +41,7 @@ class IDialog(Interface):
         Optional; idempotent once the call is answered or rejected.
         """
 
-    def answer(session_class: type, **session_kwargs: object) -> None:
+    def answer(*, session_class: type, **session_kwargs: object) -> None:
         """Accept the pending inbound INVITE and start its media.
 
         Negotiates the SDP answer (RFC 3264) from the INVITE's offer, opens the
@@ -59,7 +61,7 @@ class IDialog(Interface):
         has timed out (64*T1); the dialog is gone either way.
         """
 
-    def dial(target: str, session_class: type, **session_kwargs: object) -> object:
+    def dial(target: str, *, session_class: type, **session_kwargs: object) -> object:
         """Place an outbound call to *target* (a SIP/SIPS URI string or SipURI).
 
         Returns a Deferred that fires with this dialog once the call is
@@ -90,12 +92,25 @@ class ISession(Interface):
     dialog = Attribute("The IDialog this session belongs to.")
     sample_rate = Attribute("Sample rate (Hz) of audio passed to audio_received/send_audio.")
     stats = Attribute("Per-call RTP statistics: packets sent/received, lost, jitter.")
+    stop_reason = Attribute(
+        "Why the media stopped, set by voiptwisted just before stop() is called: "
+        '``"ended"`` (BYE from either side, CANCEL, a dead flow, shutdown), '
+        '``"rtp-timeout"`` (no RTP or RTCP from the peer for ``MediaConfig.rtp_timeout`` '
+        'seconds; voiptwisted sent BYE) or ``"hold-timeout"`` (the same on hold, '
+        "``rtp_hold_timeout``).  None while the media runs.  Optional: an object that "
+        "cannot take the attribute is simply not told."
+    )
 
     def start() -> None:
         """Called once when media starts (after the ACK inbound, after the 200 outbound)."""
 
     def stop() -> None:
-        """Called once when the call's media stops, whichever side ended it."""
+        """Called once when the call's media stops, whichever side ended it.
+
+        It takes no argument (sessions written before ``stop_reason`` keep working):
+        read ``self.stop_reason`` to know why, e.g. to tell a vanished peer
+        (``"rtp-timeout"``) from a normal hang-up.
+        """
 
     def audio_received(samples: object) -> None:
         """Called with each decoded 20 ms frame from the remote party, in playout order."""
@@ -125,3 +140,70 @@ class ISession(Interface):
 
     def hang_up() -> object:
         """End the call from the media side (sends BYE). Returns the dialog's Deferred."""
+
+
+class IUserAgent(Interface):
+    """The UA seam: everything a dialog may ask of the SIP stack it belongs to.
+
+    ``voiptwisted.sip.core.UserAgentCore`` implements it without I/O, and
+    ``SessionInitiationProtocol`` provides it by delegating to its core, so
+    ``Dialog(sip=protocol)`` keeps working.  A dialog talks to the stack only
+    through these names (it imports no adapter); everything behind them —
+    Via and branch building, the transaction table, the wire — belongs to the
+    core and its adapter.
+    """
+
+    aor = Attribute("Our address of record (SipURI): From of the calls we place.")
+    clock = Attribute("The injected IReactorTime everything times against.")
+    timers = Attribute(
+        "The Timers set (voiptwisted.sip.transaction.Timers) on that clock: dialog timers"
+        " registered there are counted and cancelled with the stack's."
+    )
+    credentials = Attribute(
+        "The digest Credentials (voiptwisted.sip.digest.Credentials) answering 401/407 to"
+        " our requests for the realms they allow, or None."
+    )
+    outbound_proxy = Attribute("A Route value for our out-of-dialog requests, or None.")
+    is_connected = Attribute(
+        "Whether the adapter's transport is up: a request started now goes out (bool)."
+    )
+    allow_header = Attribute("The Allow value: the methods the core handles (RFC 3261 §20.5).")
+    media_class = Attribute("The CallMedia implementation calls use (a seam for tests).")
+    media_config = Attribute("The MediaConfig for calls.")
+    media_host = Attribute("The address to put in SDP (public, learned, or local).")
+
+    def contact_for(*uris: str | None) -> str:
+        """Our Contact value, in its ``sips:`` form when any of *uris* is a SIPS URI
+        (RFC 3261 §8.1.1.8, §12.1.1)."""
+
+    def start_client_transaction(request: object) -> object:
+        """Send *request* in a new client transaction (RFC 3261 §17.1) and return it.
+
+        The core adds Via (with a new branch unless the keyword ``new_branch``
+        is False, as for CANCEL, §9.1) and Max-Forwards; the keyword
+        ``on_provisional`` is called with each 1xx.  The transaction's
+        ``deferred`` fires with the final response, or fails on timeout or
+        when the flow is gone.
+        """
+
+    def send_request(request: object) -> object:
+        """:meth:`start_client_transaction`, returning only its Deferred final response
+        (keywords ``provisional_callback`` and ``new_branch``)."""
+
+    def send_stateless(request: object) -> None:
+        """Send a request outside any transaction (the ACK for a 2xx, §13.2.2.4): new Via."""
+
+    def send_message(message: object) -> None:
+        """Send an already complete message as it is (a 2xx retransmitted by its dialog)."""
+
+    def options_response(request: object) -> object:
+        """The 200 to an OPTIONS: our capabilities (RFC 3261 §11.2)."""
+
+    def method_not_allowed_response(request: object) -> object:
+        """A 405 with Allow (RFC 3261 §8.2.1)."""
+
+    def register_dialog(dialog: object) -> None:
+        """Route in-dialog requests and responses to *dialog* until :meth:`drop_dialog`."""
+
+    def drop_dialog(dialog: object) -> None:
+        """Forget *dialog* (idempotent)."""

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+__all__ = ["ensure_self_signed"]
+
 
 def ensure_self_signed(state_dir: pathlib.Path, hostname: str = "localhost") -> pathlib.Path:
     """Return the path of a PEM file holding a key and a certificate for *hostname*.

@@ -6,23 +6,29 @@ own service tree (``VoIPService(ServiceConfig(...)).setServiceParent(application
 Without an AOR and without ``listen`` it is the *embedded default*: TLS on
 127.0.0.1:5061 with a self-signed certificate created once in ``state_dir``,
 answering every call with echo, so a newcomer can try it without a carrier.
+
+It never stops the reactor or ends the process, whatever happens: a listener that
+cannot bind fails the service's start (:meth:`VoIPService.when_listening` fails with
+:class:`ListenFailed`, one error line is logged) and the ``dial`` call's outcome is an
+exit status (:meth:`VoIPService.when_finished`).  What to do with them is the host's
+decision; the ``twistd voip`` plugin stops the reactor and exits with that status.
+Nothing is written to ``state_dir`` before the service starts.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import dataclasses
-import logging
 import os
 import pathlib
-import sys
+import uuid
 import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from voiptwisted.sip.protocol import SIPClientFactory
 from voiptwisted.sip.uri import SipURI
@@ -30,9 +36,11 @@ from voiptwisted.sip.uri import SipURI
 __all__ = [
     "EMBEDDED_PORT",
     "STOP_TIMEOUT",
+    "ListenFailed",
     "ServiceConfig",
     "VoIPService",
     "baresip_command",
+    "check_listen_description",
     "embedded_listen_description",
     "listen_description",
 ]
@@ -49,30 +57,58 @@ EMBEDDED_PORT = 5061
 class ServiceConfig:
     """Everything ``twistd voip`` can be told; the defaults are the embedded echo service.
 
-    ``exit_process`` makes the end of a ``dial`` call decide the process exit status
-    (set by ``twistd voip``; leave it False when embedding).  ``dns_server`` (an IP address
-    and port) is where the registrar's DNS SRV and A/AAAA records are looked up (RFC 3263);
-    None asks the system's DNS servers (``/etc/resolv.conf``).
+    ``listen`` is one server endpoint description or several (each is bound; see
+    :func:`listen_description`).  ``dns_server`` (an IP address and port) is where the
+    registrar's DNS SRV and A/AAAA records are looked up (RFC 3263); None asks the
+    system's DNS servers (``/etc/resolv.conf``).
+
+    Digest credentials are sent only to the registrar's realm (bound by its first
+    challenge), to ``auth_realms`` (with ``password``) and to the realms of
+    ``realm_credentials`` (``{realm: (username, password)}``); a challenge for any
+    other realm fails the request.  ``allow_legacy_digest`` answers qop-less MD5
+    (RFC 2069), refused by default.
+
+    ``srtp`` left out is "required" when ``aor`` or ``dial`` is a ``sips:`` URI, else
+    "optional"; an explicit "off"/"optional" with a ``sips:`` URI raises ValueError
+    (issue 14 finding 11: SIPS calls are SRTP only, in every API).  ``rtp_timeout``
+    hangs up a call after that many seconds without RTP or RTCP, ``rtp_hold_timeout``
+    a call on hold (0: never); see ``MediaConfig``.
     """
 
     aor: SipURI | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
+    auth_realms: tuple[str, ...] = ()
+    realm_credentials: dict[str, tuple[str, str]] = dataclasses.field(
+        default_factory=dict, repr=False
+    )
+    allow_legacy_digest: bool = False
     ca_file: str | None = None
     verify_tls: bool = True
     keepalive: float = 30.0
     stun_server: tuple[str, int] | None = None
     dns_server: tuple[str, int] | None = None
     rtp_ports: tuple[int, int] = (10000, 20000)
-    srtp: str = "optional"
+    srtp: str | None = None
+    rtp_timeout: float = 60.0
+    rtp_hold_timeout: float = 0.0
     max_calls: int | None = None
     dialog_class: type | None = None
     dial: SipURI | None = None
-    listen: str | None = None
+    listen: str | Sequence[str] | None = None
     trace_sip: bool = False
     state_dir: pathlib.Path = dataclasses.field(
         default_factory=lambda: pathlib.Path.home() / ".local" / "state" / "voiptwisted"
     )
-    exit_process: bool = False
+
+    def __post_init__(self) -> None:
+        from voiptwisted.sdp.policy import srtp_policy
+
+        #: True when ``srtp`` was given, False when it follows the URIs.
+        self.srtp_explicit = self.srtp is not None
+        self.srtp = srtp_policy(self.srtp, self.aor, self.dial)
+        for name in ("rtp_timeout", "rtp_hold_timeout"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more seconds")
 
 
 def _escape(value: str) -> str:
@@ -111,45 +147,181 @@ def baresip_command(uri: str) -> str:
     return f"baresip -e \"/uanew <sip:me@127.0.0.1;transport=tls>;regint=0\" -e \"/dial {uri}\""
 
 
-class _Listener(Service):
-    """Listens on a server endpoint; a failure is one log line and stops the service."""
+#: Server endpoint arguments that only TLS listeners take (checked with the key, at start).
+_TLS_ONLY_ARGUMENTS = ("sslmethod", "extracertchain", "dhparameters")
 
-    def __init__(self, owner: VoIPService, description: str, factory: Any) -> None:
-        self.owner = owner
+
+def _split_description(description: str) -> list[str]:
+    """*description*'s ``:``-separated fields; ``\\:`` and ``\\\\`` stay escaped in them."""
+    fields, current, escaped = [], [], False
+    for char in description:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char == ":":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    fields.append("".join(current))
+    return fields
+
+
+def check_listen_description(description: str) -> None:
+    """Raise ``ValueError`` naming the problem if *description* cannot be listened on.
+
+    Parses it as :func:`listen_description` would turn it into a server endpoint (no
+    socket is opened, nothing is written): an unknown endpoint type, a port that is not
+    a number, an unknown argument or an unreadable ``privateKey=`` file is refused, so
+    ``twistd voip --listen`` reports it as a usage error before anything starts.  A TLS
+    description without ``privateKey=`` (the embedded certificate, created at start) is
+    checked as the TCP listener it runs on.
+    """
+    from twisted.internet import endpoints
+
+    kind, _, rest = description.partition(":")
+    if kind.lower() in ("tls", "ssl") and "privatekey=" not in rest.lower():
+        fields = [
+            field for field in _split_description(rest)
+            if field.partition("=")[0].lower() not in _TLS_ONLY_ARGUMENTS
+        ]  # fmt: skip
+        description = ":".join(["tcp", *fields])
+    else:
+        description = listen_description(description, lambda: None)
+    try:
+        # Parsing only: the endpoint built here is never listened on, so needs no reactor.
+        endpoints.serverFromString(None, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(str(e) or type(e).__name__) from None
+    except OSError as e:
+        raise ValueError(f"{e.strerror}: {e.filename}") from None
+    except Exception as e:  # pyOpenSSL's errors for a key or certificate it cannot load
+        raise ValueError(f"cannot load the key or certificate: {e}") from None
+
+
+class ListenFailed(Exception):
+    """A ``VoIPService`` listener could not listen; ``str()`` is one line naming where and why.
+
+    ``address`` is the listen description without key file names; ``reason`` the
+    error (e.g. "Address already in use").
+    """
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(address, reason)
+        self.address = address
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.address}: {self.reason}"
+
+
+class _Listener(Service):
+    """Listens on a server endpoint: in ``privilegedStartService``, or ``startService``.
+
+    The TLS description's key (the embedded certificate when none is given) is
+    resolved only then, so constructing the service writes nothing.  The outcome is
+    kept for :meth:`when_listening`: the listening port, or a :class:`ListenFailed`.
+    """
+
+    def __init__(
+        self, description: str, pem: Callable[[], pathlib.Path], factory: Any, reactor: Any
+    ) -> None:
         self.description = description
+        self.pem = pem
         self.factory = factory
+        self.reactor = reactor
         self.port: Any = None
+        self._outcome: Any = None
+        self._retry = False  # a failure is kept for when_listening until the next start
+        self._waiters: list[defer.Deferred[Any]] = []
+
+    @property
+    def address(self) -> str:
+        """The description as logged: without key file names."""
+        return self.description.split(":privateKey=")[0]
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self._outcome is None or self._retry:
+            self._listen()
 
     def startService(self) -> None:
         super().startService()
+        if self._outcome is None or self._retry:
+            self._listen()
+
+    def _listen(self) -> None:
         from twisted.internet import endpoints
 
-        reactor = self.owner.reactor
+        self._outcome = _PENDING
+        self._retry = False
         try:
-            endpoint = endpoints.serverFromString(reactor, self.description)
-        except (ValueError, TypeError, KeyError) as e:
-            self._failed(f"bad listen description: {e}")
+            description = listen_description(self.description, self.pem)
+            endpoint = endpoints.serverFromString(self.reactor, description)
+        except OSError as e:
+            self._done(Failure(ListenFailed(self.address, f"{e.strerror}: {e.filename}")))
+            return
+        except Exception as e:  # a bad description or key: ValueError, TypeError, SSL errors
+            self._done(Failure(ListenFailed(self.address, f"bad listen description: {e}")))
             return
         d = endpoint.listen(self.factory)
+        d.addCallbacks(
+            self._done, lambda f: self._done(Failure(ListenFailed(self.address, _why(f))))
+        )
 
-        def listening(port: Any) -> None:
-            self.port = port
-            if not self.running:
-                port.stopListening()
+    def _done(self, result: Any) -> None:
+        if self._outcome is not _PENDING:  # stopped before the endpoint answered
+            if not isinstance(result, Failure):
+                result.stopListening()
+            return
+        if not isinstance(result, Failure):
+            self.port = result
+        self._outcome = result
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
-        d.addCallbacks(listening, lambda f: self._failed(f.getErrorMessage()))
-
-    def _failed(self, why: str) -> None:
-        where = self.description.split(":privateKey=")[0]
-        log.error("cannot listen on {where}: {why}", where=where, why=why)
-        self.owner._finish(1, reason="listener failed")
+    def when_listening(self) -> defer.Deferred[Any]:
+        """Fires with the listening port, or fails with :class:`ListenFailed`."""
+        if self._outcome is not None and self._outcome is not _PENDING:
+            if isinstance(self._outcome, Failure):
+                return defer.fail(self._outcome)
+            return defer.succeed(self._outcome)
+        waiter: defer.Deferred[Any] = defer.Deferred(self._waiters.remove)
+        self._waiters.append(waiter)
+        return waiter
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()
         port, self.port = self.port, None
+        if isinstance(self._outcome, Failure):
+            self._retry = True
+        else:
+            self._outcome = None
         if port is not None:
             return defer.maybeDeferred(port.stopListening)
         return None
+
+
+#: A listener's outcome while ``endpoint.listen`` has not fired yet.
+_PENDING = object()
+
+
+def _why(failure: Failure) -> str:
+    """Why listening failed, in a few words ("Address already in use", not Twisted's
+    sentence that repeats the address)."""
+    from twisted.internet.error import CannotListenError
+
+    if failure.check(CannotListenError):
+        error = failure.value.socketError
+        return str(getattr(error, "strerror", None) or error)
+    return failure.getErrorMessage()
 
 
 class VoIPService(MultiService):
@@ -159,8 +331,15 @@ class VoIPService(MultiService):
     with backoff, RFC 5626 keepalive); with ``config.listen`` (or neither: the embedded
     default on TLS 127.0.0.1:5061) it also accepts calls sent straight to it.  Inbound
     calls go to ``config.dialog_class``, at most ``config.max_calls`` at a time over all
-    flows (486 Busy Here beyond).  ``config.dial`` places one call once registered and
-    stops the reactor when it ends, with ``exit_status`` 0 if it was answered.
+    flows (486 Busy Here beyond).  ``config.dial`` places one call once registered;
+    :meth:`when_finished` fires with 0 when it was answered and has ended, 1 otherwise.
+
+    Listeners bind in ``privilegedStartService`` (or ``startService`` when the host does
+    not call it); the registration starts only once every listener listens.  When one
+    cannot, the start fails: one error line names the address and the reason,
+    :meth:`when_listening` fails with :class:`ListenFailed`, :meth:`when_finished` fires
+    with 1, and nothing else of this service runs.  The reactor and the rest of the host's
+    services are never touched.
     """
 
     def __init__(self, config: ServiceConfig, reactor: Any = None) -> None:
@@ -174,18 +353,26 @@ class VoIPService(MultiService):
         self.exit_status: int | None = None
         self.protocols: weakref.WeakSet[Any] = weakref.WeakSet()
         self.client: Any = None
+        self.listeners: list[_Listener] = []
         self.listener: _Listener | None = None
         self.listen_description: str | None = None
         self.embedded_pem: pathlib.Path | None = None
         self.dialed: Any = None
+        self.start_failure: ListenFailed | None = None
+        self._unsaved_instance_id: str | None = None
+        self._finished: list[defer.Deferred[int]] = []
         from voiptwisted.media.call import MediaConfig
 
         self.media_config = MediaConfig(
             port_range=config.rtp_ports,
-            srtp=config.srtp,
+            srtp=config.srtp if config.srtp_explicit else None,
             stun_server=config.stun_server,
             reactor=reactor,
+            rtp_timeout=config.rtp_timeout,
+            rtp_hold_timeout=config.rtp_hold_timeout,
         )
+        # Left out, the policy follows the AOR ("required" for sips:) for every call.
+        self.media_config.srtp = config.srtp
         if self.dialog_class is None:
             from voiptwisted.apps import EchoDialog
 
@@ -193,11 +380,12 @@ class VoIPService(MultiService):
         self.inbound_dialog_class = self._limited(self.dialog_class)
         if config.aor is not None:
             self._add_client(config.aor)
-        if config.listen is not None:
-            self._add_listener(listen_description(config.listen, self._pem), config.aor)
-        elif config.aor is None:
+        listen = [config.listen] if isinstance(config.listen, str) else list(config.listen or ())
+        for description in listen:
+            self._add_listener(description, config.aor)
+        if not listen and config.aor is None:
             embedded_aor = SipURI.parse("sip:echo@127.0.0.1")
-            self._add_listener(embedded_listen_description(self._pem()), embedded_aor)
+            self._add_listener(f"ssl:{EMBEDDED_PORT}:interface=127.0.0.1", embedded_aor)
 
     @property
     def dialog_class(self) -> Any:
@@ -209,6 +397,8 @@ class VoIPService(MultiService):
         self.config.dialog_class = value
 
     def _pem(self) -> pathlib.Path:
+        """The embedded certificate, created in ``state_dir`` the first time a TLS listener
+        without its own key starts."""
         from voiptwisted.selfsigned import ensure_self_signed
 
         if self.embedded_pem is None:
@@ -248,7 +438,7 @@ class VoIPService(MultiService):
         }
 
     def _add_client(self, aor: SipURI) -> None:
-        from voiptwisted.sip.connect import build_client, load_instance_id
+        from voiptwisted.sip.connect import build_client
 
         if not self.config.verify_tls:
             log.warn(
@@ -264,20 +454,65 @@ class VoIPService(MultiService):
             keepalive=self.config.keepalive,
             dns_server=self.config.dns_server,
             reactor=self.reactor,
-            instance_id=load_instance_id(str(self.config.state_dir)),
+            instance_id=self._instance_id(),
             protocol_kwargs=self._protocol_kwargs(),
             on_protocol=self.protocols.add,
+            auth_realms=self.config.auth_realms,
+            realm_credentials=self.config.realm_credentials,
+            allow_legacy_digest=self.config.allow_legacy_digest,
         )
         self.client.setServiceParent(self)
+
+    def _instance_id(self) -> str:
+        """The stable ``+sip.instance`` (RFC 5626 §4.1) kept in ``state_dir``, read only.
+
+        When there is none yet (or it is unreadable) a fresh one is used and saved by
+        ``startService`` (:meth:`_save_instance_id`), so constructing writes nothing.
+        """
+        from voiptwisted.sip.connect import INSTANCE_ID_FILE
+        from voiptwisted.sip.registration import normalize_instance_id
+
+        path = self.config.state_dir / INSTANCE_ID_FILE
+        try:
+            with open(path, encoding="ascii") as handle:
+                return normalize_instance_id(handle.read(200))
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+        self._unsaved_instance_id = f"urn:uuid:{uuid.uuid4()}"
+        return self._unsaved_instance_id
+
+    def _save_instance_id(self) -> None:
+        """Write the instance id :meth:`_instance_id` made up, atomically, once."""
+        from voiptwisted.sip.connect import INSTANCE_ID_FILE
+
+        value, self._unsaved_instance_id = self._unsaved_instance_id, None
+        if value is None:
+            return
+        state_dir = self.config.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            temporary = state_dir / f"{INSTANCE_ID_FILE}.{os.getpid()}.tmp"
+            temporary.write_text(value + "\n", encoding="ascii")
+            os.replace(temporary, state_dir / INSTANCE_ID_FILE)
+        except OSError as e:
+            log.warn(
+                "cannot save the instance id in {dir}: {why}; the registrar will see a new "
+                "one next time (RFC 5626 §4.1)",
+                dir=str(state_dir),
+                why=e.strerror,
+            )
 
     def _add_listener(self, description: str, aor: SipURI | None) -> None:
         listener_aor = aor or SipURI.parse("sip:voip@127.0.0.1")
         factory = _TrackingFactory(
             self.protocols, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
         )
-        self.listen_description = description
-        self.listener = _Listener(self, description, factory)
-        self.listener.setServiceParent(self)
+        listener = _Listener(description, self._pem, factory, self.reactor)
+        listener.setServiceParent(self)
+        self.listeners.append(listener)
+        if self.listener is None:
+            self.listener = listener
+            self.listen_description = description
 
     # -- running -------------------------------------------------------------------------
 
@@ -290,13 +525,53 @@ class VoIPService(MultiService):
         port = rest.split(":", 1)[0]
         if not port.isdigit():
             return None
-        transport = "tls" if kind.lower() == "ssl" else "tcp"
+        transport = "tls" if kind.lower() in ("ssl", "tls") else "tcp"
         user = self.config.aor.user if self.config.aor is not None else "echo"
         return f"sip:{user}@127.0.0.1:{port};transport={transport}"
 
+    def privilegedStartService(self) -> None:
+        """Bind every listener (while the process may still hold privileges)."""
+        for listener in self.listeners:
+            listener.privilegedStartService()
+
     def startService(self) -> None:
-        """Start every child; log how to reach us; place the ``dial`` call once registered."""
-        super().startService()
+        """Save the instance id; once every listener listens, start the registration,
+        log how to reach us and place the ``dial`` call.  See :meth:`when_listening`."""
+        Service.startService(self)
+        self._save_instance_id()
+        for listener in self.listeners:
+            listener.startService()
+        self.when_listening().addCallbacks(self._listening, self._start_failed)
+
+    def when_listening(self) -> defer.Deferred[list[Any]]:
+        """Fires with every listener's listening port once all listen (``[]`` without
+        listeners), or fails with the first :class:`ListenFailed`.  Call it after
+        ``startService``."""
+        waiting = [listener.when_listening() for listener in self.listeners]
+        d = defer.gatherResults(waiting, consumeErrors=True)
+        d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
+        return d
+
+    def when_finished(self) -> defer.Deferred[int]:
+        """Fires with an exit status once this service has nothing more to do.
+
+        0: the ``dial`` call was answered and has ended; 1: it failed, or the service
+        could not start (a listener failed).  A service that answers calls never
+        finishes by itself.  The service does not act on it: the host decides (the
+        ``twistd voip`` plugin stops the reactor and exits with the status).
+        """
+        if self.exit_status is not None:
+            return defer.succeed(self.exit_status)
+        waiter: defer.Deferred[int] = defer.Deferred(self._finished.remove)
+        self._finished.append(waiter)
+        return waiter
+
+    def _listening(self, ports: list[Any]) -> None:
+        if not self.running:
+            return
+        for child in self:
+            if not child.running:
+                child.startService()
         uri = self.call_uri()
         if uri is not None:
             log.info(
@@ -304,13 +579,25 @@ class VoIPService(MultiService):
                 app=self.dialog_class.__name__,
                 uri=uri,
             )
-        if self.config.aor is None and self.config.listen is None and uri is not None:
+        if self.config.aor is None and not self.config.listen and uri is not None:
             log.info("try it: {command}", command=baresip_command(uri))
         if self.client is not None:
             waiting = self.client.client.whenConnected(failAfterFailures=1)
             waiting.addErrback(self._first_connection_failed)
         if self.config.dial is not None and self.client is not None:
             self._dial()
+
+    def _start_failed(self, failure: Failure) -> None:
+        """One error line per listener that failed; the ones that listen are closed."""
+        self.start_failure = failure.value
+        for listener in self.listeners:
+            listener.when_listening().addErrback(
+                lambda f: log.error("{error}", error=str(f.value))
+            )
+        for listener in self.listeners:
+            if listener.running:
+                listener.stopService()
+        self._finish(1)
 
     def _first_connection_failed(self, failure: Any) -> None:
         """One clear line when the registrar cannot be reached; ClientService keeps retrying."""
@@ -352,30 +639,33 @@ class VoIPService(MultiService):
         return self.client.registration.when_registered().addCallback(dial)
 
     def _dial(self) -> None:
+        from voiptwisted.apps import shown_party
+
+        target = shown_party(str(self.config.dial), full=self.config.trace_sip)
+
         def on_answer(dialog: Any) -> defer.Deferred[int]:
-            log.info("call to {target} answered", target=self.config.dial)
+            log.info("call to {target} answered", target=target)
             return dialog.when_ended().addCallback(lambda _: 0)
 
         def on_failure(failure: Any) -> int:
             log.error(
                 "call to {target} failed: {why}",
-                target=self.config.dial,
+                target=target,
                 why=failure.getErrorMessage(),
             )
             return 1
 
         d = self.place_call(self.config.dial)
-        d.addCallbacks(on_answer, on_failure).addCallback(self._finish, reason="call ended")
+        d.addCallbacks(on_answer, on_failure).addCallback(self._finish)
 
-    def _finish(self, status: int, reason: str = "") -> None:
-        """Record the exit status and stop the reactor (``dial`` done or a fatal error)."""
-        if self.exit_status is None:
-            self.exit_status = status
-        if self.config.exit_process and status:
-            atexit.register(_exit_with, status)
-        if self.reactor.running:
-            log.info("stopping ({reason}), exit status {status}", reason=reason, status=status)
-            self.reactor.stop()
+    def _finish(self, status: int) -> None:
+        """Record the exit status and tell every :meth:`when_finished` waiter."""
+        if self.exit_status is not None:
+            return
+        self.exit_status = status
+        waiters, self._finished = self._finished, []
+        for waiter in waiters:
+            waiter.callback(status)
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -408,7 +698,7 @@ class VoIPService(MultiService):
         ended.addErrback(
             lambda f: log.warn("{n} call(s) did not confirm BYE in time", n=len(byes))
         )
-        ended.addCallback(lambda _: MultiService.stopService(self))
+        ended.addCallback(lambda _: self._stop_children())
         ended.addCallback(lambda _: self._close_flows())
         ended.addTimeout(STOP_TIMEOUT, self.reactor)
         ended.addErrback(
@@ -416,24 +706,20 @@ class VoIPService(MultiService):
         )
         return ended
 
+    def _stop_children(self) -> defer.Deferred[Any]:
+        """``MultiService.stopService`` for the children that started (after a failed
+        start the registration never did)."""
+        Service.stopService(self)
+        stopping = [
+            defer.maybeDeferred(child.stopService) for child in reversed(list(self))
+            if child.running
+        ]  # fmt: skip
+        return defer.DeferredList(stopping)
+
     def _close_flows(self) -> None:
         for protocol in list(self.protocols):
             if protocol.transport is not None:
                 protocol.close()
-
-
-def _exit_with(status: int) -> None:
-    """atexit: end the process with *status* once twistd has shut down cleanly.
-
-    twistd always exits 0 after the reactor stops and swallows SystemExit raised by
-    shutdown triggers, so the ``dial`` outcome is applied here, after twistd removed
-    its pidfile: flush logs and streams, then leave with the status.
-    """
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(status)
 
 
 class _TrackingFactory(SIPClientFactory):

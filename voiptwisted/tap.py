@@ -1,18 +1,35 @@
 """``twistd voip``: command-line options and ``makeService`` (the plugin's whole logic).
 
-Options are checked here, before any network activity, so a bad AOR, port range
-or file is a usage error that names the problem instead of a traceback later.
+Options are checked here, before any network activity, so a bad AOR, port range,
+listen description or file is a usage error that names the problem instead of a
+traceback later.
+
+The plugin, not the service, owns the process: :func:`makeService` turns the service's
+:meth:`~voiptwisted.service.VoIPService.when_finished` (the ``--dial`` call's outcome, or a
+listener that cannot bind) into ``reactor.stop()`` and the process's exit status.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
 import os
 import pathlib
+import sys
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
 from twisted.python import reflect, usage
 
-from voiptwisted.service import ServiceConfig, VoIPService
+import voiptwisted
+from voiptwisted.service import ServiceConfig, VoIPService, check_listen_description
+
+__all__ = ["APPS", "Options", "default_state_dir", "exit_when_finished", "makeService"]
+
+log = Logger()
 
 APPS = ("echo", "reject", "play:PATH", "record:DIR")
 
@@ -81,27 +98,72 @@ class Options(usage.Options):
             "default: the system's, /etc/resolv.conf).",
         ],
         ["rtp-ports", None, "10000-20000", "UDP port range LOW-HIGH for RTP."],
-        ["srtp", None, None, "SRTP policy: required|optional|off (default: required for sips:)."],
+        [
+            "srtp",
+            None,
+            None,
+            "SRTP policy: required|optional|off (default: required for sips:, which "
+            "refuses off/optional).",
+        ],
+        [
+            "rtp-timeout",
+            None,
+            "60",
+            "Hang up a call after this many seconds without RTP or RTCP (0: never).",
+        ],
+        [
+            "rtp-hold-timeout",
+            None,
+            "0",
+            "The same for a call on hold (inactive/sendonly/recvonly; 0: never).",
+        ],
         ["max-calls", None, None, "Answer at most N concurrent calls; more get 486 Busy Here."],
         ["app", None, "echo", "Built-in call handler: echo, reject, play:PATH or record:DIR."],
         ["dialog", None, None, "Dotted name of an IDialog class (overrides --app)."],
         ["dial", None, None, "Once registered, call this URI, then stop when it ends."],
-        [
-            "listen",
-            None,
-            None,
-            "Server endpoint for direct calls: tcp:5060, or tls:5061 (self-signed "
-            "certificate unless privateKey=/certKey= are given).",
-        ],
         ["state-dir", None, None, "Directory for the instance id and embedded certificate."],
     ]
     optFlags = [
         ["no-verify-tls", None, "Do NOT verify the server certificate (insecure; warns)."],
+        [
+            "allow-legacy-digest",
+            None,
+            "Answer qop-less MD5 digest challenges (RFC 2069; easy to crack; refused by default).",
+        ],
         ["trace-sip", None, "Log every SIP message (credentials and SRTP keys redacted)."],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["auth-realm"] = []
+        self["listen"] = []
+
+    def opt_auth_realm(self, realm: str) -> None:
+        """Also answer Digest challenges for this realm with the AOR's password (repeatable)."""
+        realm = realm.strip()
+        if not realm:
+            raise usage.UsageError("--auth-realm needs a realm name")
+        self["auth-realm"].append(realm)
+
+    def opt_listen(self, description: str) -> None:
+        """Server endpoint for direct calls (tcp:5060, tls:5061 self-signed); repeatable."""
+        # Checked here, bound at start; tls: without privateKey= uses the embedded certificate.
+        try:
+            check_listen_description(description)
+        except ValueError as e:
+            raise usage.UsageError(f"--listen {description!r}: {e}") from None
+        self["listen"].append(description)
+
+    def opt_version(self) -> None:
+        """Display voiptwisted's version (and Twisted's) and exit."""
+        from twisted import copyright
+
+        print(f"voiptwisted {voiptwisted.__version__} (Twisted {copyright.version})")
+        sys.exit(0)
+
     def postOptions(self) -> None:
         """Validate every option and build ``self.config`` (a ``ServiceConfig``)."""
+        from voiptwisted.sdp.policy import srtp_policy
         from voiptwisted.sip.uri import SipURI
 
         aor = None
@@ -129,11 +191,18 @@ class Options(usage.Options):
             raise usage.UsageError("--keepalive takes a number of seconds") from None
         if not 5 <= keepalive <= 3600:
             raise usage.UsageError("--keepalive must be between 5 and 3600 seconds")
-        srtp = self["srtp"] or (
-            "required" if aor is not None and aor.scheme == "sips" else "optional"
-        )
-        if srtp not in ("required", "optional", "off"):
+        srtp = self["srtp"]
+        if srtp is not None and srtp not in ("required", "optional", "off"):
             raise usage.UsageError("--srtp must be required, optional or off")
+        timeouts = {}
+        for option in ("rtp-timeout", "rtp-hold-timeout"):
+            try:
+                seconds = float(self[option])
+            except ValueError:
+                raise usage.UsageError(f"--{option} takes a number of seconds") from None
+            if not 0 <= seconds <= 86400:
+                raise usage.UsageError(f"--{option} must be between 0 and 86400 seconds")
+            timeouts[option.replace("-", "_")] = seconds
         max_calls = None
         if self["max-calls"] is not None:
             try:
@@ -152,9 +221,15 @@ class Options(usage.Options):
                 dial = SipURI.parse(self["dial"])
             except ValueError as e:
                 raise usage.UsageError(f"--dial: {e}") from None
+        try:
+            srtp_policy(srtp, aor, dial)
+        except ValueError as e:
+            raise usage.UsageError(f"--srtp: {e}") from None
         self.config = ServiceConfig(
             aor=aor,
             password=password,
+            auth_realms=tuple(self["auth-realm"]),
+            allow_legacy_digest=bool(self["allow-legacy-digest"]),
             ca_file=self["ca-file"],
             verify_tls=not self["no-verify-tls"],
             keepalive=keepalive,
@@ -170,10 +245,11 @@ class Options(usage.Options):
             ),
             rtp_ports=_parse_port_range(self["rtp-ports"]),
             srtp=srtp,
+            **timeouts,
             max_calls=max_calls,
             dialog_class=self._dialog_class(),
             dial=dial,
-            listen=self["listen"],
+            listen=tuple(self["listen"]) or None,
             trace_sip=bool(self["trace-sip"]),
             state_dir=pathlib.Path(self["state-dir"])
             if self["state-dir"]
@@ -201,8 +277,51 @@ class Options(usage.Options):
             raise usage.UsageError(f"--app: {e}") from None
 
 
+def exit_when_finished(
+    service: VoIPService,
+    reactor: Any,
+    *,
+    at_exit: Callable[[Callable[[int], None], int], Any] = atexit.register,
+) -> None:
+    """The plugin's hook: when *service* finishes, stop *reactor* and exit with its status.
+
+    ``twistd`` always exits 0 once the reactor stops (and swallows ``SystemExit`` from
+    shutdown triggers), so a non-zero status is applied at interpreter exit, after twistd
+    has shut down and removed its pidfile (``at_exit`` is ``atexit.register``).  A start
+    failure happens before the reactor runs: the stop waits for it to run.
+    """
+
+    def finished(status: int) -> None:
+        log.info("stopping, exit status {status}", status=status)
+        if status:
+            at_exit(_exit_with, status)
+
+        def stop() -> None:
+            with contextlib.suppress(ReactorNotRunning):  # already stopping
+                reactor.stop()
+
+        reactor.callWhenRunning(stop)
+
+    service.when_finished().addCallback(finished)
+
+
+def _exit_with(status: int) -> None:
+    """atexit: end the process with *status*: flush logs and streams, then leave."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
 def makeService(options: Options | dict[str, Any]) -> VoIPService:
-    """Build the ``VoIPService`` twistd runs (and that a ``.tac`` file can build too)."""
-    config = options.config  # type: ignore[union-attr]
-    config.exit_process = True
-    return VoIPService(config)
+    """Build the ``VoIPService`` twistd runs, wired to stop the process when it finishes.
+
+    To embed the service in your own application, build ``VoIPService`` yourself: it
+    never stops the reactor (see :func:`exit_when_finished` for what this adds).
+    """
+    from twisted.internet import reactor
+
+    service = VoIPService(options.config)  # type: ignore[union-attr]
+    exit_when_finished(service, reactor)
+    return service

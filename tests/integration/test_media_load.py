@@ -25,7 +25,7 @@ from tests.integration.support import (
     exec_action,
     uac_scenario,
 )
-from voiptwisted.media.g711 import alaw_encode
+from voiptwisted.codecs.g711 import alaw_encode
 from voiptwisted.media.session import EchoSession
 
 CALLS = 50

@@ -5,6 +5,7 @@ Kamailio is started and stopped by these tests (by PID, through tests.integratio
 
 from __future__ import annotations
 
+import random
 import time
 
 from twisted.internet import reactor, task
@@ -12,7 +13,10 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests.integration.peers import Kamailio
+from voiptwisted.media import MediaConfig
+from voiptwisted.media.session import Session
 from voiptwisted.sip.connect import TLSVerificationFailed, build_client, run
+from voiptwisted.sip.dialog import CallFailed, Dialog
 from voiptwisted.sip.registration import RegistrationFailed, RegistrationState
 from voiptwisted.sip.uri import SipURI
 
@@ -188,6 +192,34 @@ class KamailioRegistrationTests(TestCase):
         protocol = await self.start(kamailio)
         self.assertTrue(protocol.service.registration.registered)
         await eventually(lambda: self.alice(kamailio), 5, "SHA-256 binding")
+
+    async def test_sha256_invite_challenge_for_the_registrar_realm(self) -> None:
+        """Issue 14: the registrar's SHA-256 challenge binds its realm, so Kamailio's 407 to
+        our INVITE (same realm, RFC 3261 §22.3) is answered: the call fails on its merits
+        (404, no such user), not on the challenge."""
+        kamailio = self.kamailio(algorithm="SHA-256", qop="auth", auth_invite=True)
+        base = random.randrange(40000, 60000, 2)
+        protocol = await self.start(
+            kamailio,
+            media_config=MediaConfig(port_range=(base, base + 20), srtp="off", reactor=reactor),
+        )
+        self.assertEqual(protocol.credentials.registrar_realm, kamailio.realm)
+        host, port = kamailio.address("tls")
+        with self.assertRaises(CallFailed) as caught:
+            await Dialog(sip=protocol).dial(f"sip:nobody@{host}:{port}", session_class=Session)
+        self.assertEqual(caught.exception.status_code, 404)
+
+    async def test_qop_less_md5_needs_allow_legacy_digest(self) -> None:
+        """Issue 14: a registrar offering only qop-less MD5 (RFC 2069) is refused with a
+        message naming the option; with allow_legacy_digest it registers."""
+        kamailio = self.kamailio(algorithm="MD5", qop="")
+        with self.assertRaises(RegistrationFailed) as caught:
+            await self.start(kamailio)
+        self.assertIn("--allow-legacy-digest", str(caught.exception))
+        self.assertEqual(self.alice(kamailio), [])
+        protocol = await self.start(kamailio, allow_legacy_digest=True)
+        self.assertTrue(protocol.service.registration.registered)
+        await eventually(lambda: self.alice(kamailio), 5, "legacy MD5 binding")
 
     async def test_keepalive_pongs(self) -> None:
         """RFC 5626 §4.4.1: Kamailio answers our CRLFCRLF pings with CRLF; the flow stays up."""

@@ -495,3 +495,59 @@ class TwistdTests(SynchronousTestCase):
         self.assertLess(elapsed, 5.0)
         self.assertEqual(kam.bindings("alice"), [])
         self.assertNotIn(PASSWORD, process.log)
+
+
+class TwistdStartTests(SynchronousTestCase):
+    """Issue 13: how ``twistd voip`` starts and fails to start (no SIP peers needed)."""
+
+    def setUp(self) -> None:
+        self.assertTrue(os.path.exists(TWISTD), f"no twistd next to the interpreter: {TWISTD}")
+        self.dir = Path(tempfile.mkdtemp(prefix="twistd-voip-"))
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.state = self.dir / "state"
+
+    def twistd(self, *argv: str) -> Twistd:
+        process = Twistd(self.dir, ["voip", "--state-dir", str(self.state), *argv])
+        self.addCleanup(process.stop)
+        return process
+
+    def test_port_in_use_exits_1_with_one_clear_line(self) -> None:
+        """A listener that cannot bind: exit status 1, one line naming the address and the
+        reason, no "answering calls" after it, no traceback."""
+        import socket
+
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        free = peers.free_port()
+        process = self.twistd(
+            "--listen", f"tcp:{free}:interface=127.0.0.1",
+            "--listen", f"tcp:{port}:interface=127.0.0.1",
+        )  # fmt: skip
+        self.assertEqual(process.wait(60), 1, process.log)
+        log = process.log
+        lines = [line for line in log.splitlines() if "cannot listen" in line]
+        self.assertEqual(len(lines), 1, log)
+        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", lines[0])
+        self.assertIn("Address already in use", lines[0])
+        self.assertNotIn("answering calls", log)
+        self.assertNotIn("Traceback", log)
+        self.assertIn("Server Shut Down.", log)
+        self.assertFalse(peers.tcp_open(free), "the listener that did bind must be closed")
+
+    def test_bad_listen_is_a_usage_error(self) -> None:
+        process = self.twistd("--listen", "bogus:1")
+        self.assertNotEqual(process.wait(60), 0)
+        self.assertIn("--listen 'bogus:1'", process.log)
+        self.assertNotIn("Traceback", process.log)
+        self.assertFalse(self.state.exists())
+
+    def test_version(self) -> None:
+        """``twistd voip --version`` names voiptwisted's version."""
+        import voiptwisted
+
+        process = self.twistd("--version")
+        self.assertEqual(process.wait(60), 0, process.log)
+        self.assertIn(f"voiptwisted {voiptwisted.__version__}", process.log)

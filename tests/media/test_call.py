@@ -228,6 +228,20 @@ class CallMediaTests(unittest.TestCase):
             CallMedia.answer_offer(self.config(srtp="required"), plain.local_sdp, "127.0.0.1")
         self.assertEqual(ctx.exception.status_code, 488)
 
+    def test_per_call_policy_override(self) -> None:
+        """Issue 14 finding 11: ``srtp="required"`` for one call (a sips: one) overrides a
+        config that allows plain RTP, for answers and offers alike."""
+        plain = CallMedia.create_offer(self.config(srtp="off"), "127.0.0.1")
+        self.addCleanup(plain.stop)
+        with self.assertRaises(NegotiationFailed):
+            CallMedia.answer_offer(self.config(srtp="optional"), plain.local_sdp, "127.0.0.1",
+                                   srtp="required")
+        offer = CallMedia.create_offer(self.config(srtp="off"), "127.0.0.1", srtp="required")
+        self.addCleanup(offer.stop)
+        self.assertIn(b"RTP/SAVP", offer.local_sdp)
+        with self.assertRaises(ValueError):
+            CallMedia.create_offer(self.config(), "127.0.0.1", srtp="sometimes")
+
     def test_repr_and_log_hide_keys(self) -> None:
         """Issue 5 item 4: keys are not in repr."""
         media = CallMedia.create_offer(self.config(srtp="required"), "127.0.0.1")
@@ -312,7 +326,7 @@ import voiptwisted.apps, voiptwisted.media, voiptwisted.media.call, voiptwisted.
 from voiptwisted.media.call import MediaConfig
 MediaConfig()
 print(",".join(m for m in ("numpy", "pylibsrtp", "voiptwisted.sdp.negotiation",
-                           "voiptwisted.media.g711") if m in sys.modules))
+                           "voiptwisted.codecs.g711") if m in sys.modules))
 """
 
 
@@ -336,7 +350,7 @@ class LazyImportTests(unittest.SynchronousTestCase):
         """The names served lazily are the real objects (PEP 562 re-exports)."""
         import voiptwisted.media
         import voiptwisted.media.call
-        from voiptwisted.media import g711
+        from voiptwisted.codecs import g711
         from voiptwisted.sdp import negotiation
 
         self.assertIs(voiptwisted.media.call.NegotiationFailed, negotiation.NegotiationFailed)

@@ -10,11 +10,17 @@ import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.media.test_call import FakeDialog, UDPClock
+from tests.sdp.test_types import SDESTests, key_leaked, malformed_crypto_lines
+from tests.sip.test_dialog import OFFER, connect, invite_bytes, make_protocol, written
+from tests.sip.test_reinvite import Callee, reinvite
 from voiptwisted.media.call import CallMedia, MediaConfig, NegotiationFailed
 from voiptwisted.media.pacer import Pacer
 from voiptwisted.media.session import Session
+from voiptwisted.rtp.latch import PROBATION
 from voiptwisted.rtp.packet import RTPPacket
 from voiptwisted.sdp import SessionDescription
+
+SUITE = "AES_CM_128_HMAC_SHA1_80"
 
 
 class Talker(Session):
@@ -125,7 +131,8 @@ class ReinviteMediaTests(SynchronousTestCase):
         """RFC 3264 §8 / RFC 4028: the same offer again: the same answer, o= version
         unchanged, and RTP keeps the address it latched to (RFC 4961)."""
         first = self.bob.local_sdp
-        self.bob.rtp.datagramReceived(self.from_alice(1), ("127.0.0.1", 50000))
+        for sequence in range(1, PROBATION + 1):
+            self.bob.rtp.datagramReceived(self.from_alice(sequence), ("127.0.0.1", 50000))
         self.assertEqual(self.bob.rtp.remote, ("127.0.0.1", 50000))
         self.assertEqual(self.bob.reanswer(self.alice.local_sdp), first)
         self.ticks(1)
@@ -227,3 +234,32 @@ class SRTPReinviteMediaTests(ReinviteMediaTests):
         self.bob.accept_answer(answer)
         self.assertIsNot(self.bob.rtp.srtp._tx, before._tx)
         self.assertIs(self.bob.rtp.srtp._rx, before._rx)
+
+
+class MalformedCryptoWarningTests(SynchronousTestCase):
+    """A real CallMedia behind the SIP protocol: what a refused re-INVITE's Warning says."""
+
+    def test_warning_quotes_no_key(self) -> None:
+        """Issue 14 finding 12 / RFC 3261 §14.2: a re-INVITE whose only a=crypto lines are
+        malformed gets 488 with a Warning (§20.43) that quotes no key characters."""
+        key = SDESTests.key
+        clock = UDPClock()
+        config = MediaConfig(reactor=clock, pacer=Pacer(clock), srtp="required")
+        bob = make_protocol("sip:bob@example.com", clock, None, media_config=config,
+                            dialog_class=Callee)
+        transport = connect(bob)
+        offer = OFFER + f"m=audio 10000 RTP/SAVP 8\r\na=crypto:1 {SUITE} inline:{key}\r\n".encode()
+        Callee.instances = []
+        bob.dataReceived(invite_bytes(body=offer))
+        tag = written(transport)[-1].remote_tag
+        bob.dataReceived(invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", to_tag=tag))
+        [callee] = Callee.instances
+        self.addCleanup(callee.media.stop)
+        for cseq, value in enumerate(malformed_crypto_lines(key), 2):
+            body = OFFER + f"m=audio 10000 RTP/SAVP 8\r\na=crypto:{value}\r\n".encode()
+            bob.dataReceived(reinvite(tag, cseq=cseq, body=body))
+            refused = written(transport)[-1]
+            self.assertEqual(refused.status_code, 488, value)
+            self.assertIsNone(key_leaked(key, refused.headers["Warning"]), value)
+            bob.dataReceived(reinvite(tag, cseq=cseq, method="ACK", body=b""))
+        self.assertEqual(bob.dialog_count, 1)

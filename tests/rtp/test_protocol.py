@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
+from typing import Any
 
 import numpy as np
 from twisted.internet import reactor, task
@@ -12,10 +14,12 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
-from voiptwisted.media.g711 import alaw_decode, alaw_encode
+from voiptwisted.codecs import CODECS
+from voiptwisted.codecs.g711 import alaw_decode, alaw_encode
 from voiptwisted.media.pacer import Pacer
 from voiptwisted.media.session import Session
 from voiptwisted.rtp.dtmf import DTMFSender
+from voiptwisted.rtp.latch import PROBATION, RELATCH_AFTER
 from voiptwisted.rtp.packet import RTPPacket, SenderReport, parse_rtcp
 from voiptwisted.rtp.protocol import (
     MAX_READY_PER_READ,
@@ -25,8 +29,8 @@ from voiptwisted.rtp.protocol import (
     RealtimeTransportProtocol,
     read_multiplexer,
 )
-from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext
-from voiptwisted.sdp.negotiation import CODECS
+from voiptwisted.rtp.srtp import SRTPContext
+from voiptwisted.sdp import CryptoAttribute
 
 SDP_PEER = ("192.0.2.1", 4000)
 NAT_PEER = ("198.51.100.7", 33333)
@@ -44,6 +48,14 @@ class FakePort:
 
     def stopListening(self) -> None:
         self.stopped = True
+
+
+class UDPReactor:
+    """Just enough of IReactorUDP to bind RTP ports in memory."""
+
+    def listenUDP(self, port: int, protocol: object, interface: str = "",
+                  maxPacketSize: int = 8192) -> FakePort:
+        return FakePort()
 
 
 class FakeDialog:
@@ -234,28 +246,45 @@ class SendTests(unittest.SynchronousTestCase):
 
 class ReceiveTests(unittest.SynchronousTestCase):
     def test_latching(self) -> None:
-        """RFC 4961: send to the SDP address until the peer's packets arrive, then to it."""
+        """RFC 4961 §4: send to the SDP address until the peer's packets arrive from another
+        (NAT) address with nothing competing, then to it: after a probation run of
+        in-sequence packets (RFC 3550 §8.2, Appendix A.1)."""
         proto, clock, rtp, _, session = make()
         session.send_audio(frames(1))
         clock.advance(0.02)
         self.assertEqual(rtp.sent[-1][1], SDP_PEER)
-        proto.datagramReceived(audio_packet(1), NAT_PEER)
+        for seq in range(1, PROBATION + 1):
+            self.assertFalse(proto.latched)
+            proto.datagramReceived(audio_packet(seq), NAT_PEER)
         self.assertTrue(proto.latched)
         session.send_audio(frames(1))
         clock.advance(0.02)
         self.assertEqual(rtp.sent[-1][1], NAT_PEER)
         self.assertEqual(proto.rtcp_remote, (NAT_PEER[0], NAT_PEER[1] + 1))
+        self.assertEqual(proto.stats.packets_received, 1)
+        self.assertEqual(proto.stats.rejected_source, PROBATION - 1)
+
+    def test_sdp_address_latches_at_once(self) -> None:
+        """The address the signalling gave is trusted: its first packet is taken."""
+        proto, _, _, _, session = make()
+        proto.datagramReceived(audio_packet(1), SDP_PEER)
+        self.assertTrue(proto.latched)
+        self.assertEqual(len(session.audio), 1)
 
     def test_other_source_ignored_while_latched(self) -> None:
-        """After latching, another source is refused until the latched one is silent."""
+        """After latching, another source is refused until the latched one is silent for
+        RELATCH_AFTER seconds and the new one has sent an in-sequence run."""
         proto, clock, _, _, _session = make()
-        proto.datagramReceived(audio_packet(1), NAT_PEER)
-        proto.datagramReceived(audio_packet(2, ssrc=7), ("203.0.113.9", 5000))
-        self.assertEqual(proto.stats.rejected_source, 1)
-        self.assertEqual(proto.remote, NAT_PEER)
-        clock.advance(2.0)
-        proto.datagramReceived(audio_packet(3, ssrc=7), ("203.0.113.9", 5000))
-        self.assertEqual(proto.remote, ("203.0.113.9", 5000))
+        proto.datagramReceived(audio_packet(1), SDP_PEER)
+        other = ("203.0.113.9", 5000)
+        for seq in range(10, 20):
+            proto.datagramReceived(audio_packet(seq, ssrc=7), other)
+        self.assertEqual(proto.stats.rejected_source, 10)
+        self.assertEqual(proto.remote, SDP_PEER)
+        clock.advance(RELATCH_AFTER)
+        for seq in range(20, 20 + PROBATION):
+            proto.datagramReceived(audio_packet(seq, ssrc=7), other)
+        self.assertEqual(proto.remote, other)
 
     def test_audio_decoded_to_session(self) -> None:
         """ISession.audio_received gets int16 frames of 160 samples at 8 kHz."""
@@ -432,6 +461,122 @@ class ReceiveTests(unittest.SynchronousTestCase):
         self.assertEqual(session.audio, [])
 
 
+MALLORY = ("203.0.113.66", 6000)
+
+
+class HijackTests(unittest.SynchronousTestCase):
+    """Issue 14 finding 10, reproduced in memory: plain RTP cannot be taken over."""
+
+    def test_spoofed_source_injecting_during_call_dropped(self) -> None:
+        """A spoofed source sending in-sequence audio during a call reaches nothing, also
+        across a 2 s pause of the peer (voice activity detection, RFC 3551 §4.1): every
+        packet is dropped and counted, our audio keeps going to the peer."""
+        proto, clock, rtp, _, session = make()
+        mallory_seq = 5000
+        for seq in range(1, 101):
+            if seq == 51:
+                for _ in range(100):
+                    mallory_seq += 1
+                    proto.datagramReceived(audio_packet(mallory_seq, -8000, ssrc=66), MALLORY)
+                    clock.advance(0.02)
+            proto.datagramReceived(audio_packet(seq, value=1000), SDP_PEER)
+            mallory_seq += 1
+            proto.datagramReceived(audio_packet(mallory_seq, value=-8000, ssrc=66), MALLORY)
+            session.send_audio(frames(1))
+            clock.advance(0.02)
+        self.assertEqual(proto.stats.rejected_source, 200)
+        self.assertEqual(proto.stats.packets_received, 100)
+        self.assertTrue(all(float(frame.mean()) > 0 for frame in session.audio))
+        self.assertEqual({addr for _, addr in rtp.sent}, {SDP_PEER})
+
+    def test_spray_before_peer_does_not_capture_stream(self) -> None:
+        """Mallory sprays the port before the callee's first packet (the SDP address is
+        known): once the real peer talks, the stream is the peer's, both ways."""
+        proto, clock, rtp, _, session = make()
+        for seq in range(1, 51):
+            proto.datagramReceived(audio_packet(seq, value=-8000, ssrc=66), MALLORY)
+            clock.advance(0.002)
+        for seq in range(1, 51):
+            proto.datagramReceived(audio_packet(seq, value=1000), SDP_PEER)
+            proto.datagramReceived(audio_packet(50 + seq, value=-8000, ssrc=66), MALLORY)
+            session.send_audio(frames(1))
+            clock.advance(0.02)
+        self.assertEqual(proto.remote, SDP_PEER)
+        self.assertEqual(rtp.sent[-1][1], SDP_PEER)
+        heard = [float(frame.mean()) for frame in session.audio]
+        self.assertEqual(sum(1 for mean in heard if mean > 0), 50 - PROBATION + 1)
+        self.assertEqual(proto.rtcp_remote, (SDP_PEER[0], SDP_PEER[1] + 1))
+
+    def test_rtcp_from_another_address_ignored(self) -> None:
+        """RTCP is taken only from the latched RTP source's IP: a forged receiver report
+        neither redirects our reports nor changes the figures."""
+        proto, _, _, _, _ = make()
+        proto.datagramReceived(audio_packet(1), SDP_PEER)
+        forged = self.receiver_report(proto.ssrc, fraction_lost=255)
+        proto.rtcp_received(forged, (MALLORY[0], MALLORY[1] + 1))
+        self.assertEqual(proto.rtcp_remote, (SDP_PEER[0], SDP_PEER[1] + 1))
+        self.assertEqual(proto.stats.remote_fraction_lost, 0)
+        self.assertEqual(proto.stats.rejected_rtcp, 1)
+        # The peer's own RTCP, from any port of its address, is taken (RFC 3550 §11).
+        proto.rtcp_received(self.receiver_report(proto.ssrc, 12), (SDP_PEER[0], 7777))
+        self.assertEqual(proto.rtcp_remote, (SDP_PEER[0], 7777))
+        self.assertEqual(proto.stats.remote_fraction_lost, 12)
+
+    def test_rtcp_mux_only_from_latched_address(self) -> None:
+        """RFC 5761: muxed RTCP must come from the RTP source itself, port included."""
+        proto, _, _, _, _ = make(rtcp_mux=True)
+        proto.datagramReceived(audio_packet(1), SDP_PEER)
+        proto.datagramReceived(self.receiver_report(proto.ssrc, 200), (SDP_PEER[0], 9))
+        proto.datagramReceived(self.receiver_report(proto.ssrc, 200), MALLORY)
+        self.assertEqual(proto.stats.rejected_rtcp, 2)
+        proto.datagramReceived(self.receiver_report(proto.ssrc, 3), SDP_PEER)
+        self.assertEqual(proto.stats.remote_fraction_lost, 3)
+        self.assertEqual(proto.rtcp_remote, SDP_PEER)
+
+    @staticmethod
+    def receiver_report(ssrc: int, fraction_lost: int) -> bytes:
+        from voiptwisted.rtp.packet import ReceiverReport, ReportBlock, build_rtcp
+
+        block = ReportBlock(ssrc, fraction_lost, 0, 0, 0, 0, 0)
+        return build_rtcp(ReceiverReport(0x5151, [block]))
+
+    def test_legitimate_relatch_after_silence(self) -> None:
+        """The peer's NAT binding changes mid-call: its old address falls silent and the
+        new one takes over after RELATCH_AFTER and an in-sequence run, not before."""
+        proto, clock, rtp, _, session = make()
+        for seq in range(1, PROBATION + 1):
+            proto.datagramReceived(audio_packet(seq), NAT_PEER)
+        self.assertEqual(proto.remote, NAT_PEER)
+        rebound = (NAT_PEER[0], NAT_PEER[1] + 10)
+        clock.advance(RELATCH_AFTER / 2)
+        for seq in range(10, 10 + PROBATION):
+            proto.datagramReceived(audio_packet(seq), rebound)
+        self.assertEqual(proto.remote, NAT_PEER)
+        clock.advance(RELATCH_AFTER / 2)
+        proto.datagramReceived(audio_packet(10 + PROBATION), rebound)
+        self.assertEqual(proto.remote, rebound)
+        session.send_audio(frames(1))
+        for _ in range(5):
+            clock.advance(0.02)
+        self.assertEqual(rtp.sent[-1][1], rebound)
+        self.assertEqual(proto.rtcp_remote, (rebound[0], rebound[1] + 1))
+
+    def test_srtp_uses_the_same_latch(self) -> None:
+        """SRTP: forged packets fail authentication first; authentic ones from a NAT
+        address latch after the same probation run."""
+        ours, theirs = CryptoAttribute.generate(), CryptoAttribute.generate()
+        proto, _, _, _, session = make(srtp=SRTPContext(ours, theirs))
+        peer = SRTPContext(theirs, ours)
+        for seq in range(1, 11):
+            proto.datagramReceived(audio_packet(seq, ssrc=66), MALLORY)
+        self.assertEqual(proto.refresh_stats().auth_failures, 10)
+        for seq in range(1, PROBATION + 1):
+            proto.datagramReceived(peer.protect(audio_packet(seq)), NAT_PEER)
+        self.assertEqual(proto.remote, NAT_PEER)
+        self.assertEqual(len(session.audio), 1)
+        self.assertEqual(proto.stats.rejected_source, PROBATION - 1)
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -453,18 +598,82 @@ class PortTests(unittest.TestCase):
             proto.stop()
 
     def test_busy_port_skipped(self) -> None:
-        """EADDRINUSE: the next even port is tried; bounded attempts then CannotListenError."""
+        """EADDRINUSE: another pair is tried; every pair tried then CannotListenError."""
         busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 42000))
         allocator = PortAllocator((42000, 42004))
-        allocator._next = 42000
         proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
         self.assertEqual(allocator.bind(reactor, proto, "127.0.0.1"), 42002)
         other = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
         with self.assertRaises(CannotListenError):
             allocator.bind(reactor, other, "127.0.0.1")
         proto.stop()
+
+    def test_ports_random_not_sequential(self) -> None:
+        """Issue 14 finding 10: the next call's port cannot be predicted from the last one's
+        (it was always +2)."""
+        allocator = PortAllocator((20000, 60000))
+        memory = UDPReactor()
+        ports = []
+        for _ in range(20):
+            proto = RealtimeTransportProtocol(clock=task.Clock(), pacer=Pacer(task.Clock()))
+            ports.append(allocator.bind(memory, proto, "127.0.0.1"))
+        self.assertTrue(all(port % 2 == 0 and 20000 <= port < 60000 for port in ports))
+        self.assertEqual(len(set(ports)), 20)
+        steps = {b - a for a, b in itertools.pairwise(ports)}
+        self.assertNotEqual(steps, {2})
+        self.assertGreater(len(steps), 10)
+
+    def test_bind_attempts_bounded(self) -> None:
+        """Every pair busy: at most ``attempts`` distinct pairs are tried, then
+        CannotListenError (never a loop over the whole range)."""
+        tried = []
+
+        class Busy(UDPReactor):
+            def listenUDP(self, port: int, protocol: object, interface: str = "",
+                          maxPacketSize: int = 8192) -> FakePort:
+                tried.append(port)
+                raise CannotListenError(interface, port, "busy")
+
+        allocator = PortAllocator((20000, 60000), attempts=16)
+        proto = RealtimeTransportProtocol(clock=task.Clock(), pacer=Pacer(task.Clock()))
+        with self.assertRaises(CannotListenError):
+            allocator.bind(Busy(), proto, "127.0.0.1")
+        self.assertEqual(len(tried), 16)
+        self.assertEqual(len(set(tried)), 16)
+
+    def test_clock_is_injected_never_the_global_reactor(self) -> None:
+        """Issue 13: RTP and STUN take their clock from the caller (the service's reactor,
+        passed down through MediaConfig); none falls back to the global reactor."""
+        from voiptwisted.rtp.stun import StunClient, StunProtocol
+
+        with self.assertRaises(TypeError):
+            RealtimeTransportProtocol()  # type: ignore[call-arg]
+        with self.assertRaises(TypeError):
+            StunClient(lambda data, addr: None)  # type: ignore[call-arg]
+        with self.assertRaises(TypeError):
+            StunProtocol()  # type: ignore[call-arg]
+        self.assertFalse(StunProtocol.noisy)
+
+    def test_call_sockets_are_not_noisy(self) -> Any:
+        """Issue 13: a call's RTP and RTCP protocols log no "Starting/Stopping protocol"."""
+        from twisted.internet import defer
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        PortAllocator((45000, 45100), multiplex=False).bind(reactor, proto, "127.0.0.1")
+        stopped = [defer.maybeDeferred(port.stopListening) for port in proto.ports]
+
+        def check(_: object) -> None:
+            text = [formatEvent(e) for e in events]
+            self.assertFalse([t for t in text if "Starting protocol" in t], text)
+            self.assertFalse([t for t in text if "Stopping protocol" in t], text)
+
+        return defer.gatherResults(stopped).addCallback(check)
 
     def test_ipv6(self) -> None:
         """IPv6 sockets work the same way (::1)."""
@@ -567,10 +776,10 @@ class PortTests(unittest.TestCase):
         self.addCleanup(proto.stop)
         self.assertIsNone(proto.multiplexer)
         self.assertIn(proto.ports[0], reactor.getReaders())
-        proto.configure(remote=None, codec=CODECS["PCMA"], payload_type=8)
+        sender = self.receiver()
+        proto.configure(remote=sender.getsockname(), codec=CODECS["PCMA"], payload_type=8)
         session = Recorder(FakeDialog())
         proto.start(session)
-        sender = self.receiver()
         sender.sendto(audio_packet(1), ("127.0.0.1", proto.local_port))
         for _ in range(100):
             if session.audio:
@@ -587,7 +796,7 @@ class PortTests(unittest.TestCase):
             proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
             allocator.bind(reactor, proto, "127.0.0.1")
             self.addCleanup(proto.stop)
-            proto.configure(remote=None, codec=CODECS["PCMA"], payload_type=8)
+            proto.configure(remote=sender.getsockname(), codec=CODECS["PCMA"], payload_type=8)
             session = Recorder(FakeDialog())
             proto.start(session)
             sessions.append(session)
@@ -663,7 +872,8 @@ class PortTests(unittest.TestCase):
             sink.recv(2048)
 
     async def test_loopback_packet(self) -> None:
-        """A real datagram over loopback reaches the session through the socket."""
+        """Real datagrams over loopback reach the session through the socket; with no SDP
+        address (remote None) the sender is latched after the probation run."""
         allocator = PortAllocator((46000, 46100))
         proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
         allocator.bind(reactor, proto, "127.0.0.1")
@@ -674,7 +884,8 @@ class PortTests(unittest.TestCase):
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(sender.close)
         sender.bind(("127.0.0.1", 0))
-        sender.sendto(audio_packet(1), ("127.0.0.1", proto.local_port))
+        for seq in range(1, PROBATION + 1):
+            sender.sendto(audio_packet(seq), ("127.0.0.1", proto.local_port))
         for _ in range(100):
             if session.audio:
                 break

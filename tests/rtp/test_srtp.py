@@ -11,7 +11,8 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from twisted.trial import unittest
 
-from voiptwisted.rtp.srtp import SUITES, CryptoAttribute, SDESError, SRTPContext, redact_sdp
+from voiptwisted.rtp.srtp import SRTPContext
+from voiptwisted.sdp import SUITES, CryptoAttribute, SDESError, redact_sdp
 
 # RFC 3711 Appendix B.3 (key derivation) inputs and outputs.
 B3_MASTER_KEY = bytes.fromhex("E1F97A0D3E018BE0D64FA32C06DE4139")
@@ -57,7 +58,7 @@ class RFC3711VectorTests(unittest.SynchronousTestCase):
         libsrtp; the protected packet must equal one built independently with the
         RFC's derived cipher key, cipher salt and auth key (AES-CM + HMAC-SHA1-80).
         """
-        attr = CryptoAttribute.parse(inline(B3_MASTER_KEY + B3_MASTER_SALT))
+        attr = CryptoAttribute.parse_supported(inline(B3_MASTER_KEY + B3_MASTER_SALT))
         ctx = SRTPContext(attr, attr)
         packet = rtp_packet(seq=0, ssrc=0, payload=bytes(range(64)))
         protected = ctx.protect(packet)
@@ -72,12 +73,12 @@ class CryptoAttributeTests(unittest.SynchronousTestCase):
     def test_parse_round_trip(self) -> None:
         """RFC 4568 §9.1: tag, crypto-suite and inline key||salt survive a round trip."""
         master = bytes(range(30))
-        attr = CryptoAttribute.parse(inline(master, tag=7) + "|2^20")
+        attr = CryptoAttribute.parse_supported(inline(master, tag=7) + "|2^20")
         self.assertEqual(attr.tag, 7)
-        self.assertEqual(attr.suite.name, "AES_CM_128_HMAC_SHA1_80")
+        self.assertEqual(attr.suite, "AES_CM_128_HMAC_SHA1_80")
         self.assertEqual(attr.master, master)
         self.assertEqual(attr.lifetime, 2**20)
-        self.assertEqual(CryptoAttribute.parse(attr.to_sdp()), attr)
+        self.assertEqual(CryptoAttribute.parse_supported(attr.to_sdp()), attr)
 
     def test_suites(self) -> None:
         """RFC 4568 §6.2 / RFC 7714: the 80, 32 and GCM suites with their key lengths."""
@@ -88,7 +89,7 @@ class CryptoAttributeTests(unittest.SynchronousTestCase):
         ):
             attr = CryptoAttribute.generate(suite=name)
             self.assertEqual(len(attr.master), length)
-            self.assertEqual(CryptoAttribute.parse(attr.to_sdp()).master, attr.master)
+            self.assertEqual(CryptoAttribute.parse_supported(attr.to_sdp()).master, attr.master)
 
     def test_fresh_keys(self) -> None:
         """RFC 4568 §6.1: every generated key is new."""
@@ -98,7 +99,7 @@ class CryptoAttributeTests(unittest.SynchronousTestCase):
     def test_mki_refused(self) -> None:
         """RFC 4568 §6.1: an MKI is refused with a clear error, not misused."""
         with self.assertRaises(SDESError) as ctx:
-            CryptoAttribute.parse(inline(bytes(30)) + "|2^20|1:4")
+            CryptoAttribute.parse_supported(inline(bytes(30)) + "|2^20|1:4")
         self.assertIn("MKI", str(ctx.exception))
 
     def test_bad_lines(self) -> None:
@@ -122,12 +123,12 @@ class CryptoAttributeTests(unittest.SynchronousTestCase):
         ]
         for value in bad:
             with self.assertRaises(SDESError, msg=value) as ctx:
-                CryptoAttribute.parse(value)
+                CryptoAttribute.parse_supported(value)
             self.assertNotIn(key, str(ctx.exception))
 
     def test_window_size_hint_accepted(self) -> None:
         """RFC 4568 §6.3.7: WSH is only a hint and does not make the line unusable."""
-        attr = CryptoAttribute.parse(inline(bytes(30)) + " WSH=64")
+        attr = CryptoAttribute.parse_supported(inline(bytes(30)) + " WSH=64")
         self.assertEqual(attr.tag, 1)
 
     def test_repr_hides_key(self) -> None:

@@ -3,6 +3,7 @@
 from twisted.trial import unittest
 
 from voiptwisted.sdp.types import (
+    SUITES,
     Attribute,
     Bandwidth,
     ConnectionData,
@@ -13,6 +14,7 @@ from voiptwisted.sdp.types import (
     Origin,
     PayloadTypeSpec,
     RTPPayloadFormat,
+    SDESError,
     SDPParseError,
     StaticPayloadType,
     StrField,
@@ -335,3 +337,75 @@ class FieldTests(unittest.SynchronousTestCase):
         self.assertIsInstance(StrField("s", "name"), Field)
         with self.assertRaises(SDPParseError):
             IntField("v", "version").parse("zero")
+
+
+def key_leaked(key: str, text: str, window: int = 6) -> str | None:
+    """The first *window*-character run of *key* found in *text*, if any."""
+    for start in range(len(key) - window + 1):
+        if key[start : start + window] in text:
+            return key[start : start + window]
+    return None
+
+
+def malformed_crypto_lines(key: str) -> list[str]:
+    """``a=crypto`` values with the key where another token belongs (issue 14 finding 12)."""
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    return [
+        f"1 {suite} X inline:{key}",  # the key-param read as a session parameter
+        f"1 {suite} inline:{key[:20]} {key[20:]}",  # the key split by a space
+        f"1 {suite} inline:{key} {key}",
+        f"1 {suite} inline:{key} UNENCRYPTED_SRTP={key}",
+        f"1 {key} inline:{key}",  # the key where the suite belongs
+        f"1 inline:{key} {suite}",
+        f"{key} {suite} inline:{key}",  # ... or the tag
+        f"1 {suite} {key}:{key}",  # ... or the key method
+        f"1 {suite} inline:{key}|{key}",  # ... or the lifetime
+        f"1 {suite} inline:{key}|2^20|{key}:{key}",  # ... or the MKI
+        f"1 {suite} inline:{key}!",
+        f"1 {suite} inline:{key};inline:{key}",
+    ]
+
+
+class SDESTests(unittest.SynchronousTestCase):
+    """RFC 4568 a=crypto: the one CryptoAttribute, as SDP syntax and as SRTP keying."""
+
+    key = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CB"  # 30 bytes
+
+    def test_errors_never_quote_key_material(self) -> None:
+        """Issue 14 finding 12: no SDESError quotes key characters, however the line is
+        malformed (before: "unsupported session parameter 'inline:ZGVmZ2hpamtsb'", 13 key
+        characters that reached the 488's log line and reason)."""
+        for value in malformed_crypto_lines(self.key):
+            with self.assertRaises(SDESError, msg=value) as ctx:
+                CryptoAttribute.parse_supported(value)
+            self.assertIsNone(key_leaked(self.key, str(ctx.exception)), value)
+
+    def test_registered_names_still_named(self) -> None:
+        """Errors keep naming what the RFC registries define, so they stay useful."""
+        with self.assertRaises(SDESError) as ctx:
+            CryptoAttribute.parse_supported(f"1 F8_128_HMAC_SHA1_80 inline:{self.key}")
+        self.assertIn("F8_128_HMAC_SHA1_80", str(ctx.exception))
+        with self.assertRaises(SDESError) as ctx:
+            CryptoAttribute.parse_supported(
+                f"1 AES_CM_128_HMAC_SHA1_80 inline:{self.key} UNENCRYPTED_SRTP"
+            )
+        self.assertIn("UNENCRYPTED_SRTP", str(ctx.exception))
+
+    def test_syntax_parse_is_lenient_supported_parse_is_not(self) -> None:
+        """RFC 4568 §9.1 grammar vs what we key SRTP with (§6.1: one inline key, no MKI)."""
+        value = f"1 AES_CM_128_HMAC_SHA1_80 inline:{self.key}|2^20|1:4"
+        self.assertEqual(CryptoAttribute.parse(value).key_params[0].mki, "1:4")
+        with self.assertRaises(SDESError):
+            CryptoAttribute.parse_supported(value)
+        self.assertTrue(issubclass(SDESError, SDPParseError))
+
+    def test_repr_hides_key_and_unknown_tokens(self) -> None:
+        """A malformed line's repr shows neither its key nor a token that may be one."""
+        crypto = CryptoAttribute.parse(f"1 {self.key} inline:{self.key} {self.key}")
+        self.assertIsNone(key_leaked(self.key, repr(crypto)))
+
+    def test_generated_key_round_trips(self) -> None:
+        """RFC 4568 §6.1: a generated line parses back to the same attribute and key."""
+        crypto = CryptoAttribute.generate(tag=3, suite="AEAD_AES_128_GCM")
+        self.assertEqual(CryptoAttribute.parse_supported(crypto.to_sdp()), crypto)
+        self.assertEqual(len(crypto.master), SUITES["AEAD_AES_128_GCM"].master_length)

@@ -308,6 +308,29 @@ class ServiceTests(SynchronousTestCase):
         service = SIPClientService(clock, endpoint, HookProtocol, registration, keepalive)
         return service, clock
 
+    def test_build_client_shares_one_credentials(self) -> None:
+        """Issue 14: the registration and every flow share one Credentials, so the realm the
+        registrar's challenge binds is the one calls answer (plus auth_realms)."""
+        aor = SipURI.parse("sips:alice@example.com")
+        service = build_client(
+            aor,
+            password="pw",
+            reactor=task.Clock(),
+            resolver=no_dns,
+            keepalive=None,
+            auth_realms=["proxy.example"],
+        )
+        first = service.factory.buildProtocol(None)
+        second = service.factory.buildProtocol(None)
+        credentials = service.registration.credentials
+        self.assertIs(first.credentials, credentials)
+        self.assertIs(second.credentials, credentials)
+        self.assertTrue(credentials.allows("proxy.example"))
+        self.assertFalse(credentials.allows("example.com"))
+        self.assertIsNone(
+            build_client(aor, reactor=task.Clock(), resolver=no_dns).registration.credentials
+        )
+
     def test_flows_that_never_register_back_off(self) -> None:
         """A flow that connects but dies before registering (refused certificate, registrar
         closing on us) grows the backoff: ClientService alone resets it on every connect and
@@ -570,3 +593,20 @@ class RealTLSTests(TestCase):
         self.assertEqual(client.received, b"hello")
         self.assertEqual(seen, [])
         self.assertEqual(len(texts(events, LogLevel.warn)), 1)
+
+
+class SipsMediaPolicyTests(SynchronousTestCase):
+    def test_sips_aor_refuses_explicit_insecure_media_config(self) -> None:
+        """Issue 14 finding 11: run()/build_client with a sips: AOR and a MediaConfig that
+        explicitly allows plain RTP is a ValueError; left out, the calls are SRTP only."""
+        from voiptwisted.media.call import MediaConfig
+
+        aor = SipURI.parse("sips:alice@127.0.0.1:5061")
+        for policy in ("off", "optional"):
+            with self.assertRaises(ValueError) as raised:
+                build_client(aor, reactor=task.Clock(), keepalive=None,
+                             media_config=MediaConfig(srtp=policy))
+            self.assertIn("sips: requires SRTP", str(raised.exception))
+        build_client(aor, reactor=task.Clock(), keepalive=None, media_config=MediaConfig())
+        build_client(aor, reactor=task.Clock(), keepalive=None,
+                     media_config=MediaConfig(srtp="required"))

@@ -15,11 +15,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from voiptwisted.interfaces import IDialog
+from voiptwisted.sip import dialog as dialog_module
 from voiptwisted.sip.dialog import CallFailed, Dialog
+from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.framing import PING, PONG, StreamFramer
 from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.protocol import SessionInitiationProtocol
@@ -66,11 +69,15 @@ def make_media_class() -> Any:
             type(self).created.append(self)
 
         @classmethod
-        def answer_offer(cls, config: Any, offer_sdp: bytes, local_host: str) -> FakeMedia:
+        def answer_offer(
+            cls, config: Any, offer_sdp: bytes, local_host: str, *, srtp: str | None = None
+        ) -> FakeMedia:
             if b"m=audio" not in offer_sdp:
                 raise FakeNegotiationFailed("no audio stream")
             if cls.refuse_secure and b"RTP/SAVP" in offer_sdp:
                 raise FakeNegotiationFailed("SRTP not supported")
+            if srtp == "required" and b"RTP/SAVP" not in offer_sdp:
+                raise FakeNegotiationFailed("SRTP required")
             return cls(ANSWER, None)
 
         @classmethod
@@ -567,8 +574,10 @@ class TimerTests(SynchronousTestCase):
             "sip:bob@example.com", self.clock, self.media, dialog_class=self.callee
         )
         self.bob_t = connect(self.bob)
+        # Realms the tests' proxies challenge with (issue 14: only allowed realms are answered).
+        credentials = Credentials("alice", "secret", realms=("example.com", "proxy"))
         self.alice = make_protocol(
-            "sip:alice@example.com", self.clock, self.media, credentials=("alice", "secret")
+            "sip:alice@example.com", self.clock, self.media, credentials=credentials
         )
         self.alice_t = connect(self.alice, 5090)
 
@@ -842,7 +851,7 @@ class TimerTests(SynchronousTestCase):
     def test_dial_407_retry(self) -> None:
         """RFC 3261 §22.3: 407 is answered with Proxy-Authorization."""
         _, d, invite = self.dial()
-        challenge = [("Proxy-Authenticate", 'Digest realm="proxy", nonce="n1"')]
+        challenge = [("Proxy-Authenticate", 'Digest realm="proxy", nonce="n1", qop="auth"')]
         self.alice.dataReceived(respond_to(invite, 407, headers=challenge))
         retry = written(self.alice_t)[-1]
         self.assertIn("Proxy-Authorization", retry.headers)
@@ -866,11 +875,145 @@ class TimerTests(SynchronousTestCase):
         )
         self.assertNotIn("Authorization", ack.headers)
 
+    def dial_challenged(
+        self, code: int, *values: str, credentials: Credentials | None = None
+    ) -> tuple[Any, Request, list[Any], list[str]]:
+        """Dial, answer the INVITE with *code* and *values* as challenges; return the dial
+        Deferred, the INVITE, every message Alice sent after it, and the warnings logged."""
+        if credentials is not None:
+            self.alice.credentials = credentials
+        events: list[dict] = []
+        self.patch(dialog_module, "log", Logger(observer=events.append))
+        _, d, invite = self.dial()
+        name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        self.alice.dataReceived(respond_to(invite, code, headers=[(name, v) for v in values]))
+        warnings = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn]
+        return d, invite, written(self.alice_t), warnings
+
+    def assertNoCredentialsSent(self, messages: list[Any]) -> None:
+        for message in messages:
+            self.assertNotIn("Authorization", message.headers)
+            self.assertNotIn("Proxy-Authorization", message.headers)
+
+    def test_challenge_for_another_realm_is_not_answered(self) -> None:
+        """Issue 14 finding 4: a callee's 401 for realm "evil.example" (qop-less MD5, the
+        reproduced attack) gets no credentials in any message, the dial fails with 401
+        and one warning names the realm and how to allow it (RFC 3261 §22.2, §26.3.2.3)."""
+        for code, challenge in (
+            (401, 'Digest realm="evil.example", nonce="n"'),
+            (407, 'Digest realm="evil.example", nonce="n", algorithm=SHA-256, qop="auth"'),
+        ):
+            d, invite, sent, warnings = self.dial_challenged(code, challenge)
+            self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, code)
+            # Only the transaction's ACK for the non-2xx (§17.1.1.3), without credentials.
+            self.assertEqual([(m.method, m.branch) for m in sent], [("ACK", invite.branch)])
+            self.assertNoCredentialsSent(sent)
+            self.assertEqual(len(warnings), 1, warnings)
+            self.assertIn("realm 'evil.example'", warnings[0])
+            self.assertIn("--auth-realm 'evil.example'", warnings[0])
+            self.assertNotIn("secret", warnings[0])
+            self.assertEqual(self.alice.dialog_count, 0)
+
+    def test_registrar_realm_is_answered(self) -> None:
+        """The realm bound by the registrar's challenge is answered on calls, another is not."""
+        credentials = Credentials("alice", "secret")
+        registrar = Response(401, headers=[
+            ("WWW-Authenticate", 'Digest realm="registrar.example", nonce="r", qop="auth"')
+        ])  # fmt: skip
+        credentials.choose(registrar, registrar=True)
+        challenge = 'Digest realm="registrar.example", nonce="n1", qop="auth"'
+        d, _, sent, warnings = self.dial_challenged(401, challenge, credentials=credentials)
+        retry = sent[-1]
+        self.assertEqual((retry.method, warnings), ("INVITE", []))
+        self.assertIn('realm="registrar.example"', retry.headers["Authorization"])
+        self.alice.dataReceived(respond_to(retry, 200, body=ANSWER))
+        self.successResultOf(d)
+        written(self.alice_t)
+        d, _, sent, _ = self.dial_challenged(401, 'Digest realm="x", nonce="n", qop="auth"')
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 401)
+        self.assertNoCredentialsSent(sent)
+
+    def test_strongest_algorithm_answered(self) -> None:
+        """RFC 8760 §2.4: MD5 listed first does not downgrade the answer from SHA-256."""
+        _d, _, sent, _ = self.dial_challenged(
+            407,
+            'Digest realm="proxy", nonce="m", algorithm=MD5, qop="auth"',
+            'Digest realm="proxy", nonce="s", algorithm=SHA-256, qop="auth"',
+        )
+        value = sent[-1].headers["Proxy-Authorization"]
+        self.assertIn("algorithm=SHA-256", value)
+        self.assertIn('nonce="s"', value)
+
+    def test_legacy_md5_needs_the_option(self) -> None:
+        """qop-less MD5 (RFC 2069) for an allowed realm: refused by default, one warning
+        naming --allow-legacy-digest; answered when the user allows it."""
+        challenge = 'Digest realm="proxy", nonce="n1"'
+        d, _, sent, warnings = self.dial_challenged(407, challenge)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 407)
+        self.assertNoCredentialsSent(sent)
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("--allow-legacy-digest", warnings[0])
+        allowed = Credentials("alice", "secret", realms=["proxy"], allow_legacy_digest=True)
+        d, _, sent, _ = self.dial_challenged(407, challenge, credentials=allowed)
+        self.assertIn('realm="proxy"', sent[-1].headers["Proxy-Authorization"])
+
+    def test_non_ascii_challenge_fails_the_dial(self) -> None:
+        """Issue 14 finding 8: a non-UTF-8 byte in the challenge used to raise
+        UnicodeEncodeError and leave the dial Deferred unfired; now 401, one warning."""
+        # "\udcff" goes on the wire as the byte 0xff (surrogateescape).
+        challenge = 'Digest realm="example.com\udcff", nonce="n", qop="auth"'
+        credentials = Credentials("alice", "secret", realms=["example.com\udcff"])
+        d, _, sent, warnings = self.dial_challenged(401, challenge, credentials=credentials)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 401)
+        self.assertNoCredentialsSent(sent)
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("non-ASCII", warnings[0])
+        self.assertEqual(self.alice.dialog_count, 0)
+
     def test_srtp_required_does_not_fall_back(self) -> None:
         self.alice.media_config = types.SimpleNamespace(srtp="required", public_host=None)
         _, d, invite = self.dial()
         self.alice.dataReceived(respond_to(invite, 488))
         self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 488)
+
+    def test_sips_target_never_falls_back_to_rtp(self) -> None:
+        """Issue 14 finding 11: a sips: call is SRTP only, whatever the (default) policy:
+        a 488 to its SRTP offer ends the call, no RTP/AVP retry."""
+        _, d, invite = self.dial("sips:bob@example.com")
+        self.assertIn(b"RTP/SAVP", invite.body)
+        self.alice.dataReceived(respond_to(invite, 488))
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 488)
+        self.assertEqual([m for m in written(self.alice_t) if m.method == "INVITE"], [])
+
+    def test_sips_aor_never_falls_back_to_rtp(self) -> None:
+        """Issue 14 finding 11: the same for any call of a sips: AOR (the embedding API's
+        default policy used to retry RTP/AVP without a=crypto after a 488)."""
+        alice = make_protocol("sips:alice@example.com", self.clock, self.media)
+        transport = connect(alice, 5091)
+        d = Dialog(sip=alice).dial("sip:bob@example.com", session_class=FakeSession)
+        [invite] = written(transport)
+        alice.dataReceived(respond_to(invite, 488))
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 488)
+        self.assertEqual([m for m in written(transport) if m.method == "INVITE"], [])
+
+    def test_explicit_insecure_policy_with_sips_target_is_an_error(self) -> None:
+        """An explicit srtp="optional"/"off" for a sips: target is refused, not ignored."""
+        from voiptwisted.media.call import MediaConfig
+
+        for policy in ("optional", "off"):
+            self.alice.media_config = MediaConfig(srtp=policy)
+            with self.assertRaises(ValueError) as raised:
+                Dialog(sip=self.alice).dial("sips:bob@example.com", session_class=FakeSession)
+            self.assertIn("sips: requires SRTP", str(raised.exception))
+        self.assertEqual(written(self.alice_t), [])
+        self.assertEqual(self.alice.dialog_count, 0)
+
+    def test_inbound_sips_request_uri_answers_srtp_only(self) -> None:
+        """A caller that used a sips: Request-URI gets SRTP or 488, never plain RTP."""
+        self.bob.dataReceived(
+            invite_bytes().replace(b"INVITE sip:bob@127.0.0.1", b"INVITE sips:bob@127.0.0.1", 1)
+        )
+        self.assertEqual([m.status_code for m in written(self.bob_t)], [100, 180, 488])
 
     def test_cancel_waits_for_provisional(self) -> None:
         """RFC 3261 §9.1: no CANCEL before a provisional; then CANCEL with the INVITE's Via."""

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from voiptwisted.sip.digest import Challenge, DigestClient, DigestError
+from voiptwisted.sip.digest import (
+    MAX_CHALLENGES,
+    Challenge,
+    Credentials,
+    DigestClient,
+    DigestError,
+    DigestRefused,
+)
+from voiptwisted.sip.message import Request, Response
 
 # RFC 7616 §3.9.1 worked example.
 RFC_REALM = "http-auth@example.org"
@@ -426,3 +435,168 @@ class PasswordSecrecyTests(SynchronousTestCase):
         client = DigestClient("alice", SECRET)
         self.assertFalse(hasattr(client, "password"))
         self.assertFalse(hasattr(client, "__dict__"))
+
+
+def challenged(code: int, *values: str) -> Response:
+    """A 401/407 carrying *values* as WWW-Authenticate / Proxy-Authenticate headers."""
+    name = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+    base = [
+        ("Via", "SIP/2.0/TLS 10.0.0.5:5061;branch=z9hG4bKx"),
+        ("From", "<sip:alice@example.com>;tag=a"),
+        ("To", "<sip:bob@example.com>;tag=b"),
+        ("Call-ID", "c@x"),
+        ("CSeq", "1 INVITE"),
+    ]
+    return Response(code, headers=base + [(name, value) for value in values])
+
+
+INVITE = Request("INVITE", "sip:bob@example.com", [("CSeq", "1 INVITE")], body=b"v=0\r\n")
+
+
+class CredentialsPolicyTests(SynchronousTestCase):
+    """Issue 14 finding 4: which challenges `Credentials` answers, and with what."""
+
+    def test_unknown_realm_refused_with_hint(self) -> None:
+        """RFC 3261 §22.2 leaves the realm choice to the UAC: a callee's realm is not ours."""
+        credentials = Credentials("alice", SECRET)
+        with self.assertRaises(DigestRefused) as caught:
+            credentials.answer(
+                challenged(401, 'Digest realm="evil.example", nonce="n", qop="auth"'), INVITE
+            )
+        text = str(caught.exception)
+        self.assertIn("realm 'evil.example'", text)
+        self.assertIn("--auth-realm 'evil.example'", text)
+        self.assertNotIn(SECRET, text)
+
+    def test_registrar_challenge_binds_its_realm(self) -> None:
+        """The first REGISTER challenge binds the registrar's realm; calls may answer it then,
+        and no other realm (a later registrar challenge for another realm included)."""
+        credentials = Credentials("alice", SECRET)
+        response = challenged(401, 'Digest realm="example.com", nonce="n", qop="auth"')
+        self.assertFalse(credentials.allows("example.com"))
+        header, challenge = credentials.choose(response, registrar=True)
+        self.assertEqual((header, challenge.realm), ("Authorization", "example.com"))
+        self.assertEqual(credentials.registrar_realm, "example.com")
+        name, value = credentials.answer(response, INVITE)
+        self.assertEqual(name, "Authorization")
+        self.assertIn('realm="example.com"', value)
+        other = challenged(401, 'Digest realm="other.example", nonce="n", qop="auth"')
+        self.assertRaises(DigestRefused, credentials.choose, other, registrar=True)
+        self.assertRaises(DigestRefused, credentials.answer, other, INVITE)
+
+    def test_configured_realms_and_table(self) -> None:
+        """--auth-realm answers with the AOR's password; the table with its own account."""
+        credentials = Credentials(
+            "alice", SECRET, realms=["proxy.example"], table={"carrier": ("acct", "pw2")}
+        )
+        _, value = credentials.answer(
+            challenged(407, 'Digest realm="proxy.example", nonce="n", qop="auth"'), INVITE
+        )
+        self.assertEqual(params(value)["username"], "alice")
+        name, value = credentials.answer(
+            challenged(407, 'Digest realm="carrier", nonce="n", qop="auth"'), INVITE
+        )
+        got = params(value)
+        self.assertEqual((name, got["username"]), ("Proxy-Authorization", "acct"))
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+        ha1 = md5("acct:carrier:pw2")
+        ha2 = md5("INVITE:sip:bob@example.com")
+        expected = md5(f"{ha1}:n:{got['nc']}:{got['cnonce']}:auth:{ha2}")
+        self.assertEqual(got["response"], expected)
+
+    def test_table_only_does_not_bind_a_registrar_realm(self) -> None:
+        """Without a password for the AOR, only the table's realms are answered."""
+        credentials = Credentials("alice", table={"carrier": ("acct", "pw2")})
+        response = challenged(401, 'Digest realm="example.com", nonce="n", qop="auth"')
+        self.assertRaises(DigestRefused, credentials.choose, response, registrar=True)
+        self.assertIsNone(credentials.registrar_realm)
+
+    def test_strongest_algorithm_in_any_order(self) -> None:
+        """RFC 8760 §2.4 / RFC 7616 §3.7: SHA-512-256 > SHA-256 > MD5, whatever the order."""
+        offers = {
+            "MD5": 'Digest realm="r", nonce="md5", algorithm=MD5, qop="auth"',
+            "SHA-256": 'Digest realm="r", nonce="sha256", algorithm=SHA-256, qop="auth"',
+            "SHA-512-256": 'Digest realm="r", nonce="sha512", algorithm=SHA-512-256, qop="auth"',
+        }
+        credentials = Credentials("alice", SECRET, realms=["r"])
+        strength = list(offers).index  # weakest first
+        for order in itertools.permutations(offers):
+            for chosen in (order, order[:2]):
+                want = max(chosen, key=strength)
+                response = challenged(401, *(offers[name] for name in chosen))
+                _, challenge = credentials.choose(response)
+                self.assertEqual(challenge.algorithm, want, order)
+                self.assertEqual(
+                    DigestClient.select(
+                        Challenge.parse(offers[name]) for name in chosen
+                    ).algorithm,
+                    want,
+                )
+                _, value = credentials.answer(response, INVITE)
+                self.assertEqual(params(value)["algorithm"], want)
+
+    def test_qop_less_md5_refused_by_default(self) -> None:
+        """RFC 2069 compatibility (RFC 7616 §3.4: qop-less, no cnonce) only when allowed."""
+        legacy = challenged(401, 'Digest realm="r", nonce="n"')
+        with self.assertRaises(DigestRefused) as caught:
+            Credentials("alice", SECRET, realms=["r"]).answer(legacy, INVITE)
+        self.assertIn("--allow-legacy-digest", str(caught.exception))
+        sess = challenged(401, 'Digest realm="r", nonce="n", algorithm=MD5-sess')
+        self.assertRaises(
+            DigestRefused, Credentials("alice", SECRET, realms=["r"]).answer, sess, INVITE
+        )
+        allowed = Credentials("alice", SECRET, realms=["r"], allow_legacy_digest=True)
+        _, value = allowed.answer(legacy, INVITE)
+        self.assertNotIn("qop", params(value))
+
+    def test_qop_less_md5_skipped_for_a_better_offer(self) -> None:
+        """A legacy challenge next to a qop one is not a refusal: the qop one is answered."""
+        response = challenged(
+            401, 'Digest realm="r", nonce="old"', 'Digest realm="r", nonce="new", qop="auth"'
+        )
+        _, challenge = Credentials("alice", SECRET, realms=["r"]).choose(response)
+        self.assertEqual(challenge.nonce, "new")
+
+    def test_registrar_legacy_challenge_does_not_bind(self) -> None:
+        credentials = Credentials("alice", SECRET)
+        legacy = challenged(401, 'Digest realm="r", nonce="n"')
+        self.assertRaises(DigestRefused, credentials.choose, legacy, registrar=True)
+        self.assertIsNone(credentials.registrar_realm)
+
+    def test_allowed_realm_preferred_over_stronger_refused_one(self) -> None:
+        """An unallowed realm never wins, however strong its algorithm."""
+        response = challenged(
+            407,
+            'Digest realm="evil", nonce="e", algorithm=SHA-512-256, qop="auth"',
+            'Digest realm="proxy", nonce="p", algorithm=MD5, qop="auth"',
+        )
+        _, challenge = Credentials("alice", SECRET, realms=["proxy"]).choose(response)
+        self.assertEqual(challenge.realm, "proxy")
+
+    def test_non_ascii_challenge_is_a_clean_failure(self) -> None:
+        """Issue 14 finding 8: an undecodable byte (a lone surrogate after the parser's
+        surrogateescape) or any non-ASCII text is a DigestError, never UnicodeEncodeError."""
+        for realm in ("r\udcff", "r\u00e9alm"):
+            value = f'Digest realm="{realm}", nonce="n", qop="auth"'
+            self.assertRaises(DigestError, Challenge.parse, value)
+            credentials = Credentials("alice", SECRET, realms=[realm])
+            with self.assertRaises(DigestError) as caught:
+                credentials.answer(challenged(401, value), INVITE)
+            self.assertIn("non-ASCII", str(caught.exception))
+        by_hand = Challenge(realm="r\udcff", nonce="n", qop=("auth",))
+        self.assertRaises(DigestError, DigestClient("u", "p").authorization, by_hand, "GET", "/")
+
+    def test_challenges_per_response_bounded(self) -> None:
+        """Only the first MAX_CHALLENGES are read (remote input)."""
+        values = ['Digest realm="r", nonce="x", algorithm=SHA-1'] * MAX_CHALLENGES
+        values.append('Digest realm="r", nonce="late", qop="auth"')
+        with self.assertRaises(DigestError):
+            Credentials("alice", SECRET, realms=["r"]).choose(challenged(401, *values))
+
+    def test_repr_hides_password(self) -> None:
+        credentials = Credentials("alice", SECRET, table={"c": ("u", SECRET + "2")})
+        self.assertNotIn(SECRET, repr(credentials))
+        self.assertIn("alice", repr(credentials))

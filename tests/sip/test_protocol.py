@@ -24,6 +24,7 @@ from tests.sip.test_dialog import (
     respond_to,
     written,
 )
+from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.framing import PING, PONG
 from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.protocol import (
@@ -242,6 +243,28 @@ class DispatchTests(ProtocolTestCase):
         self.assertEqual((self.proto.dialog_count, self.proto.transaction_count), (3, 10))
         self.clock.advance(64 * T1)  # Timer H ends the refused INVITEs' transactions
         self.assertEqual((self.proto.dialog_count, self.proto.transaction_count), (3, 3))
+
+    def test_subclass_class_attributes(self) -> None:
+        """The reference's ``class MySession(SessionInitiationProtocol): dialog_class =
+        MyDialog`` routes inbound calls to MyDialog; ``dialog_limit`` set the same way bounds
+        the calls, and both stay settable on the instance."""
+        callee = self.callee
+        session_class = type(
+            "MySession", (SessionInitiationProtocol,), {"dialog_class": callee, "dialog_limit": 1}
+        )
+        proto = session_class(aor=self.aor, clock=self.clock, media_class=self.media,
+                              media_config=CONFIG)
+        transport = connect(proto)
+        self.assertIs(proto.dialog_class, callee)
+        proto.dataReceived(invite_bytes())
+        proto.dataReceived(invite_bytes(branch="z9hG4bKinv2", call_id="call-2@example.com"))
+        self.assertEqual([m.status_code for m in written(transport)], [100, 180, 100, 503])
+        self.assertEqual(len(callee.instances), 1)
+        proto.dialog_limit = 2
+        proto.dataReceived(invite_bytes(branch="z9hG4bKinv3", call_id="call-3@example.com"))
+        self.assertEqual([m.status_code for m in written(transport)], [100, 180])
+        self.assertIs(SessionInitiationProtocol(aor=self.aor, clock=self.clock).dialog_class,
+                      Dialog)
 
     def test_invite_expires_487(self) -> None:
         """RFC 3261 §13.3.1: an INVITE unanswered when its Expires runs out gets 487."""
@@ -527,6 +550,26 @@ class TraceTests(SynchronousTestCase):
         self.assertIn(b"Authorization: <redacted>\r\n", out)
         self.assertIn(b"inline:<redacted>|2^20|1:4", out)
 
+    def test_redact_is_linear(self) -> None:
+        """A frame full of ``a=crypto:`` without ``inline:`` costs about what any frame of
+        its size does: the old lazy ``a=crypto:[^\\r\\n]*?inline:`` pattern rescanned the
+        rest of the line from every occurrence (quadratic: seconds for 72 kB with trace on).
+        Compared with a frame of real crypto lines of the same length, with a huge margin."""
+        import time
+
+        def cost(data: bytes) -> float:
+            runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                redact(data)
+                runs.append(time.perf_counter() - start)
+            return min(runs)
+
+        adversarial = b"a=crypto:" * 8000
+        line = b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:S3CRETKEY|2^20|1:4\r\n"
+        baseline = cost(line * (len(adversarial) // len(line)))
+        self.assertLess(cost(adversarial), 20 * baseline)
+
     def test_trace_logs_redacted_messages(self) -> None:
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
@@ -597,6 +640,34 @@ class ReconnectTests(SynchronousTestCase):
         self.assertIn("127.0.0.1:5071", bye.headers["Via"])
         second.dataReceived(respond_to(bye, 200, to_tag=None))
         self.successResultOf(done)
+        self.assertEqual((second.dialog_count, second.pending_timer_count), (0, 0))
+
+    def test_adopted_call_bounded_by_rtp_timeout_drops_orphan_timer(self) -> None:
+        """Issue 17 item 2: adoption cancels the orphan timer only because the media's RTP
+        inactivity timeout (``bounded``) now ends the call if the far end is gone."""
+        self.media.created[0].bounded = True
+        second = self.factory.buildProtocol(None)
+        connect(second, 5071)
+        self.assertEqual(self.first.pending_timer_count, 0)
+        self.assertEqual(second.pending_timer_count, 0)
+
+    def test_adopted_call_without_rtp_timeout_keeps_orphan_timer(self) -> None:
+        """Issue 17: the orphan timer is never cancelled without a replacement.  With no
+        RTP timeout it moves to the new flow and, at the original deadline, the call
+        ends with a BYE there (it used to live for ever: 40 sockets 190 s later)."""
+        self.clock.advance(10)
+        second = self.factory.buildProtocol(None)
+        transport = connect(second, 5071)
+        self.assertEqual(self.first.pending_timer_count, 0)
+        self.assertEqual(second.pending_timer_count, 1)
+        self.clock.advance(self.dialog.orphan_timeout - 10 - 1)
+        self.assertEqual(written(transport), [])
+        self.clock.advance(1)
+        [bye] = written(transport)
+        self.assertEqual(bye.method, "BYE")
+        self.assertTrue(self.media.created[0].stopped)
+        self.assertEqual(self.callee.hangups, 1)
+        second.dataReceived(respond_to(bye, 200, to_tag=None))
         self.assertEqual((second.dialog_count, second.pending_timer_count), (0, 0))
 
 

@@ -12,6 +12,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.message import Request, Response
 from voiptwisted.sip.registration import (
     Registration,
@@ -190,7 +191,9 @@ class DigestTests(SynchronousTestCase):
         registration, protocol, _, _ = make_registration()
         registered = registration.when_registered()
         registration.connection_made(protocol)
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="example.com", nonce="n1"'))
+        protocol.answer(
+            401, ("WWW-Authenticate", 'Digest realm="example.com", nonce="n1", qop="auth"')
+        )
         self.assertEqual(len(protocol.sent), 2)
         request = protocol.last
         self.assertEqual(request.cseq[0], 2)
@@ -231,7 +234,7 @@ class DigestTests(SynchronousTestCase):
         protocol.answer(
             401,
             ("WWW-Authenticate", 'Digest realm="r", nonce="a", algorithm=SHA-999'),
-            ("WWW-Authenticate", 'Digest realm="r", nonce="b", algorithm=MD5'),
+            ("WWW-Authenticate", 'Digest realm="r", nonce="b", algorithm=MD5, qop="auth"'),
         )
         params = digest_params(protocol.last.headers["Authorization"])
         self.assertEqual(params["nonce"], "b")
@@ -240,8 +243,10 @@ class DigestTests(SynchronousTestCase):
         """RFC 7616 §3.3: stale=true means the credentials were right; retry with the new nonce."""
         registration, protocol, _, events = make_registration()
         registration.connection_made(protocol)
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1"'))
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n2", stale=true'))
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
+        protocol.answer(
+            401, ("WWW-Authenticate", 'Digest realm="r", nonce="n2", stale=true, qop="auth"')
+        )
         self.assertEqual(len(protocol.sent), 3)
         self.assertEqual(digest_params(protocol.last.headers["Authorization"])["nonce"], "n2")
         protocol.answer(200)
@@ -254,7 +259,7 @@ class DigestTests(SynchronousTestCase):
         registration, protocol, clock, events = make_registration()
         registered = registration.when_registered()
         registration.connection_made(protocol)
-        challenge = ("WWW-Authenticate", 'Digest realm="r", nonce="n1"')
+        challenge = ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"')
         protocol.answer(401, challenge)
         protocol.answer(401, challenge)
         self.assertEqual(registration.state, RegistrationState.FAILED)
@@ -278,8 +283,8 @@ class DigestTests(SynchronousTestCase):
         registration, protocol, clock, events = make_registration()
         registration.connection_made(protocol)
         for _ in range(3):
-            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1"'))
-            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1"'))
+            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
+            protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
             clock.advance(60)
         self.assertTrue(events)
         for text in [*messages(events), repr(registration)]:
@@ -299,6 +304,73 @@ class DigestTests(SynchronousTestCase):
         protocol.answer(401, ("WWW-Authenticate", "Basic realm=x"))
         self.assertEqual(registration.state, RegistrationState.FAILED)
         self.assertIn("no usable challenge", " ".join(messages(events)))
+
+    def test_first_challenge_binds_the_registrar_realm(self) -> None:
+        """Issue 14: the registrar's first challenge binds its realm in the Credentials the
+        flows share; a later REGISTER challenge for another realm is refused."""
+        credentials = Credentials("alice", PASSWORD)
+        registration, protocol, _, events = make_registration(
+            password=None, credentials=credentials
+        )
+        registration.connection_made(protocol)
+        protocol.answer(
+            401, ("WWW-Authenticate", 'Digest realm="example.com", nonce="n1", qop="auth"')
+        )
+        self.assertEqual(credentials.registrar_realm, "example.com")
+        self.assertTrue(credentials.allows("example.com"))
+        protocol.answer(200, ("Expires", "3600"))
+        self.assertTrue(registration.registered)
+        registration._register(RegistrationState.REFRESHING)
+        protocol.answer(
+            401, ("WWW-Authenticate", 'Digest realm="elsewhere", nonce="n2", qop="auth"')
+        )
+        self.assertNotIn("Authorization", protocol.last.headers)
+        errors = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("realm 'elsewhere'", errors[0])
+        self.assertIn("--auth-realm", errors[0])
+
+    def test_strongest_challenge_is_used(self) -> None:
+        """RFC 8760 §2.4: SHA-256 is answered although MD5 is listed first."""
+        registration, protocol, _, _ = make_registration()
+        registration.connection_made(protocol)
+        protocol.answer(
+            401,
+            ("WWW-Authenticate", 'Digest realm="r", nonce="m", algorithm=MD5, qop="auth"'),
+            ("WWW-Authenticate", 'Digest realm="r", nonce="s", algorithm=SHA-256, qop="auth"'),
+        )
+        params = digest_params(protocol.last.headers["Authorization"])
+        self.assertEqual((params["algorithm"], params["nonce"]), ("SHA-256", "s"))
+        self.assertEqual(params["response"], expected_response(params, PASSWORD))
+
+    def test_qop_less_md5_refused_unless_allowed(self) -> None:
+        """RFC 2069-style MD5 (no qop, no cnonce) is a refusal naming the option to allow it."""
+        legacy = ("WWW-Authenticate", 'Digest realm="r", nonce="n1"')
+        registration, protocol, _, events = make_registration()
+        registration.connection_made(protocol)
+        protocol.answer(401, legacy)
+        self.assertEqual((len(protocol.sent), registration.state), (1, RegistrationState.FAILED))
+        self.assertIn("--allow-legacy-digest", " ".join(messages(events)))
+        allowed = Credentials("alice", PASSWORD, allow_legacy_digest=True)
+        registration, protocol, _, _ = make_registration(password=None, credentials=allowed)
+        registration.connection_made(protocol)
+        protocol.answer(401, legacy)
+        params = digest_params(protocol.last.headers["Authorization"])
+        self.assertEqual(params["response"], expected_response(params, PASSWORD))
+
+    def test_non_ascii_challenge_is_a_refusal(self) -> None:
+        """Issue 14 finding 8: an undecodable byte in the challenge fails the registration
+        with one error line, never a UnicodeEncodeError."""
+        registration, protocol, _, events = make_registration()
+        registered = registration.when_registered()
+        registration.connection_made(protocol)
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r\udcff", nonce="n", qop="auth"'))
+        self.assertEqual(
+            self.failureResultOf(registered, RegistrationFailed).value.status_code, 401
+        )
+        errors = [formatEvent(e) for e in events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("non-ASCII", errors[0])
 
 
 class OutcomeTests(SynchronousTestCase):
@@ -511,7 +583,7 @@ class LifecycleTests(SynchronousTestCase):
         request = protocol.last
         self.assertEqual(request.headers["Expires"], "0")
         self.assertEqual(request.headers["Contact"], contact)
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="x"'))
+        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="x", qop="auth"'))
         self.assertIn("Authorization", protocol.last.headers)
         protocol.answer(200)
         self.successResultOf(stopped)

@@ -1,6 +1,7 @@
-"""Media: G.711 codecs, jitter buffer, the shared 20 ms pacer, sessions and calls.
+"""Media: jitter buffer, the shared 20 ms pacer, sessions and calls.
 
-The codecs, session and call classes are loaded on first access (PEP 562):
+The G.711 functions of :mod:`voiptwisted.codecs.g711` are re-exported here.  They,
+the session and the call classes are loaded on first access (PEP 562):
 importing the package (as ``voiptwisted.media.call`` does when a service
 starts) loads neither numpy nor the call machinery.
 """
@@ -30,10 +31,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "alaw_decode": "voiptwisted.media.g711",
-    "alaw_encode": "voiptwisted.media.g711",
-    "ulaw_decode": "voiptwisted.media.g711",
-    "ulaw_encode": "voiptwisted.media.g711",
+    "alaw_decode": "voiptwisted.codecs.g711",
+    "alaw_encode": "voiptwisted.codecs.g711",
+    "ulaw_decode": "voiptwisted.codecs.g711",
+    "ulaw_encode": "voiptwisted.codecs.g711",
     "Session": "voiptwisted.media.session",
     "EchoSession": "voiptwisted.media.session",
     "PlaybackSession": "voiptwisted.media.session",

@@ -10,9 +10,11 @@ address the registrar saw, from Via ``received``), ``MediaConfig.public_host``,
 the STUN mapped address (``*_deferred`` variants, at most 500 ms), else the
 local address of the signalling connection.
 
-:mod:`voiptwisted.sdp.negotiation` (and through it numpy and the G.711 tables) is
-imported on the first call, not with this module: a service builds its
-``MediaConfig`` at start-up and should stay light until a call arrives (issue 6).
+:mod:`voiptwisted.sdp.negotiation` is imported on the first call, and numpy with
+the G.711 tables by the first RTP stream, not with this module: a service builds
+its ``MediaConfig`` at start-up and should stay light until a call arrives (issue 6).
+Offer/answer gets ``MediaConfig.codecs`` as the :mod:`voiptwisted.codecs` registry
+entries, and the RTP stream takes its coders from the negotiated one.
 """
 
 from __future__ import annotations
@@ -26,19 +28,44 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from voiptwisted.codecs import Codec, lookup
+from voiptwisted.media.inactivity import InactivityTimer
+from voiptwisted.rtp.latch import PROBATION, RELATCH_AFTER
 from voiptwisted.rtp.protocol import MediaStats, PortAllocator, RealtimeTransportProtocol
-from voiptwisted.rtp.srtp import CryptoAttribute, SRTPContext, redact_sdp
-from voiptwisted.sdp import Attribute, SDPParseError, SessionDescription
+from voiptwisted.rtp.srtp import SRTPContext
+from voiptwisted.sdp import (
+    Attribute,
+    CryptoAttribute,
+    SDPParseError,
+    SessionDescription,
+    redact_sdp,
+)
+from voiptwisted.sdp.policy import SRTP_POLICIES, srtp_policy
 
 if TYPE_CHECKING:
     from voiptwisted.sdp.negotiation import NegotiatedMedia, NegotiationFailed, SRTPParams
 
-__all__ = ["CallMedia", "MediaConfig", "NegotiationFailed"]
+__all__ = [
+    "HOLD_TIMEOUT",
+    "RTP_TIMEOUT",
+    "SRTP_POLICIES",
+    "CallMedia",
+    "MediaConfig",
+    "NegotiationFailed",
+    "srtp_policy",
+]
 
 #: Hard bound on STUN discovery during call setup (issue 4 item 8).
 STUN_TIMEOUT = 0.5
 #: SDP bodies larger than this are refused before parsing.
 MAX_SDP = 64 * 1024
+#: Default seconds without RTP or RTCP after which a call is hung up (issue 17 item 2).
+RTP_TIMEOUT = 60.0
+#: Default of the same limit for a call on hold (0: none; a held call may be silent).
+HOLD_TIMEOUT = 0.0
+#: Our stream directions in which the far end is not expected to send us RTP: it put us
+#: on hold (we are recvonly/inactive) or we put it on hold (sendonly).
+_ON_HOLD = frozenset(("recvonly", "sendonly", "inactive"))
 
 
 def _negotiation() -> ModuleType:
@@ -57,11 +84,21 @@ def __getattr__(name: str) -> Any:
 
 @dataclasses.dataclass
 class MediaConfig:
-    """Media settings of a service: ports, codec preference, SRTP policy, NAT help."""
+    """Media settings of a service: ports, codec preference, SRTP policy, NAT help, limits.
+
+    ``rtp_timeout`` ends a call (BYE, sockets released) after that many seconds without
+    RTP or RTCP from the peer; ``rtp_hold_timeout`` does the same for a call on hold
+    (our direction not ``sendrecv``).  0 turns either off.  ``relatch_after`` (seconds
+    of silence) and ``probation`` (packets in sequence) tune RTP source validation
+    (:class:`~voiptwisted.rtp.latch.SourceLatch`).
+    """
 
     port_range: tuple[int, int] = (10000, 20000)
     codecs: tuple[str, ...] = ("PCMA", "PCMU")
-    srtp: str = "optional"
+    #: "required", "optional" or "off"; left out: "optional", but "required" for calls
+    #: to or from a ``sips:`` URI (:func:`srtp_policy`).  Given explicitly as "off" or
+    #: "optional", a call or account with a ``sips:`` URI is refused with ValueError.
+    srtp: str | None = None
     public_host: str | None = None
     stun_server: Any = None
     reactor: Any = None
@@ -69,11 +106,21 @@ class MediaConfig:
     #: Interface the RTP sockets bind to; None: the local_host given per call when it
     #: is an address of this machine, else the wildcard of its family.
     bind_host: str | None = None
+    rtp_timeout: float = RTP_TIMEOUT
+    rtp_hold_timeout: float = HOLD_TIMEOUT
+    relatch_after: float = RELATCH_AFTER
+    probation: int = PROBATION
     allocator: PortAllocator = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.srtp not in ("required", "optional", "off"):
-            raise ValueError("srtp must be 'required', 'optional' or 'off'")
+        #: True when ``srtp`` was given, False when it is the default.
+        self.srtp_explicit = self.srtp is not None
+        self.srtp = srtp_policy(self.srtp)
+        for name in ("rtp_timeout", "rtp_hold_timeout", "relatch_after"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be 0 or more seconds")
+        if self.probation < 1:
+            raise ValueError("probation must be at least 1 packet")
         self.allocator = PortAllocator(self.port_range)
 
     def get_reactor(self) -> Any:
@@ -124,13 +171,25 @@ class CallMedia:
 
     log = Logger()
 
-    def __init__(self, config: MediaConfig, local_host: str) -> None:
+    def __init__(self, config: MediaConfig, local_host: str, srtp: str | None = None) -> None:
+        """*srtp* overrides ``config.srtp`` for this call (``"required"`` for ``sips:``)."""
+        if srtp is not None and srtp not in SRTP_POLICIES:
+            raise ValueError("srtp must be 'required', 'optional' or 'off'")
         self.config = config
+        #: The SRTP policy of this call.
+        self.srtp: str = srtp or config.srtp or "optional"
         self.local_host = local_host
         self.reactor = config.get_reactor()
         self.rtp = RealtimeTransportProtocol(
-            clock=self.reactor, pacer=config.pacer, stun_server=config.stun_server
+            clock=self.reactor, pacer=config.pacer, stun_server=config.stun_server,
+            probation=getattr(config, "probation", PROBATION),
+            relatch_after=getattr(config, "relatch_after", RELATCH_AFTER),
         )
+        self.inactivity = InactivityTimer(
+            self.reactor, lambda: self.rtp.last_activity, self._timeout, self._inactive
+        )
+        #: Why the media stopped, once it has (see :meth:`stop`).
+        self.stop_reason: str | None = None
         bind_host = config.bind_host or _bind_address(local_host)
         self.local_port = config.allocator.bind(self.reactor, self.rtp, bind_host)
         self.advertised_host = local_host
@@ -150,15 +209,16 @@ class CallMedia:
     @classmethod
     def answer_offer(
         cls, config: MediaConfig, offer_sdp: bytes, local_host: str, *,
-        public_host: str | None = None,
+        public_host: str | None = None, srtp: str | None = None,
     ) -> CallMedia:
         """Negotiate the answer to *offer_sdp* (RFC 3264 §6) and bind the RTP port.
 
         ``local_sdp`` is the answer.  Raises :class:`NegotiationFailed` (488)
-        with the port already released when nothing is acceptable.
+        with the port already released when nothing is acceptable.  *srtp*
+        overrides the config's SRTP policy for this call.
         """
         offer = _parse(offer_sdp)
-        media = cls(config, local_host)
+        media = cls(config, local_host, srtp)
         media._advertise(public_host)
         try:
             media._answer(offer)
@@ -170,14 +230,15 @@ class CallMedia:
     @classmethod
     def create_offer(
         cls, config: MediaConfig, local_host: str, *, secure: bool | None = None,
-        public_host: str | None = None,
+        public_host: str | None = None, srtp: str | None = None,
     ) -> CallMedia:
         """Bind the RTP port and build our offer (``local_sdp``).
 
         *secure* None follows the policy: RTP/SAVP unless ``srtp="off"``.
         ``secure=False`` with policy ``required`` raises NegotiationFailed.
+        *srtp* overrides the config's SRTP policy for this call.
         """
-        media = cls(config, local_host)
+        media = cls(config, local_host, srtp)
         media._advertise(public_host)
         try:
             media._make_offer(secure)
@@ -189,14 +250,14 @@ class CallMedia:
     @classmethod
     def answer_offer_deferred(
         cls, config: MediaConfig, offer_sdp: bytes, local_host: str, *,
-        public_host: str | None = None,
+        public_host: str | None = None, srtp: str | None = None,
     ) -> defer.Deferred[CallMedia]:
         """Like :meth:`answer_offer`, after STUN discovery when ``config.stun_server`` is set."""
         try:
             offer = _parse(offer_sdp)
         except _negotiation().NegotiationFailed as exc:
             return defer.fail(exc)
-        media = cls(config, local_host)
+        media = cls(config, local_host, srtp)
         d = media._discover(public_host)
         d.addCallback(lambda _: media._answer(offer))
         d.addCallbacks(lambda _: media, media._fail)
@@ -205,10 +266,10 @@ class CallMedia:
     @classmethod
     def create_offer_deferred(
         cls, config: MediaConfig, local_host: str, *, secure: bool | None = None,
-        public_host: str | None = None,
+        public_host: str | None = None, srtp: str | None = None,
     ) -> defer.Deferred[CallMedia]:
         """Like :meth:`create_offer`, after STUN discovery when ``config.stun_server`` is set."""
-        media = cls(config, local_host)
+        media = cls(config, local_host, srtp)
         d = media._discover(public_host)
         d.addCallback(lambda _: media._make_offer(secure))
         d.addCallbacks(lambda _: media, media._fail)
@@ -244,13 +305,17 @@ class CallMedia:
         return d
 
     # negotiation ---------------------------------------------------------------------
+    def _codecs(self) -> tuple[Codec, ...]:
+        """Our codecs, in preference order, as registry entries (ValueError if unknown)."""
+        return lookup(self.config.codecs)
+
     def _answer(self, offer: SessionDescription) -> None:
         answer, negotiated = _negotiation().answer_for(
             offer,
             local_host=self.advertised_host,
             port=self.advertised_port,
-            codecs=self.config.codecs,
-            srtp_policy=self.config.srtp,
+            codecs=self._codecs(),
+            srtp_policy=self.srtp,
         )
         self.local_sdp = bytes(answer)
         self._apply(negotiated)
@@ -274,7 +339,7 @@ class CallMedia:
         current = self.negotiated.srtp
 
         def same_key(tag: int, suite: str) -> CryptoAttribute:
-            if current is not None and current.local.suite.name == suite:
+            if current is not None and current.local.suite == suite:
                 return dataclasses.replace(current.local, tag=tag)
             return CryptoAttribute.generate(tag=tag, suite=suite)
 
@@ -302,7 +367,7 @@ class CallMedia:
         crypto: dict[int, CryptoAttribute] = {}
         srtp = self.negotiated.srtp
         if srtp is not None:
-            fresh = CryptoAttribute.generate(tag=srtp.local.tag, suite=srtp.local.suite.name)
+            fresh = CryptoAttribute.generate(tag=srtp.local.tag, suite=srtp.local.suite)
             crypto[fresh.tag] = fresh
             audio.attributes = [a for a in audio.attributes if a.name != "crypto"]
             audio.attributes.append(Attribute("crypto", fresh.to_sdp()))
@@ -318,8 +383,8 @@ class CallMedia:
             offer,
             local_host=self.advertised_host,
             port=self.advertised_port,
-            codecs=self.config.codecs,
-            srtp_policy=self.config.srtp,
+            codecs=self._codecs(),
+            srtp_policy=self.srtp,
             crypto_key_factory=keys,
         )
 
@@ -334,13 +399,13 @@ class CallMedia:
 
     def _make_offer(self, secure: bool | None) -> None:
         if secure is None:
-            secure = self.config.srtp != "off"
-        if not secure and self.config.srtp == "required":
+            secure = self.srtp != "off"
+        if not secure and self.srtp == "required":
             raise _negotiation().NegotiationFailed(488, "SRTP required: will not offer RTP/AVP")
         offer, crypto = _negotiation().create_offer(
             local_host=self.advertised_host,
             port=self.advertised_port,
-            codecs=self.config.codecs,
+            codecs=self._codecs(),
             secure=secure,
         )
         self._offer = offer
@@ -355,7 +420,7 @@ class CallMedia:
             _parse(answer_sdp),
             offer=self._offer,
             offered_crypto=self._offered_crypto,
-            codecs=self.config.codecs,
+            codecs=self._codecs(),
         )
         self._apply(negotiated)
         return negotiated
@@ -398,6 +463,7 @@ class CallMedia:
             srtp=srtp,
         )
         self.negotiated = negotiated
+        self.inactivity.reschedule()
         self.log.debug("media negotiated: {sdp}", sdp=redact_sdp(self.local_sdp))
 
     # lifecycle -----------------------------------------------------------------------
@@ -423,10 +489,50 @@ class CallMedia:
         if attach is not None:
             attach(self.rtp, self.reactor)
         self.rtp.start(session)
+        self.inactivity.start()
 
-    def stop(self) -> None:
-        """Stop the session (``session.stop()``) and release the ports. Idempotent."""
+    @property
+    def on_hold(self) -> bool:
+        """True when the negotiated direction means the peer is not expected to send."""
+        return self.rtp.direction in _ON_HOLD
+
+    @property
+    def bounded(self) -> bool:
+        """True while an inactivity timeout bounds this call's life (a dialog may then
+        drop its own fallback timer, e.g. the orphan timer once a new flow adopted it)."""
+        return self.inactivity.armed
+
+    def _timeout(self) -> float:
+        config = self.config
+        if self.on_hold:
+            return float(getattr(config, "rtp_hold_timeout", HOLD_TIMEOUT))
+        return float(getattr(config, "rtp_timeout", RTP_TIMEOUT))
+
+    def _inactive(self, limit: float) -> None:
+        """No RTP/RTCP for *limit* seconds: hang up (BYE through the session's dialog)
+        and make sure the sockets are released even if that fails."""
+        reason = "hold-timeout" if self.on_hold else "rtp-timeout"
+        self.stop_reason = reason
+        self.log.info("no RTP or RTCP for {limit} s on port {port}: ending the call",
+                      limit=limit, port=self.local_port)
+        dialog = getattr(self.session, "dialog", None)
+        bye = getattr(dialog, "bye", None)
+        if bye is not None:
+            try:
+                bye()
+            except Exception:
+                self.log.failure("BYE after RTP timeout failed")
+        self.stop(reason)
+
+    def stop(self, reason: str | None = None) -> None:
+        """Stop the session and release the ports. Idempotent.
+
+        *reason* (default: the inactivity reason if that ended the call, else
+        ``"ended"``) becomes the session's ``stop_reason`` (``ISession.stop``).
+        """
         if self._stopped:
             return
         self._stopped = True
-        self.rtp.stop()
+        self.inactivity.stop()
+        self.stop_reason = reason or self.stop_reason or "ended"
+        self.rtp.stop(self.stop_reason)

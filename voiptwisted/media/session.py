@@ -66,6 +66,8 @@ class Session:
         self.clock: Any = None
         self._pending_dtmf = ""
         self.dropped_samples = 0
+        #: Why the media stopped, set just before :meth:`stop` (``ISession.stop_reason``).
+        self.stop_reason: str | None = None
 
     def attach(self, media: Any, clock: Any) -> None:
         """Bind the session to its call's RTP stream (called by ``CallMedia.start``)."""
@@ -89,7 +91,7 @@ class Session:
         """Called once when media starts."""
 
     def stop(self) -> None:
-        """Called once when the call's media stops."""
+        """Called once when the call's media stops; :attr:`stop_reason` says why."""
 
     def audio_received(self, samples: np.ndarray) -> None:
         """Called with each decoded 20 ms frame (int16, mono) from the remote party."""

@@ -4,8 +4,11 @@ One UDP socket per call, taken from a port range (even port for RTP, the
 next odd one for RTCP unless ``a=rtcp-mux``).  Outbound audio is paced by
 the process-wide :class:`~voiptwisted.media.pacer.Pacer`; the RTP timestamp
 is derived from the tick count so it stays continuous across silence and
-late ticks.  Media is sent to the SDP address until the peer's first valid
-packet arrives, then to that packet's source (symmetric RTP, RFC 4961).
+late ticks.  Media is sent to the SDP address until the peer's source is
+validated, then to that source (symmetric RTP, RFC 4961); which sources are
+accepted is :class:`~voiptwisted.rtp.latch.SourceLatch`'s decision, and RTCP is
+taken only from the validated source's address.  Each call's port pair is
+picked at random from the range, so an attacker cannot predict the next call's.
 
 numpy is imported by the first ``RealtimeTransportProtocol`` (a call), not when this
 module is: ``MediaConfig`` needs :class:`PortAllocator` when a service starts, and an
@@ -27,12 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import udp
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime, IReadDescriptor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from voiptwisted.rtp.dtmf import DTMFReceiver, DTMFSender
+from voiptwisted.rtp.latch import PROBATION, RELATCH_AFTER, SourceLatch
 from voiptwisted.rtp.packet import (
     ReceiverReport,
     RTPPacket,
@@ -67,8 +71,6 @@ _HEADER = struct.Struct("!BBHII")
 RECEIVE_BUFFER = 1 << 20
 #: RTCP report interval in 20 ms ticks (RFC 3550 §6.2: 5 s minimum for small sessions).
 RTCP_TICKS = 250
-#: How long (seconds) the latched source must be silent before another one may take over.
-RELATCH_AFTER = 1.0
 #: At most this many ready sockets are drained per wake-up of the shared RTP reader: under
 #: load the reactor gets back (and runs the pacer's timer) within about a millisecond,
 #: instead of after every one of hundreds of ready sockets.
@@ -80,6 +82,8 @@ MAX_DTMF_TICKS = 1200
 #: Largest payload the preallocated send buffer holds (6 x 20 ms of G.711).
 _MAX_TX_PAYLOAD = 960
 _INT16: Any = None
+#: Port picks come from the OS's CSPRNG: the next call's port must not be guessable.
+_RANDOM = secrets.SystemRandom()
 _SENDING = frozenset(("sendrecv", "sendonly"))
 _RECEIVING = frozenset(("sendrecv", "recvonly"))
 
@@ -111,6 +115,7 @@ class MediaStats:
     auth_failures: int = 0
     replays: int = 0
     rejected_source: int = 0
+    rejected_rtcp: int = 0
     dtmf_received: int = 0
     dtmf_sent: int = 0
     skipped_ticks: int = 0
@@ -135,6 +140,8 @@ def _is_ip(host: str) -> bool:
 
 class _RTCPProtocol(DatagramProtocol):
     """The RTCP socket (port+1) of a call; hands datagrams to its RTP protocol."""
+
+    noisy = False  # one per call: "Starting/Stopping protocol" would drown the call's lines
 
     def __init__(self, owner: RealtimeTransportProtocol) -> None:
         self.owner = owner
@@ -226,9 +233,12 @@ def read_multiplexer(reactor: Any) -> ReadMultiplexer | None:
 
 
 class PortAllocator:
-    """Hands out even RTP ports (and port+1 for RTCP) from a range, round robin.
+    """Hands out even RTP ports (and port+1 for RTCP) picked at random from a range.
 
-    On EADDRINUSE the next even port is tried, at most ``attempts`` times.
+    A random pair per call (not the next one after the last call's) keeps the
+    port of a call unpredictable to anyone who saw another call's SDP (issue 14
+    finding 10).  When a pair is busy another random pair is tried, at most
+    ``attempts`` times in all.
     With ``multiplex`` (default) the sockets are read through the reactor's shared
     :class:`ReadMultiplexer` when it has one.
     """
@@ -245,13 +255,19 @@ class PortAllocator:
         self.high = high
         self.attempts = attempts
         self.multiplex = multiplex
-        self._next = low + 2 * secrets.randbelow((high - low) // 2)
+        #: How many even ports (pairs) the range holds.
+        self.pairs = (high - low) // 2
+
+    def candidates(self) -> list[int]:
+        """Up to ``attempts`` distinct even ports of the range, in random order (every
+        pair when the range holds no more than that)."""
+        picks = _RANDOM.sample(range(self.pairs), min(self.attempts, self.pairs))
+        return [self.low + 2 * pick for pick in picks]
 
     def bind(self, reactor: Any, protocol: RealtimeTransportProtocol, interface: str) -> int:
-        """Listen on the next free even port (+1 for RTCP) on *interface*; return the port."""
-        for _ in range(self.attempts):
-            port = self._next
-            self._next = port + 2 if port + 3 <= self.high else self.low
+        """Listen on a random free even port (+1 for RTCP) on *interface*; return the port."""
+        port = self.low
+        for port in self.candidates():
             try:
                 rtcp = reactor.listenUDP(port + 1, _RTCPProtocol(protocol), interface=interface)
             except CannotListenError:
@@ -274,7 +290,7 @@ class PortAllocator:
                 mux.add(rtcp)
                 protocol.multiplexer = mux
             return port
-        raise CannotListenError(interface, self._next, f"no free RTP port after {self.attempts}")
+        raise CannotListenError(interface, port, f"no free RTP port after {self.attempts} tries")
 
 
 class RealtimeTransportProtocol(DatagramProtocol):
@@ -285,13 +301,16 @@ class RealtimeTransportProtocol(DatagramProtocol):
     """
 
     log = Logger()
+    noisy = False  # one per call: "Starting/Stopping protocol" would drown the call's lines
 
-    def __init__(self, *, clock: Any = None, pacer: Any = None, stun_server: Any = None) -> None:
+    def __init__(
+        self, *, clock: IReactorTime, pacer: Any = None, stun_server: Any = None,
+        probation: int = PROBATION, relatch_after: float = RELATCH_AFTER,
+    ) -> None:
+        """*probation* and *relatch_after* tune source validation (:class:`SourceLatch`)."""
         from voiptwisted.media.jitter import JitterBuffer
 
         _load_numpy()
-        if clock is None:
-            from twisted.internet import reactor as clock
         if pacer is None:
             from voiptwisted.media.pacer import default_pacer
 
@@ -305,10 +324,18 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self.remote: tuple[str, int] | None = None
         self.rtcp_remote: tuple[str, int] | None = None
         self.rtcp_mux = False
-        self.latched = False
-        self._last_from_remote = 0.0
+        #: Source validation: which address RTP (and so RTCP) is accepted from.
+        self.latch = SourceLatch(probation=probation, relatch_after=relatch_after)
+        #: Clock time of the last accepted RTP or RTCP packet (or of start/configure):
+        #: what an inactivity timeout measures (issue 17 item 2).
+        self.last_activity = 0.0
+        #: Why the stream stopped (see :meth:`stop`); None while it runs.
+        self.stop_reason: str | None = None
         self._rtcp_latched = False
         self.codec: Any = None
+        #: This call's own coders, made by the codec's factories (voiptwisted.codecs).
+        self._encoder: Any = None
+        self._decoder: Any = None
         self.payload_type = -1
         self.telephone_event_pt: int | None = None
         self.direction = "sendrecv"
@@ -350,6 +377,11 @@ class RealtimeTransportProtocol(DatagramProtocol):
     def __repr__(self) -> str:
         return f"<RealtimeTransportProtocol port={self.local_port} remote={self.remote}>"
 
+    @property
+    def latched(self) -> bool:
+        """True once the peer's source address is validated (we send there)."""
+        return self.latch.latched
+
     # configuration -------------------------------------------------------------------
     def configure(
         self,
@@ -364,21 +396,37 @@ class RealtimeTransportProtocol(DatagramProtocol):
         ptime: int = 20,
         srtp: SRTPContext | None = None,
     ) -> None:
-        """Apply the negotiated media parameters (RFC 3264); may be called again on re-INVITE."""
+        """Apply the negotiated media parameters (RFC 3264); may be called again on re-INVITE.
+
+        *codec* is a :class:`voiptwisted.codecs.Codec` (anything with ``clock_rate``,
+        ``encoder()`` and ``decoder()``).
+
+        A new *remote* restarts source validation from it; the address we are latched to
+        (passed back by a session refresh) keeps the latch.  A negotiation counts as
+        activity for the inactivity timeout.
+        """
         self.remote = remote
-        self.latched = False
+        self.latch.expect(remote)
+        if not self.latch.latched:
+            self._rtcp_latched = False
+        self.last_activity = self.clock.seconds()
         self.rtcp_mux = rtcp_mux
         if rtcp_remote is None and remote is not None:
             rtcp_remote = remote if rtcp_mux else (remote[0], remote[1] + 1)
         self.rtcp_remote = rtcp_remote
+        if codec is not self.codec:
+            # A codec with state between packets needs a coder per call and direction;
+            # a re-INVITE that keeps the codec keeps the coders (and their state).
+            self._encoder = codec.encoder()
+            self._decoder = codec.decoder()
         self.codec = codec
         self.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
         self.direction = direction
         self.frames_per_packet = max(1, min(6, ptime // 20))
         self.srtp = srtp
-        self._encode_table = getattr(codec, "encode_table", None)
-        self._decode_table = getattr(codec, "decode_table", None)
+        self._encode_table = getattr(self._encoder, "encode_table", None)
+        self._decode_table = getattr(self._decoder, "decode_table", None)
         self._receiving = direction in _RECEIVING
         self._remote_is_ip = remote is None or _is_ip(remote[0])
         if self._rx_stats is not None:
@@ -391,20 +439,30 @@ class RealtimeTransportProtocol(DatagramProtocol):
             raise RuntimeError("RTP stream already stopped")
         self.session = session
         self._running = True
+        self.last_activity = self.clock.seconds()
         self.pacer.add(self.tick)
         self._call_session(session.start)
 
-    def stop(self) -> None:
-        """Leave the pacer, stop the session, release both ports. Idempotent."""
+    def stop(self, reason: str = "ended") -> None:
+        """Leave the pacer, stop the session, release both ports. Idempotent.
+
+        *reason* says why (``"ended"``: the call ended by BYE, CANCEL, shutdown...;
+        ``"rtp-timeout"``/``"hold-timeout"``: no RTP or RTCP for the inactivity timeout);
+        it is set as the session's ``stop_reason`` before ``session.stop()`` runs
+        (``ISession.stop``).
+        """
         if self._stopped:
             return
         self._stopped = True
+        self.stop_reason = reason
         self._running = False
         self.pacer.remove(self.tick)
         if self.stun is not None:
             self.stun.cancel_all()
         session, self.session = self.session, None
         if session is not None:
+            with contextlib.suppress(AttributeError, TypeError):
+                session.stop_reason = reason
             self._call_session(session.stop)
         ports, self.ports = self.ports, ()
         mux, self.multiplexer = self.multiplexer, None
@@ -515,7 +573,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         ):
             self._send_coded(table, samples, marker, timestamp)
             return
-        self._send(self.payload_type, marker, timestamp, self.codec.encode(samples))
+        self._send(self.payload_type, marker, timestamp, self._encoder.encode(samples))
 
     def _send_coded(
         self, table: np.ndarray, samples: np.ndarray, marker: bool, timestamp: int
@@ -649,12 +707,13 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if addr.__class__ is not tuple or len(addr) != 2:
             addr = _address(addr)
         now = self.clock.seconds()
-        if not (self.latched and addr == self.remote):
-            if not self._accept_source(addr, now):
-                self.stats.rejected_source += 1
-                return
-        else:
-            self._last_from_remote = now
+        latch = self.latch
+        if addr == latch.source:
+            latch.last_seen = now
+        elif not self._accept_source(addr, ssrc, sequence, now):
+            self.stats.rejected_source += 1
+            return
+        self.last_activity = now
         stats = self.stats
         stats.packets_received += 1
         stats.octets_received += end - offset
@@ -681,25 +740,28 @@ class RealtimeTransportProtocol(DatagramProtocol):
         for ready in self._jitter.push(packet):
             self._deliver(ready.payload)
 
-    def _accept_source(self, source: tuple[str, int], now: float) -> bool:
-        """Symmetric RTP (RFC 4961 §4): latch to the first valid source; re-latch after silence."""
-        if source == self.remote and self.latched:
-            self._last_from_remote = now
-            return True
-        if not self.latched or now - self._last_from_remote > RELATCH_AFTER:
-            if source != self.remote:
-                self.log.info("RTP latched to {source} (SDP said {sdp})", source=source,
-                              sdp=self.remote)
+    def _accept_source(
+        self, source: tuple[str, int], ssrc: int, sequence: int, now: float
+    ) -> bool:
+        """A packet from an address other than the latched one: :class:`SourceLatch` decides
+        (RFC 3550 §8.2 source validation, RFC 4961 §4 symmetric RTP); a (re-)latch
+        sends our RTP, and RTCP unless it has a source of its own, there."""
+        latch = self.latch
+        before = latch.source
+        if not latch.accept(source, ssrc, sequence, now):
+            return False
+        if latch.source != before:
+            if source != self.remote or before is not None:
+                self.log.info("RTP latched to {source} (SDP said {sdp}, was {before})",
+                              source=source, sdp=latch.expected, before=before)
             self.remote = source
             self._remote_is_ip = True
-            if not self.rtcp_mux and not self._rtcp_latched:
-                self.rtcp_remote = (source[0], source[1] + 1)
-            elif self.rtcp_mux:
+            if self.rtcp_mux:
                 self.rtcp_remote = source
-            self.latched = True
-            self._last_from_remote = now
-            return True
-        return False
+            elif not self._rtcp_latched or before is not None:
+                self._rtcp_latched = False
+                self.rtcp_remote = (source[0], source[1] + 1)
+        return True
 
     def _deliver(self, payload: bytes) -> None:
         table = self._decode_table
@@ -707,7 +769,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
             if table is not None:
                 samples = table.take(np.frombuffer(payload, np.uint8))
             else:
-                samples = self.codec.decode(payload)
+                samples = self._decoder.decode(payload)
         except Exception:
             self.stats.malformed += 1
             return
@@ -722,9 +784,23 @@ class RealtimeTransportProtocol(DatagramProtocol):
             self._call_session(self.session.audio_received, data[start : start + 160])
         self._carry = data[whole:].copy()
 
+    def _rtcp_source_ok(self, source: tuple[str, int]) -> bool:
+        """RTCP is taken only from the peer's validated RTP source (its SDP address before
+        that): the same address with rtcp-mux (RFC 5761), the same IP otherwise, since
+        RTCP's own port may be NATed differently.  Anyone else could redirect our reports."""
+        trusted = self.latch.source or self.latch.expected
+        if trusted is None:
+            return False
+        if self.rtcp_mux:
+            return source == trusted
+        return source[0] == trusted[0]
+
     def rtcp_received(self, data: bytes, source: tuple[str, int]) -> None:
         """Handle an RTCP datagram (port+1 or muxed): SR times for LSR, peer's loss report."""
         if self._stopped:
+            return
+        if not self._rtcp_source_ok(source):
+            self.stats.rejected_rtcp += 1
             return
         if self.srtp is not None:
             data = self.srtp.unprotect_rtcp(data)
@@ -736,10 +812,11 @@ class RealtimeTransportProtocol(DatagramProtocol):
             self.stats.malformed += 1
             return
         self.stats.rtcp_received += 1
+        now = self.clock.seconds()
+        self.last_activity = now
         if not self.rtcp_mux:
             self.rtcp_remote = source
             self._rtcp_latched = True
-        now = self.clock.seconds()
         for item in items:
             rx = self._rx_stats
             if isinstance(item, SenderReport) and rx is not None and item.ssrc == rx.ssrc:

@@ -1,23 +1,20 @@
-"""SRTP with SDES key exchange: ``a=crypto`` (RFC 4568) and protect/unprotect (RFC 3711).
+"""SRTP protect/unprotect (RFC 3711) for the keys SDES negotiated (RFC 4568).
 
-All cryptography is done by libsrtp through ``pylibsrtp``; this module only
-parses and generates the SDP key material and keeps per-call counters.
-``pylibsrtp`` is imported by the first :class:`SRTPContext` (a call), not when
-this module is, so a service that is only registered does not load it.  Keys
-never appear in ``repr``, ``str`` of errors or logs: use :func:`redact_sdp`
-before logging an SDP body.
+All cryptography is done by libsrtp through ``pylibsrtp``; this module keys one
+context per call from the :class:`~voiptwisted.sdp.CryptoAttribute` lines of the
+offer/answer (their syntax lives in :mod:`voiptwisted.sdp`) and keeps per-call
+counters.  ``pylibsrtp`` is imported by the first :class:`SRTPContext` (a call),
+not when this module is, so a service that is only registered does not load it.
+Keys never appear in ``repr`` or logs.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
-import re
-import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from voiptwisted.sdp.types import CryptoAttribute, SDESError
 
 if TYPE_CHECKING:
     import pylibsrtp
@@ -25,51 +22,7 @@ else:
     #: Bound to the module by :func:`_load_libsrtp` on the first SRTPContext.
     pylibsrtp = None
 
-__all__ = [
-    "SUITES",
-    "CryptoAttribute",
-    "CryptoSuite",
-    "SDESError",
-    "SRTPContext",
-    "redact_sdp",
-]
-
-
-class SDESError(ValueError):
-    """An ``a=crypto`` line is malformed or asks for something we do not support.
-
-    The message names the problem but never contains key material.
-    """
-
-
-@dataclass(frozen=True)
-class CryptoSuite:
-    """An SRTP crypto-suite (RFC 4568 §6.2, RFC 7714 §12) and its libsrtp profile."""
-
-    name: str
-    profile: int
-    key_length: int
-    salt_length: int
-    #: Maximum SRTP master key lifetime in packets (RFC 4568 §6.2.1: 2^48).
-    max_lifetime: int = 2**48
-
-    @property
-    def master_length(self) -> int:
-        """Length of the ``inline:`` key||salt value once decoded."""
-        return self.key_length + self.salt_length
-
-
-#: Suites we accept, in our order of preference for offers.  ``profile`` is libsrtp's
-#: ``srtp_profile_t``, which uses the IANA DTLS-SRTP protection profile numbers
-#: (RFC 5764 §4.1.2, RFC 7714 §14.2): 1, 2 and 7 (pylibsrtp's ``Policy.SRTP_PROFILE_*``).
-SUITES: dict[str, CryptoSuite] = {
-    s.name: s
-    for s in (
-        CryptoSuite("AES_CM_128_HMAC_SHA1_80", 1, 16, 14),
-        CryptoSuite("AES_CM_128_HMAC_SHA1_32", 2, 16, 14),
-        CryptoSuite("AEAD_AES_128_GCM", 7, 16, 12),
-    )
-}
+__all__ = ["SRTPContext"]
 
 
 def _load_libsrtp() -> None:
@@ -79,105 +32,6 @@ def _load_libsrtp() -> None:
         import pylibsrtp as module
 
         pylibsrtp = module
-
-#: Session parameters (RFC 4568 §6.3) that we can honour; WSH is only a hint.
-_HARMLESS_SESSION_PARAMS = ("WSH=",)
-_TAG_RE = re.compile(r"[0-9]{1,9}\Z")
-_LIFETIME_RE = re.compile(r"(?:2\^([0-9]{1,3})|([0-9]{1,20}))\Z")
-_MKI_RE = re.compile(r"[0-9]{1,10}:[0-9]{1,3}\Z")
-
-
-def _parse_lifetime(text: str, suite: CryptoSuite) -> int:
-    match = _LIFETIME_RE.match(text)
-    if match is None:
-        raise SDESError("a=crypto: malformed key lifetime")
-    value = 2 ** int(match.group(1)) if match.group(1) else int(match.group(2))
-    if value <= 0 or value > suite.max_lifetime:
-        raise SDESError(f"a=crypto: key lifetime outside 1..2^48 for {suite.name}")
-    return value
-
-
-@dataclass(frozen=True)
-class CryptoAttribute:
-    """One ``a=crypto`` line: ``tag suite inline:key||salt[|lifetime]`` (RFC 4568 §9.1).
-
-    MKI and multiple keys per line are refused with :class:`SDESError`
-    (libsrtp through pylibsrtp cannot select keys by MKI).
-    """
-
-    tag: int
-    suite: CryptoSuite
-    master: bytes = field(repr=False)
-    lifetime: int | None = None
-
-    def __repr__(self) -> str:
-        return f"<CryptoAttribute tag={self.tag} suite={self.suite.name} key=<redacted>>"
-
-    @classmethod
-    def generate(cls, tag: int = 1, suite: str = "AES_CM_128_HMAC_SHA1_80") -> CryptoAttribute:
-        """A fresh random master key and salt (RFC 4568 §6.1: keys MUST be random)."""
-        spec = SUITES[suite]
-        return cls(tag=tag, suite=spec, master=secrets.token_bytes(spec.master_length))
-
-    @classmethod
-    def parse(cls, value: str) -> CryptoAttribute:
-        """Parse the value of an ``a=crypto`` attribute (without ``crypto:``).
-
-        Raises :class:`SDESError` for malformed lines, unknown suites, MKI,
-        multiple keys and unsupported session parameters (RFC 4568 §6.3).
-        """
-        if not isinstance(value, str) or len(value) > 1024:
-            raise SDESError("a=crypto: value missing or too long")
-        parts = value.split()
-        if len(parts) < 3:
-            raise SDESError("a=crypto: expected 'tag suite key-params'")
-        tag_text, suite_name, key_params, *session_params = parts
-        if not _TAG_RE.match(tag_text):
-            raise SDESError("a=crypto: tag must be 1-9 digits")
-        suite = SUITES.get(suite_name)
-        if suite is None:
-            raise SDESError(f"a=crypto: unsupported crypto-suite {suite_name[:40]!r}")
-        for param in session_params:
-            if not param.startswith(_HARMLESS_SESSION_PARAMS):
-                raise SDESError(f"a=crypto: unsupported session parameter {param[:20]!r}")
-        if ";" in key_params:
-            raise SDESError("a=crypto: multiple master keys (needs MKI) are not supported")
-        if not key_params.startswith("inline:"):
-            raise SDESError("a=crypto: only the 'inline:' key method is supported")
-        key_info, *extras = key_params[len("inline:") :].split("|")
-        try:
-            master = base64.b64decode(key_info, validate=True)
-        except (binascii.Error, ValueError):
-            raise SDESError("a=crypto: key is not valid base64") from None
-        if len(master) != suite.master_length:
-            raise SDESError(
-                f"a=crypto: {suite.name} needs {suite.master_length} bytes of key||salt,"
-                f" got {len(master)}"
-            )
-        lifetime = None
-        if len(extras) > 2:
-            raise SDESError("a=crypto: too many '|' fields in key parameters")
-        for extra in extras:
-            if _MKI_RE.match(extra):
-                raise SDESError("a=crypto: MKI is not supported")
-            if lifetime is not None:
-                raise SDESError("a=crypto: lifetime given twice")
-            lifetime = _parse_lifetime(extra, suite)
-        return cls(tag=int(tag_text), suite=suite, master=master, lifetime=lifetime)
-
-    def to_sdp(self) -> str:
-        """The attribute value, ready for ``a=crypto:`` (contains the key: never log it)."""
-        key = base64.b64encode(self.master).decode("ascii")
-        lifetime = f"|{self.lifetime}" if self.lifetime is not None else ""
-        return f"{self.tag} {self.suite.name} inline:{key}{lifetime}"
-
-
-_INLINE_RE = re.compile(rb"inline:[A-Za-z0-9+/=]*")
-
-
-def redact_sdp(data: bytes) -> bytes:
-    """Return *data* with every ``inline:`` key replaced, for logging (issue 5 item 4)."""
-    return _INLINE_RE.sub(b"inline:<redacted>", data)
 
 
 def _check_suites(local: CryptoAttribute, remote: CryptoAttribute) -> None:
@@ -189,7 +43,9 @@ def _check_suites(local: CryptoAttribute, remote: CryptoAttribute) -> None:
 def _session(crypto: CryptoAttribute, ssrc_type: int) -> pylibsrtp.Session:
     """A libsrtp session for one direction of a call, keyed with *crypto*."""
     return pylibsrtp.Session(
-        pylibsrtp.Policy(key=crypto.master, ssrc_type=ssrc_type, srtp_profile=crypto.suite.profile)
+        pylibsrtp.Policy(
+            key=crypto.master, ssrc_type=ssrc_type, srtp_profile=crypto.crypto_suite.profile
+        )
     )
 
 
@@ -215,7 +71,7 @@ class SRTPContext:
 
     def __init__(self, local: CryptoAttribute, remote: CryptoAttribute) -> None:
         _check_suites(local, remote)
-        self.suite = local.suite
+        self.suite = local.crypto_suite
         _load_libsrtp()
         self._local = (local.suite, local.master)
         self._remote = (remote.suite, remote.master)
@@ -246,7 +102,7 @@ class SRTPContext:
         if same_tx and same_rx:
             return self
         context = copy.copy(self)
-        context.suite = local.suite
+        context.suite = local.crypto_suite
         if not same_tx:
             context._local = (local.suite, local.master)
             context._tx = _session(local, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)

@@ -285,14 +285,12 @@ class StunClient:
     def __init__(
         self,
         write: Callable[[bytes, tuple[str, int]], object],
-        clock: IReactorTime | None = None,
+        clock: IReactorTime,
         *,
         rto: float = 0.1,
         timeout: float = 0.5,
         max_pending: int = 16,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
         self.clock = clock
         self.write = write
         self.rto = rto
@@ -401,7 +399,9 @@ class StunClient:
 class StunProtocol(DatagramProtocol):
     """A ``DatagramProtocol`` that owns a :class:`StunClient` on its own socket."""
 
-    def __init__(self, clock: IReactorTime | None = None, **client_options: float) -> None:
+    noisy = False  # a socket per lookup: no "Starting/Stopping protocol" lines
+
+    def __init__(self, clock: IReactorTime, **client_options: float) -> None:
         self.client = StunClient(self._write, clock, **client_options)  # type: ignore[arg-type]
 
     def _write(self, data: bytes, addr: tuple[str, int]) -> None:

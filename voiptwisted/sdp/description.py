@@ -43,14 +43,14 @@ from voiptwisted.sdp.types import (
     SDPParseError,
     StrField,
     Timing,
-    _direction_of,
-    _layout_entries,
-    _line_error,
-    _list_keys,
-    _render,
-    _set_direction,
-    _split_line,
-    _unknown_letter,
+    direction_of,
+    layout_entries,
+    line_error,
+    list_keys,
+    render_layout,
+    set_direction,
+    split_line,
+    unknown_letter,
 )
 
 __all__ = ["MAX_MEDIA", "MAX_SIZE", "SessionDescription"]
@@ -159,11 +159,11 @@ class SessionDescription:
     @property
     def direction(self) -> str:
         """Session-level direction (RFC 4566 §6); ``sendrecv`` if none (RFC 3264 §5.1)."""
-        return _direction_of(self.attributes) or "sendrecv"
+        return direction_of(self.attributes) or "sendrecv"
 
     @direction.setter
     def direction(self, value: str | None) -> None:
-        _set_direction(self.attributes, value)
+        set_direction(self.attributes, value)
 
     def media_direction(self, media: MediaDescription) -> str:
         """The effective direction of *media*: its own attribute overrides the session's."""
@@ -187,25 +187,25 @@ class SessionDescription:
             if value is not None:
                 items.append(((letter,), letter, ranks[letter], value, f"{letter}={value}"))
         for letter, values in (("e", self.emails), ("p", self.phones)):
-            for key, value in zip(_list_keys(letter, values), values, strict=True):
+            for key, value in zip(list_keys(letter, values), values, strict=True):
                 items.append((key, letter, ranks[letter], value, f"{letter}={value}"))
         if self.connection is not None:
             items.append((("c",), "c", ranks["c"], self.connection, f"c={self.connection}"))
-        for key, bw in zip(_list_keys("b", self.bandwidths), self.bandwidths, strict=True):
+        for key, bw in zip(list_keys("b", self.bandwidths), self.bandwidths, strict=True):
             items.append((key, "b", ranks["b"], bw, f"b={bw}"))
-        for key, timing in zip(_list_keys("t", self.timings), self.timings, strict=True):
+        for key, timing in zip(list_keys("t", self.timings), self.timings, strict=True):
             text = "\r\n".join([f"t={timing}", *(f"r={r}" for r in timing.repeats)])
             items.append((key, "t", ranks["t"], timing, text))
         for letter in ("z", "k"):
             value = getattr(self, _SINGLE_TEXT[letter].session_attr)
             if value is not None:
                 items.append(((letter,), letter, ranks[letter], value, f"{letter}={value}"))
-        for key, attr in zip(_list_keys("a", self.attributes), self.attributes, strict=True):
+        for key, attr in zip(list_keys("a", self.attributes), self.attributes, strict=True):
             items.append((key, "a", ranks["a"], attr, f"a={attr}"))
         return items
 
     def __bytes__(self) -> bytes:
-        lines = _render(self._items(), self._layout)
+        lines = render_layout(self._items(), self._layout)
         for media in self.media:
             lines.extend(media._lines())
         return ("\r\n".join(lines) + "\r\n").encode(ENCODING, "surrogateescape")
@@ -238,7 +238,7 @@ class SessionDescription:
             line = line.removesuffix("\r")
             if "\r" in line:
                 raise SDPParseError(f"line {lineno}: bare CR inside a line")
-            letter, value = _split_line(lineno, line)
+            letter, value = split_line(lineno, line)
             if letter == "m":
                 media_count += 1
                 if media_count > MAX_MEDIA:
@@ -291,9 +291,9 @@ class SessionDescription:
                     fields[name] = parsed
                     entries.append([letter, parsed, raw])
                 else:
-                    raise SDPParseError(_unknown_letter(letter))
+                    raise SDPParseError(unknown_letter(letter))
             except SDPParseError as error:
-                raise _line_error(lineno, letter, value, error) from None
+                raise line_error(lineno, letter, value, error) from None
             previous = letter
         # Each t= gets its r= values once, at the end: growing the Timing and its text per
         # r= line was quadratic in their number (issue 14 finding 3 audit).
@@ -309,7 +309,7 @@ class SessionDescription:
             if name not in fields or fields[name] == []:
                 raise SDPParseError(f"missing {letter}= line (required by RFC 4566 §5)")
         description = cls(**fields)
-        description._layout = _layout_entries(
+        description._layout = layout_entries(
             (kind, value, raw) for kind, value, raw in entries
         )
         return description

@@ -1,9 +1,11 @@
 """SDP offer/answer (RFC 3264) for one audio stream, with SDES-SRTP (RFC 4568).
 
 Codec choice: the first codec in *our* preference list that the offer
-contains, using the offer's payload type number (RFC 3264 §6.1).  Codecs
-live in :data:`CODECS` (name -> encoder/decoder); register more with
-:func:`register_codec` and list them in ``MediaConfig.codecs``.
+contains, using the offer's payload type number (RFC 3264 §6.1).  The list is
+data: :class:`CodecDescription` objects (the :mod:`voiptwisted.codecs` registry
+entries are; ``CallMedia`` passes those) or names of RFC 3551 static payload
+types.  This module reads only their names, rates, channels, payload types and
+``a=fmtp``; it imports no codec, numpy, SRTP library or Twisted.
 
 SRTP policy:
 
@@ -29,27 +31,31 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Protocol
 
-import numpy as np
-
-from voiptwisted.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from voiptwisted.rtp.srtp import SUITES, CryptoAttribute, SDESError
-from voiptwisted.sdp import Attribute, MediaDescription, RTPPayloadFormat, SessionDescription
+from voiptwisted.sdp.description import SessionDescription
+from voiptwisted.sdp.policy import SRTP_POLICIES
+from voiptwisted.sdp.types import (
+    SUITES,
+    Attribute,
+    CryptoAttribute,
+    MediaDescription,
+    RTPPayloadFormat,
+    SDESError,
+    StaticPayloadType,
+)
 
 __all__ = [
-    "CODECS",
     "TELEPHONE_EVENT_PT",
-    "Codec",
+    "AudioFormat",
+    "CodecDescription",
     "NegotiatedMedia",
     "NegotiationFailed",
     "SRTPParams",
     "answer_for",
     "create_offer",
     "parse_answer",
-    "register_codec",
-    "table_codec",
 ]
 
 #: Payload type we use for telephone-event/8000 in our offers (RFC 4733 §7.1.1).
@@ -57,7 +63,6 @@ TELEPHONE_EVENT_PT = 101
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
             "inactive": "inactive"}
 _OFFER_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
-_POLICIES = ("required", "optional", "off")
 
 
 class NegotiationFailed(Exception):
@@ -69,57 +74,59 @@ class NegotiationFailed(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Codec:
-    """An audio codec: RTP name and clock rate, static PT if any, and its numpy coder.
+class CodecDescription(Protocol):
+    """What offer/answer needs to know of a codec: plain data, no coder.
 
-    A sample-by-sample codec (G.711) may also carry look-up tables so the RTP hot
-    path can code into preallocated buffers: ``encode_table`` (65,536 uint8 code
-    words indexed by the int16 sample's bit pattern as uint16) and ``decode_table``
-    (256 int16 samples indexed by the code word).  See :func:`table_codec`.
+    The entries of the :mod:`voiptwisted.codecs` registry have these attributes,
+    and so does :class:`AudioFormat`; :class:`NegotiatedMedia` hands back the very
+    object it was given, so the caller gets its registry entry (and coders) again.
     """
+
+    @property
+    def name(self) -> str:
+        """RTP encoding name (``a=rtpmap``, RFC 4566 §6); compared case-insensitively."""
+
+    @property
+    def clock_rate(self) -> int:
+        """RTP clock rate (``a=rtpmap``)."""
+
+    @property
+    def channels(self) -> int:
+        """Audio channels (the ``a=rtpmap`` encoding parameter, RFC 4566 §6)."""
+
+    @property
+    def payload_type(self) -> int | None:
+        """Static payload type (RFC 3551 §6), or None: we offer a dynamic one (96-127)."""
+
+    @property
+    def fmtp(self) -> str | None:
+        """``a=fmtp`` parameters we offer and answer with, if any."""
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """A :class:`CodecDescription` as plain values: what a codec name given as text means."""
 
     name: str
     clock_rate: int
-    static_pt: int | None
-    encode: Callable[[Any], bytes]
-    decode: Callable[[bytes], Any]
+    channels: int = 1
+    payload_type: int | None = None
     fmtp: str | None = None
-    encode_table: np.ndarray | None = field(default=None, compare=False, repr=False)
-    decode_table: np.ndarray | None = field(default=None, compare=False, repr=False)
 
-
-def table_codec(
-    name: str, clock_rate: int, static_pt: int | None,
-    encode: Callable[[Any], bytes], decode: Callable[[bytes], Any],
-) -> Codec:
-    """A :class:`Codec` for a one-octet-per-sample coder, with tables built from its functions.
-
-    The tables are the functions' own output for every input, so table coding is
-    bit-exact with them by construction.
-    """
-    encode_table = np.frombuffer(
-        encode(np.arange(65536, dtype=np.uint16).view(np.int16)), np.uint8
-    ).copy()
-    decode_table = np.asarray(decode(bytes(range(256))), np.int16).copy()
-    if encode_table.shape != (65536,) or decode_table.shape != (256,):
-        raise ValueError(f"{name} is not a one-octet-per-sample codec")
-    encode_table.setflags(write=False)
-    decode_table.setflags(write=False)
-    return Codec(name, clock_rate, static_pt, encode, decode,
-                 encode_table=encode_table, decode_table=decode_table)
-
-
-CODECS: dict[str, Codec] = {}
-
-
-def register_codec(codec: Codec) -> None:
-    """Make *codec* available to negotiation (by its upper-case name)."""
-    CODECS[codec.name.upper()] = codec
-
-
-register_codec(table_codec("PCMA", 8000, 8, alaw_encode, alaw_decode))
-register_codec(table_codec("PCMU", 8000, 0, ulaw_encode, ulaw_decode))
+    @classmethod
+    def static(cls, name: str) -> AudioFormat:
+        """The static audio payload type called *name* in RFC 3551 §6 Table 4 (ValueError
+        if there is none, or several as for DVI4 and L16)."""
+        found = [
+            spec.value for spec in StaticPayloadType
+            if spec.value.encoding_name.upper() == name.upper() and spec.value.frame_size
+        ]
+        if len(found) != 1:
+            raise ValueError(
+                f"unknown codec {name!r}: give its description (e.g. a voiptwisted.codecs entry)"
+            )
+        spec = found[0]
+        return cls(spec.encoding_name, spec.sample_rate, spec.channels, spec.pt)
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ class SRTPParams:
     remote: CryptoAttribute
 
     def __repr__(self) -> str:
-        return f"<SRTPParams {self.local.suite.name} keys=<redacted>>"
+        return f"<SRTPParams {self.local.suite} keys=<redacted>>"
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,7 @@ class NegotiatedMedia:
     """Outcome of offer/answer for the audio stream (what the RTP protocol needs)."""
 
     payload_type: int
-    codec: Codec
+    codec: CodecDescription
     ptime: int
     telephone_event_pt: int | None
     direction: str
@@ -186,9 +193,15 @@ def _remote_host(sd: SessionDescription, media: MediaDescription) -> str | None:
     return None if address.is_unspecified else str(address)
 
 
-def _find_format(media: MediaDescription, name: str, rate: int) -> RTPPayloadFormat | None:
+def _find_format(
+    media: MediaDescription, name: str, rate: int, channels: int = 1
+) -> RTPPayloadFormat | None:
     for fmt in media.fmt:
-        if (fmt.encoding_name or "").upper() == name.upper() and fmt.sample_rate == rate:
+        if (
+            (fmt.encoding_name or "").upper() == name.upper()
+            and fmt.sample_rate == rate
+            and fmt.channels == channels
+        ):
             return fmt
     return None
 
@@ -200,14 +213,9 @@ def _ptime(value: int | None) -> int:
     return 20
 
 
-def _codecs(names: Iterable[str]) -> list[Codec]:
-    result = []
-    for name in names:
-        codec = CODECS.get(name.upper())
-        if codec is None:
-            raise ValueError(f"unknown codec {name!r}; register it with register_codec")
-        result.append(codec)
-    return result
+def _codecs(codecs: Iterable[str | CodecDescription]) -> list[CodecDescription]:
+    """Our codecs in preference order; a name is an RFC 3551 static payload type."""
+    return [AudioFormat.static(c) if isinstance(c, str) else c for c in codecs]
 
 
 def _rejected(media: MediaDescription) -> MediaDescription:
@@ -223,18 +231,18 @@ def _audio_section(
     port: int,
     proto: str,
     codec_pt: int,
-    codec: Codec,
+    codec: CodecDescription,
     te_pt: int | None,
     te_fmtp: str | None,
     ptime: int,
     direction: str,
     rtcp_mux: bool,
     crypto: Iterable[CryptoAttribute] = (),
-    extra_codecs: Iterable[tuple[int, Codec]] = (),
+    extra_codecs: Iterable[tuple[int, CodecDescription]] = (),
 ) -> MediaDescription:
-    fmt = [RTPPayloadFormat(codec_pt, codec.fmtp, codec.name, 1, codec.clock_rate)]
+    fmt = [RTPPayloadFormat(codec_pt, codec.fmtp, codec.name, codec.channels, codec.clock_rate)]
     for pt, other in extra_codecs:
-        fmt.append(RTPPayloadFormat(pt, other.fmtp, other.name, 1, other.clock_rate))
+        fmt.append(RTPPayloadFormat(pt, other.fmtp, other.name, other.channels, other.clock_rate))
     if te_pt is not None:
         fmt.append(RTPPayloadFormat(te_pt, te_fmtp, "telephone-event", 1, codec.clock_rate))
     attributes = [Attribute("ptime", str(ptime)), Attribute(direction)]
@@ -250,10 +258,10 @@ def _pick_crypto(
     """RFC 4568 §7.1.2: take the first offered a=crypto line we fully support."""
     for attribute in media.get_attributes("crypto"):
         try:
-            remote = CryptoAttribute.parse(attribute.value or "")
+            remote = CryptoAttribute.parse_supported(attribute.value or "")
         except SDESError:
             continue
-        local = factory(tag=remote.tag, suite=remote.suite.name)
+        local = factory(tag=remote.tag, suite=remote.suite)
         return SRTPParams(local=local, remote=remote)
     return None
 
@@ -263,7 +271,7 @@ def answer_for(
     *,
     local_host: str,
     port: int,
-    codecs: Iterable[str] = ("PCMA", "PCMU"),
+    codecs: Iterable[str | CodecDescription] = ("PCMA", "PCMU"),
     srtp_policy: str = "optional",
     crypto_key_factory: Callable[..., CryptoAttribute] = CryptoAttribute.generate,
 ) -> tuple[SessionDescription, NegotiatedMedia]:
@@ -271,8 +279,8 @@ def answer_for(
 
     Raises :class:`NegotiationFailed` (488) when no audio stream is acceptable.
     """
-    if srtp_policy not in _POLICIES:
-        raise ValueError(f"srtp policy must be one of {_POLICIES}")
+    if srtp_policy not in SRTP_POLICIES:
+        raise ValueError(f"srtp policy must be one of {SRTP_POLICIES}")
     host = _check_host(local_host)
     ours = _codecs(codecs)
     sections: list[MediaDescription] = []
@@ -301,7 +309,7 @@ def _negotiate_stream(
     media: MediaDescription,
     host: str,
     port: int,
-    ours: list[Codec],
+    ours: list[CodecDescription],
     policy: str,
     factory: Callable[..., CryptoAttribute],
     reasons: list[str],
@@ -323,7 +331,7 @@ def _negotiate_stream(
         reasons.append(f"unsupported transport {media.proto[:30]}")
         return None
     for codec in ours:
-        fmt = _find_format(media, codec.name, codec.clock_rate)
+        fmt = _find_format(media, codec.name, codec.clock_rate, codec.channels)
         if fmt is not None:
             break
     else:
@@ -359,7 +367,7 @@ def create_offer(
     *,
     local_host: str,
     port: int,
-    codecs: Iterable[str] = ("PCMA", "PCMU"),
+    codecs: Iterable[str | CodecDescription] = ("PCMA", "PCMU"),
     secure: bool = False,
     crypto_key_factory: Callable[..., CryptoAttribute] = CryptoAttribute.generate,
 ) -> tuple[SessionDescription, dict[int, CryptoAttribute]]:
@@ -373,10 +381,10 @@ def create_offer(
     if not ours:
         raise ValueError("at least one codec is needed")
     dynamic = 96
-    listed: list[tuple[int, Codec]] = []
+    listed: list[tuple[int, CodecDescription]] = []
     for codec in ours:
-        if codec.static_pt is not None:
-            listed.append((codec.static_pt, codec))
+        if codec.payload_type is not None:
+            listed.append((codec.payload_type, codec))
         else:
             listed.append((dynamic, codec))
             dynamic += 1
@@ -398,7 +406,7 @@ def parse_answer(
     *,
     offer: SessionDescription,
     offered_crypto: dict[int, CryptoAttribute] | None = None,
-    codecs: Iterable[str] = ("PCMA", "PCMU"),
+    codecs: Iterable[str | CodecDescription] = ("PCMA", "PCMU"),
 ) -> NegotiatedMedia:
     """Check the answer to our offer (RFC 3264 §7) and return what to send and expect.
 
@@ -408,7 +416,7 @@ def parse_answer(
     """
     if len(answer.media) != len(offer.media) or not answer.media:
         raise NegotiationFailed(488, "answer has a different number of m= lines (RFC 3264 §6)")
-    ours = {c.name: c for c in _codecs(codecs)}
+    ours = {c.name.upper(): c for c in _codecs(codecs)}
     # Our audio stream: the first in offers we create, wherever the call's first offer
     # put it in the current description a re-INVITE without SDP re-offers (RFC 3264 §8).
     index = next(
@@ -425,7 +433,11 @@ def parse_answer(
     for fmt in media.fmt:
         name = (fmt.encoding_name or "").upper()
         codec = ours.get(name)
-        if codec is not None and fmt.sample_rate == codec.clock_rate:
+        if (
+            codec is not None
+            and fmt.sample_rate == codec.clock_rate
+            and fmt.channels == codec.channels
+        ):
             chosen = (fmt, codec)
             break
     if chosen is None:
@@ -456,10 +468,10 @@ def _answer_crypto(media: MediaDescription, offered: dict[int, CryptoAttribute])
     if len(lines) != 1:
         raise NegotiationFailed(488, "answer must carry exactly one a=crypto")
     try:
-        remote = CryptoAttribute.parse(lines[0].value or "")
+        remote = CryptoAttribute.parse_supported(lines[0].value or "")
     except SDESError as exc:
         raise NegotiationFailed(488, str(exc)) from None
     local = offered.get(remote.tag)
-    if local is None or local.suite != remote.suite or remote.suite.name not in SUITES:
+    if local is None or local.suite != remote.suite or remote.suite not in SUITES:
         raise NegotiationFailed(488, "answer's a=crypto tag/suite was not offered")
     return SRTPParams(local=local, remote=remote)

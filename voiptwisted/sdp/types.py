@@ -17,27 +17,32 @@ import binascii
 import dataclasses
 import enum
 import re
+import secrets
 from collections.abc import Iterable
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "DIRECTIONS",
+    "SUITES",
     "Attribute",
     "Bandwidth",
     "ByteSerializableObject",
     "ConnectionData",
     "CryptoAttribute",
     "CryptoKeyParam",
+    "CryptoSuite",
     "Field",
     "IntField",
     "MediaDescription",
     "Origin",
     "PayloadTypeSpec",
     "RTPPayloadFormat",
+    "SDESError",
     "SDPParseError",
     "StaticPayloadType",
     "StrField",
     "Timing",
+    "redact_sdp",
 ]
 
 ENCODING = "utf-8"
@@ -416,6 +421,65 @@ class RTPPayloadFormat(ByteSerializableObject):
         return (self.sample_rate or 8000) * 20 // 1000
 
 
+class SDESError(SDPParseError):
+    """An ``a=crypto`` line is malformed, or asks for SDES we cannot do (RFC 4568).
+
+    The message names the problem but never quotes the line: in a malformed line
+    any token may be key material (issue 14 finding 12), so only names from the
+    RFC registries (crypto-suites, session parameters) are ever shown.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class CryptoSuite:
+    """An SRTP crypto-suite for SDES (RFC 4568 §6.2, RFC 7714 §12).
+
+    ``profile`` is the suite's number in the IANA SRTP protection profile registry
+    (RFC 5764 §4.1.2, RFC 7714 §14.2), which is also libsrtp's ``srtp_profile_t``.
+    """
+
+    name: str
+    profile: int
+    key_length: int
+    salt_length: int
+    #: Maximum SRTP master key lifetime in packets (RFC 4568 §6.2.1: 2^48).
+    max_lifetime: int = 2**48
+
+    @property
+    def master_length(self) -> int:
+        """Length of the ``inline:`` key||salt value once decoded."""
+        return self.key_length + self.salt_length
+
+
+#: Suites we offer and accept, in our order of preference for offers.
+SUITES: dict[str, CryptoSuite] = {
+    s.name: s
+    for s in (
+        CryptoSuite("AES_CM_128_HMAC_SHA1_80", 1, 16, 14),
+        CryptoSuite("AES_CM_128_HMAC_SHA1_32", 2, 16, 14),
+        CryptoSuite("AEAD_AES_128_GCM", 7, 16, 12),
+    )
+}
+#: Registered SDES suite names (RFC 4568 §6.2, RFC 6188 §7, RFC 7714 §14.2): the only
+#: suite text an error may quote, since a malformed line can carry a key where the
+#: suite belongs.
+_REGISTERED_SUITES = frozenset({
+    *SUITES, "F8_128_HMAC_SHA1_80", "AES_192_CM_HMAC_SHA1_80", "AES_192_CM_HMAC_SHA1_32",
+    "AES_256_CM_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_32", "AEAD_AES_256_GCM",
+})
+#: SRTP session parameters of RFC 4568 §6.3 (the only ones an error may name).
+_SESSION_PARAMS = frozenset({
+    "KDR", "UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED_SRTP", "FEC_ORDER",
+    "FEC_KEY", "WSH",
+})
+#: Session parameters that do not change how we key or protect: WSH is only a hint.
+_HARMLESS_SESSION_PARAMS = ("WSH=",)
+#: Longest ``a=crypto`` value we key SRTP from (one inline key is ~70 characters).
+_MAX_CRYPTO = 1024
+_TAG_RE = re.compile(r"[0-9]{1,9}")
+_LIFETIME_RE = re.compile(r"2\^([0-9]{1,3})|([0-9]{1,20})")
+
+
 @dataclasses.dataclass(slots=True, frozen=True)
 class CryptoKeyParam:
     """One key-param of an ``a=crypto`` line (RFC 4568 §9.1, ``inline:`` method §6.1).
@@ -431,11 +495,11 @@ class CryptoKeyParam:
 
     @property
     def key_salt_bytes(self) -> bytes:
-        """The decoded master key||salt (`SDPParseError` if it is not valid base64)."""
+        """The decoded master key||salt (`SDESError` if it is not valid base64)."""
         try:
             return base64.b64decode(self.key_salt, validate=True)
         except (binascii.Error, ValueError):
-            raise SDPParseError("crypto key is not valid base64") from None
+            raise SDESError("a=crypto: key is not valid base64") from None
 
     def __str__(self) -> str:
         text = f"{self.method}:{self.key_salt}"
@@ -446,13 +510,31 @@ class CryptoKeyParam:
         return text
 
 
+def _suite_text(name: str) -> str:
+    """*name* for an error message if it is a registered suite name, else nothing of it."""
+    return name if name in _REGISTERED_SUITES else "(unknown)"
+
+
+def _lifetime(text: str, suite: CryptoSuite) -> int:
+    """RFC 4568 §9.1 lifetime: ``2^n`` or a decimal count of packets, within the suite's."""
+    match = _LIFETIME_RE.fullmatch(text)
+    if match is None:
+        raise SDESError("a=crypto: malformed key lifetime")
+    value = 2 ** int(match.group(1)) if match.group(1) else int(match.group(2))
+    if value <= 0 or value > suite.max_lifetime:
+        raise SDESError(f"a=crypto: key lifetime outside 1..2^48 for {suite.name}")
+    return value
+
+
 @dataclasses.dataclass(slots=True, frozen=True)
 class CryptoAttribute:
-    """Parsed view of an ``a=crypto`` value (RFC 4568 §9.1).
+    """An ``a=crypto`` value: ``<tag> <crypto-suite> <key-params> [<session-params>]``.
 
-    ``a=crypto:<tag> <crypto-suite> <key-params> [<session-params>]``.  The
-    attribute itself stays verbatim in `MediaDescription.attributes`; this view
-    is for offer/answer.  Error messages never contain key material.
+    RFC 4568 §9.1.  :meth:`parse` reads any line of that grammar (the attribute
+    itself stays verbatim in `MediaDescription.attributes`); :meth:`parse_supported`
+    also checks it is one we can key SRTP with, which is what offer/answer needs.
+    ``str()`` / :meth:`to_sdp` give the value back *with the key*: never log it
+    (use :func:`redact_sdp`).  ``repr`` and every error leave key material out.
     """
 
     tag: int
@@ -462,31 +544,122 @@ class CryptoAttribute:
 
     @classmethod
     def parse(cls, data: bytes | str) -> CryptoAttribute:
+        """Parse an ``a=crypto`` value (without ``crypto:``); `SDESError` if malformed."""
         value = _text(data)
         parts = value.split()
         if len(parts) < 3:
-            raise SDPParseError("a=crypto must be '<tag> <crypto-suite> <key-params> ...'")
-        tag = _uint(parts[0], "a=crypto tag", 999999999)
+            raise SDESError("a=crypto must be '<tag> <crypto-suite> <key-params> ...'")
+        if not _TAG_RE.fullmatch(parts[0]):
+            raise SDESError("a=crypto tag must be 1-9 digits")
         params = []
         for param in parts[2].split(";"):
             method, colon, info = param.partition(":")
             if not colon or not method or not info:
-                raise SDPParseError("a=crypto key-param must be '<method>:<key-info>'")
+                raise SDESError("a=crypto key-param must be '<method>:<key-info>'")
             key_salt, *extra = info.split("|")
             if len(extra) > 2 or not key_salt:
-                raise SDPParseError("a=crypto key-info has too many '|' fields")
+                raise SDESError("a=crypto key-info has too many '|' fields")
             lifetime = mki = None
             for item in extra:
                 if ":" in item:
+                    if mki is not None:
+                        raise SDESError("a=crypto key-info has two MKIs")
                     mki = item
                 else:
+                    if lifetime is not None:
+                        raise SDESError("a=crypto: lifetime given twice")
                     lifetime = item
             params.append(CryptoKeyParam(method, key_salt, lifetime, mki))
-        return cls(tag, parts[1], tuple(params), tuple(parts[3:]))
+        return cls(int(parts[0]), parts[1], tuple(params), tuple(parts[3:]))
+
+    @classmethod
+    def parse_supported(cls, data: bytes | str) -> CryptoAttribute:
+        """Parse an ``a=crypto`` value and check we can key SRTP with it.
+
+        Raises `SDESError` for malformed lines and for what SDES through libsrtp
+        cannot honour: a suite not in :data:`SUITES`, a method other than
+        ``inline:`` (RFC 4568 §6.1), several keys or an MKI (libsrtp through
+        pylibsrtp cannot select keys by MKI), a key of the wrong length, a
+        lifetime over the suite's, and session parameters other than WSH
+        (RFC 4568 §6.3: a line with one we do not support is unusable).
+        """
+        if len(data) > _MAX_CRYPTO:
+            raise SDESError("a=crypto: value too long")
+        crypto = cls.parse(data)
+        suite = SUITES.get(crypto.suite)
+        if suite is None:
+            raise SDESError(f"a=crypto: unsupported crypto-suite {_suite_text(crypto.suite)}")
+        for param in crypto.session_params:
+            if not param.startswith(_HARMLESS_SESSION_PARAMS):
+                name = param.partition("=")[0]
+                shown = name if name in _SESSION_PARAMS else "(unknown)"
+                raise SDESError(f"a=crypto: unsupported session parameter {shown}")
+        if len(crypto.key_params) != 1:
+            raise SDESError("a=crypto: multiple master keys (needs MKI) are not supported")
+        (key,) = crypto.key_params
+        if key.method != "inline":
+            raise SDESError("a=crypto: only the 'inline:' key method is supported")
+        if key.mki is not None:
+            raise SDESError("a=crypto: MKI is not supported")
+        master = key.key_salt_bytes
+        if len(master) != suite.master_length:
+            raise SDESError(
+                f"a=crypto: {suite.name} needs {suite.master_length} bytes of key||salt,"
+                f" got {len(master)}"
+            )
+        if key.lifetime is not None:
+            _lifetime(key.lifetime, suite)
+        return crypto
+
+    @classmethod
+    def generate(cls, tag: int = 1, suite: str = "AES_CM_128_HMAC_SHA1_80") -> CryptoAttribute:
+        """A fresh random master key and salt (RFC 4568 §6.1: keys MUST be random)."""
+        spec = SUITES[suite]
+        key = base64.b64encode(secrets.token_bytes(spec.master_length)).decode("ascii")
+        return cls(tag, suite, (CryptoKeyParam("inline", key),))
+
+    @property
+    def crypto_suite(self) -> CryptoSuite:
+        """The suite's key and salt lengths and profile (`SDESError` if not in :data:`SUITES`)."""
+        suite = SUITES.get(self.suite)
+        if suite is None:
+            raise SDESError(f"a=crypto: unsupported crypto-suite {_suite_text(self.suite)}")
+        return suite
+
+    @property
+    def master(self) -> bytes:
+        """The master key||salt of the line's one key (`SDESError` unless it has exactly one)."""
+        if len(self.key_params) != 1:
+            raise SDESError("a=crypto: multiple master keys (needs MKI) are not supported")
+        return self.key_params[0].key_salt_bytes
+
+    @property
+    def lifetime(self) -> int | None:
+        """The key's lifetime in packets (RFC 4568 §9.1), or None when not given."""
+        text = self.key_params[0].lifetime if len(self.key_params) == 1 else None
+        return None if text is None else _lifetime(text, self.crypto_suite)
+
+    def to_sdp(self) -> str:
+        """The attribute value, ready for ``a=crypto:`` (contains the key: never log it)."""
+        return str(self)
 
     def __str__(self) -> str:
         text = f"{self.tag} {self.suite} {';'.join(str(p) for p in self.key_params)}"
         return " ".join([text, *self.session_params])
+
+    def __repr__(self) -> str:
+        return (
+            f"<CryptoAttribute tag={self.tag} suite={_suite_text(self.suite)}"
+            f" keys={len(self.key_params)} <redacted>>"
+        )
+
+
+_INLINE_RE = re.compile(rb"inline:[A-Za-z0-9+/=]*")
+
+
+def redact_sdp(data: bytes) -> bytes:
+    """Return *data* with every ``inline:`` key replaced, for logging (RFC 4568 §8.1)."""
+    return _INLINE_RE.sub(b"inline:<redacted>", data)
 
 
 def _is_rtp(proto: str) -> bool:
@@ -494,7 +667,8 @@ def _is_rtp(proto: str) -> bool:
     return "RTP" in proto.split("/")
 
 
-def _direction_of(attributes: Iterable[Attribute]) -> str | None:
+def direction_of(attributes: Iterable[Attribute]) -> str | None:
+    """The direction attribute among *attributes* (RFC 4566 §6), or None if there is none."""
     found = None
     for attribute in attributes:
         if attribute.value is None and attribute.name in DIRECTIONS:
@@ -502,7 +676,7 @@ def _direction_of(attributes: Iterable[Attribute]) -> str | None:
     return found
 
 
-def _set_direction(attributes: list[Attribute], direction: str | None) -> None:
+def set_direction(attributes: list[Attribute], direction: str | None) -> None:
     """Replace the direction attribute in place (keeping its position), add or remove it."""
     if direction is not None and direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -532,7 +706,7 @@ LayoutEntry = tuple[tuple[Any, ...], Any, str | None]
 Item = tuple[tuple[Any, ...], str, int, Any, str | None]
 
 
-def _list_keys(kind: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
+def list_keys(kind: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
     """Keys for list elements: equal values are told apart by their occurrence count."""
     seen: dict[Any, int] = {}
     keys = []
@@ -543,7 +717,8 @@ def _list_keys(kind: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
     return keys
 
 
-def _render(items: list[Item], layout: list[LayoutEntry] | None) -> list[str]:
+def render_layout(items: list[Item], layout: list[LayoutEntry] | None) -> list[str]:
+    """The lines of *items* in the order *layout* recorded at parse time (else item order)."""
     if layout is None:
         return [item[4] for item in items if item[4] is not None]
     by_key = {item[0]: item for item in items}
@@ -588,7 +763,7 @@ def _insert_position(out: list[tuple[str, int, str | None]], kind: str, rank: in
     return 0
 
 
-def _line_error(lineno: int, letter: str, value: str, error: Exception) -> SDPParseError:
+def line_error(lineno: int, letter: str, value: str, error: Exception) -> SDPParseError:
     """Wrap *error* with the line number, showing the line unless it may hold a secret."""
     if letter in ("a", "k"):
         return SDPParseError(f"line {lineno} ({letter}=...): {error}")
@@ -681,11 +856,11 @@ class MediaDescription(ByteSerializableObject):
         Use `SessionDescription.media_direction` for the effective direction
         (media level overrides session level; the default is ``sendrecv``).
         """
-        return _direction_of(self.attributes)
+        return direction_of(self.attributes)
 
     @direction.setter
     def direction(self, value: str | None) -> None:
-        _set_direction(self.attributes, value)
+        set_direction(self.attributes, value)
 
     @property
     def ptime(self) -> int | None:
@@ -737,7 +912,7 @@ class MediaDescription(ByteSerializableObject):
             items.append((("i",), "i", ranks["i"], self.title, f"i={self.title}"))
         if self.connection is not None:
             items.append((("c",), "c", ranks["c"], self.connection, f"c={self.connection}"))
-        for key, bw in zip(_list_keys("b", self.bandwidths), self.bandwidths, strict=True):
+        for key, bw in zip(list_keys("b", self.bandwidths), self.bandwidths, strict=True):
             items.append((key, "b", ranks["b"], bw, f"b={bw}"))
         if self.key is not None:
             items.append((("k",), "k", ranks["k"], self.key, f"k={self.key}"))
@@ -753,13 +928,13 @@ class MediaDescription(ByteSerializableObject):
             if f.fmtp is not None:
                 text = f"a=fmtp:{f.payload_type} {f.fmtp}"
                 items.append((("fmtp", f.payload_type), "rtpmap", ranks["rtpmap"], f.fmtp, text))
-        for key, attr in zip(_list_keys("a", self.attributes), self.attributes, strict=True):
+        for key, attr in zip(list_keys("a", self.attributes), self.attributes, strict=True):
             items.append((key, "a", ranks["a"], attr, f"a={attr}"))
         return items
 
     def _lines(self) -> list[str]:
         """The section's lines: in input order and text when parsed, else RFC 4566 order."""
-        return _render(self._items(), self._layout)
+        return render_layout(self._items(), self._layout)
 
     def __bytes__(self) -> bytes:
         return "\r\n".join(self._lines()).encode(ENCODING, _ERRORS)
@@ -774,7 +949,7 @@ class MediaDescription(ByteSerializableObject):
             if "\r" in line or "\x00" in line:
                 raise SDPParseError(f"line {lineno}: bare CR or NUL inside a line")
             if line or lineno < len(lines):
-                numbered.append((lineno, *_split_line(lineno, line)))
+                numbered.append((lineno, *split_line(lineno, line)))
         if not numbered or numbered[0][1] != "m":
             raise SDPParseError("a media description must start with an m= line")
         return cls._from_lines(numbered)
@@ -786,7 +961,7 @@ class MediaDescription(ByteSerializableObject):
         try:
             media = cls._parse_m_line(value)
         except SDPParseError as error:
-            raise _line_error(lineno, letter, value, error) from None
+            raise line_error(lineno, letter, value, error) from None
         by_pt: dict[int, RTPPayloadFormat] = {}
         for f in media.fmt:
             by_pt.setdefault(f.payload_type, f)
@@ -821,16 +996,16 @@ class MediaDescription(ByteSerializableObject):
                 elif letter in _SESSION_ONLY:
                     raise SDPParseError(f"{letter}= is not allowed in a media description")
                 else:
-                    raise SDPParseError(_unknown_letter(letter))
+                    raise SDPParseError(unknown_letter(letter))
             except SDPParseError as error:
-                raise _line_error(lineno, letter, value, error) from None
+                raise line_error(lineno, letter, value, error) from None
         layout: list[LayoutEntry] = [((kind,), snap, raw) for kind, snap, raw in entries[:1]]
         for pt, f in by_pt.items():
             if pt not in folded_rtpmap and f.encoding_name is not None:
                 layout.append(
                     (("rtpmap", pt), (f.encoding_name, f.sample_rate, f.channels), None)
                 )
-        layout.extend(_layout_entries(entries[1:]))
+        layout.extend(layout_entries(entries[1:]))
         media._layout = layout
         return media
 
@@ -891,14 +1066,15 @@ class MediaDescription(ByteSerializableObject):
 _SESSION_ONLY = frozenset("vosuepzrt")
 
 
-def _unknown_letter(letter: str) -> str:
+def unknown_letter(letter: str) -> str:
+    """The note recorded for a line type the parser ignores (RFC 4566 §5)."""
     return (
         f"unknown line type {letter!r}: RFC 4566 §5 says a description with a type letter"
         " the parser does not understand must be ignored"
     )
 
 
-def _split_line(lineno: int, line: str) -> tuple[str, str]:
+def split_line(lineno: int, line: str) -> tuple[str, str]:
     """Split ``<type>=<value>`` (RFC 4566 §5: one letter, no spaces around ``=``)."""
     if len(line) >= 2 and line[1] == "=":
         return line[0], line[2:]
@@ -909,7 +1085,7 @@ def _split_line(lineno: int, line: str) -> tuple[str, str]:
     )
 
 
-def _layout_entries(entries: Iterable[tuple[str, Any, str | None]]) -> list[LayoutEntry]:
+def layout_entries(entries: Iterable[tuple[str, Any, str | None]]) -> list[LayoutEntry]:
     """Turn ``(kind, value, raw)`` in input order into layout entries with render keys.
 
     List kinds (a b e p t) are keyed by value and occurrence; ``rtpmap:<pt>`` and

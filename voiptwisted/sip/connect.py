@@ -28,7 +28,7 @@ import os
 import re
 import ssl as stdlib_ssl
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from OpenSSL import SSL, crypto
@@ -51,8 +51,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.keepalive import FlowKeepalive
 from voiptwisted.sip.locate import ServerLocator, dns_server_resolver, with_name_resolver
+from voiptwisted.sip.protocol import SessionInitiationProtocol
 from voiptwisted.sip.registration import Registration, RegistrationFailed, normalize_instance_id
 from voiptwisted.sip.uri import SipURI
 
@@ -639,6 +641,9 @@ def build_client(
     dns_server: tuple[str, int] | None = None,
     protocol_kwargs: dict[str, Any] | None = None,
     on_protocol: Callable[[Any], None] | None = None,
+    auth_realms: Iterable[str] = (),
+    realm_credentials: Mapping[str, tuple[str, str]] | None = None,
+    allow_legacy_digest: bool = False,
 ) -> SIPClientService:
     """Build (not start) the :class:`SIPClientService` that :func:`run` starts.
 
@@ -649,27 +654,50 @@ def build_client(
     The registrar is located with DNS SRV (RFC 3263) unless the AOR has a port or an IP
     address; ``dns_server`` (``(ip, port)``) asks that DNS server instead of the system's,
     ``resolver`` replaces the lookup altogether (see :func:`client_endpoint`).
+
+    Digest credentials go only to the registrar's realm (bound by its first challenge),
+    to ``auth_realms`` (same username and password) and to the realms of
+    ``realm_credentials`` (``{realm: (username, password)}``); qop-less MD5 only with
+    ``allow_legacy_digest`` (see :class:`voiptwisted.sip.digest.Credentials`).
+
+    A ``sips:`` AOR with a ``media_config`` that explicitly sets ``srtp`` to "off" or
+    "optional" raises ValueError: its calls are SRTP only.
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    from voiptwisted.sip.protocol import SessionInitiationProtocol
+    from voiptwisted.sdp.policy import srtp_policy
+
+    # A sips: AOR takes SRTP only (issue 14 finding 11): refuse a contrary explicit policy.
+    srtp_policy(
+        getattr(media_config, "srtp", None), aor,
+        explicit=getattr(media_config, "srtp_explicit", False),
+    )
 
     instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
     endpoint = client_endpoint(
         reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver, dns_server=dns_server
     )
+    credentials = None
+    if password is not None or realm_credentials:
+        # One object for the registration and every flow's dialogs: the registrar's
+        # first challenge binds the realm calls may answer (issue 14, finding 4).
+        credentials = Credentials(
+            username if username is not None else (aor.user or ""),
+            password,
+            realms=auth_realms,
+            table=realm_credentials,
+            allow_legacy_digest=allow_legacy_digest,
+        )
     registration = Registration(
         aor,
-        password=password,
-        username=username,
         clock=reactor,
         expires=expires,
         instance_id=instance,
+        credentials=credentials,
     )
     flow_keepalive = FlowKeepalive(clock=reactor, interval=keepalive) if keepalive else None
-    credentials = (username or aor.user or "", password) if password is not None else None
 
     def build() -> Any:
         kwargs: dict[str, Any] = {
@@ -708,6 +736,9 @@ def run(
     resolver: Resolver | None = None,
     dns_server: tuple[str, int] | None = None,
     protocol_kwargs: dict[str, Any] | None = None,
+    auth_realms: Iterable[str] = (),
+    realm_credentials: Mapping[str, tuple[str, str]] | None = None,
+    allow_legacy_digest: bool = False,
 ) -> Deferred[Any]:
     """Connect to ``aor``'s registrar, register, and fire with the registered protocol.
 
@@ -721,7 +752,9 @@ def run(
     ``SessionInitiationProtocol`` arguments for every flow (``max_calls``, ``trace``,
     ``outbound_proxy`` ...), as for :func:`build_client`.  The registrar is found via DNS
     SRV (RFC 3263) unless the AOR has a port or an IP address; ``dns_server`` (``(ip, port)``)
-    is the DNS server to ask instead of the system's.
+    is the DNS server to ask instead of the system's.  ``auth_realms``,
+    ``realm_credentials`` and ``allow_legacy_digest`` say which Digest challenges are
+    answered besides the registrar's, as for :func:`build_client`.
     """
     return build_client(
         aor,
@@ -738,4 +771,7 @@ def run(
         resolver=resolver,
         dns_server=dns_server,
         protocol_kwargs=protocol_kwargs,
+        auth_realms=auth_realms,
+        realm_credentials=realm_credentials,
+        allow_legacy_digest=allow_legacy_digest,
     ).start()

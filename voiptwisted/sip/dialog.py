@@ -9,9 +9,10 @@ The dialog is the transaction user (TU) of RFC 3261 §17: it builds requests
 and responses, retransmits its 2xx until the ACK arrives (§13.3.1.4), sends
 the ACK for a 2xx it receives (§13.2.2.4), keeps the route set, remote target
 and CSeq numbers (§12.1, §12.2), and drives the call's media through the
-``CallMedia`` contract (``protocol.media_class``).  Everything that waits
-uses the protocol's :class:`~voiptwisted.sip.transaction.Timers`, so a call
-that ended leaves no timer behind.
+``CallMedia`` contract (``sip.media_class``).  It reaches the stack only
+through ``sip``, an :class:`~voiptwisted.interfaces.IUserAgent` (the UA core,
+or the protocol standing in for it), and imports no adapter.  Everything
+that waits uses ``sip.timers``, so a call that ended leaves no timer behind.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from voiptwisted.sip.uri import CallerID, InvalidURI, SipURI
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
 
-    from voiptwisted.sip.protocol import SessionInitiationProtocol
+    from voiptwisted.interfaces import IUserAgent
 
 __all__ = ["CallFailed", "Dialog", "DialogState"]
 
@@ -51,10 +52,6 @@ log = Logger()
 
 #: Responses that may mean "your SRTP offer is not acceptable" (issue 5: retry with RTP/AVP).
 _SRTP_REFUSALS = frozenset({415, 488, 606})
-
-
-#: Most challenges of one 401/407 response looked at (the parser bounds header lines anyway).
-_MAX_CHALLENGES = 16
 
 
 class CallFailed(Exception):
@@ -116,7 +113,7 @@ class Dialog:
     def __init__(
         self,
         *,
-        sip: SessionInitiationProtocol | None = None,
+        sip: IUserAgent | None = None,
         call_id: str | None = None,
         local_tag: str | None = None,
         remote_tag: str | None = None,
@@ -169,6 +166,8 @@ class Dialog:
         self._cancel_sent = False
         self._auth_tried = False
         self._insecure_tried = False
+        #: This call's SRTP policy ("required" whenever a sips: URI is involved).
+        self._srtp: str | None = None
         self._ack: Request | None = None
         # either
         self._bye_deferreds: list[Deferred[None]] = []
@@ -223,6 +222,17 @@ class Dialog:
     def hangup_received(self) -> None:
         """Called when the remote party ends the call (BYE, or CANCEL before answer)."""
 
+    def deliver_call(self) -> None:
+        """Hand this new inbound call to the application: :meth:`call_received`, guarded
+        like every application hook (an exception is logged and ends the call with 500).
+        The UA core calls it once, after the 100 Trying (RFC 3261 §13.3)."""
+        self._call_app(self.call_received)
+
+    def invite_failed(self) -> None:
+        """The UA core answered this call's INVITE with an error (400/500): forget the call."""
+        self.invite_transaction = None
+        self._end()
+
     # -- inbound (UAS) -------------------------------------------------------------------
 
     @property
@@ -264,11 +274,19 @@ class Dialog:
         assert sip is not None
         media_class, config, host = sip.media_class, sip.media_config, sip.media_host
         stun = getattr(config, "stun_server", None) is not None
+        kwargs: dict[str, Any] = {}
+        configured = getattr(config, "srtp", None)
+        # A stricter policy for this call (sips:) is passed on when it changes the SDP:
+        # an answer, or an offer under "off" ("optional" already offers SRTP; only its
+        # plain-RTP retry differs, see _final_response).
+        if self._srtp not in (None, configured) and (offer is not None or configured == "off"):
+            kwargs["srtp"] = self._srtp
         if offer is not None:
             if stun and hasattr(media_class, "answer_offer_deferred"):
-                return media_class.answer_offer_deferred(config, offer, host)
-            return maybeDeferred(media_class.answer_offer, config, offer, host)
-        kwargs = {} if secure is None else {"secure": secure}
+                return media_class.answer_offer_deferred(config, offer, host, **kwargs)
+            return maybeDeferred(media_class.answer_offer, config, offer, host, **kwargs)
+        if secure is not None:
+            kwargs["secure"] = secure
         if stun and hasattr(media_class, "create_offer_deferred"):
             return media_class.create_offer_deferred(config, host, **kwargs)
         return maybeDeferred(media_class.create_offer, config, host, **kwargs)
@@ -292,6 +310,7 @@ class Dialog:
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
         self._late_offer = not self.invite_request.body
+        self._srtp = self._srtp_policy(self.invite_request.uri, explicit=False)
         d = self._new_media(None if self._late_offer else self.invite_request.body)
         d.addCallbacks(self._send_ok, self._answer_failed)
 
@@ -661,6 +680,7 @@ class Dialog:
         target = str(target)
         if not target.lower().startswith(("sip:", "sips:", "tel:")):
             raise InvalidURI(f"not a SIP, SIPS or tel URI: {target[:80]!r}")
+        self._srtp = self._srtp_policy(target, explicit=True)
         self.uac = sip.aor
         self.remote_contact = None
         self.local_party = CallerID(f"<{sip.aor.aor}>;tag={self.local_tag}")
@@ -766,7 +786,7 @@ class Dialog:
             and code in _SRTP_REFUSALS
             and not self._insecure_tried
             and self._offer_is_secure()
-            and getattr(self.sip.media_config, "srtp", "optional") == "optional"
+            and self._srtp == "optional"
         ):
             self._insecure_tried = True
             log.info(
@@ -781,44 +801,45 @@ class Dialog:
             return
         self._dial_failed(Failure(CallFailed(code, response.phrase)))
 
+    def _srtp_policy(self, uri: Any, *, explicit: bool) -> str:
+        """SRTP policy of this call: the config's, "required" with a sips: URI (ours or
+        *uri*; issue 14 finding 11).  With *explicit*, a config that explicitly says
+        "off"/"optional" for a sips: call raises ValueError."""
+        from voiptwisted.sdp.policy import srtp_policy
+
+        sip = self.sip
+        assert sip is not None
+        config = sip.media_config
+        return srtp_policy(
+            getattr(config, "srtp", None), uri, sip.aor,
+            explicit=explicit and getattr(config, "srtp_explicit", False),
+        )
+
     def _offer_is_secure(self) -> bool:
         sdp = getattr(self.media, "local_sdp", b"") or b""
         return b"RTP/SAVP" in sdp
 
     def _retry_with_credentials(self, response: Response) -> bool:
-        """Answer one 401/407 challenge (RFC 3261 §22.2) with a new CSeq; False if we can't."""
-        from voiptwisted.sip.digest import Challenge, DigestClient, DigestError
+        """Answer one 401/407 challenge (RFC 3261 §22.2) with a new CSeq; False if we can't.
+
+        The protocol's `Credentials` decide: only allowed realms, the strongest
+        algorithm, no qop-less MD5 by default.  A refusal is one log line and
+        the call fails with the challenge's status.
+        """
+        from voiptwisted.sip.digest import DigestError
 
         sip = self.sip
-        if self._auth_tried or sip is None or not sip.credentials:
+        credentials = getattr(sip, "credentials", None)
+        if self._auth_tried or credentials is None or self.invite_request is None:
             return False
         self._auth_tried = True
-        if response.status_code == 401:
-            challenge_name, answer_name = "WWW-Authenticate", "Authorization"
-        else:
-            challenge_name, answer_name = "Proxy-Authenticate", "Proxy-Authorization"
-        values = [v for n, v in response.headers.items() if n.lower() == challenge_name.lower()]
-        # A malformed challenge is skipped, not fatal: the server may offer several and one
-        # we can read is enough (as Registration does; RFC 7616 §3.7 order of preference).
-        challenges = []
-        for value in values[:_MAX_CHALLENGES]:
-            try:
-                challenges.append(Challenge.parse(value))
-            except DigestError as exc:
-                log.info("call {call_id}: skipping a malformed challenge: {exc}",
-                         call_id=self.call_id, exc=exc)
         try:
-            challenge = DigestClient.select(challenges)
-            client = sip.digest_client or DigestClient(*sip.credentials)
-            sip.digest_client = client
-            value = client.authorization(challenge, "INVITE", self._target, self.media.local_sdp)
+            authorization = credentials.answer(response, self.invite_request)
         except DigestError as exc:
-            log.warn(
-                "call {call_id}: cannot answer challenge: {exc}", call_id=self.call_id, exc=exc
-            )
+            log.warn("call {call_id}: {exc}", call_id=self.call_id, exc=exc)
             return False
         self.outbound_cseq += 1
-        self._send_invite((answer_name, value))
+        self._send_invite(authorization)
         return True
 
     def _answered(self, response: Response) -> None:
@@ -1060,18 +1081,36 @@ class Dialog:
             and self._orphan_timer is not None
         )
 
-    def adopt(self, sip: SessionInitiationProtocol) -> None:
-        """Move this call to the new flow *sip* (same UA, reconnected): BYE goes out there."""
-        old = self.sip
-        if old is not None:
-            old.timers.cancel(self._orphan_timer)
-            old.drop_dialog(self)
+    def adopt(self, sip: IUserAgent) -> None:
+        """Move this call to the new flow *sip* (same UA, reconnected): BYE goes out there.
+
+        The orphan timer is dropped only when the media's RTP inactivity timeout bounds
+        the call (issue 17 item 2); otherwise it moves to the new flow, so an adopted
+        call the far end can no longer reach still ends.
+        """
+        old, timer = self.sip, self._orphan_timer
         self._orphan_timer = None
+        if old is not None:
+            old.timers.cancel(timer)
+            old.drop_dialog(self)
         self.sip = sip
         sip.register_dialog(self)
+        if timer is not None and not getattr(self.media, "bounded", False):
+            remaining = max(0.0, timer.getTime() - sip.timers.clock.seconds())
+            self._orphan_timer = sip.timers.call_later(remaining, self._orphaned)
 
     def _orphaned(self) -> None:
         self._orphan_timer = None
+        if self.sip is not None and self.sip.is_connected:
+            log.info(
+                "call {call_id}: adopted {t} s after its flow died and not bounded by an "
+                "RTP timeout, ending it",
+                call_id=self.call_id,
+                t=self.orphan_timeout,
+            )
+            self.bye()
+            self._call_app(self.hangup_received)
+            return
         log.info(
             "call {call_id}: no signalling flow for {t} s, ending it",
             call_id=self.call_id,

@@ -2,7 +2,10 @@
 
 `Challenge.parse` reads a ``WWW-Authenticate`` / ``Proxy-Authenticate`` value;
 `DigestClient.authorization` computes the matching ``Authorization`` /
-``Proxy-Authorization`` value.  Algorithms: MD5, SHA-256 and SHA-512-256
+``Proxy-Authorization`` value.  `Credentials` is the policy on top: which
+realms we answer at all (the registrar's, bound by its first challenge, and
+the ones the user configured), the strongest algorithm among those offered,
+and no qop-less MD5 unless the user allows it.  Algorithms: MD5, SHA-256 and SHA-512-256
 (the FIPS 180-4 SHA-512/256 function, not a truncated SHA-512), each with its
 ``-sess`` variant; qop ``auth`` (preferred) and ``auth-int``; ``userhash``
 (RFC 7616 §3.4.4).  Passwords never appear in ``repr()`` or exception text.
@@ -16,18 +19,29 @@ import re
 import secrets
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-__all__ = ["Challenge", "DigestClient", "DigestError"]
+__all__ = ["Challenge", "Credentials", "DigestClient", "DigestError", "DigestRefused"]
 
 #: Longest challenge header value accepted.
 MAX_CHALLENGE_LENGTH = 8192
 #: Number of nonces whose nonce-count the client remembers.
 MAX_TRACKED_NONCES = 32
+#: Challenges read from one response; more are ignored (a response is remote input).
+MAX_CHALLENGES = 16
 
 
 class DigestError(ValueError):
     """A challenge cannot be parsed or answered (bad syntax, unsupported algorithm or qop)."""
+
+
+class DigestRefused(DigestError):
+    """We could answer a challenge but our policy says not to (realm, legacy digest).
+
+    The message says what was refused and how the user can allow it; it never
+    contains a password.
+    """
 
 
 def _md5(data: bytes) -> str:
@@ -52,6 +66,9 @@ _ALGORITHMS: dict[str, tuple[str, Callable[[bytes], str], bool]] = {
     "SHA-512-256": ("SHA-512-256", _sha512_256, False),
     "SHA-512-256-SESS": ("SHA-512-256-sess", _sha512_256, True),
 }
+
+#: Algorithm strength for `Challenge.strength` (RFC 8760 §2.4 / RFC 7616 §3.7 local policy).
+_STRENGTH = {"MD5": 1, "SHA-256": 2, "SHA-512-256": 3}
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _WS_RE = re.compile(r"[ \t\r\n]*")
@@ -137,6 +154,11 @@ class Challenge:
             raise DigestError("challenge must be a str")
         if len(header_value) > MAX_CHALLENGE_LENGTH:
             raise DigestError(f"challenge longer than {MAX_CHALLENGE_LENGTH} characters")
+        if not header_value.isascii():
+            # A realm or nonce outside ASCII (or an undecodable byte, kept as a lone
+            # surrogate by the message parser) cannot be hashed the way the server
+            # did with any certainty: an unanswerable challenge, not an exception later.
+            raise DigestError("challenge has non-ASCII characters")
         pos = _WS_RE.match(header_value).end()
         scheme = _TOKEN_RE.match(header_value, pos)
         if scheme is None or scheme.group().lower() != "digest":
@@ -174,6 +196,22 @@ class Challenge:
             return False
         return not self.qop or "auth" in self.qop or "auth-int" in self.qop
 
+    @property
+    def strength(self) -> int:
+        """Rank of the algorithm, higher is stronger: SHA-512-256 > SHA-256 > MD5 (0 unknown).
+
+        RFC 8760 §2.4 and RFC 7616 §3.7 let a client that supports several of the
+        offered algorithms choose by local policy; ours is the strongest hash.
+        The ``-sess`` variants rank with their hash.
+        """
+        return _STRENGTH.get(self.algorithm.upper().removesuffix("-SESS"), 0)
+
+    @property
+    def legacy(self) -> bool:
+        """True for qop-less MD5 (the RFC 2069 form): no client nonce, so the server
+        chooses every input of the hash and a dictionary attack on the response is cheap."""
+        return not self.qop and self.algorithm.upper().removesuffix("-SESS") == "MD5"
+
 
 class DigestClient:
     """Computes Digest credentials for one user (RFC 7616 §3.4, RFC 3261 §22.4).
@@ -195,15 +233,20 @@ class DigestClient:
 
     @staticmethod
     def select(challenges: Iterable[Challenge]) -> Challenge:
-        """Return the first challenge this client can answer.
+        """Return the challenge with the strongest algorithm this client can answer.
 
-        Servers list challenges in their order of preference (RFC 7616 §3.7;
-        RFC 8760 for SIP); raises `DigestError` if none is usable.
+        SHA-512-256 > SHA-256 > MD5 whatever order the server listed them in
+        (RFC 8760 §2.4, RFC 7616 §3.7: a local policy may choose; a server
+        listing MD5 first must not downgrade us); among equals the server's
+        order decides.  Raises `DigestError` if none is usable.
         """
+        best: Challenge | None = None
         for challenge in challenges:
-            if challenge.supported:
-                return challenge
-        raise DigestError("no Digest challenge with a supported algorithm and qop")
+            if challenge.supported and (best is None or challenge.strength > best.strength):
+                best = challenge
+        if best is None:
+            raise DigestError("no Digest challenge with a supported algorithm and qop")
+        return best
 
     def _next_nc(self, nonce: str) -> int:
         count = self._nonce_counts.pop(nonce, 0) + 1
@@ -245,7 +288,11 @@ class DigestClient:
             raise DigestError("challenge offers no supported qop (auth, auth-int)")
 
         def h(text: str) -> str:
-            return hash_hex(text.encode("utf-8"))
+            try:
+                return hash_hex(text.encode("utf-8"))
+            except UnicodeEncodeError:
+                # A lone surrogate (an undecodable byte) in a Challenge built by hand.
+                raise DigestError("challenge or credentials cannot be encoded as UTF-8") from None
 
         if cnonce is None:
             cnonce = secrets.token_hex(16)
@@ -290,3 +337,155 @@ class DigestClient:
         if self.username.isascii() and self.username.isprintable():
             return f"username={_quote(self.username)}"
         return "username*=UTF-8''" + urllib.parse.quote(self.username, safe="")
+
+
+#: How a refused realm can be allowed, for the log line (the plugin's option and the API's).
+_ALLOW_REALM_HINT = "allow it with --auth-realm {realm!r} (ServiceConfig.auth_realms)"
+_ALLOW_LEGACY_HINT = "allow it with --allow-legacy-digest (ServiceConfig.allow_legacy_digest)"
+
+
+class Credentials:
+    """Our Digest credentials and the realms they may be sent to (RFC 3261 §22, §26.3.2.3).
+
+    A 401/407 can come from anyone on a call's path, the callee included: answering
+    every realm hands any callee a response hash to crack offline.  So a challenge
+    is answered only for:
+
+    * the registrar's realm: the first challenge to a REGISTER over the flow we
+      opened to the registrar binds it (`answer` / `choose` with ``registrar=True``);
+    * the realms in *realms* (answered with *username*/*password*) and in *table*
+      (``{realm: (username, password)}``, for a proxy with its own account).
+
+    Among the challenges of one response the strongest algorithm we support wins
+    (`Challenge.strength`); qop-less MD5 (RFC 2069, no client nonce) is refused
+    unless *allow_legacy_digest*.  Refusals raise `DigestRefused` with a message
+    naming the realm and how to allow it.  Passwords are never shown.
+    """
+
+    __slots__ = (
+        "__table",
+        "_clients",
+        "allow_legacy_digest",
+        "password_configured",
+        "realms",
+        "registrar_realm",
+        "username",
+    )
+
+    def __init__(
+        self,
+        username: str,
+        password: str | None = None,
+        *,
+        realms: Iterable[str] = (),
+        table: Mapping[str, tuple[str, str]] | None = None,
+        allow_legacy_digest: bool = False,
+    ) -> None:
+        self.username = username
+        #: The realm bound by the registrar's first challenge (None until then).
+        self.registrar_realm: str | None = None
+        self.allow_legacy_digest = bool(allow_legacy_digest)
+        self.password_configured = password is not None
+        self.__table: dict[str | None, tuple[str, str]] = {}
+        if password is not None:
+            # Key None: the AOR's own credentials (registrar realm and *realms*).
+            self.__table[None] = (username, password)
+            for realm in realms:
+                self.__table[str(realm)] = (username, password)
+        for realm, (user, secret) in (table or {}).items():
+            self.__table[str(realm)] = (str(user), str(secret))
+        #: Realms configured by the user (the registrar's is added when bound).
+        self.realms = frozenset(key for key in self.__table if key is not None)
+        self._clients: dict[str, DigestClient] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Credentials(username={self.username!r}, realms={sorted(self.realms)!r}, "
+            f"registrar_realm={self.registrar_realm!r})"
+        )
+
+    def allows(self, realm: str) -> bool:
+        """True if a challenge for *realm* may be answered (configured or the registrar's)."""
+        return realm in self.realms or (realm == self.registrar_realm and None in self.__table)
+
+    def choose(self, response: Any, *, registrar: bool = False) -> tuple[str, Challenge]:
+        """The ``(header name, challenge)`` to answer *response* (a 401 or 407) with.
+
+        ``registrar=True`` for a REGISTER sent on our own flow to the registrar: when
+        no realm is bound yet, the challenge chosen binds its realm.  Raises
+        `DigestRefused` when a usable challenge exists but policy forbids it, and
+        `DigestError` ("no usable challenge ...") when none can be answered at all.
+        """
+        code = response.status_code
+        want = "WWW-Authenticate" if code == 401 else "Proxy-Authenticate"
+        header = "Authorization" if code == 401 else "Proxy-Authorization"
+        problems: list[str] = []
+        refused_realms: list[str] = []
+        legacy = False
+        best: Challenge | None = None
+        bind = registrar and self.registrar_realm is None and None in self.__table
+        for value in response.headers.getlist(want)[:MAX_CHALLENGES]:
+            try:
+                challenge = Challenge.parse(value)
+            except DigestError as exc:
+                problems.append(str(exc))
+                continue
+            if not challenge.supported:
+                problems.append(f"unsupported algorithm {challenge.algorithm[:40]!r} or qop")
+                continue
+            if not (bind or self.allows(challenge.realm)):
+                refused_realms.append(challenge.realm)
+                continue
+            if challenge.legacy and not self.allow_legacy_digest:
+                legacy = True
+                continue
+            if best is None or challenge.strength > best.strength:
+                best = challenge
+        if best is not None:
+            if bind:
+                self.registrar_realm = best.realm
+            return header, best
+        if refused_realms:
+            realm = refused_realms[0][:80]
+            bound = (
+                f"the registrar's realm {self.registrar_realm[:80]!r}"
+                if self.registrar_realm is not None
+                else "the registrar's realm (none bound yet)"
+            )
+            raise DigestRefused(
+                f"not answering the {code} challenge for realm {realm!r}: credentials go only "
+                f"to {bound} and configured realms; " + _ALLOW_REALM_HINT.format(realm=realm)
+            )
+        if legacy:
+            raise DigestRefused(
+                f"not answering the {code} challenge: qop-less MD5 (RFC 2069) is refused; "
+                + _ALLOW_LEGACY_HINT
+            )
+        detail = "; ".join(problems) if problems else f"no {want} header"
+        raise DigestError(f"no usable challenge ({detail})")
+
+    def authorization(self, challenge: Challenge, method: str, uri: str, body: bytes = b"") -> str:
+        """The ``Authorization`` value for *challenge* with its realm's credentials.
+
+        Raises `DigestRefused` if the realm is not allowed (see `allows`).
+        """
+        realm = challenge.realm
+        if not self.allows(realm):
+            raise DigestRefused(f"realm {realm[:80]!r} is not allowed")
+        client = self._clients.get(realm)
+        if client is None:
+            key = realm if realm in self.__table else None
+            client = self._clients[realm] = DigestClient(*self.__table[key])
+        return client.authorization(challenge, method, uri, body)
+
+    def answer(self, response: Any, request: Any, *, registrar: bool = False) -> tuple[str, str]:
+        """``(header name, value)`` answering *response* to *request* (RFC 3261 §22.2, §22.3).
+
+        *request* is the request that was challenged (its method, Request-URI and
+        body go into the digest).  Raises `DigestError` / `DigestRefused` as `choose`.
+        """
+        header, challenge = self.choose(response, registrar=registrar)
+        value = self.authorization(
+            challenge, request.method, str(request.uri), request.body or b""
+        )
+        return header, value

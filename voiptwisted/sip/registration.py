@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from voiptwisted.sip.digest import Challenge, DigestClient, DigestError
+from voiptwisted.sip.digest import Challenge, Credentials, DigestError
 from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.message import Request, Response
 from voiptwisted.sip.status import SIPStatus
@@ -100,8 +100,11 @@ class Registration:
     """Keep ``aor`` registered over whatever flow the protocol currently has.
 
     ``password`` (never logged) answers digest challenges on 401/407 (RFC 7616, RFC 8760);
-    ``username`` defaults to the AOR's user.  ``instance_id`` is the stable
-    ``+sip.instance`` UUID and ``reg_id`` the flow number (RFC 5626 §4.2).
+    ``username`` defaults to the AOR's user.  ``credentials`` replaces both with a
+    shared `Credentials` (the protocols' too): the registrar's first challenge binds
+    its realm there, so calls answer that realm and no other unconfigured one.
+    ``instance_id`` is the stable ``+sip.instance`` UUID and ``reg_id`` the flow number
+    (RFC 5626 §4.2).
     """
 
     log = Logger()
@@ -120,6 +123,7 @@ class Registration:
         retry_policy: Callable[[int], float] | None = None,
         refused_retry_interval: float = REFUSED_RETRY_INTERVAL,
         unregister_timeout: float = 5.0,
+        credentials: Credentials | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -138,7 +142,9 @@ class Registration:
         self.refused_retry_interval = max(REFUSED_RETRY_INTERVAL, refused_retry_interval)
         self.unregister_timeout = unregister_timeout
         self._username = username if username is not None else (aor.user or "")
-        self._digest = DigestClient(self._username, password) if password is not None else None
+        if credentials is None and password is not None:
+            credentials = Credentials(self._username, password)
+        self.credentials: Credentials | None = credentials
         self.call_id = f"{uuid.uuid4().hex}@voiptwisted"
         self.cseq = 0
         self.state = RegistrationState.IDLE
@@ -282,9 +288,9 @@ class Registration:
         ]
         if self.user_agent:
             headers.append(("User-Agent", self.user_agent))
-        assert self._digest is not None or not authorizations
+        assert self.credentials is not None or not authorizations
         for (header, _realm), challenge in authorizations.items():
-            value = self._digest.authorization(challenge, "REGISTER", self.request_uri)
+            value = self.credentials.authorization(challenge, "REGISTER", self.request_uri)
             headers.append((header, value))
         return Request("REGISTER", self.request_uri, headers)
 
@@ -331,33 +337,20 @@ class Registration:
     ) -> tuple[tuple[str, str], Challenge]:
         code = response.status_code
         peer = _peer(protocol, self.aor)
-        if self._digest is None:
+        credentials = self.credentials
+        if credentials is None or (not credentials.password_configured and not credentials.realms):
             raise RegistrationFailed(
                 f"registration refused by {peer}: {code} {_phrase(response)} "
                 "but no password is configured",
                 code,
             )
-        want = "www-authenticate" if code == 401 else "proxy-authenticate"
-        header = "Authorization" if code == 401 else "Proxy-Authorization"
-        problems: list[str] = []
-        for name, value in response.headers.items():
-            if name.lower() != want:
-                continue
-            try:
-                challenge = Challenge.parse(value)
-            except DigestError as exc:
-                problems.append(str(exc))
-                continue
-            if not challenge.supported:
-                problems.append(f"unsupported algorithm {challenge.algorithm[:40]!r} or qop")
-                continue
-            return (header, challenge.realm), challenge
-        detail = "; ".join(problems) if problems else f"no usable {want} header"
-        raise RegistrationFailed(
-            f"registration refused by {peer}: {code} {_phrase(response)} with no usable "
-            f"challenge ({detail})",
-            code,
-        )
+        try:
+            header, challenge = credentials.choose(response, registrar=True)
+        except DigestError as exc:
+            raise RegistrationFailed(
+                f"registration refused by {peer}: {code} {_phrase(response)}: {exc}", code
+            ) from None
+        return (header, challenge.realm), challenge
 
     def _min_expires(self, protocol: Any, response: Response, expires: int) -> int:
         value = response.headers.get("Min-Expires")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+__all__ = ["SIPMethod", "SIPStatus"]
+
 
 class SIPStatus(enum.IntEnum):
     """SIP response status codes with their reason phrases (RFC 3261 §21).

@@ -201,6 +201,15 @@ class Transaction:
         if self._on_terminated is not None:
             self._on_terminated(self)
 
+    def terminate(self) -> None:
+        """Drop the transaction now, without sending anything (the TU gives up on it).
+
+        The UA core uses it when the flow under a server transaction died, or
+        when it could not even answer the request (RFC 3261 §17: the
+        transaction then goes straight to Terminated).
+        """
+        self._terminate()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method} {self.state.value} {self.key}>"
 

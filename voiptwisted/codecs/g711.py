@@ -8,6 +8,11 @@ bit-exact with the reference implementation used by Python's ``audioop``.
 Samples are one-dimensional ``int16`` arrays (or bytes holding native-endian
 int16); encoded audio is ``bytes`` (one octet per sample) for the wire, and
 decoders accept ``bytes``/``memoryview``/``uint8`` arrays.
+
+:class:`G711Encoder` and :class:`G711Decoder` are the coder objects the
+:mod:`voiptwisted.codecs` registry hands out for PCMA and PCMU.  G.711 keeps no
+state between packets, so every call shares one pair per law; they expose their
+tables so the RTP path can code straight into its preallocated send buffer.
 """
 
 from __future__ import annotations
@@ -15,7 +20,18 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["alaw_decode", "alaw_encode", "ulaw_decode", "ulaw_encode"]
+__all__ = [
+    "ALAW_DECODER",
+    "ALAW_ENCODER",
+    "ULAW_DECODER",
+    "ULAW_ENCODER",
+    "G711Decoder",
+    "G711Encoder",
+    "alaw_decode",
+    "alaw_encode",
+    "ulaw_decode",
+    "ulaw_encode",
+]
 
 _ULAW_BIAS = 0x84
 _ULAW_CLIP = 8159  # 14-bit magnitude limit before the bias is added
@@ -111,3 +127,43 @@ def ulaw_decode(data: npt.ArrayLike | bytes | bytearray | memoryview) -> np.ndar
 def alaw_decode(data: npt.ArrayLike | bytes | bytearray | memoryview) -> np.ndarray:
     """Decode A-law octets to a new int16 ndarray."""
     return _ALAW_DEC[_as_uint8(data)]
+
+
+class G711Encoder:
+    """Encodes int16 samples into one G.711 octet each, by table look-up (stateless).
+
+    ``encode_table`` holds the 65,536 code words indexed by the sample's bit pattern
+    as uint16 (read-only), for callers that code into their own buffer.
+    """
+
+    __slots__ = ("encode_table",)
+
+    def __init__(self, encode_table: np.ndarray) -> None:
+        self.encode_table = encode_table
+
+    def encode(self, samples: npt.ArrayLike | bytes | bytearray | memoryview) -> bytes:
+        """The code words of *samples* (int16 array or native-endian int16 bytes)."""
+        return self.encode_table[_as_uint16(samples)].tobytes()
+
+
+class G711Decoder:
+    """Decodes G.711 octets into int16 samples, by table look-up (stateless).
+
+    ``decode_table`` holds the 256 samples indexed by the code word (read-only).
+    """
+
+    __slots__ = ("decode_table",)
+
+    def __init__(self, decode_table: np.ndarray) -> None:
+        self.decode_table = decode_table
+
+    def decode(self, payload: npt.ArrayLike | bytes | bytearray | memoryview) -> np.ndarray:
+        """A new int16 ndarray with one sample per octet of *payload*."""
+        return self.decode_table[_as_uint8(payload)]
+
+
+#: The shared coders of A-law (PCMA) and µ-law (PCMU).
+ALAW_ENCODER = G711Encoder(_ALAW_ENC)
+ALAW_DECODER = G711Decoder(_ALAW_DEC)
+ULAW_ENCODER = G711Encoder(_ULAW_ENC)
+ULAW_DECODER = G711Decoder(_ULAW_DEC)

@@ -1,4 +1,4 @@
-"""Tests for voiptwisted.media.g711: bit-exact G.711 against the standard library's audioop."""
+"""Tests for voiptwisted.codecs.g711: bit-exact G.711 against the standard library's audioop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 from twisted.trial.unittest import SynchronousTestCase
 
-from voiptwisted.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from voiptwisted.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

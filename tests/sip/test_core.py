@@ -1,0 +1,403 @@
+"""Tests for voiptwisted.sip.core: the UA core driven with parsed messages and a Clock alone.
+
+No transport and no protocol: messages go in through ``UserAgentCore.receive``
+with a made-up source, and what the core hands out is collected from its
+``send(message, destination)`` callable.  Media is the fake ``CallMedia`` of
+:mod:`tests.sip.test_dialog`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.error import ConnectionDone
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.sip.test_dialog import (
+    AVP_OFFER,
+    CONFIG,
+    FakeSession,
+    callee_class,
+    invite_bytes,
+    make_media_class,
+    respond_to,
+)
+from voiptwisted.interfaces import IUserAgent
+from voiptwisted.sip.core import UserAgentCore
+from voiptwisted.sip.dialog import CallFailed, Dialog
+from voiptwisted.sip.message import Message, Request, Response
+from voiptwisted.sip.transaction import T1
+from voiptwisted.sip.uri import NetworkAddress
+
+#: Where the test's requests "come from": an opaque token for the core.
+PEER = ("127.0.0.1", 5061)
+LOCAL = NetworkAddress.parse("192.0.2.10:5070")
+
+
+def parse(data: bytes) -> Any:
+    return Message.parse(data)
+
+
+class CoreTestCase(SynchronousTestCase):
+    """One core on a Clock, connected, answering calls with ``callee_action``."""
+
+    callee_action = "ring"
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.media = make_media_class()
+        self.callee = callee_class(self.callee_action)
+        self.sent: list[tuple[Any, Any]] = []
+        self.core = UserAgentCore(
+            aor="sip:bob@example.com",
+            send=lambda message, destination: self.sent.append((message, destination)),
+            clock=self.clock,
+            dialog_class=self.callee,
+            media_class=self.media,
+            media_config=CONFIG,
+        )
+        self.core.connection_made(LOCAL, secure=True)
+
+    def take(self) -> list[Any]:
+        """The messages handed out since the last call (destinations checked separately)."""
+        messages = [message for message, _ in self.sent]
+        self.sent.clear()
+        return messages
+
+    def receive(self, data: bytes) -> None:
+        self.core.receive(parse(data), PEER)
+
+    def assertNothingLeft(self) -> None:
+        self.assertEqual(
+            (
+                self.core.dialog_count,
+                self.core.transaction_count,
+                self.core.pending_timer_count,
+            ),
+            (0, 0, 0),
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class SeamTests(CoreTestCase):
+    def test_core_provides_the_user_agent_seam(self) -> None:
+        """The core is the IUserAgent dialogs use; new inbound dialogs get the core as sip."""
+        self.assertTrue(verifyObject(IUserAgent, self.core))
+        self.receive(invite_bytes())
+        [dialog] = self.callee.instances
+        self.assertIs(dialog.sip, self.core)
+
+    def test_protocol_stands_in_for_the_core(self) -> None:
+        """The stream adapter provides the same seam by delegating, so ``Dialog(sip=protocol)``
+        keeps working; dialogs it creates get the protocol as ``sip``."""
+        from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+        proto = SessionInitiationProtocol(aor="sip:bob@example.com", clock=self.clock)
+        self.assertTrue(verifyObject(IUserAgent, proto))
+        self.assertIs(proto.core.agent, proto)
+        self.assertFalse(proto.is_connected)
+
+    def test_import_loads_no_reactor(self) -> None:
+        """The core is sans-I/O: importing it installs no reactor (time comes from the clock)."""
+        code = "import sys, voiptwisted.sip.core; print('twisted.internet.reactor' in sys.modules)"
+        output = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        self.assertEqual(output.strip(), "False")
+
+
+class AnswersTests(CoreTestCase):
+    """The answers the core gives itself (RFC 3261 §8.2, §11, §12.2.2)."""
+
+    def test_options_200_to_source(self) -> None:
+        """RFC 3261 §11.2: OPTIONS outside a dialog gets 200 with Allow/Accept/Supported,
+        handed out for the request's source."""
+        self.receive(invite_bytes(method="OPTIONS", body=b""))
+        [(response, destination)] = self.sent
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.headers["Allow"], "INVITE, ACK, BYE, CANCEL, OPTIONS")
+        self.assertEqual(response.headers["Accept"], "application/sdp")
+        self.assertIn("voiptwisted/", response.headers["User-Agent"])
+        self.assertEqual(destination, PEER)
+        self.assertNothingLeft()
+
+    def test_unknown_method_405(self) -> None:
+        """RFC 3261 §8.2.1: a method we do not handle gets 405 with Allow."""
+        self.receive(invite_bytes(method="SUBSCRIBE", body=b""))
+        [response] = self.take()
+        self.assertEqual(response.status_code, 405)
+        self.assertEqual(response.headers["Allow"], self.core.allow_header)
+
+    def test_unsupported_require_420(self) -> None:
+        """RFC 3261 §8.2.2.3: a Require we do not support gets 420 listing it in Unsupported."""
+        self.receive(invite_bytes(extra="Require: 100rel, outbound\r\n"))
+        trying, response = self.take()
+        self.assertEqual((trying.status_code, response.status_code), (100, 420))
+        self.assertEqual(response.headers["Unsupported"], "100rel")
+        self.assertEqual(self.callee.instances, [])
+
+    def test_unknown_dialog_481(self) -> None:
+        """RFC 3261 §12.2.2: a request with a To tag matching no dialog gets 481."""
+        self.receive(invite_bytes(method="BYE", body=b"", to_tag="nosuchtag"))
+        [response] = self.take()
+        self.assertEqual(response.status_code, 481)
+        self.assertNothingLeft()
+
+    def test_unmatched_cancel_481(self) -> None:
+        """RFC 3261 §9.2: a CANCEL matching no INVITE server transaction gets 481."""
+        self.receive(invite_bytes(method="CANCEL", body=b""))
+        [response] = self.take()
+        self.assertEqual(response.status_code, 481)
+
+    def test_max_calls_486(self) -> None:
+        """Beyond ``max_calls`` a new INVITE gets 100 Trying then 486 Busy Here."""
+        self.core.max_calls = 1
+        self.receive(invite_bytes())
+        self.receive(invite_bytes(call_id="call-2@example.com", branch="z9hG4bKinv2"))
+        codes = [m.status_code for m in self.take()]
+        self.assertEqual(codes, [100, 180, 100, 486])
+
+    def test_merged_request_482(self) -> None:
+        """RFC 3261 §8.2.2.2: the same INVITE (Call-ID, From tag, CSeq) on another branch
+        is a merged request: 482, and no second call."""
+        self.receive(invite_bytes())
+        self.take()
+        self.receive(invite_bytes(branch="z9hG4bKother"))
+        [response] = self.take()
+        self.assertEqual(response.status_code, 482)
+        self.assertEqual(len(self.callee.instances), 1)
+
+    def test_malformed_header_needed_late_400(self) -> None:
+        """RFC 3261 §21.4.1: a header only parsed while handling (Contact) is malformed: 400,
+        and the call it would have made is gone."""
+        data = invite_bytes().replace(
+            b"Contact: <sip:alice@127.0.0.1:5099;transport=tls>", b"Contact: <<<"
+        )
+        self.receive(data)
+        codes = [m.status_code for m in self.take()]
+        self.assertEqual(codes, [100, 400])
+        self.assertEqual(self.core.dialog_count, 0)
+
+    def test_unparseable_request_400_to_source(self) -> None:
+        """RFC 3261 §8.2.6.2: a request that does not parse gets 400 when Via, From, To,
+        Call-ID and CSeq can be picked out; a response that does not parse gets nothing."""
+        request = invite_bytes().replace(b"Max-Forwards: 70", b"Max-Forwards: many")
+        self.assertTrue(self.core.receive_unparseable(request, 400, PEER))
+        [(response, destination)] = self.sent
+        self.assertEqual((response.status_code, destination), (400, PEER))
+        self.assertFalse(self.core.receive_unparseable(b"SIP/2.0 200 OK\r\n\r\n", 400, PEER))
+
+
+class InviteTests(CoreTestCase):
+    def test_invite_100_then_dialog_class(self) -> None:
+        """RFC 3261 §17.2.1 / §13.3: 100 Trying at once, then the dialog class's
+        call_received (here: 180 with our To tag)."""
+        self.receive(invite_bytes())
+        trying, ringing = self.take()
+        self.assertEqual(trying.status_code, 100)
+        self.assertIsNone(trying.remote_tag)
+        [dialog] = self.callee.instances
+        self.assertEqual(ringing.status_code, 180)
+        self.assertEqual(ringing.remote_tag, dialog.local_tag)
+        self.assertEqual(self.core.dialog_count, 1)
+        self.assertIn(";transport=tls", ringing.headers["Contact"])
+        self.assertIn("192.0.2.10:5070", ringing.headers["Contact"])
+
+    def test_retransmission_absorbed(self) -> None:
+        """RFC 3261 §17.2.1: a retransmitted INVITE goes to its server transaction, which
+        resends the last provisional; the application sees one call."""
+        self.receive(invite_bytes())
+        self.take()
+        self.receive(invite_bytes())
+        [again] = self.take()
+        self.assertEqual(again.status_code, 180)
+        self.assertEqual(len(self.callee.instances), 1)
+
+    def test_cancel_487(self) -> None:
+        """RFC 3261 §9.2: CANCEL gets 200 (with the dialog's To tag), the INVITE 487, and the
+        call ends with hangup_received."""
+        self.receive(invite_bytes())
+        self.take()
+        self.receive(invite_bytes(method="CANCEL", body=b""))
+        ok, terminated = self.take()
+        [dialog] = self.callee.instances
+        self.assertEqual((ok.status_code, ok.cseq[1]), (200, "CANCEL"))
+        self.assertEqual(ok.remote_tag, dialog.local_tag)
+        self.assertEqual((terminated.status_code, terminated.cseq[1]), (487, "INVITE"))
+        self.assertEqual(self.callee.hangups, 1)
+        self.receive(invite_bytes(method="ACK", body=b"", to_tag=dialog.local_tag))
+        self.assertNothingLeft()
+
+    def test_invite_expires_487_on_clock(self) -> None:
+        """RFC 3261 §13.3.1: past the INVITE's Expires the UAS answers 487; the timer runs on
+        the injected clock only."""
+        self.receive(invite_bytes(extra="Expires: 5\r\n"))
+        self.take()
+        self.clock.advance(4.9)
+        self.assertEqual(self.take(), [])
+        self.clock.advance(0.1)
+        [expired] = self.take()
+        self.assertEqual(expired.status_code, 487)
+
+    def test_timer_h_on_clock(self) -> None:
+        """RFC 3261 §17.2.1: without the ACK for a non-2xx final response, Timer H (64*T1)
+        ends the INVITE server transaction."""
+        self.callee.action = "reject"
+        self.receive(invite_bytes())
+        self.assertEqual([m.status_code for m in self.take()], [100, 486])
+        self.assertEqual(self.core.transaction_count, 1)
+        self.clock.advance(64 * T1)
+        self.assertNothingLeft()
+
+
+class AnsweredCallTests(CoreTestCase):
+    callee_action = "answer"
+
+    def answered(self) -> tuple[Any, Response]:
+        self.receive(invite_bytes())
+        ok = self.take()[-1]
+        self.assertEqual(ok.status_code, 200)
+        [dialog] = self.callee.instances
+        return dialog, ok
+
+    def test_2xx_retransmitted_on_clock_until_ack(self) -> None:
+        """RFC 3261 §13.3.1.4: the 2xx goes out again at T1, 2*T1 ... until the ACK, which is
+        routed to the dialog and starts the session."""
+        dialog, ok = self.answered()
+        self.clock.advance(T1)
+        [again] = self.take()
+        self.assertEqual(again.status_code, 200)
+        self.receive(invite_bytes(method="ACK", body=b"", to_tag=ok.remote_tag))
+        self.assertEqual(dialog.session.started, 1)
+        self.clock.advance(60)
+        self.assertEqual(self.take(), [])
+
+    def test_in_dialog_bye_routed(self) -> None:
+        """RFC 3261 §15.1.2: a BYE in the dialog reaches it: 200, media stopped,
+        hangup_received, nothing left behind."""
+        _dialog, ok = self.answered()
+        self.receive(invite_bytes(method="ACK", body=b"", to_tag=ok.remote_tag))
+        self.receive(
+            invite_bytes(method="BYE", body=b"", to_tag=ok.remote_tag, cseq=2, branch="z9hG4bKbye")
+        )
+        [response] = self.take()
+        self.assertEqual((response.status_code, response.cseq[1]), (200, "BYE"))
+        self.assertEqual(self.callee.hangups, 1)
+        self.assertTrue(self.media.created[0].stopped)
+        self.assertNothingLeft()
+
+    def test_in_dialog_options(self) -> None:
+        """RFC 3261 §11.2: OPTIONS inside a dialog is answered by the dialog with our Allow."""
+        _dialog, ok = self.answered()
+        self.receive(invite_bytes(method="ACK", body=b"", to_tag=ok.remote_tag))
+        self.receive(
+            invite_bytes(
+                method="OPTIONS", body=b"", to_tag=ok.remote_tag, cseq=2, branch="z9hG4bKopt"
+            )
+        )
+        [response] = self.take()
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.headers["Allow"], self.core.allow_header)
+
+
+class ClientTests(CoreTestCase):
+    def test_request_gets_via_and_response_matched(self) -> None:
+        """RFC 3261 §8.1.1.7 / §17.1.3: a request gets our Via (sent-by, z9hG4bK branch,
+        rport) and Max-Forwards; its response is matched to the transaction by branch."""
+        request = Request(
+            "OPTIONS",
+            "sip:example.com",
+            [
+                ("From", "<sip:bob@example.com>;tag=t"),
+                ("To", "<sip:example.com>"),
+                ("Call-ID", "c1"),
+                ("CSeq", "1 OPTIONS"),
+            ],
+        )
+        d = self.core.send_request(request)
+        [(sent, destination)] = self.sent
+        self.assertIsNone(destination)
+        via = sent.headers["Via"]
+        self.assertTrue(via.startswith("SIP/2.0/TLS 192.0.2.10:5070;branch=z9hG4bK"), via)
+        self.assertIn(";rport", via)
+        self.assertEqual(sent.headers["Max-Forwards"], "70")
+        self.core.receive(parse(respond_to(sent, 200)), PEER)
+        self.assertEqual(self.successResultOf(d).status_code, 200)
+        self.assertNothingLeft()
+
+    def test_public_address_learned_from_via(self) -> None:
+        """RFC 3581 §4: received/rport of a response's top Via become our Contact's host."""
+        request = Request(
+            "OPTIONS",
+            "sip:example.com",
+            [
+                ("From", "<sip:bob@example.com>;tag=t"),
+                ("To", "<sip:example.com>"),
+                ("Call-ID", "c1"),
+                ("CSeq", "1 OPTIONS"),
+            ],
+        )
+        d = self.core.send_request(request)
+        [(sent, _)] = self.sent
+        response = parse(respond_to(sent, 200))
+        via = response.headers["Via"]
+        response.headers["Via"] = via.replace(";rport", ";rport=40000;received=203.0.113.5")
+        self.core.receive(parse(bytes(response)), PEER)
+        self.successResultOf(d)
+        self.assertEqual(str(self.core.public_address), "203.0.113.5:40000")
+        self.assertIn("bob@203.0.113.5:40000", self.core.contact)
+
+    def test_not_connected_fails_at_once(self) -> None:
+        """Without a transport (before connection_made, after connection_lost) a client
+        transaction fails with ConnectionDone and nothing is handed out."""
+        self.core.connection_lost(ConnectionDone())
+        d = self.core.send_request(
+            Request(
+                "OPTIONS",
+                "sip:example.com",
+                [
+                    ("From", "<sip:bob@example.com>;tag=t"),
+                    ("To", "<sip:example.com>"),
+                    ("Call-ID", "c2"),
+                    ("CSeq", "1 OPTIONS"),
+                ],
+            )
+        )
+        self.failureResultOf(d, ConnectionDone)
+        self.assertEqual(self.sent, [])
+
+    def test_dial_through_the_seam(self) -> None:
+        """A Dialog placing a call on the core alone: INVITE out, 200 in, ACK out (§13.2.2.4);
+        the dial Deferred fires with the dialog."""
+        dialog = Dialog(sip=self.core)
+        d = dialog.dial("sip:alice@example.com", session_class=FakeSession)
+        [invite] = self.take()
+        self.assertEqual(invite.method, "INVITE")
+        self.assertEqual(invite.body, self.media.created[0].local_sdp)
+        self.core.receive(parse(respond_to(invite, 200, body=AVP_OFFER)), PEER)
+        [ack] = self.take()
+        self.assertEqual((ack.method, ack.cseq[0]), ("ACK", invite.cseq[0]))
+        self.assertIs(self.successResultOf(d), dialog)
+        self.assertEqual(dialog.session.started, 1)
+
+    def test_dial_refused(self) -> None:
+        """A final 486 to our INVITE fails the dial with CallFailed and forgets the call."""
+        dialog = Dialog(sip=self.core)
+        d = dialog.dial("sip:alice@example.com", session_class=FakeSession)
+        [invite] = self.take()
+        self.core.receive(parse(respond_to(invite, 486)), PEER)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 486)
+        self.assertEqual(self.core.dialog_count, 0)
+
+    def test_connection_lost_fails_pending_requests(self) -> None:
+        """The adapter's transport going away fails pending client transactions with its
+        reason and ends calls not yet established."""
+        dialog = Dialog(sip=self.core)
+        d = dialog.dial("sip:alice@example.com", session_class=FakeSession)
+        self.core.connection_lost(ConnectionDone("gone"))
+        self.failureResultOf(d, ConnectionDone)
+        self.assertNothingLeft()

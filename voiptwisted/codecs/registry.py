@@ -1,0 +1,119 @@
+"""The codec registry: what each audio codec is on the wire and how to get its coders.
+
+A :class:`Codec` is a description (RTP encoding name, RTP clock rate, audio sample
+rate, channels, default payload type, ``a=fmtp`` parameters) plus two factories
+that make the encoder and decoder of one direction of one call: a codec with
+state between packets (G.722's ADPCM predictor, Opus) must not share it between
+calls or directions, so the RTP stream asks for its own pair when it is
+configured.  The description is what SDP offer/answer reads
+(:mod:`voiptwisted.sdp.negotiation` takes the entries as plain data and imports
+nothing from here).
+
+G.711 (PCMA, PCMU) is registered here; its numpy tables load with the first coder
+asked for, not with this module, so a service that only registers stays light.
+Register more codecs with :func:`register_codec` and name them in
+``MediaConfig.codecs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "CODECS",
+    "Codec",
+    "Decoder",
+    "Encoder",
+    "lookup",
+    "register_codec",
+]
+
+
+class Encoder(Protocol):
+    """Turns one packet's worth of int16 samples into an RTP payload.
+
+    A one-octet-per-sample coder may also expose ``encode_table`` (65,536 uint8
+    code words indexed by the sample's bit pattern as uint16): the RTP path then
+    codes into its reused send buffer instead of calling :meth:`encode`.
+    """
+
+    def encode(self, samples: Any) -> bytes:
+        """The payload for *samples* (a one-dimensional int16 ndarray)."""
+
+
+class Decoder(Protocol):
+    """Turns one RTP payload into int16 samples.
+
+    A one-octet-per-sample coder may also expose ``decode_table`` (256 int16
+    samples indexed by the code word), used by the RTP path in place of
+    :meth:`decode`.
+    """
+
+    def decode(self, payload: bytes) -> Any:
+        """The samples of *payload* (a one-dimensional int16 ndarray)."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One audio codec: its SDP/RTP description and its coder factories.
+
+    ``clock_rate`` is the RTP timestamp rate of ``a=rtpmap`` and ``sample_rate``
+    the rate of the PCM the coders take and give; they differ for G.722 (RFC 3551
+    §4.5.2: 8000 on the wire, 16 kHz audio).  ``payload_type`` is the static
+    payload type of RFC 3551 §6, or None for a dynamic one (RFC 3551 §3).
+    Equality and hashing use the description only.
+    """
+
+    name: str
+    clock_rate: int
+    sample_rate: int
+    channels: int
+    payload_type: int | None
+    encoder_factory: Callable[[], Encoder] = field(compare=False, repr=False)
+    decoder_factory: Callable[[], Decoder] = field(compare=False, repr=False)
+    fmtp: str | None = None
+
+    def encoder(self) -> Encoder:
+        """A new encoder for one direction of one call."""
+        return self.encoder_factory()
+
+    def decoder(self) -> Decoder:
+        """A new decoder for one direction of one call."""
+        return self.decoder_factory()
+
+
+#: Registered codecs by upper-case encoding name (RFC 4855 §3: names are case-insensitive).
+CODECS: dict[str, Codec] = {}
+
+
+def register_codec(codec: Codec) -> None:
+    """Make *codec* available to calls under its (case-insensitive) name."""
+    CODECS[codec.name.upper()] = codec
+
+
+def lookup(names: Iterable[str]) -> tuple[Codec, ...]:
+    """The registered codecs called *names*, in that order; ValueError for an unknown one."""
+    result = []
+    for name in names:
+        codec = CODECS.get(name.upper())
+        if codec is None:
+            raise ValueError(f"unknown codec {name!r}; register it with register_codec")
+        result.append(codec)
+    return tuple(result)
+
+
+def _g711(name: str) -> Any:
+    """One of the shared G.711 coders, importing numpy and the tables on first use."""
+    from voiptwisted.codecs import g711
+
+    return getattr(g711, name)
+
+
+# RFC 3551 §4.5.14 and Table 4: PCMU (PT 0) and PCMA (PT 8), 8000 Hz mono.  G.711 keeps
+# no state between packets, so every call shares the module's coders.
+register_codec(Codec("PCMA", 8000, 8000, 1, 8,
+                     lambda: _g711("ALAW_ENCODER"), lambda: _g711("ALAW_DECODER")))
+register_codec(Codec("PCMU", 8000, 8000, 1, 0,
+                     lambda: _g711("ULAW_ENCODER"), lambda: _g711("ULAW_DECODER")))
