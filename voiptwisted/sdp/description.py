@@ -280,11 +280,7 @@ class SessionDescription:
                 elif letter == "r":
                     if previous not in ("t", "r"):
                         raise SDPParseError("r= must directly follow t= (RFC 4566 §5.10)")
-                    timing = fields["timings"][-1]
-                    timing = dataclasses.replace(timing, repeats=(*timing.repeats, value))
-                    fields["timings"][-1] = timing
-                    entries[-1][1] = timing
-                    entries[-1][2] += f"\r\n{raw}"
+                    entries[-1].append(value)  # collected on the t= entry, see below
                 elif letter in _LIST_TEXT:
                     fields[_LIST_TEXT[letter].session_attr].append(value)
                     entries.append([letter, value, raw])
@@ -299,6 +295,16 @@ class SessionDescription:
             except SDPParseError as error:
                 raise line_error(lineno, letter, value, error) from None
             previous = letter
+        # Each t= gets its r= values once, at the end: growing the Timing and its text per
+        # r= line was quadratic in their number (issue 14 finding 3 audit).
+        timing_entries = [entry for entry in entries if entry[0] == "t"]
+        for index, entry in enumerate(timing_entries):
+            repeats = entry[3:]
+            if repeats:
+                del entry[3:]
+                timing = dataclasses.replace(entry[1], repeats=tuple(repeats))
+                entry[1] = fields["timings"][index] = timing
+                entry[2] = "\r\n".join([entry[2], *(f"r={value}" for value in repeats)])
         for letter, name in (("o", "origin"), ("s", "name"), ("t", "timings")):
             if name not in fields or fields[name] == []:
                 raise SDPParseError(f"missing {letter}= line (required by RFC 4566 §5)")

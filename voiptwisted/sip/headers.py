@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Union
+from typing import NoReturn, Union
 
 from voiptwisted.sip.uri import NetworkAddress
 
 __all__ = [
     "LIST_HEADERS",
     "MAX_HEADER_LINES",
+    "MAX_LIST_VALUES",
+    "MAX_NUMBER_DIGITS",
+    "MAX_PARAMS",
     "MAX_ROUTING_VALUES",
     "ROUTING_HEADERS",
     "Headers",
@@ -88,6 +91,16 @@ MAX_HEADER_LINES = 256
 MAX_ROUTING_VALUES = 64
 #: The headers :data:`MAX_ROUTING_VALUES` applies to (lower-case long names).
 ROUTING_HEADERS = frozenset(("via", "route", "record-route"))
+#: Most values one comma-separated header field value may carry (as many as header lines):
+#: each costs Python work, so a line of 60,000 commas is refused, not split.
+MAX_LIST_VALUES = 256
+#: Most parameters one header value may carry, counted by their ``;`` (quoted ones too).
+#: Real values have a handful (tag, branch, rport, received, expires, feature tags).
+MAX_PARAMS = 64
+#: Most digits a number in a header may have.  Every number RFC 3261 defines fits in ten
+#: (delta-seconds up to 2**32-1, §25.1); twenty leave room for leading zeros.  Checked
+#: before ``int()``, whose 4,300-digit limit raises a plain ValueError (a 500, not a 400).
+MAX_NUMBER_DIGITS = 20
 
 LIST_HEADERS = frozenset(
     {
@@ -98,44 +111,44 @@ LIST_HEADERS = frozenset(
     }
 )  # fmt: skip
 
+# Every pattern that reads network text is linear in it (issue 14 finding 3): each
+# quantifier is possessive (``*+``, ``++``, ``?+``: never gives back what it took) and
+# runs over a class the next token cannot start with, so no match is ever retried from
+# inside a run of LWS, quotes or parameters; searches start at a literal ``;``.  The
+# languages are those of the plain quantifiers: the grammar never needs to give back.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:")
-_HOST_RE = re.compile(r"(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])")
 _WS = " \t"
-_TOKEN_PAT = r"[A-Za-z0-9\-.!%*_+`'~]+"  # noqa: S105 (a regex, not a secret)
-_QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'
-_PVALUE = r'[^\x00-\x20\x7f,;<>"\\]+'
+_TOKEN_PAT = r"[A-Za-z0-9\-.!%*_+`'~]++"  # noqa: S105 (a regex, not a secret)
+_QUOTED = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_PVALUE = r'[^\x00-\x20\x7f,;<>"\\]++'
 # One parameter (RFC 3261 §25.1 generic-param, LWS allowed around ';' and '=').
-_PARAM_RE = re.compile(
-    rf"[ \t]*;[ \t]*({_TOKEN_PAT})(?:[ \t]*=[ \t]*({_PVALUE}|{_QUOTED}))?", re.S
-)
-_PARAMS_RE = re.compile(rf"(?:{_PARAM_RE.pattern})*[ \t]*", re.S)
+_PARAM = rf";[ \t]*+({_TOKEN_PAT})(?:[ \t]*+=[ \t]*+({_PVALUE}|{_QUOTED}))?+"
+_PARAM_RE = re.compile(_PARAM, re.S)
+_PARAMS_RE = re.compile(rf"(?:[ \t]*+{_PARAM})*+[ \t]*+", re.S)
 # name-addr: optional display name (quoted or tokens), <URI>, then the parameters.
-_NAME_ADDR_RE = re.compile(
-    rf"[ \t]*(?:({_QUOTED})|((?:{_TOKEN_PAT}[ \t]+)*{_TOKEN_PAT})?)[ \t]*<([^<>]*)>(.*)", re.S
+_TOKENS = rf"{_TOKEN_PAT}(?:[ \t]++{_TOKEN_PAT})*+"
+_NAME_ADDR_RE = re.compile(rf"[ \t]*+(?:({_QUOTED})|({_TOKENS}))?+[ \t]*+<([^<>]*+)>(.*)", re.S)
+_VIA_HEAD = (
+    rf"[ \t]*+(?i:SIP)[ \t]*+/[ \t]*+2\.0[ \t]*+/[ \t]*+({_TOKEN_PAT})[ \t]++"
+    r"([A-Za-z0-9_\-.]++|\[[0-9A-Fa-f:.]++\])(?:[ \t]*+:[ \t]*+([0-9]{1,5}))?+"
 )
-_VIA_RE = re.compile(
-    rf"[ \t]*(?i:SIP)[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*({_TOKEN_PAT})[ \t]+"
-    r"([A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])(?:[ \t]*:[ \t]*([0-9]{1,5}))?(.*)",
-    re.S,
-)
-_URI_CHECK_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^<>\x00-\x20\x7f]+")
+_VIA_RE = re.compile(rf"{_VIA_HEAD}(.*)", re.S)
+_URI_CHECK_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*+:[^<>\x00-\x20\x7f]++")
 # Whole-value validators used by Message.parse: one C-level match per header, the
 # objects themselves are only built when asked for.
-_URI_IN_BRACKETS = r"[A-Za-z][A-Za-z0-9+\-.]*:[^<>\x00-\x20\x7f]+"
+_URI_IN_BRACKETS = r"[A-Za-z][A-Za-z0-9+\-.]*+:[^<>\x00-\x20\x7f]++"
 _NAME_ADDR_FULL_RE = re.compile(
-    rf"[ \t]*(?:{_QUOTED}|(?:{_TOKEN_PAT}[ \t]+)*{_TOKEN_PAT})?[ \t]*<{_URI_IN_BRACKETS}>"
-    rf"({_PARAMS_RE.pattern})",
+    rf"[ \t]*+(?:{_QUOTED}|{_TOKENS})?+[ \t]*+<{_URI_IN_BRACKETS}>({_PARAMS_RE.pattern})",
     re.S,
 )
 _ADDR_SPEC_FULL_RE = re.compile(
-    rf"[ \t]*[A-Za-z][A-Za-z0-9+\-.]*:[^<>\x00-\x20\x7f\"?,;]+({_PARAMS_RE.pattern})", re.S
+    rf"[ \t]*+[A-Za-z][A-Za-z0-9+\-.]*+:[^<>\x00-\x20\x7f\"?,;]++({_PARAMS_RE.pattern})", re.S
 )
-_VIA_FULL_RE = re.compile(_VIA_RE.pattern[: -len("(.*)")] + f"({_PARAMS_RE.pattern})", re.S)
-_TAG_RE = re.compile(r";[ \t]*(?i:tag)[ \t]*=[ \t]*([^;, \t]+)")
-_BRANCH_RE = re.compile(r";[ \t]*(?i:branch)[ \t]*=[ \t]*([^;, \t]+)")
+_VIA_FULL_RE = re.compile(rf"{_VIA_HEAD}({_PARAMS_RE.pattern})", re.S)
+_TAG_RE = re.compile(r";[ \t]*+(?i:tag)[ \t]*+=[ \t]*+([^;, \t]++)")
+_BRANCH_RE = re.compile(r";[ \t]*+(?i:branch)[ \t]*+=[ \t]*+([^;, \t]++)")
 _QUOTED_RE = re.compile(_QUOTED, re.S)
-_ELEMENT_RE = re.compile(rf'(?:[^,"<]+|{_QUOTED}|<[^<>]*>)*', re.S)
+_ELEMENT_RE = re.compile(rf'(?:[^,"<]++|{_QUOTED}|<[^<>]*+>)*+', re.S)
 _UNESCAPE_RE = re.compile(r"\\(.)", re.S)
 
 # Cache of raw header name -> (lookup key, display name); bounded so hostile
@@ -185,11 +198,14 @@ def split_commas(value: str) -> list[str]:
     """Split a header value at commas that are outside quoted strings and ``<...>``.
 
     RFC 3261 §7.3.1: a comma-separated list header may be written as one line.
-    Elements are stripped; empty elements are kept so callers can reject them.
+    Elements are stripped; empty elements are kept so callers can reject them.  More
+    than :data:`MAX_LIST_VALUES` elements is a SIPParseError.
     """
     if "," not in value:
         return [value.strip(_WS)]
     if '"' not in value and "<" not in value:
+        if value.count(",") >= MAX_LIST_VALUES:
+            _too_many_values(value)
         return [part.strip(_WS) for part in value.split(",")]
     parts: list[str] = []
     pos = 0
@@ -202,7 +218,13 @@ def split_commas(value: str) -> list[str]:
             return parts
         if value[end] != ",":
             raise SIPParseError(f"unbalanced quote or '<' in {value.strip(_WS)[:60]!r}")
+        if len(parts) == MAX_LIST_VALUES:
+            _too_many_values(value)
         pos = end + 1
+
+
+def _too_many_values(value: str) -> NoReturn:
+    raise SIPParseError(f"more than {MAX_LIST_VALUES} values in {value.strip(_WS)[:40]!r}...")
 
 
 def parse_params(text: str) -> dict[str, str | None]:
@@ -210,8 +232,11 @@ def parse_params(text: str) -> dict[str, str | None]:
 
     Names are lower-cased (RFC 3261 §7.3.1: parameter names are case-insensitive);
     values are kept as written, a quoted-string value keeps its quotes.  LWS around
-    ``;`` and ``=`` is allowed.  A flag without value maps to ``None``.
+    ``;`` and ``=`` is allowed.  A flag without value maps to ``None``.  More than
+    :data:`MAX_PARAMS` parameters is a SIPParseError.
     """
+    if text.count(";") > MAX_PARAMS:
+        raise SIPParseError(f"more than {MAX_PARAMS} parameters in {text[:40]!r}...")
     if not _PARAMS_RE.fullmatch(text):
         raise SIPParseError(f"invalid parameters {text[:60]!r}")
     return {
@@ -232,6 +257,8 @@ def name_addr_tag(value: str) -> str | None:
     params = m.group(1)
     if not params:
         return None
+    if params.count(";") > MAX_PARAMS:
+        NameAddr.parse(value)  # raises: too many parameters
     tag = _TAG_RE.search(params)
     return tag.group(1) if tag else None
 
@@ -239,7 +266,12 @@ def name_addr_tag(value: str) -> str | None:
 def via_branch(value: str) -> str | None:
     """Validate one Via value and return its branch, without building a Via."""
     m = _VIA_FULL_RE.fullmatch(value)
-    if m is None or (m.group(3) and int(m.group(3)) > 65535) or "rport=" in m.group(4):
+    if (
+        m is None
+        or (m.group(3) and int(m.group(3)) > 65535)
+        or "rport=" in m.group(4)
+        or m.group(4).count(";") > MAX_PARAMS
+    ):
         return Via.parse(value).branch  # the full check, raising with a precise message
     params = m.group(4)
     if not params:
@@ -342,6 +374,17 @@ def format_params(params: Mapping[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
+def _delta_seconds(value: str, what: str) -> int:
+    """An RFC 3261 §25.1 ``delta-seconds`` (Expires header or parameter) as an int.
+
+    Values above 2**32-1 count as 2**32-1 (RFC 3261 §10.2.1.1, §20.19); anything but
+    1 to :data:`MAX_NUMBER_DIGITS` ASCII digits is a SIPParseError.
+    """
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_NUMBER_DIGITS:
+        raise SIPParseError(f"invalid {what} {value[:20]!r}")
+    return min(int(value), 2**32 - 1)
+
+
 def _unquote(quoted: str) -> str:
     """The text of a quoted-string (RFC 3261 §25.1), quoted-pairs resolved."""
     inner = quoted[1:-1]
@@ -417,11 +460,7 @@ class NameAddr:
         RFC 3261 §10.2.4 / §20.19: values above 2**32-1 are treated as 2**32-1.
         """
         value = self.params.get("expires")
-        if value is None:
-            return None
-        if not (value.isascii() and value.isdigit()):
-            raise SIPParseError(f"invalid expires parameter {value[:20]!r}")
-        return min(int(value), 2**32 - 1)
+        return None if value is None else _delta_seconds(value, "expires parameter")
 
     def __str__(self) -> str:
         head = f"<{self.uri}>" if self.display_name is None else (
@@ -482,7 +521,9 @@ class Via:
                 raise SIPParseError(f"port out of range: {port}")
         params = parse_params(tail) if tail else {}
         rport = params.get("rport")
-        if rport is not None and not (rport.isascii() and rport.isdigit() and int(rport) < 65536):
+        if rport is not None and not (
+            rport.isascii() and rport.isdigit() and len(rport) <= 5 and int(rport) < 65536
+        ):
             raise SIPParseError(f"invalid rport {rport[:20]!r}")
         return cls(f"SIP/2.0/{transport.upper()}", host, port, params)
 

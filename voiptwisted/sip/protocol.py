@@ -63,7 +63,11 @@ T = TypeVar("T")
 #: Established calls whose flow died, per factory, until the next flow of that factory adopts them.
 _ORPHANS: weakref.WeakKeyDictionary[Any, list[Dialog]] = weakref.WeakKeyDictionary()
 
-_AUTH_RE = re.compile(rb"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*")
+#: An Authorization header with its continuation lines (RFC 3261 §7.3.1); each quantifier
+#: is possessive over a class the next token cannot start with, so the scan is linear.
+_AUTH_RE = re.compile(
+    rb"(?im)^((?:proxy-)?authorization[ \t]*+:)[^\r\n]*+(?:\r\n[ \t][^\r\n]*+)*+"
+)
 #: Every SDES ``inline:`` key, wherever it stands: a literal prefix, so the scan is linear
 #: (a lazy ``a=crypto:...?inline:`` rescanned each line from every ``a=crypto:``).
 _CRYPTO_RE = re.compile(rb"(?i)(inline:)[^\s|]+")
@@ -72,8 +76,8 @@ _CRYPTO_RE = re.compile(rb"(?i)(inline:)[^\s|]+")
 def redact(data: bytes) -> bytes:
     """*data* with credentials and SRTP keys removed, for trace logs.
 
-    Authorization/Proxy-Authorization values and SDES ``inline:`` keys
-    (RFC 4568 §6.1) are replaced by ``<redacted>``.
+    Authorization/Proxy-Authorization values, folded lines included, and SDES
+    ``inline:`` keys (RFC 4568 §6.1) are replaced by ``<redacted>``.
     """
     data = _AUTH_RE.sub(rb"\1 <redacted>", data)
     return _CRYPTO_RE.sub(rb"\1<redacted>", data)

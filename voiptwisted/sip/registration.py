@@ -645,7 +645,7 @@ def _int_or_none(value: object) -> int | None:
     if value is None:
         return None
     text = str(value).strip()
-    if not text.isdigit() or len(text) > 10:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         return None
     return int(text)
 

@@ -382,8 +382,10 @@ class SipURI(str):
         try:
             if "maddr" in params:
                 _parse_param_host(params["maddr"])
-            ttl = params.get("ttl", "0")
-            if ttl is None or not (ttl.isascii() and ttl.isdigit()) or int(ttl) > 255:
+            ttl = params.get("ttl", "0") or ""
+            # At most 3 digits before int(): a 5,000-digit ttl is InvalidURI, not a bare
+            # ValueError from int()'s digit limit.
+            if not (ttl.isascii() and ttl.isdigit() and len(ttl) <= 3) or int(ttl) > 255:
                 raise InvalidURI("invalid ttl parameter")
             transport = params.get("transport", "udp")
             if transport is None or not _TOKEN_RE.fullmatch(transport):
@@ -538,8 +540,8 @@ def _parse_param_host(value: str | None) -> Host:
         raise InvalidURI("invalid maddr parameter") from None
 
 
-_QUOTED_DISPLAY_RE = re.compile(r'\s*"((?:[^"\\]|\\.)*)"\s*<')
-_TOKEN_DISPLAY_RE = re.compile(r'\s*([^<"]*?)\s*<')
+# A quoted-string at the start of the text (RFC 3261 §25.1); possessive, so linear.
+_QUOTED_DISPLAY_RE = re.compile(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)"')
 _QUOTED_PAIR_RE = re.compile(r"\\(.)")
 
 
@@ -577,13 +579,22 @@ class CallerID(str):
 
     @property
     def display_name(self) -> str | None:
-        """Display name (quoted-string unescaped, or token form), if present."""
-        if match := _QUOTED_DISPLAY_RE.match(self):
-            name = _QUOTED_PAIR_RE.sub(r"\1", match.group(1)).strip()
-            return name or None
-        if match := _TOKEN_DISPLAY_RE.match(self):
-            return match.group(1) or None
-        return None
+        """Display name (quoted-string unescaped, or token form), if present.
+
+        Read with ``str`` methods and one possessive match, linear in the value: the
+        regex it replaces (``\\s*([^<"]*?)\\s*<``) was cubic in whitespace runs that
+        survive header parsing (VT, U+0085, U+2028), issue 14 finding 3.
+        """
+        text = self.lstrip()
+        if text[:1] == '"':
+            match = _QUOTED_DISPLAY_RE.match(text)
+            if match is None or text[match.end() :].lstrip()[:1] != "<":
+                return None
+            return _QUOTED_PAIR_RE.sub(r"\1", match.group(1)).strip() or None
+        name, bracket, _ = text.partition("<")
+        if not bracket or '"' in name:
+            return None
+        return name.rstrip() or None
 
     @property
     def uri(self) -> SipURI | None:
