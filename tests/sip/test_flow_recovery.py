@@ -347,6 +347,23 @@ class TargetRefreshTests(FlowTestCase):
                                          branch="z9hG4bKpeer"))
         self.assertEqual([m.status_code for m in written(transport)], [100, 491])
 
+    def test_waits_for_peer_reinvite_to_complete(self) -> None:
+        """RFC 3261 §14.1: no re-INVITE while another INVITE transaction is in progress
+        either way: the peer's re-INVITE answered but not yet ACKed delays our refresh by
+        the random delay; after the ACK it goes out."""
+        self.patch(dialog_module.secrets, "randbelow", lambda n: n - 1)
+        second, transport = self.flow(port=5071)
+        second.dataReceived(invite_bytes(to_tag=self.dialog.local_tag, cseq=2,
+                                         branch="z9hG4bKpeer"))
+        self.assertEqual([m.status_code for m in written(transport)], [100, 200])
+        self.registration.succeed(second)
+        self.assertEqual(written(transport), [])
+        second.dataReceived(invite_bytes(method="ACK", body=b"", to_tag=self.dialog.local_tag,
+                                         cseq=2, branch="z9hG4bKpeerack"))
+        self.clock.advance(2.0)
+        [reinvite] = written(transport)
+        self.assertEqual(reinvite.method, "INVITE")
+
     def test_flow_lost_again_before_registration(self) -> None:
         """A flow that dies before registering sends nothing; the next one refreshes."""
         second, transport = self.flow(port=5071)
