@@ -33,11 +33,20 @@ class RegistrarRestartTests(KamailioCallTestCase):
         """RFC 5626 §4.2.1 / RFC 3261 §12.2: registrar killed and restarted mid-call; we
         re-register on a new flow, refresh the call's target with a re-INVITE that keeps
         the media (same SDP), and the far end's BYE through the restarted proxy gets 200."""
+        await self.crash_mid_call("uac_target_refresh", "INVITE")
+
+    async def test_update_refresh_after_registrar_killed(self) -> None:
+        """RFC 3311 §5.1: the far end allows UPDATE, so the target refresh is an UPDATE
+        without SDP; its BYE through the restarted proxy then gets our 200."""
+        await self.crash_mid_call("uac_target_refresh_update", "UPDATE")
+
+    async def crash_mid_call(self, scenario: str, method: str) -> None:
+        """Call us from SIPp, kill and restart Kamailio, check the refresh and the BYE."""
         base = random.randrange(40000, 60000, 2)
         protocol = await self.register_us(Answering, port_range=(base, base + 400))
         registration = protocol.service.registration
         uac = self.sipp(
-            "uac_target_refresh", self.kamailio.address("udp"), service="alice", timeout=120,
+            scenario, self.kamailio.address("udp"), service="alice", timeout=120,
         ).start()
         await eventually(
             lambda: Answering.calls and Answering.calls[0].state is DialogState.CONFIRMED
@@ -68,13 +77,15 @@ class RegistrarRestartTests(KamailioCallTestCase):
             f"{result.errors[-2000:]}\n{uac.messages[-4000:]}",
         )
         messages = uac.messages
-        # The re-INVITE reached SIPp with our new Contact (Kamailio's alias names the new
-        # connection) and our SDP unchanged, and SIPp's BYE was answered by us.
-        reinvite = re.search(r"INVITE sip:sipp@.*?\n(?:.*\n)*?\s*Contact: (.*)", messages)
-        self.assertIsNotNone(reinvite, messages[-4000:])
-        assert reinvite is not None
-        self.assertIn(f":{new_port}", reinvite.group(1))
-        self.assertIn(sdp_before.decode().split("\r\n")[1], messages)  # same o= line
+        # The refresh reached SIPp with our new Contact (Kamailio's alias names the new
+        # connection), a re-INVITE with our SDP unchanged, and SIPp's BYE was answered.
+        refresh = re.search(rf"{method} sip:sipp@.*?\n(?:.*\n)*?\s*Contact: (.*)", messages)
+        self.assertIsNotNone(refresh, messages[-4000:])
+        assert refresh is not None
+        self.assertIn(f":{new_port}", refresh.group(1))
+        if method == "INVITE":
+            origin_line = sdp_before.decode().split("\r\n")[1]  # o=: same version
+            self.assertIn(origin_line, messages[refresh.start():])
         await eventually(lambda: dialog.state is DialogState.TERMINATED, 10, "our side to end")
         self.assertEqual(Answering.hangups, [dialog])
         [binding] = self.kamailio.bindings("alice")

@@ -39,6 +39,7 @@ from voiptwisted.sip import protocol as protocol_module
 from voiptwisted.sip.dialog import Dialog, DialogState
 from voiptwisted.sip.message import Request
 from voiptwisted.sip.protocol import SessionInitiationProtocol, SIPClientFactory
+from voiptwisted.sip.registration import RegistrationFailed
 from voiptwisted.sip.transaction import T1
 
 ALICE, MALLORY = "127.0.0.1", "127.0.0.66"
@@ -140,6 +141,11 @@ class ControlledRegistration:
         waiters, self.waiters = self.waiters, []
         for d in waiters:
             d.callback(protocol)
+
+    def refuse(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.errback(RegistrationFailed("registration refused: 403 Forbidden", 403))
 
 
 class OrphanHijackTests(FlowTestCase):
@@ -361,6 +367,15 @@ class TargetRefreshTests(FlowTestCase):
         second.dataReceived(invite_bytes(method="ACK", body=b"", to_tag=self.dialog.local_tag,
                                          cseq=2, branch="z9hG4bKpeerack"))
         self.clock.advance(2.0)
+        [reinvite] = written(transport)
+        self.assertEqual(reinvite.method, "INVITE")
+
+    def test_refresh_waits_through_refused_registration(self) -> None:
+        """A refused re-registration sends nothing; the refresh follows the later success."""
+        second, transport = self.flow(port=5071)
+        self.registration.refuse()
+        self.assertEqual(written(transport), [])
+        self.registration.succeed(second)
         [reinvite] = written(transport)
         self.assertEqual(reinvite.method, "INVITE")
 
