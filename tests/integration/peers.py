@@ -547,6 +547,20 @@ class Kamailio:
         if self._proc is not None:
             self._proc.stop(timeout)
 
+    def kill(self, timeout: float = 5.0) -> None:
+        """Crash it, as ``kill -9`` would: SIGKILL the kamailio we started and every process
+        it forked (its own process group, made at start, so nothing else is touched), then
+        wait until its listeners are gone.  Nothing is flushed: usrloc and tm state are lost."""
+        proc = self._proc
+        if proc is None or not proc.running:
+            return
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+        wait_until(
+            lambda: not tcp_open(self.tls_port) and not tcp_open(self.tcp_port),
+            timeout, 0.05, "kamailio's listeners to close",
+        )
+
     def restart(self, timeout: float = 10.0) -> Kamailio:
         """Stop and start again on the same ports (all bindings are lost: usrloc is in memory)."""
         self.stop()

@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
@@ -595,8 +596,19 @@ class TraceTests(SynchronousTestCase):
         self.assertFalse(any('response="pw"' in t or "inline:KEY" in t for t in texts))
 
 
+class NotYetRegistered(Recorder):
+    """A registration hook whose new flow is not registered (yet): no target refresh."""
+
+    def when_registered(self) -> Deferred[Any]:
+        return Deferred()
+
+
 class ReconnectTests(SynchronousTestCase):
-    """Issue 3 item 3: a call whose flow died keeps its media until BYE or timeout."""
+    """Issue 3 item 3: a call whose flow died keeps its media until BYE or timeout.
+
+    The factory's flows are ours (``outbound``, a reconnecting client) and the new flow
+    has not re-registered, so no target refresh goes out (see ``test_refresh``).
+    """
 
     def setUp(self) -> None:
         self.clock = task.Clock()
@@ -608,6 +620,8 @@ class ReconnectTests(SynchronousTestCase):
             media_class=self.media,
             media_config=CONFIG,
             dialog_class=self.callee,
+            outbound=True,
+            registration=NotYetRegistered(),
         )
         self.first = self.factory.buildProtocol(None)
         transport = connect(self.first)

@@ -376,6 +376,25 @@ class CallMedia:
         self._offered_crypto = crypto
         return self.local_sdp
 
+    def refresh_offer(self) -> bytes:
+        """Our offer for a re-INVITE that only refreshes the dialog's target (RFC 5626
+        §4.2.1: the signalling flow changed, the media did not).
+
+        The current ``local_sdp`` unchanged: same ``o=`` version (RFC 3264 §8), same
+        direction and, for SRTP, our current key under its tag, so an answer that keeps
+        the peer's key (:meth:`accept_answer`) keeps both SRTP contexts running.
+        """
+        if self.negotiated is None or self._stopped:
+            raise RuntimeError("refresh_offer needs an established call")
+        offer = _parse(self.local_sdp)
+        crypto: dict[int, CryptoAttribute] = {}
+        srtp = self.negotiated.srtp
+        if srtp is not None:
+            crypto[srtp.local.tag] = srtp.local
+        self._offer = offer
+        self._offered_crypto = crypto
+        return self.local_sdp
+
     def _negotiate(
         self, offer: SessionDescription, keys: Any
     ) -> tuple[SessionDescription, NegotiatedMedia]:

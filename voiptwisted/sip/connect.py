@@ -491,6 +491,8 @@ class _FlowFactory(Factory):
     """
 
     noisy = False
+    #: Its flows are ours, one registration's: a new one carries on the calls of a dead one.
+    outbound = True
 
     def __init__(self, build: Callable[[], Any], client: SIPClientService) -> None:
         self._build = build

@@ -35,6 +35,7 @@ from voiptwisted.sip.transaction import (
     T1,
     T2,
     ClientInviteTransaction,
+    ClientTransaction,
     ServerInviteTransaction,
     ServerTransaction,
     TransactionTimeout,
@@ -82,6 +83,16 @@ def _new_tag() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def _methods(message: Request | Response) -> frozenset[str]:
+    """The methods a message's Allow headers list (RFC 3261 §20.5), upper-cased."""
+    return frozenset(
+        method.strip().upper()
+        for value in message.headers.getlist("Allow")
+        for method in value.split(",")
+        if method.strip()
+    )
+
+
 def _uri_of(value: str) -> str:
     """The URI inside a From/To/Contact/Route value, or the value itself."""
     try:
@@ -109,6 +120,8 @@ class Dialog:
     orphan_timeout: float = 180.0
     #: Seconds an inbound call may ring unanswered (without a shorter INVITE Expires).
     ring_timeout: float = 300.0
+    #: Glare retries (491) of one target refresh before it is given up (§14.1).
+    refresh_retries: int = 5
 
     def __init__(
         self,
@@ -174,6 +187,14 @@ class Dialog:
         self._ended_deferreds: list[Deferred[None]] = []
         self._bye_sent = False
         self._orphan_timer: IDelayedCall | None = None
+        # target refresh after a flow change (RFC 5626 §4.2.1, :meth:`refresh_target`)
+        self._stale_contact = False
+        self._refresh_tx: ClientTransaction | None = None
+        self._refresh_timer: IDelayedCall | None = None
+        self._refresh_ack: Request | None = None
+        self._refresh_attempts = 0
+        #: The methods the peer's Allow listed (RFC 3261 §20.5), from its INVITE or 2xx.
+        self.remote_allow: frozenset[str] = frozenset()
 
     # -- construction --------------------------------------------------------------------
 
@@ -202,6 +223,7 @@ class Dialog:
             **kwargs,
         )
         dialog.inbound = True
+        dialog.remote_allow = _methods(request)
         dialog.remote_cseq = request.cseq[0]
         dialog.invite_request = request
         dialog.state = DialogState.EARLY
@@ -532,7 +554,7 @@ class Dialog:
             return Response.from_request(
                 request, 500, headers=[("Retry-After", str(secrets.randbelow(11)))]
             )
-        if self.state is DialogState.EARLY or self._ok is not None:
+        if self.state is DialogState.EARLY or self._ok is not None or self._refreshing_invite:
             return Response.from_request(request, 491)
         if self.state is not DialogState.CONFIRMED or self._bye_sent or self.media is None:
             return Response.from_request(request, 481)
@@ -589,6 +611,8 @@ class Dialog:
             body=local_sdp,
         )
         transaction.respond(ok)
+        # That 2xx carried our current Contact: the peer's target is fresh (§12.2.1.2).
+        self._stale_contact = False
         self._ok_reinvite = True
         self._reoffered = not request.body
         self._retransmit_until_ack(ok)
@@ -851,6 +875,7 @@ class Dialog:
         contacts = response.contact
         self.remote_contact = contacts[0].uri if contacts else None
         self.route_set = list(reversed(response.headers.getlist("Record-Route")))
+        self.remote_allow = _methods(response)
         self.state = DialogState.CONFIRMED
         self._ack = self._ack_for_2xx(self.invite_request)
         sip.send_stateless(self._ack)
@@ -881,6 +906,15 @@ class Dialog:
         different To tag) is ACKed and that extra dialog ended with BYE.
         """
         sip = self.sip
+        refresh_ack = self._refresh_ack
+        if (
+            refresh_ack is not None
+            and sip is not None
+            and response.cseq[0] == refresh_ack.cseq[0]
+            and response.remote_tag == self.remote_tag
+        ):
+            sip.send_message(refresh_ack)
+            return
         if self._ack is None or sip is None or response.status_code >= 300:
             return
         if response.remote_tag == self.remote_tag:
@@ -1048,7 +1082,8 @@ class Dialog:
         self._cancel_expiry()
         if self.sip is not None:
             self.sip.timers.cancel(self._orphan_timer)
-        self._orphan_timer = None
+            self.sip.timers.cancel(self._refresh_timer)
+        self._orphan_timer = self._refresh_timer = None
         self._stop_media()
         if self.sip is not None:
             self.sip.drop_dialog(self)
@@ -1069,6 +1104,10 @@ class Dialog:
             if self.inbound:
                 self._call_app(self.hangup_received)
         elif self.state is DialogState.CONFIRMED and self.sip is not None:
+            # A refresh waiting to be retried belongs to the dead flow; the next flow
+            # starts its own (refresh_target).
+            self.sip.timers.cancel(self._refresh_timer)
+            self._refresh_timer = None
             self._orphan_timer = self.sip.timers.call_later(self.orphan_timeout, self._orphaned)
 
     @property
@@ -1119,6 +1158,178 @@ class Dialog:
         self._end()
         self._fire_bye_deferreds()
         self._call_app(self.hangup_received)
+
+    # -- target refresh after a flow change (RFC 5626 §4.2.1, RFC 3261 §12.2) -------------
+
+    @property
+    def _refreshing_invite(self) -> bool:
+        """Our target-refresh re-INVITE is waiting for its final response (§14.1)."""
+        tx = self._refresh_tx
+        return tx is not None and tx.request.method == "INVITE"
+
+    def refresh_target(self) -> None:
+        """Tell the peer our current Contact: this call now runs over a new flow.
+
+        RFC 5626 §4.2.1: once the flow to the registrar is replaced, the far end's
+        in-dialog requests still go to the Contact of the dead flow (a proxy answers them
+        477 or 408) until a target refresh request (RFC 3261 §12.2) gives it the new one.
+        That is an UPDATE without a body when the peer's Allow lists UPDATE (RFC 3311
+        §5.1), else a re-INVITE offering the media as it is (the same SDP and ``o=``
+        version, RFC 3264 §8).  A 2xx makes the call reachable again, so its orphan timer
+        goes; 481 or 408 (a timeout too) ends the call with BYE (§12.2.1.2); 491 is
+        retried after the §14.1 random delay, as is a refresh that would cross an INVITE
+        transaction in progress either way; any other refusal leaves the call as it is
+        (§14.1), logged.  Only confirmed calls are refreshed: an early dialog ends with its
+        flow (its INVITE transaction cannot outlive the connection, and without 100rel
+        there is no UPDATE before the answer).
+        """
+        if self.state is not DialogState.CONFIRMED or self._bye_sent or self.sip is None:
+            return
+        self._stale_contact = True
+        self._refresh_attempts = 0
+        if self._refresh_tx is None and self._refresh_timer is None:
+            self._send_refresh()
+
+    def _send_refresh(self) -> None:
+        self._refresh_timer = None
+        sip = self.sip
+        if (
+            not self._stale_contact
+            or self.state is not DialogState.CONFIRMED
+            or self._bye_sent
+            or sip is None
+            or not sip.is_connected
+        ):
+            return
+        if self._ok is not None or self._reinvite_tx is not None:
+            # §14.1: no INVITE while another INVITE transaction is in progress either way.
+            self._retry_refresh()
+            return
+        method = "UPDATE" if "UPDATE" in self.remote_allow else "INVITE"
+        base = self._in_dialog_request(method)
+        routes = base.headers.getlist("Route")
+        uris = [base.uri, _uri_of(routes[0]) if routes else None]
+        if self.invite_request is not None:
+            uris.append(self.invite_request.uri)
+        headers = [
+            *base.headers.items(),
+            # §12.1.1 / §8.1.1.8: a SIPS dialog keeps a SIPS Contact.
+            ("Contact", sip.contact_for(*uris)),
+            ("Allow", sip.allow_header),
+            ("Supported", "outbound"),
+        ]
+        body = b""
+        if method == "INVITE":
+            try:
+                body = self.media.refresh_offer()
+            except Exception:
+                log.failure("call {call_id}: no offer for a target refresh", call_id=self.call_id)
+                return
+            headers.append(("Content-Type", "application/sdp"))
+        request = Request(method, base.uri, headers, body=body)
+        log.info(
+            "call {call_id}: {method} with our new Contact (target refresh)",
+            call_id=self.call_id,
+            method=method,
+        )
+        tx = sip.start_client_transaction(request)
+        self._refresh_tx = tx
+        tx.deferred.addCallbacks(
+            self._refresh_answered,
+            self._refresh_failed,
+            callbackArgs=(tx,),
+            errbackArgs=(tx,),
+        )
+
+    def _refresh_answered(self, response: Response, tx: ClientTransaction) -> None:
+        """The final response to our target refresh (§12.2.1.2, §14.1)."""
+        if self._refresh_tx is tx:
+            self._refresh_tx = None
+        request, code = tx.request, response.status_code
+        if 200 <= code < 300:
+            self._refreshed(request, response)
+        elif code == 491 and self.state is DialogState.CONFIRMED:
+            self._refresh_attempts += 1
+            if self._refresh_attempts > self.refresh_retries:
+                log.warn(
+                    "call {call_id}: target refresh still in glare after {n} retries, given up",
+                    call_id=self.call_id,
+                    n=self.refresh_retries,
+                )
+                return
+            self._retry_refresh()
+        elif code in (408, 481):
+            self._refresh_ends_call(f"{code} {response.phrase}")
+        else:
+            log.info(
+                "call {call_id}: target refresh refused ({code} {phrase}); call unchanged",
+                call_id=self.call_id,
+                code=code,
+                phrase=response.phrase,
+            )
+
+    def _refreshed(self, request: Request, response: Response) -> None:
+        """2xx: the remote target from its Contact (§12.2.1.2), the ACK of a re-INVITE
+        (§13.2.2.4, sent even when the call ended meanwhile), the answer applied."""
+        sip = self.sip
+        assert sip is not None
+        confirmed = self.state is DialogState.CONFIRMED and response.remote_tag == self.remote_tag
+        if confirmed:
+            try:
+                contacts = response.contact
+            except SIPParseError:
+                contacts = []
+            if contacts:
+                self.remote_contact = contacts[0].uri
+        if request.method == "INVITE":
+            self._refresh_ack = self._ack_for_2xx(request)
+            sip.send_stateless(self._refresh_ack)
+        if not confirmed or self._bye_sent:
+            return
+        self._stale_contact = False
+        sip.timers.cancel(self._orphan_timer)
+        self._orphan_timer = None
+        if request.method == "INVITE":
+            try:
+                self.media.accept_answer(response.body)
+            except Exception as exc:
+                self._refresh_ends_call(f"unusable SDP answer: {exc}")
+                return
+        log.info("call {call_id}: target refreshed, reachable again", call_id=self.call_id)
+
+    def _refresh_failed(self, failure: Failure, tx: ClientTransaction) -> None:
+        """No final response: a timeout is a 408 (§12.2.1.2); a dead flow leaves the call
+        to its orphan timer and the next flow's refresh."""
+        if self._refresh_tx is tx:
+            self._refresh_tx = None
+        if failure.check(TransactionTimeout):
+            self._refresh_ends_call("no response")
+        else:
+            log.info(
+                "call {call_id}: target refresh lost with its flow: {f}",
+                call_id=self.call_id,
+                f=failure.value,
+            )
+
+    def _refresh_ends_call(self, why: str) -> None:
+        if self.state is not DialogState.CONFIRMED or self._bye_sent:
+            return
+        log.info("call {call_id}: target refresh failed ({why}), hanging up",
+                 call_id=self.call_id, why=why)
+        self.bye()
+        self._call_app(self.hangup_received)
+
+    def _retry_refresh(self) -> None:
+        """Send the refresh again later: RFC 3261 §14.1's random delay, 2.1-4 s when we own
+        the Call-ID (we sent the INVITE that made the dialog), else 0-2 s, in 10 ms steps."""
+        sip = self.sip
+        assert sip is not None
+        if self.inbound:
+            delay = secrets.randbelow(201) / 100
+        else:
+            delay = (210 + secrets.randbelow(191)) / 100
+        sip.timers.cancel(self._refresh_timer)
+        self._refresh_timer = sip.timers.call_later(delay, self._send_refresh)
 
     def _call_app(self, function: Any, *args: Any) -> None:
         """Run application code; an exception is logged with the Call-ID and ends the call."""

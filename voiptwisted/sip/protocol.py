@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from twisted.internet import interfaces
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -60,8 +60,11 @@ log = Logger()
 
 T = TypeVar("T")
 
-#: Established calls whose flow died, per factory, until the next flow of that factory adopts them.
-_ORPHANS: weakref.WeakKeyDictionary[Any, list[Dialog]] = weakref.WeakKeyDictionary()
+#: Established calls whose flow died, per factory, by (Call-ID, local tag), until a new flow
+#: of that factory adopts them or they end (see ``SessionInitiationProtocol._adopt_orphans``).
+_ORPHANS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Dialog]] = (
+    weakref.WeakKeyDictionary()
+)
 
 #: An Authorization header with its continuation lines (RFC 3261 §7.3.1); each quantifier
 #: is possessive over a class the next token cannot start with, so the scan is linear.
@@ -194,6 +197,10 @@ class SessionInitiationProtocol(Protocol):
         self.trace = trace
         self._framer = StreamFramer()
         self.transport: Any = None
+        #: The peer's host while connected and after: whose orphaned calls it may claim.
+        self.peer_host: str | None = None
+        self._to_refresh: list[Dialog] = []
+        self._registered_waiter: Deferred[Any] | None = None
 
     def __repr__(self) -> str:
         return f"<SessionInitiationProtocol aor={self.aor!s} dialogs={self.dialog_count}>"
@@ -333,6 +340,7 @@ class SessionInitiationProtocol(Protocol):
         if no_delay is not None:
             no_delay(True)
         peer = getattr(self.transport.getPeer(), "host", None)
+        self.peer_host = peer
         if secure:
             log.info("SIP flow to {peer}: TLS handshake", peer=peer)
         else:
@@ -341,6 +349,8 @@ class SessionInitiationProtocol(Protocol):
         for hook in (self.registration, self.keepalive):
             if hook is not None:
                 hook.connection_made(self)
+        if self._to_refresh:
+            self._refresh_when_registered()
 
     def _host_address(self) -> NetworkAddress | None:
         """Our end of the transport as a NetworkAddress, or None when it has none."""
@@ -361,24 +371,97 @@ class SessionInitiationProtocol(Protocol):
         log.info("SIP flow to {peer} up (TLS)", peer=peer)
 
     def _adopt_orphans(self) -> None:
-        """Carry on established calls of an earlier flow built by the same factory (issue 3)."""
+        """Carry on the established calls of this factory's dead flows, if its flows are ours.
+
+        Only a factory whose ``outbound`` is true (the reconnecting client of one
+        registration: ``SIPClientService``'s) hands every orphaned call to its new flow,
+        which then refreshes their target (:meth:`Dialog.refresh_target`).  Connections
+        accepted from peers never take over calls wholesale (issue 14 finding 7: any later
+        connection used to adopt them, so Mallory's took Alice's call and the next caller
+        inherited an attacker's); a peer's call is claimed by an in-dialog request from
+        that peer's host instead (:meth:`_claim_orphan`).
+        """
         factory = getattr(self, "factory", None)
-        if factory is None:
+        if factory is None or not getattr(factory, "outbound", False):
             return
-        waiting = _ORPHANS.pop(factory, [])
+        waiting = list(_ORPHANS.pop(factory, {}).values())
+        adopted = []
         for dialog in waiting:
             if dialog.adoptable:
                 dialog.adopt(self)
-        if waiting:
-            log.info("{n} call(s) carried over to the new flow", n=self.dialog_count)
+                adopted.append(dialog)
+        if adopted:
+            self._to_refresh = adopted
+            log.info("{n} call(s) carried over to the new flow", n=len(adopted))
+
+    def _refresh_when_registered(self) -> None:
+        """Send the adopted calls' target refreshes once this flow is registered (RFC 5626
+        §4.2.1: a flow is recovered when the registrar accepted it; our Contact then has
+        the public address it learned), or at once on a flow without registration."""
+        registration = self.registration
+        if registration is None:
+            self._refresh_targets(self)
+            return
+        waiter = registration.when_registered()
+        self._registered_waiter = waiter
+        waiter.addCallbacks(self._refresh_targets, self._registration_failed)
+
+    def _refresh_targets(self, registered: Any) -> None:
+        self._registered_waiter = None
+        if registered is not self or self.transport is None:
+            return
+        dialogs, self._to_refresh = self._to_refresh, []
+        for dialog in dialogs:
+            if dialog.sip is self:
+                dialog.refresh_target()
+
+    def _registration_failed(self, failure: Failure) -> None:
+        """Refused for now: the registration retries, the refreshes wait for its success."""
+        self._registered_waiter = None
+        if not failure.check(CancelledError) and self.transport is not None:
+            self._refresh_when_registered()
+
+    def _claim_orphan(self, request: Request) -> None:
+        """An in-dialog request for a call whose flow died, from the same peer host: the
+        call continues on this flow (RFC 3261 §12.2.2: a dialog is not bound to a
+        connection, e.g. a proxy sends the BYE on a new one).  A request from any other
+        host finds no such dialog (481): it cannot take the call over."""
+        factory = getattr(self, "factory", None)
+        orphans = _ORPHANS.get(factory) if factory is not None else None
+        if not orphans or request.remote_tag is None:
+            return
+        key = (request.call_id, request.remote_tag)
+        dialog = orphans.get(key)
+        if (
+            dialog is None
+            or getattr(dialog.sip, "peer_host", None) != self.peer_host
+            or self.peer_host is None
+            or self.core.find_dialog(request.call_id, request.remote_tag, request.local_tag)
+            is not None
+            or (dialog.remote_tag is not None and dialog.remote_tag != request.local_tag)
+            or not dialog.adoptable
+        ):
+            return
+        del orphans[key]
+        dialog.adopt(self)
+        log.info("call {call_id} carried over to a new flow from {peer}",
+                 call_id=dialog.call_id, peer=self.peer_host)
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         """Fail pending client transactions; established calls keep their media (issue 3)."""
         self.transport = None
+        self._to_refresh = []
+        if self._registered_waiter is not None:
+            self._registered_waiter.cancel()
         self.core.connection_lost(reason)
         factory = getattr(self, "factory", None)
         if factory is not None and self.dialog_count:
-            _ORPHANS.setdefault(factory, []).extend(self.core.dialogs)
+            orphans = _ORPHANS.setdefault(factory, {})
+            for dialog in self.core.dialogs:
+                if dialog.adoptable:
+                    key = (dialog.call_id, dialog.local_tag)
+                    orphans[key] = dialog
+                    dialog.when_ended().addCallback(_forget_orphan, orphans, key, dialog)
         for hook in (self.keepalive, self.registration):
             if hook is not None:
                 hook.connection_lost(self, reason)
@@ -420,6 +503,8 @@ class SessionInitiationProtocol(Protocol):
             else:
                 log.warn("dropped unparseable message: {error}", error=exc)
             return
+        if isinstance(message, Request) and message.remote_tag is not None:
+            self._claim_orphan(message)
         self.core.receive(message, self._peer())
 
     # -- sending ---------------------------------------------------------------------------
@@ -488,11 +573,26 @@ class SessionInitiationProtocol(Protocol):
             self.transport.loseConnection()
 
 
+def _forget_orphan(
+    _: object, orphans: dict[tuple[str, str], Dialog], key: tuple[str, str], dialog: Dialog
+) -> None:
+    """An orphaned call ended: it leaves its factory's orphan table."""
+    if orphans.get(key) is dialog:
+        del orphans[key]
+
+
 class SIPClientFactory(Factory):
     """A plain factory building :class:`SessionInitiationProtocol` with fixed keyword arguments.
 
     Works with any Twisted endpoint, client or server.  ``registration`` and
     ``keepalive`` are set on each protocol built (the service's hooks).
+
+    ``outbound=True`` says the flows are ours (a reconnecting client of one
+    registrar): a new flow then carries on the established calls of the one that
+    died and sends them a target refresh once registered.  Otherwise (the default,
+    and right for a listener) a dead flow's calls continue only if an in-dialog
+    request for them arrives from the same peer host; another peer's connection
+    never takes them over.
     """
 
     protocol = SessionInitiationProtocol
@@ -503,10 +603,12 @@ class SIPClientFactory(Factory):
         registration: Any = None,
         keepalive: Any = None,
         protocol_class: type[SessionInitiationProtocol] | None = None,
+        outbound: bool = False,
         **kwargs: Any,
     ) -> None:
         if protocol_class is not None:
             self.protocol = protocol_class
+        self.outbound = outbound
         self.registration = registration
         self.keepalive = keepalive
         self.kwargs = kwargs
