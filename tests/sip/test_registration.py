@@ -289,7 +289,8 @@ class DigestTests(SynchronousTestCase):
         nonces = iter(f"n{i}" for i in range(100))
 
         def refuse() -> None:
-            protocol.answer(401, ("WWW-Authenticate", f'Digest realm="r", nonce="{next(nonces)}", qop="auth"'))
+            challenge = f'Digest realm="r", nonce="{next(nonces)}", qop="auth"'
+            protocol.answer(401, ("WWW-Authenticate", challenge))
 
         refuse()
         refuse()
@@ -315,20 +316,24 @@ class DigestTests(SynchronousTestCase):
         """Issue 17 / RFC 7616 §3.3: the retry's remembered nonce expired meanwhile
         (``stale=true``, a new nonce): one more REGISTER with the new nonce in that retry;
         a second stale 401 is a refusal, not a loop."""
+
+        def stale(nonce: str) -> str:
+            return f'Digest realm="r", nonce="{nonce}", stale=true, qop="auth"'
+
         registration, protocol, clock, _ = make_registration()
         registration.connection_made(protocol)
         protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
         protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n1", qop="auth"'))
         clock.advance(60)
         self.assertEqual(len(protocol.sent), 3)
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n2", stale=true, qop="auth"'))
+        protocol.answer(401, ("WWW-Authenticate", stale("n2")))
         self.assertEqual(len(protocol.sent), 4)
         self.assertEqual(digest_params(protocol.last.headers["Authorization"])["nonce"], "n2")
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n3", stale=true, qop="auth"'))
+        protocol.answer(401, ("WWW-Authenticate", stale("n3")))
         self.assertEqual((len(protocol.sent), registration.state), (4, RegistrationState.FAILED))
         clock.advance(60)
         self.assertEqual(len(protocol.sent), 5)
-        protocol.answer(401, ("WWW-Authenticate", 'Digest realm="r", nonce="n3", stale=true, qop="auth"'))
+        protocol.answer(401, ("WWW-Authenticate", stale("n3")))
         self.assertEqual((len(protocol.sent), registration.state), (5, RegistrationState.FAILED))
 
     def test_password_never_logged(self) -> None:
