@@ -634,7 +634,7 @@ class VoIPService(MultiService):
         def dial(protocol: Any) -> defer.Deferred[Any]:
             dialog = self.dialog_class(sip=protocol)
             self.dialed = dialog
-            return dialog.dial(str(target), session_class=session_class, **session_kwargs)
+            return dialog.dial(target, session_class=session_class, **session_kwargs)
 
         return self.client.registration.when_registered().addCallback(dial)
 

@@ -401,3 +401,169 @@ class ClientTests(CoreTestCase):
         self.core.connection_lost(ConnectionDone("gone"))
         self.failureResultOf(d, ConnectionDone)
         self.assertNothingLeft()
+
+
+class InteropMustTests(CoreTestCase):
+    """Issue 10 item 7: MUSTs real carriers and PBXs rely on, each with its section."""
+
+    def assertTagged(self, response: Response) -> None:
+        self.assertIsNotNone(response.remote_tag, f"{response!r} has no To tag")
+
+    def test_every_core_response_but_100_has_a_to_tag(self) -> None:
+        """RFC 3261 §8.2.6.2: the UAS MUST add a To tag to every response but 100: OPTIONS
+        200, 405, 420, 481 (BYE or CANCEL matching nothing), 486, 415, 482, 503, 400."""
+        cases: list[tuple[bytes, int]] = [
+            (invite_bytes(method="OPTIONS", body=b"", branch="z9hG4bKo"), 200),
+            (invite_bytes(method="SUBSCRIBE", body=b"", branch="z9hG4bKs"), 405),
+            (invite_bytes(extra="Require: 100rel\r\n", call_id="c420", branch="z9hG4bKr"), 420),
+            (invite_bytes(method="BYE", body=b"", call_id="c481", branch="z9hG4bKb"), 481),
+            (invite_bytes(method="CANCEL", body=b"", call_id="c481c", branch="z9hG4bKno"), 481),
+        ]
+        for data, code in cases:
+            self.receive(data)
+            final = self.take()[-1]
+            self.assertEqual(final.status_code, code)
+            self.assertTagged(final)
+        body_415 = invite_bytes(call_id="c415", branch="z9hG4bK415").replace(
+            b"Content-Type: application/sdp", b"Content-Type: text/plain"
+        )
+        self.receive(body_415)
+        trying, refused = self.take()
+        self.assertIsNone(trying.remote_tag)
+        self.assertEqual(refused.status_code, 415)
+        self.assertTagged(refused)
+        self.core.max_calls = 0
+        self.receive(invite_bytes(call_id="c486", branch="z9hG4bK486"))
+        busy = self.take()[-1]
+        self.assertEqual(busy.status_code, 486)
+        self.assertTagged(busy)
+        self.core.max_calls = None
+        self.core.dialog_limit = 0
+        self.receive(invite_bytes(call_id="c503", branch="z9hG4bK503"))
+        limited = self.take()[-1]
+        self.assertEqual(limited.status_code, 503)
+        self.assertTagged(limited)
+        self.core.dialog_limit = 1000
+        self.receive(invite_bytes())
+        self.take()
+        self.receive(invite_bytes(branch="z9hG4bKmerged"))
+        [merged] = self.take()
+        self.assertEqual(merged.status_code, 482)
+        self.assertTagged(merged)
+        broken = invite_bytes(call_id="c400", branch="z9hG4bK400")
+        broken = broken.replace(b"Max-Forwards: 70", b"Max-Forwards: x")
+        self.assertTrue(self.core.receive_unparseable(broken, 400, PEER))
+        [bad] = self.take()
+        self.assertTagged(bad)
+
+    def test_cancel_487_keeps_the_dialog_tag(self) -> None:
+        """RFC 3261 §8.2.6.2 / §9.2: the 487 a CANCEL causes carries the call's To tag."""
+        self.receive(invite_bytes())
+        self.take()
+        self.receive(invite_bytes(method="CANCEL", body=b""))
+        ok, terminated = self.take()
+        [dialog] = self.callee.instances
+        self.assertEqual(ok.remote_tag, dialog.local_tag)
+        self.assertEqual(terminated.remote_tag, dialog.local_tag)
+
+    def test_dialled_uri_not_rewritten(self) -> None:
+        """RFC 3261 §19.1.4 / §25.1: the Request-URI and To are the URI the user gave: ``+``
+        unescaped and no default port added (RFC 3263 §4.2: SRV only without a port)."""
+        from voiptwisted.sip.uri import SipURI
+
+        dialog = Dialog(sip=self.core)
+        dialog.dial(SipURI.parse("sip:+4930123456@carrier.example"), session_class=FakeSession)
+        [invite] = self.take()
+        self.assertEqual(invite.uri, "sip:+4930123456@carrier.example")
+        self.assertEqual(invite.headers["To"], "<sip:+4930123456@carrier.example>")
+        self.assertIn(b"INVITE sip:+4930123456@carrier.example SIP/2.0\r\n", bytes(invite))
+
+    def test_trying_copies_timestamp(self) -> None:
+        """RFC 3261 §8.2.6.1: the 100 Trying carries the request's Timestamp."""
+        self.receive(invite_bytes(extra="Timestamp: 54.2 0.5\r\n"))
+        trying = self.take()[0]
+        self.assertEqual(trying.status_code, 100)
+        self.assertEqual(trying.headers["Timestamp"], "54.2 0.5")
+
+    def test_unsupported_content_encoding_415(self) -> None:
+        """RFC 3261 §8.2.3: a body in a Content-Encoding we cannot decode gets 415 listing
+        what we accept in Accept-Encoding, and never reaches the application."""
+        self.receive(invite_bytes(extra="Content-Encoding: gzip\r\n"))
+        _trying, refused = self.take()
+        self.assertEqual(refused.status_code, 415)
+        self.assertEqual(refused.headers["Accept-Encoding"], "identity")
+        self.assertEqual(self.callee.instances, [])
+        self.receive(invite_bytes(extra="e: identity\r\n", call_id="c2", branch="z9hG4bKid"))
+        self.assertEqual([m.status_code for m in self.take()], [100, 180])
+
+    def test_received_added_for_a_host_name_sent_by(self) -> None:
+        """RFC 3261 §18.2.1: a top Via sent-by that is a host name (or another address)
+        gets ``received`` with the source address on our responses; lower Vias unchanged."""
+        data = invite_bytes(method="OPTIONS", body=b"").replace(
+            b"Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKinv1;rport\r\n",
+            b"Via: SIP/2.0/TLS pbx.example:5061;branch=z9hG4bKinv1\r\n"
+            b"Via: SIP/2.0/TLS 198.51.100.7;branch=z9hG4bKup\r\n",
+        )
+        self.core.receive(parse(data), ("192.0.2.44", 40001))
+        [response] = self.take()
+        vias = response.headers.getlist("Via")
+        self.assertEqual(
+            vias,
+            [
+                "SIP/2.0/TLS pbx.example:5061;branch=z9hG4bKinv1;received=192.0.2.44",
+                "SIP/2.0/TLS 198.51.100.7;branch=z9hG4bKup",
+            ],
+        )
+
+    def test_rport_filled_in(self) -> None:
+        """RFC 3581 §4: ``rport`` without a value gets the source port, and ``received``
+        goes in even when it equals the sent-by."""
+        self.core.receive(parse(invite_bytes(method="OPTIONS", body=b"")), ("127.0.0.1", 40002))
+        [response] = self.take()
+        via = response.top_via
+        self.assertEqual((via.received, via.rport), ("127.0.0.1", 40002))
+
+    def test_same_address_without_rport_unchanged(self) -> None:
+        """RFC 3261 §18.2.1: an IP sent-by equal to the source needs no ``received``."""
+        data = invite_bytes(method="OPTIONS", body=b"").replace(b";rport\r\n", b"\r\n")
+        self.core.receive(parse(data), ("127.0.0.1", 5061))
+        [response] = self.take()
+        self.assertEqual(
+            response.headers["Via"], "SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKinv1"
+        )
+
+    def test_response_with_two_vias_dropped(self) -> None:
+        """RFC 3261 §8.1.3.3: a response with more than one Via is discarded; the transaction
+        goes on and takes the right response."""
+        request = Request(
+            "OPTIONS",
+            "sip:example.com",
+            [
+                ("From", "<sip:bob@example.com>;tag=t"),
+                ("To", "<sip:example.com>"),
+                ("Call-ID", "c1"),
+                ("CSeq", "1 OPTIONS"),
+            ],
+        )
+        d = self.core.send_request(request)
+        [(sent, _)] = self.sent
+        stray = parse(respond_to(sent, 500))
+        stray.headers.add("Via", "SIP/2.0/TLS 198.51.100.9;branch=z9hG4bKelse")
+        self.core.receive(parse(bytes(stray)), PEER)
+        self.assertNoResult(d)
+        self.core.receive(parse(respond_to(sent, 200)), PEER)
+        self.assertEqual(self.successResultOf(d).status_code, 200)
+
+    def test_cancel_crossing_our_200_gets_200(self) -> None:
+        """RFC 6026 §7.1: a CANCEL for an INVITE we already answered with 2xx matches it:
+        200 (not 481) with the call's tag, and the call carries on."""
+        self.callee.action = "answer"
+        self.receive(invite_bytes())
+        ok = self.take()[-1]
+        self.assertEqual(ok.status_code, 200)
+        self.receive(invite_bytes(method="CANCEL", body=b""))
+        [response] = self.take()
+        self.assertEqual((response.status_code, response.cseq[1]), (200, "CANCEL"))
+        self.assertEqual(response.remote_tag, ok.remote_tag)
+        self.assertEqual(self.core.dialog_count, 1)
+        self.assertEqual(self.callee.hangups, 0)

@@ -677,7 +677,9 @@ class Dialog:
             raise ValueError("Dialog.dial() needs a protocol: Dialog(sip=protocol)")
         if self.state is not DialogState.INIT:
             raise RuntimeError("a Dialog places at most one call")
-        target = str(target)
+        # RFC 3261 §19.1.4 / §25.1: the URI goes out as given, not in SipURI's canonical
+        # string (escaped "+", explicit default port, which would defeat RFC 3263 SRV).
+        target = target.wire if isinstance(target, SipURI) else str(target)
         if not target.lower().startswith(("sip:", "sips:", "tel:")):
             raise InvalidURI(f"not a SIP, SIPS or tel URI: {target[:80]!r}")
         self._srtp = self._srtp_policy(target, explicit=True)
