@@ -455,6 +455,7 @@ class Registration:
         self.granted_expires = granted
         self.state = RegistrationState.REGISTERED
         self._apply_flow_timer(protocol, response)
+        self._tell_keepalive_outbound(protocol, response)
         delay = refresh_delay(granted)
         self._timer = self.clock.callLater(delay, self._refresh)
         if first:
@@ -569,6 +570,14 @@ class Registration:
         keepalive = getattr(protocol, "keepalive", None)
         if keepalive is not None:
             keepalive.set_interval(value)
+
+    def _tell_keepalive_outbound(self, protocol: Any, response: Response) -> None:
+        """RFC 5626 §4.2.1: only a 2xx with ``Require: outbound`` promises CRLF pongs; the
+        keepalive fails the flow on a missing pong only then (or once the flow answered)."""
+        tags = {tag.strip().lower() for tag in response.headers.getlist("Require")}
+        hook = getattr(getattr(protocol, "keepalive", None), "registrar_outbound", None)
+        if hook is not None:
+            hook("outbound" in tags)
 
     def _fail_waiters(self, error: RegistrationFailed) -> None:
         waiters, self._waiters = self._waiters, []
