@@ -76,3 +76,35 @@ class SilentRegistrarTests(InteropTestCase):
         self.assertEqual(len(Answering.calls), 1)
         self.assertIs(protocol.service.registration.protocol, protocol)
         await self.assertNothingLeft(protocol)
+
+
+class ChallengedByeTests(InteropTestCase):
+    """Kamailio answering an in-dialog BYE from a configured user with 407."""
+
+    kamailio_options = {"challenge_bye": True}
+
+    async def test_challenged_bye_reaches_the_callee(self) -> None:
+        """RFC 3261 §8.1.3.5 / §22.2: we call bob (SIPp UAS) through Kamailio, hang up, and
+        Kamailio challenges our BYE for its realm (the registrar's): we send it again with
+        Proxy-Authorization and a new CSeq, Kamailio relays it, SIPp receives it and
+        answers 200, and the call is over on both sides."""
+        protocol = await self.register()
+        uas = self.sipp("uas", service="bob", timeout=30).start()
+        register = self.sipp(
+            "register",
+            self.kamailio.address("udp"),
+            service="bob",
+            auth=("bob", self.kamailio.users["bob"]),
+            keys={"contact_host": "127.0.0.1", "contact_port": uas.local_port, "expires": 60},
+            timeout=10,
+        ).start()
+        self.assertSippOk(await self.finish(register, 15))
+        host, port = self.kamailio.address("tls")
+        dialog = Dialog(sip=protocol)
+        await dialog.dial(f"sip:bob@{host}:{port}", session_class=Session)
+        await dialog.bye()
+        self.assertSippOk(await self.finish(uas, 15))
+        self.assertIn("BYE challenged", self.kamailio.log)
+        self.assertIn("BYE authenticated", self.kamailio.log)
+        self.assertEqual(dialog.state.value, "terminated")
+        await self.assertNothingLeft(protocol)

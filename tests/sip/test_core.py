@@ -567,3 +567,114 @@ class InteropMustTests(CoreTestCase):
         self.assertEqual(response.remote_tag, ok.remote_tag)
         self.assertEqual(self.core.dialog_count, 1)
         self.assertEqual(self.callee.hangups, 0)
+
+
+class InDialogChallengeTests(CoreTestCase):
+    """Issue 10 item 4: 401/407 to an in-dialog request (RFC 3261 §8.1.3.5, §22.2)."""
+
+    CHALLENGE = 'Digest realm="carrier.example", nonce="n1", qop="auth", algorithm=MD5'
+
+    def setUp(self) -> None:
+        super().setUp()
+        from voiptwisted.sip.digest import Credentials
+
+        self.core.credentials = Credentials("bob", "secret", realms=["carrier.example"])
+
+    def established(self) -> Dialog:
+        dialog = Dialog(sip=self.core)
+        dialog.dial("sip:alice@example.com", session_class=FakeSession)
+        [invite] = self.take()
+        self.core.receive(parse(respond_to(invite, 200, body=AVP_OFFER)), PEER)
+        self.take()  # the ACK
+        return dialog
+
+    def challenge(self, request: Request, code: int = 407, realm: str = "carrier.example"
+                  ) -> None:
+        header = "Proxy-Authenticate" if code == 407 else "WWW-Authenticate"
+        value = self.CHALLENGE.replace("carrier.example", realm)
+        self.core.receive(parse(respond_to(request, code, headers=[(header, value)])), PEER)
+
+    def test_challenged_bye_retried_once_with_credentials(self) -> None:
+        """RFC 3261 §22.2 / §8.1.3.5: a 407 to our BYE is answered once: the BYE again in the
+        same dialog (Call-ID, tags, Request-URI) with a higher CSeq and Proxy-Authorization
+        for the challenging realm; its 200 ends the call."""
+        dialog = self.established()
+        ended = dialog.bye()
+        [bye] = self.take()
+        self.challenge(bye)
+        [again] = self.take()
+        self.assertEqual(again.method, "BYE")
+        self.assertEqual(again.cseq[0], bye.cseq[0] + 1)
+        self.assertEqual(
+            (again.call_id, again.local_tag, again.remote_tag, again.uri),
+            (bye.call_id, bye.local_tag, bye.remote_tag, bye.uri),
+        )
+        self.assertNotEqual(again.branch, bye.branch)
+        self.assertIn('realm="carrier.example"', again.headers["Proxy-Authorization"])
+        self.assertNoResult(ended)
+        self.core.receive(parse(respond_to(again, 200)), PEER)
+        self.successResultOf(ended)
+        self.assertNothingLeft()
+
+    def test_401_uses_authorization(self) -> None:
+        """RFC 3261 §22.2: a 401 is answered with Authorization (a 407 with Proxy-...)."""
+        dialog = self.established()
+        dialog.bye()
+        [bye] = self.take()
+        self.challenge(bye, 401)
+        [again] = self.take()
+        self.assertIn("Authorization", again.headers)
+        self.assertNotIn("Proxy-Authorization", again.headers)
+
+    def test_second_challenge_fails_it(self) -> None:
+        """RFC 3261 §22.2: one retry only; a second challenge is final and the call ends."""
+        dialog = self.established()
+        ended = dialog.bye()
+        [bye] = self.take()
+        self.challenge(bye)
+        [again] = self.take()
+        self.challenge(again)
+        self.assertEqual(self.take(), [])
+        self.successResultOf(ended)
+        self.assertNothingLeft()
+
+    def test_other_realm_not_answered(self) -> None:
+        """Credentials belong to their realm (issue 14): a challenge for a realm the policy
+        does not allow gets no credentials and no retry."""
+        dialog = self.established()
+        ended = dialog.bye()
+        [bye] = self.take()
+        self.challenge(bye, realm="harvester.example")
+        self.assertEqual(self.take(), [])
+        self.successResultOf(ended)
+        self.assertNothingLeft()
+
+    def test_any_in_dialog_request(self) -> None:
+        """RFC 3261 §22.2 applies to every in-dialog request (re-INVITE, OPTIONS ...):
+        ``send_in_dialog`` retries it with its body and a new CSeq, firing with the final
+        response."""
+        dialog = self.established()
+        request = dialog._in_dialog_request("OPTIONS")
+        request.headers["Content-Type"] = "application/sdp"
+        request.body = b"v=0\r\n"
+        d = dialog.send_in_dialog(request)
+        [sent] = self.take()
+        self.challenge(sent, 401)
+        [again] = self.take()
+        self.assertEqual((again.method, again.body), ("OPTIONS", b"v=0\r\n"))
+        self.assertEqual(again.cseq, (sent.cseq[0] + 1, "OPTIONS"))
+        self.assertEqual(dialog.outbound_cseq, again.cseq[0])
+        self.core.receive(parse(respond_to(again, 200)), PEER)
+        self.assertEqual(self.successResultOf(d).status_code, 200)
+
+    def test_cancel_never_retried(self) -> None:
+        """RFC 3261 §22.1: CANCEL cannot be challenged: a 407 to it gets no retry."""
+        dialog = Dialog(sip=self.core)
+        d = dialog.dial("sip:alice@example.com", session_class=FakeSession)
+        [invite] = self.take()
+        self.core.receive(parse(respond_to(invite, 180)), PEER)
+        d.cancel()
+        [cancel] = self.take()
+        self.assertEqual(cancel.method, "CANCEL")
+        self.challenge(cancel)
+        self.assertEqual(self.take(), [])

@@ -1004,10 +1004,60 @@ class Dialog:
         def done(result: Response | Failure) -> None:
             if isinstance(result, Failure):
                 log.info("BYE for {call_id}: {f}", call_id=self.call_id, f=result.value)
+            elif result.status_code >= 300:
+                log.info("BYE for {call_id} answered {code} {phrase}", call_id=self.call_id,
+                         code=result.status_code, phrase=result.phrase)
             self._end()
             self._fire_bye_deferreds()
 
-        self.sip.send_request(request).addBoth(done)
+        self.send_in_dialog(request).addBoth(done)
+
+    def send_in_dialog(self, request: Request) -> Deferred[Response]:
+        """Send the in-dialog *request* (BYE, re-INVITE, OPTIONS ...); fire with its final
+        response.
+
+        A 401/407 is answered once (RFC 3261 §8.1.3.5, §22.2): the same request with a
+        new CSeq in this dialog and credentials for the challenging realm, if the UA's
+        ``Credentials`` answer that realm.  A second challenge, or a realm they refuse,
+        is the final response.  ACK and CANCEL are never retried (§22.1: they cannot be
+        challenged).
+        """
+        sip = self.sip
+        if sip is None:
+            raise RuntimeError("send_in_dialog needs a UA: Dialog(sip=...)")
+        deferred = sip.send_request(request)
+        if request.method in ("ACK", "CANCEL"):
+            return deferred
+        return deferred.addCallback(self._answer_in_dialog_challenge, request)
+
+    def _answer_in_dialog_challenge(
+        self, response: Response, request: Request
+    ) -> Response | Deferred[Response]:
+        from voiptwisted.sip.digest import DigestError
+
+        sip = self.sip
+        credentials = getattr(sip, "credentials", None)
+        if response.status_code not in (401, 407) or sip is None or credentials is None:
+            return response
+        try:
+            name, value = credentials.answer(response, request)
+        except DigestError as exc:
+            log.warn("call {call_id}: {method} challenged: {exc}", call_id=self.call_id,
+                     method=request.method, exc=exc)
+            return response
+        skip = {"via", "cseq", "authorization", "proxy-authorization"}
+        self.outbound_cseq += 1
+        retry = Request(
+            request.method,
+            request.uri,
+            [(n, v) for n, v in request.headers.items() if n.lower() not in skip],
+            body=request.body,
+        )
+        retry.headers["CSeq"] = f"{self.outbound_cseq} {request.method}"
+        retry.headers.add(name, value)
+        log.info("call {call_id}: {method} challenged ({code}), retrying with credentials",
+                 call_id=self.call_id, method=request.method, code=response.status_code)
+        return sip.send_request(retry)
 
     def when_ended(self) -> Deferred[None]:
         """A Deferred that fires with None once this dialog is TERMINATED.
