@@ -5,10 +5,13 @@ media, redirects.  Every peer is started and stopped by PID through ``tests.inte
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
-from tests.integration.support import KamailioCallTestCase, eventually
+from tests.integration.peers import G711A_PCAP, g711a_pcap_samples, xcorr_peak
+from tests.integration.support import KamailioCallTestCase, eventually, recording
+from voiptwisted.apps import dialog_for_app
 from voiptwisted.media.session import Session
 from voiptwisted.sip.dialog import Dialog
 
@@ -26,6 +29,97 @@ class Answering(Dialog):
 
     def hangup_received(self) -> None:
         type(self).hangups.append(self)
+
+
+#: A UAS behind the proxy with early media (RFC 3960): 183 Session Progress with SDP (PCMA),
+#: the capture *pcap* played as early audio, *pause_ms* later 200 with the same SDP, then
+#: the ACK and the caller's BYE.  Nothing is played after the 200.
+UAS_EARLY_MEDIA = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="uas_early_media">
+  <recv request="INVITE" crlf="true"/>
+
+  <send>
+    <![CDATA[
+
+      SIP/2.0 183 Session Progress
+      [last_Via:]
+      [last_Record-Route:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+      a=ptime:20
+
+    ]]>
+  </send>
+
+  <nop>
+    <action>
+      <exec play_pcap_audio="{pcap}"/>
+    </action>
+  </nop>
+
+  <pause milliseconds="{pause_ms}"/>
+
+  <send retrans="500">
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_Record-Route:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+      a=ptime:20
+
+    ]]>
+  </send>
+
+  <recv request="ACK" crlf="true"/>
+
+  <recv request="BYE"/>
+
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <pause milliseconds="500"/>
+</scenario>
+"""
 
 
 class InteropTestCase(KamailioCallTestCase):
@@ -107,4 +201,51 @@ class ChallengedByeTests(InteropTestCase):
         self.assertIn("BYE challenged", self.kamailio.log)
         self.assertIn("BYE authenticated", self.kamailio.log)
         self.assertEqual(dialog.state.value, "terminated")
+        await self.assertNothingLeft(protocol)
+
+
+class EarlyMediaTests(InteropTestCase):
+    async def register_bob(self, uas: Any) -> None:
+        """Register SIPp *uas* as bob (over UDP at Kamailio) so our calls to bob reach it."""
+        register = self.sipp(
+            "register",
+            self.kamailio.address("udp"),
+            service="bob",
+            auth=("bob", self.kamailio.users["bob"]),
+            keys={"contact_host": "127.0.0.1", "contact_port": uas.local_port, "expires": 60},
+            timeout=10,
+        ).start()
+        self.assertSippOk(await self.finish(register, 15))
+
+    async def test_record_app_holds_the_early_audio(self) -> None:
+        """RFC 3261 §13.2.1 / RFC 3960: we call bob, a SIPp UAS that answers 183 with SDP
+        and plays a G.711 capture as early media, then 200 with the same SDP and no more
+        audio.  The media runs from the 183, so the ``record:`` app's WAV holds the capture
+        (cross-correlated), heard before the 200."""
+        directory = self.tmpdir()
+        record = dialog_for_app(f"record:{directory}")
+        protocol = await self.register(record)
+        pause_ms = 4000
+        scenario = os.path.join(self.tmpdir(), "uas_early_media.xml")
+        with open(scenario, "w") as handle:
+            handle.write(UAS_EARLY_MEDIA.format(pcap=G711A_PCAP, pause_ms=pause_ms))
+        uas = self.sipp(scenario, service="bob", timeout=40).start()
+        await self.register_bob(uas)
+        host, port = self.kamailio.address("tls")
+        progress: list[int] = []
+        dialog = record(sip=protocol)
+        dialog.progress_received = progress.append  # type: ignore[method-assign]
+        await dialog.dial(
+            f"sip:bob@{host}:{port}",
+            session_class=record.session_class,
+            **record.session_kwargs,
+        )
+        self.assertIn(183, progress)
+        await dialog.bye()
+        self.assertSippOk(await self.finish(uas, 20))
+        _digits, samples = await recording(directory)
+        far = samples[:, 0] if samples.ndim == 2 else samples
+        early = g711a_pcap_samples()[: 8000 * 2]
+        peak, lag = xcorr_peak(early, far)
+        self.assertGreater(peak, 0.9, (peak, lag))
         await self.assertNothingLeft(protocol)

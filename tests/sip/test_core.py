@@ -678,3 +678,90 @@ class InDialogChallengeTests(CoreTestCase):
         self.assertEqual(cancel.method, "CANCEL")
         self.challenge(cancel)
         self.assertEqual(self.take(), [])
+
+
+class ProgressDialog(Dialog):
+    """Records progress_received."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.progress: list[int] = []
+
+    def progress_received(self, status_code: int) -> None:
+        self.progress.append(status_code)
+
+
+class EarlyMediaTests(CoreTestCase):
+    """Issue 10 item 3: early media (RFC 3261 §13.2.1, RFC 3960)."""
+
+    EARLY = AVP_OFFER.replace(b"10000", b"30000")
+
+    def dialled(self) -> tuple[ProgressDialog, Any, Request]:
+        dialog = ProgressDialog(sip=self.core)
+        d = dialog.dial("sip:alice@example.com", session_class=FakeSession)
+        [invite] = self.take()
+        return dialog, d, invite
+
+    def provisional(self, invite: Request, code: int, body: bytes = b"") -> None:
+        headers = [("Content-Type", "application/sdp")] if body else None
+        self.core.receive(parse(respond_to(invite, code, body=body, headers=headers)), PEER)
+
+    def test_183_with_sdp_starts_media_before_the_200(self) -> None:
+        """RFC 3261 §13.2.1 / RFC 3960: a 183 with SDP starts the call's media with that
+        answer (the session hears the far end before the 200); the 200 with the same SDP
+        keeps the session running as it is and fires the dial."""
+        dialog, d, invite = self.dialled()
+        self.provisional(invite, 183, self.EARLY)
+        [media] = self.media.created
+        self.assertEqual(media.answer, self.EARLY)
+        self.assertEqual(dialog.session.started, 1)
+        self.assertEqual(dialog.progress, [183])
+        self.assertNoResult(d)
+        session = dialog.session
+        self.core.receive(parse(respond_to(invite, 200, body=self.EARLY)), PEER)
+        self.assertIs(self.successResultOf(d), dialog)
+        self.assertIs(dialog.session, session)
+        self.assertEqual(session.started, 1)
+
+    def test_different_sdp_in_200_updates_media(self) -> None:
+        """RFC 3261 §13.2.1: the 2xx carries the answer; a different SDP there replaces the
+        early one on the running media."""
+        dialog, d, invite = self.dialled()
+        self.provisional(invite, 183, self.EARLY)
+        final = self.EARLY.replace(b"30000", b"30002")
+        self.core.receive(parse(respond_to(invite, 200, body=final)), PEER)
+        self.successResultOf(d)
+        self.assertEqual(self.media.created[0].answer, final)
+        self.assertEqual(dialog.session.started, 1)
+
+    def test_180_without_sdp_only_reports_progress(self) -> None:
+        """A 180 without SDP starts nothing; ``progress_received(180)`` tells the app."""
+        dialog, d, invite = self.dialled()
+        self.provisional(invite, 180)
+        self.assertIsNone(dialog.session)
+        self.assertEqual(dialog.progress, [180])
+        self.core.receive(parse(respond_to(invite, 200, body=self.EARLY)), PEER)
+        self.successResultOf(d)
+        self.assertEqual(dialog.session.started, 1)
+
+    def test_unusable_early_sdp_ignored(self) -> None:
+        """An 18x SDP the media cannot use is ignored; the 200's answer starts the call."""
+        dialog, d, invite = self.dialled()
+        self.provisional(invite, 183, b"v=0\r\n")
+        self.assertIsNone(dialog.session)
+        self.core.receive(parse(respond_to(invite, 200, body=self.EARLY)), PEER)
+        self.successResultOf(d)
+        self.assertEqual(dialog.session.started, 1)
+
+    def test_early_media_stopped_when_the_call_fails(self) -> None:
+        """A call refused after early media (announcement, then 486) stops its media."""
+        dialog, d, invite = self.dialled()
+        self.provisional(invite, 183, self.EARLY)
+        self.core.receive(parse(respond_to(invite, 486)), PEER)
+        self.failureResultOf(d, CallFailed)
+        self.assertTrue(self.media.created[0].stopped)
+        self.assertEqual(dialog.session.stopped, 1)
+        self.assertEqual(self.core.dialog_count, 0)
+
+    def test_base_dialog_progress_hook_is_a_no_op(self) -> None:
+        self.assertIsNone(Dialog().progress_received(183))

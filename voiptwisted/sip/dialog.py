@@ -169,6 +169,8 @@ class Dialog:
         #: This call's SRTP policy ("required" whenever a sips: URI is involved).
         self._srtp: str | None = None
         self._ack: Request | None = None
+        #: The SDP of the 18x that started early media (RFC 3960), None without one.
+        self._early_sdp: bytes | None = None
         # either
         self._bye_deferreds: list[Deferred[None]] = []
         self._ended_deferreds: list[Deferred[None]] = []
@@ -221,6 +223,9 @@ class Dialog:
 
     def hangup_received(self) -> None:
         """Called when the remote party ends the call (BYE, or CANCEL before answer)."""
+
+    def progress_received(self, status_code: int) -> None:
+        """Called for each 101-199 response to our INVITE (see ``IDialog``); does nothing."""
 
     def deliver_call(self) -> None:
         """Hand this new inbound call to the application: :meth:`call_received`, guarded
@@ -741,12 +746,53 @@ class Dialog:
         tx.deferred.addCallbacks(self._final_response, self._dial_failed)
 
     def _provisional_received(self, response: Response) -> None:
-        """A 1xx: learn the remote tag (early dialog, §12.1.2); send a CANCEL that was waiting."""
-        if response.status_code > 100 and response.remote_tag and self.remote_tag is None:
+        """A 1xx: learn the remote tag (early dialog, §12.1.2); send a CANCEL that was waiting;
+        start early media from an 18x with SDP; tell the application (progress_received)."""
+        code = response.status_code
+        if code > 100 and response.remote_tag and self.remote_tag is None:
             self.remote_tag = response.remote_tag
         self._provisional_seen = True
         if self._cancel_requested and not self._cancel_sent:
             self._send_cancel()
+            return
+        if code > 100:
+            self._early_media(response)
+            if self.state is DialogState.EARLY:
+                self._call_app(self.progress_received, code)
+
+    def _early_media(self, response: Response) -> None:
+        """RFC 3261 §13.2.1 / RFC 3960: the first 18x with an SDP answer starts this call's
+        media with it, so the session hears ringback or announcements before the 200.
+
+        Later 18x (other forks included) leave it as it is; the 2xx decides in the end
+        (:meth:`_answered`).  An unusable early answer is logged and ignored.
+        """
+        content_type = (response.content_type or "").split(";")[0].strip().lower()
+        if (
+            self._early_sdp is not None
+            or not response.body
+            or content_type != "application/sdp"
+            or self.media is None
+            or self.session is not None
+        ):
+            return
+        assert self._session_class is not None
+        try:
+            self.media.accept_answer(response.body)
+        except Exception as exc:
+            log.info("call {call_id}: unusable SDP in {code}: {exc}", call_id=self.call_id,
+                     code=response.status_code, exc=exc)
+            return
+        self._early_sdp = response.body
+        log.info("call {call_id}: early media from {code}", call_id=self.call_id,
+                 code=response.status_code)
+        try:
+            self.session = self._session_class(dialog=self, **self._session_kwargs)
+            self.media.start(self.session)
+        except Exception:
+            log.failure("call {call_id}: session failed to start", call_id=self.call_id)
+            if self._dial_deferred is not None and not self._dial_deferred.called:
+                self._dial_deferred.cancel()
 
     def _cancel_dial(self, deferred: Deferred[Dialog]) -> None:
         """Deferred.cancel(): CANCEL now if a provisional arrived, else when the first one does."""
@@ -862,13 +908,23 @@ class Dialog:
             # The CANCEL crossed the 200 (§9.1): the call is up, so end it with BYE.
             self._send_bye()
             return
+        early = self._early_sdp is not None and self.session is not None
         try:
-            self.media.accept_answer(response.body)
+            if not early:
+                self.media.accept_answer(response.body)
+            elif response.body and response.body != self._early_sdp:
+                # §13.2.1: the 2xx carries the answer; a different one updates the media.
+                before = getattr(self.media, "negotiated", None)
+                self.media.accept_answer(response.body)
+                self._media_changed(before)
         except Exception as exc:
             code = getattr(exc, "status_code", 488)
             log.info("call {call_id}: unusable SDP answer: {exc}", call_id=self.call_id, exc=exc)
             self._send_bye()
             deferred.errback(CallFailed(code if isinstance(code, int) else 488))
+            return
+        if early:
+            deferred.callback(self)
             return
         failure = self._start_session()
         if failure is not None:
