@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from twisted.internet import task
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -678,6 +679,7 @@ class InDialogChallengeTests(CoreTestCase):
         self.assertEqual(cancel.method, "CANCEL")
         self.challenge(cancel)
         self.assertEqual(self.take(), [])
+        self.failureResultOf(d, CancelledError)
 
 
 class ProgressDialog(Dialog):
