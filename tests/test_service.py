@@ -451,6 +451,15 @@ class PlaceCallTests(ServiceTestCase):
         self.assertIsInstance(dialog, Play)
         self.assertEqual(Play.dialed, [("sip:bob@127.0.0.1", dict, {"path": "a.wav"})])
 
+    def test_no_redirects_option_reaches_the_dialog(self) -> None:
+        """``--no-redirects`` (config.follow_redirects False): the dialled dialog does not
+        follow 3xx (RFC 3261 §8.1.3.4); the default follows them."""
+        service = self.aor_service(dialog_class=DialingDialog, follow_redirects=False)
+        dialog = self.successResultOf(service.place_call("sip:bob@127.0.0.1"))
+        self.assertFalse(dialog.follow_redirects)
+        service = self.aor_service(dialog_class=DialingDialog)
+        self.assertTrue(self.successResultOf(service.place_call("sip:b@h")).follow_redirects)
+
     def test_place_call_needs_aor(self) -> None:
         self.failureResultOf(self.service().place_call("sip:bob@127.0.0.1"), RuntimeError)
 

@@ -94,6 +94,8 @@ class ServiceConfig:
     max_calls: int | None = None
     dialog_class: type | None = None
     dial: SipURI | None = None
+    #: Follow 3xx redirects of calls we place (RFC 3261 §8.1.3.4); ``--no-redirects``.
+    follow_redirects: bool = True
     listen: str | Sequence[str] | None = None
     trace_sip: bool = False
     state_dir: pathlib.Path = dataclasses.field(
@@ -634,6 +636,7 @@ class VoIPService(MultiService):
         def dial(protocol: Any) -> defer.Deferred[Any]:
             dialog = self.dialog_class(sip=protocol)
             self.dialed = dialog
+            dialog.follow_redirects = self.config.follow_redirects
             return dialog.dial(target, session_class=session_class, **session_kwargs)
 
         return self.client.registration.when_registered().addCallback(dial)

@@ -122,6 +122,32 @@ UAS_EARLY_MEDIA = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
+#: A UAS behind the proxy that redirects every INVITE (RFC 3261 §8.1.3.4, §21.3.3) to the
+#: Contact given as key ``redirect_to``, then takes the proxy's ACK.
+UAS_REDIRECT = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="uas_redirect">
+  <recv request="INVITE" crlf="true"/>
+
+  <send>
+    <![CDATA[
+
+      SIP/2.0 302 Moved Temporarily
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <[redirect_to]>;q=0.7
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <recv request="ACK"/>
+</scenario>
+"""
+
 class InteropTestCase(KamailioCallTestCase):
     timeout = 120
     tmp_prefix = "interop-"
@@ -248,4 +274,45 @@ class EarlyMediaTests(InteropTestCase):
         early = g711a_pcap_samples()[: 8000 * 2]
         peak, lag = xcorr_peak(early, far)
         self.assertGreater(peak, 0.9, (peak, lag))
+        await self.assertNothingLeft(protocol)
+
+
+class RedirectTests(InteropTestCase):
+    kamailio_users = {"alice": "secret", "bob": "secret", "carol": "secret"}
+
+    async def register_sipp(self, user: str, uas: Any) -> None:
+        """Register SIPp *uas* as *user* (over UDP at Kamailio)."""
+        register = self.sipp(
+            "register",
+            self.kamailio.address("udp"),
+            service=user,
+            auth=(user, self.kamailio.users[user]),
+            keys={"contact_host": "127.0.0.1", "contact_port": uas.local_port, "expires": 60},
+            timeout=10,
+        ).start()
+        self.assertSippOk(await self.finish(register, 15))
+
+    async def test_302_reaches_the_new_target(self) -> None:
+        """RFC 3261 §8.1.3.4: we call bob, a SIPp UAS that answers 302 with carol's AOR as
+        Contact; we send a new INVITE to carol (another SIPp UAS, through Kamailio), she
+        answers, and our BYE reaches her."""
+        protocol = await self.register()
+        host, port = self.kamailio.address("tls")
+        scenario = os.path.join(self.tmpdir(), "uas_redirect.xml")
+        with open(scenario, "w") as handle:
+            handle.write(UAS_REDIRECT)
+        redirector = self.sipp(
+            scenario, service="bob", keys={"redirect_to": f"sip:carol@{host}:{port}"},
+            timeout=30,
+        ).start()
+        carol = self.sipp("uas", service="carol", timeout=30).start()
+        await self.register_sipp("bob", redirector)
+        await self.register_sipp("carol", carol)
+        dialog = Dialog(sip=protocol)
+        await dialog.dial(f"sip:bob@{host}:{port}", session_class=Session)
+        self.assertEqual(dialog.invite_request.uri, f"sip:carol@{host}:{port}")
+        self.assertIn(f":{carol.local_port};", str(dialog.remote_contact))
+        await dialog.bye()
+        self.assertSippOk(await self.finish(redirector, 15))
+        self.assertSippOk(await self.finish(carol, 15))
         await self.assertNothingLeft(protocol)

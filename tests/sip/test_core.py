@@ -767,3 +767,110 @@ class EarlyMediaTests(CoreTestCase):
 
     def test_base_dialog_progress_hook_is_a_no_op(self) -> None:
         self.assertIsNone(Dialog().progress_received(183))
+
+
+class RedirectTests(CoreTestCase):
+    """Issue 10 item 5: 3xx redirects (RFC 3261 §8.1.3.4)."""
+
+    def dialled(self, **kwargs: Any) -> tuple[Dialog, Any, Request]:
+        dialog = Dialog(sip=self.core)
+        d = dialog.dial("sip:alice@example.com", session_class=FakeSession, **kwargs)
+        [invite] = self.take()
+        return dialog, d, invite
+
+    def redirect(self, request: Request, *contacts: str, code: int = 302) -> list[Any]:
+        headers = [("Contact", c) for c in contacts]
+        self.core.receive(parse(respond_to(request, code, headers=headers)), PEER)
+        return self.take()
+
+    def test_302_tries_contacts_in_q_order(self) -> None:
+        """RFC 3261 §8.1.3.4: the Contacts of a 3xx are tried in q order, each with a new
+        INVITE transaction (new branch, next CSeq, same Call-ID/From/To, the Contact as
+        Request-URI); the one that answers gets the call."""
+        dialog, d, invite = self.dialled()
+        sent = self.redirect(
+            invite,
+            "<sip:low@b.example>;q=0.1",
+            "<sip:high@c.example>;q=0.9",
+            "<sip:mid@d.example>",
+        )
+        ack, second = sent
+        self.assertEqual((ack.method, ack.cseq[0]), ("ACK", invite.cseq[0]))
+        self.assertEqual(second.method, "INVITE")
+        self.assertEqual(second.uri, "sip:mid@d.example")  # no q: 1.0
+        self.assertEqual(second.cseq[0], invite.cseq[0] + 1)
+        self.assertNotEqual(second.branch, invite.branch)
+        self.assertEqual(
+            (second.call_id, second.local_tag, second.headers["To"]),
+            (invite.call_id, invite.local_tag, invite.headers["To"]),
+        )
+        [_ack, third] = self.refuse(second, 480)
+        self.assertEqual(third.uri, "sip:high@c.example")
+        [_ack, fourth] = self.refuse(third, 404)
+        self.assertEqual(fourth.uri, "sip:low@b.example")
+        self.core.receive(parse(respond_to(fourth, 200, body=AVP_OFFER)), PEER)
+        self.assertIs(self.successResultOf(d), dialog)
+        self.assertEqual(dialog.remote_contact, "sip:bob@127.0.0.1:5088;transport=tls")
+
+    def refuse(self, request: Request, code: int) -> list[Any]:
+        self.core.receive(parse(respond_to(request, code)), PEER)
+        return self.take()
+
+    def test_last_status_when_none_answers(self) -> None:
+        """When every target fails, CallFailed carries the last final status."""
+        _dialog, d, invite = self.dialled()
+        [_ack, second] = self.redirect(invite, "<sip:b@b.example>")
+        [_ack] = self.refuse(second, 486)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 486)
+        self.assertNothingLeftButTimers()
+
+    def assertNothingLeftButTimers(self) -> None:
+        self.clock.advance(64 * T1)
+        self.assertNothingLeft()
+
+    def test_no_target_twice_and_at_most_five(self) -> None:
+        """A redirect loop cannot make us call without end: no target is tried twice and a
+        dial tries at most MAX_REDIRECT_TARGETS targets; the dial then fails with the 3xx."""
+        from voiptwisted.sip.dialog import MAX_REDIRECT_TARGETS
+
+        _dialog, d, invite = self.dialled()
+        uris = []
+        request = invite
+        for n in range(10):
+            sent = self.redirect(request, "<sip:alice@example.com>", f"<sip:t{n}@x.example>")
+            if len(sent) == 1:
+                break
+            request = sent[1]
+            uris.append(request.uri)
+        self.assertEqual(uris, [f"sip:t{n}@x.example" for n in range(MAX_REDIRECT_TARGETS - 1)])
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 302)
+
+    def test_follow_redirects_false(self) -> None:
+        """``dial(..., follow_redirects=False)``: a 3xx fails the dial with that status."""
+        _dialog, d, invite = self.dialled(follow_redirects=False)
+        [_ack] = self.redirect(invite, "<sip:b@b.example>")
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 302)
+
+    def test_class_option_turns_it_off(self) -> None:
+        """``Dialog.follow_redirects = False`` (the ``--no-redirects`` option) does the same."""
+        no_redirects = type("NoRedirects", (Dialog,), {"follow_redirects": False})
+        d = no_redirects(sip=self.core).dial("sip:alice@example.com", session_class=FakeSession)
+        [invite] = self.take()
+        [_ack] = self.redirect(invite, "<sip:b@b.example>")
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 302)
+
+    def test_sips_never_redirected_to_sip(self) -> None:
+        """A sips: call is not downgraded: sip: Contacts of its 3xx are skipped."""
+        self.core.media_config = CONFIG
+        dialog = Dialog(sip=self.core)
+        d = dialog.dial("sips:alice@example.com", session_class=FakeSession)
+        [invite] = self.take()
+        sent = self.redirect(invite, "<sip:plain@b.example>", "<sips:safe@c.example>")
+        self.assertEqual(sent[-1].uri, "sips:safe@c.example")
+        [_ack] = self.refuse(sent[-1], 404)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 404)
+
+    def test_no_usable_contact_fails_with_the_3xx(self) -> None:
+        _dialog, d, invite = self.dialled()
+        [_ack] = self.redirect(invite, "<tel:+4930123456>", code=301)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 301)

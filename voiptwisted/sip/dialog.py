@@ -53,6 +53,21 @@ log = Logger()
 #: Responses that may mean "your SRTP offer is not acceptable" (issue 5: retry with RTP/AVP).
 _SRTP_REFUSALS = frozenset({415, 488, 606})
 
+#: Targets one dial tries at most, the dialled one included (RFC 3261 §8.1.3.4 leaves the
+#: bound to the UAC; a redirect server controls the Contacts, so it must not make us call
+#: without end).
+MAX_REDIRECT_TARGETS = 5
+
+
+def _q_value(contact: NameAddr) -> float:
+    """A Contact's ``q`` (RFC 3261 §20.10), 1.0 when absent or malformed."""
+    value = contact.params.get("q")
+    try:
+        q = float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+    return q if 0.0 <= q <= 1.0 else 1.0
+
 
 class CallFailed(Exception):
     """An outbound call ended with a final non-2xx status (or timed out: 408).
@@ -109,6 +124,9 @@ class Dialog:
     orphan_timeout: float = 180.0
     #: Seconds an inbound call may ring unanswered (without a shorter INVITE Expires).
     ring_timeout: float = 300.0
+    #: Whether ``dial`` follows 3xx redirects (RFC 3261 §8.1.3.4); ``dial(...,
+    #: follow_redirects=False)`` turns it off for one call.
+    follow_redirects: bool = True
 
     def __init__(
         self,
@@ -171,6 +189,10 @@ class Dialog:
         self._ack: Request | None = None
         #: The SDP of the 18x that started early media (RFC 3960), None without one.
         self._early_sdp: bytes | None = None
+        # redirects (§8.1.3.4): targets tried (canonical form), targets still to try
+        self._follow = True
+        self._tried: set[str] = set()
+        self._redirect_queue: list[str] = []
         # either
         self._bye_deferreds: list[Deferred[None]] = []
         self._ended_deferreds: list[Deferred[None]] = []
@@ -666,7 +688,14 @@ class Dialog:
 
     # -- outbound (UAC) ------------------------------------------------------------------
 
-    def dial(self, target: str, *, session_class: type, **session_kwargs: Any) -> Deferred[Dialog]:
+    def dial(
+        self,
+        target: str,
+        *,
+        session_class: type,
+        follow_redirects: bool | None = None,
+        **session_kwargs: Any,
+    ) -> Deferred[Dialog]:
         """Place a call to *target*; the Deferred fires with this dialog once answered.
 
         Sends INVITE with our SDP offer (RFC 3261 §13.2.1), answers a 401/407
@@ -676,6 +705,14 @@ class Dialog:
         starts ``session_class(dialog=self, **session_kwargs)``.  Fails with
         :class:`CallFailed`.  Cancelling the Deferred before the answer sends
         CANCEL (§9.1) once a provisional response has arrived.
+
+        A 3xx is followed (RFC 3261 §8.1.3.4): its Contacts are tried in ``q`` order,
+        each with a new INVITE transaction (same Call-ID, From and To, next CSeq, the
+        Contact as Request-URI), at most ``MAX_REDIRECT_TARGETS`` targets per dial (the
+        dialled one included), none twice,
+        never from ``sips:`` down to ``sip:``; ``CallFailed`` then carries the last final
+        status.  *follow_redirects* (default: the class's ``follow_redirects``) False
+        makes a 3xx fail the dial at once.
         """
         sip = self.sip
         if sip is None:
@@ -693,6 +730,8 @@ class Dialog:
         self.local_party = CallerID(f"<{sip.aor.aor}>;tag={self.local_tag}")
         self.remote_party = CallerID(f"<{target}>")
         self._target = target
+        self._follow = self.follow_redirects if follow_redirects is None else follow_redirects
+        self._tried = {self._target_key(target)}
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
         self._dial_deferred = Deferred(canceller=self._cancel_dial)
@@ -847,7 +886,69 @@ class Dialog:
                 self._offer_ready, self._offer_failed, callbackKeywords={"new_cseq": True}
             )
             return
+        # A 3xx adds targets; any other failure but 6xx (global, §21.6) moves to the next one.
+        redirected = 300 <= code < 400 or (self._redirect_queue and code < 600)
+        if not cancelled and redirected and self._follow and self._redirect(response):
+            return
         self._dial_failed(Failure(CallFailed(code, response.phrase)))
+
+    @staticmethod
+    def _target_key(uri: str) -> str:
+        """The form two targets compare in (RFC 3261 §19.1.4 canonical string, else as is)."""
+        try:
+            return str(SipURI.parse(uri))
+        except (InvalidURI, ValueError):
+            return uri
+
+    def _redirect(self, response: Response) -> bool:
+        """Try the next redirect target (RFC 3261 §8.1.3.4) after *response*, adding those of
+        a 3xx first; False when there is none left or the dial has tried enough."""
+        contacts: list[NameAddr] = []
+        if response.status_code < 400:
+            try:
+                contacts = sorted(response.contact, key=_q_value, reverse=True)
+            except SIPParseError as exc:
+                log.info("call {call_id}: unusable Contact in {code}: {exc}",
+                         call_id=self.call_id, code=response.status_code, exc=exc)
+        secure = self._target[:5].lower() == "sips:"
+        fresh: list[str] = []
+        queued = {self._target_key(uri) for uri in self._redirect_queue}
+        for contact in contacts:
+            uri = contact.uri
+            scheme = uri[:5].lower()
+            if not scheme.startswith(("sip:", "sips:")) or (secure and scheme != "sips:"):
+                continue
+            key = self._target_key(uri)
+            if key in self._tried or key in queued:
+                continue
+            queued.add(key)
+            fresh.append(uri)
+        # depth first: the latest redirect's targets before those still queued
+        self._redirect_queue[:0] = fresh
+        if not self._redirect_queue or len(self._tried) >= MAX_REDIRECT_TARGETS:
+            return False
+        target = self._redirect_queue.pop(0)
+        self._tried.add(self._target_key(target))
+        log.info(
+            "call {call_id}: {code} {phrase}, trying {target}",
+            call_id=self.call_id, code=response.status_code, phrase=response.phrase,
+            target=target[:120],
+        )
+        self._target = target
+        self.remote_tag = None
+        self._auth_tried = False
+        if self._early_sdp is not None:
+            # the redirecting party's early media is not this target's
+            self._early_sdp = None
+            self.session = None
+            self._stop_media()
+            self._new_media(None).addCallbacks(
+                self._offer_ready, self._offer_failed, callbackKeywords={"new_cseq": True}
+            )
+            return True
+        self.outbound_cseq += 1
+        self._send_invite()
+        return True
 
     def _srtp_policy(self, uri: Any, *, explicit: bool) -> str:
         """SRTP policy of this call: the config's, "required" with a sips: URI (ours or
