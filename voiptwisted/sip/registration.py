@@ -36,6 +36,7 @@ from voiptwisted.sip.digest import Challenge, Credentials, DigestError
 from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.message import Request, Response
 from voiptwisted.sip.status import SIPStatus
+from voiptwisted.sip.transaction import TransactionTimeout
 from voiptwisted.sip.uri import SipURI
 
 __all__ = [
@@ -161,6 +162,9 @@ class Registration:
         self._waiters: list[Deferred[Any]] = []
         self._stopped = False
         self._moved_flow: Any = None
+        #: Set by the service: ``failover(protocol, retry_after) -> bool`` moves to the next
+        #: RFC 3263 server (closing *protocol*) when there is one (RFC 3263 §4.3, issue 10).
+        self.failover: Callable[[Any, float | None], bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Registration {self.aor.aor} {self.state.value}>"
@@ -395,6 +399,8 @@ class Registration:
         code = response.status_code
         if 200 <= code < 300:
             self._success(protocol, response, contact)
+        elif code in (408, 503) and self._fail_over(protocol, response):
+            return
         elif 500 <= code < 600 and code != 501:
             self._transient(protocol, f"{code} {_phrase(response)}", _retry_after(response))
         else:
@@ -414,6 +420,11 @@ class Registration:
         self._pending = None
         if getattr(protocol, "transport", None) is None:
             self._flow_died(protocol, failure)
+            if self.failover is not None and not failure.check(*_TLS_FAILURES):
+                # RFC 3263 §4.3: a transport failure moves the next flow to the next server.
+                self.failover(protocol, None)
+            return
+        if failure.check(TransactionTimeout) and self._fail_over(protocol, None):
             return
         if failure.check(RegistrationFailed):
             self._refused(protocol, failure.value, None)
@@ -483,6 +494,23 @@ class Registration:
         self._moved_flow = protocol
         self.log.info("Contact moved to {contact}; re-registering", contact=current)
         self._register(RegistrationState.REFRESHING, retire=contact)
+
+    def _fail_over(self, protocol: Any, response: Response | None) -> bool:
+        """503, 408 or a timeout from this server (RFC 3263 §4.3): let the service move to
+        the next server, skipping this one for its Retry-After; True if it did."""
+        if self.failover is None:
+            return False
+        retry_after = _retry_after(response) if response is not None else None
+        what = f"{response.status_code} {_phrase(response)}" if response else "no answer"
+        if not self.failover(protocol, retry_after):
+            return False
+        self.state = RegistrationState.BACKING_OFF
+        self.log.warn(
+            "registration with {peer} failed: {what}; trying the next server",
+            peer=_peer(protocol, self.aor),
+            what=what,
+        )
+        return True
 
     def _refresh(self) -> None:
         self._timer = None
