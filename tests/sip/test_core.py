@@ -874,3 +874,13 @@ class RedirectTests(CoreTestCase):
         _dialog, d, invite = self.dialled()
         [_ack] = self.redirect(invite, "<tel:+4930123456>", code=301)
         self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 301)
+
+    def test_503_retry_after_reaches_call_failed(self) -> None:
+        """RFC 3261 §21.5.4 / §20.33: CallFailed carries a 503's Retry-After, so the service
+        can keep that server out of its list (RFC 3263 §4.3)."""
+        _dialog, d, invite = self.dialled()
+        self.core.receive(
+            parse(respond_to(invite, 503, headers=[("Retry-After", "120 (maintenance)")])), PEER
+        )
+        failed = self.failureResultOf(d, CallFailed).value
+        self.assertEqual((failed.status_code, failed.retry_after), (503, 120.0))

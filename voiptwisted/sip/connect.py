@@ -583,10 +583,11 @@ class SIPClientService(Service):
         )
         self._stopping: Deferred[Any] | None = None
         if getattr(registration, "failover", False) is None:
-            registration.failover = self._failover
+            registration.failover = self.fail_over
 
-    def _failover(self, protocol: Any, retry_after: float | None) -> bool:
-        """Move to the next RFC 3263 server after a 503/408/transport failure (§4.3).
+    def fail_over(self, protocol: Any, retry_after: float | None = None) -> bool:
+        """Move to the next RFC 3263 server after a 503/408/transport failure (§4.3);
+        True when the flow is being moved (the registration then registers the next one).
 
         A flow still carrying calls stays (dropping it would cut them); otherwise it is
         closed and the reconnecting client opens the next flow to the next target.

@@ -59,6 +59,14 @@ _SRTP_REFUSALS = frozenset({415, 488, 606})
 MAX_REDIRECT_TARGETS = 5
 
 
+def _retry_after_seconds(value: str | None) -> float | None:
+    """The delta-seconds of a Retry-After value (RFC 3261 §20.33), None if absent or bad."""
+    if value is None:
+        return None
+    text = value.split(";", 1)[0].split("(", 1)[0].strip()
+    return float(text) if text.isdigit() and len(text) <= 10 else None
+
+
 def _q_value(contact: NameAddr) -> float:
     """A Contact's ``q`` (RFC 3261 §20.10), 1.0 when absent or malformed."""
     value = contact.params.get("q")
@@ -72,12 +80,16 @@ def _q_value(contact: NameAddr) -> float:
 class CallFailed(Exception):
     """An outbound call ended with a final non-2xx status (or timed out: 408).
 
-    ``str()`` is the status line, e.g. ``"486 Busy Here"``.
+    ``str()`` is the status line, e.g. ``"486 Busy Here"``.  ``retry_after`` is the
+    response's Retry-After in seconds (RFC 3261 §20.33), None without one.
     """
 
-    def __init__(self, status_code: int, phrase: str | None = None) -> None:
+    def __init__(
+        self, status_code: int, phrase: str | None = None, *, retry_after: float | None = None
+    ) -> None:
         self.status_code = int(status_code)
         self.phrase = phrase or SIPStatus.phrase_for(self.status_code)
+        self.retry_after = retry_after
         super().__init__(f"{self.status_code} {self.phrase}")
 
     def __str__(self) -> str:
@@ -890,7 +902,8 @@ class Dialog:
         redirected = 300 <= code < 400 or (self._redirect_queue and code < 600)
         if not cancelled and redirected and self._follow and self._redirect(response):
             return
-        self._dial_failed(Failure(CallFailed(code, response.phrase)))
+        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+        self._dial_failed(Failure(CallFailed(code, response.phrase, retry_after=retry_after)))
 
     @staticmethod
     def _target_key(uri: str) -> str:
