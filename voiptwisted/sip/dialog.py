@@ -936,8 +936,12 @@ class Dialog:
                 continue
             queued.add(key)
             fresh.append(uri)
-        # depth first: the latest redirect's targets before those still queued
+            if len(fresh) >= MAX_REDIRECT_TARGETS:
+                break
+        # depth first: the latest redirect's targets before those still queued; no more
+        # kept than could ever be tried
         self._redirect_queue[:0] = fresh
+        del self._redirect_queue[MAX_REDIRECT_TARGETS:]
         if not self._redirect_queue or len(self._tried) >= MAX_REDIRECT_TARGETS:
             return False
         target = self._redirect_queue.pop(0)
