@@ -884,3 +884,10 @@ class RedirectTests(CoreTestCase):
         )
         failed = self.failureResultOf(d, CallFailed).value
         self.assertEqual((failed.status_code, failed.retry_after), (503, 120.0))
+
+    def test_6xx_ends_the_redirects(self) -> None:
+        """RFC 3261 §21.6: a 6xx is a global failure: queued redirect targets are not tried."""
+        _dialog, d, invite = self.dialled()
+        [_ack, second] = self.redirect(invite, "<sip:b@b.example>", "<sip:c@c.example>;q=0.5")
+        [_ack] = self.refuse(second, 603)
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 603)
