@@ -451,6 +451,78 @@ class PlaceCallTests(ServiceTestCase):
         self.assertIsInstance(dialog, Play)
         self.assertEqual(Play.dialed, [("sip:bob@127.0.0.1", dict, {"path": "a.wav"})])
 
+    def test_no_redirects_option_reaches_the_dialog(self) -> None:
+        """``--no-redirects`` (config.follow_redirects False): the dialled dialog does not
+        follow 3xx (RFC 3261 §8.1.3.4); the default follows them."""
+        service = self.aor_service(dialog_class=DialingDialog, follow_redirects=False)
+        dialog = self.successResultOf(service.place_call("sip:bob@127.0.0.1"))
+        self.assertFalse(dialog.follow_redirects)
+        service = self.aor_service(dialog_class=DialingDialog)
+        self.assertTrue(self.successResultOf(service.place_call("sip:b@h")).follow_redirects)
+
+    def failing_over(self, outcomes: list[Any], can_move: bool = True) -> tuple[Any, list]:
+        """A service whose dials fail with *outcomes* in turn (then succeed), recording the
+        fail_over calls of its client; the registration re-registers at once.  The outcome
+        ``"early 503"`` is a 503 after the callee's 18x made an early dialog."""
+
+        class Flaky(DialingDialog):
+            def dial(self, target: str, session_class: type, **kwargs: Any) -> Any:
+                type(self).outcome = outcomes.pop(0) if outcomes else None
+                if self.outcome == "early 503":
+                    self.remote_tag = "early"
+                    type(self).outcome = CallFailed(503)
+                return super().dial(target, session_class, **kwargs)
+
+        moved: list[tuple[Any, Any]] = []
+
+        class Registration(FakeRegistration):
+            def connection_lost(self, protocol: Any) -> None:
+                pass
+
+        service = self.service(
+            aor=SipURI.parse("sip:alice@127.0.0.1:5061"), dialog_class=Flaky
+        )
+        service.client.registration = Registration("flow")
+        service.client.endpoint.target_count = 3
+
+        def fail_over(protocol: Any, retry_after: Any = None) -> bool:
+            moved.append((protocol, retry_after))
+            return can_move
+
+        service.client.fail_over = fail_over
+        return service, moved
+
+    def test_server_failure_moves_the_call_to_the_next_server(self) -> None:
+        """RFC 3263 §4.3: a 503 (with its Retry-After) or 408 from our server to the INVITE
+        moves the flow to the next server and the call is placed again there."""
+        service, moved = self.failing_over(
+            [CallFailed(503, retry_after=120), CallFailed(408)]
+        )
+        dialog = self.successResultOf(service.place_call("sip:bob@127.0.0.1"))
+        self.assertEqual(dialog.state, DialogState.CONFIRMED)
+        self.assertEqual(moved, [("flow", 120), ("flow", None)])
+
+    def test_far_end_failures_do_not_move(self) -> None:
+        """A 486, or a 503 once the callee's early dialog exists, is the callee's answer."""
+        service, moved = self.failing_over([CallFailed(486)])
+        failure = self.failureResultOf(service.place_call("sip:bob@127.0.0.1"), CallFailed)
+        self.assertEqual(failure.value.status_code, 486)
+        service, moved = self.failing_over(["early 503"])
+        self.failureResultOf(service.place_call("sip:bob@127.0.0.1"), CallFailed)
+        self.assertEqual(moved, [])
+
+    def test_moves_bounded_by_the_targets(self) -> None:
+        """At most one move per other server: the last 503 fails the call."""
+        service, moved = self.failing_over([CallFailed(503)] * 5)
+        failure = self.failureResultOf(service.place_call("sip:bob@127.0.0.1"), CallFailed)
+        self.assertEqual(failure.value.status_code, 503)
+        self.assertEqual(len(moved), 2)
+
+    def test_single_server_fails_the_call(self) -> None:
+        service, moved = self.failing_over([CallFailed(503)], can_move=False)
+        self.failureResultOf(service.place_call("sip:bob@127.0.0.1"), CallFailed)
+        self.assertEqual(len(moved), 1)
+
     def test_place_call_needs_aor(self) -> None:
         self.failureResultOf(self.service().place_call("sip:bob@127.0.0.1"), RuntimeError)
 

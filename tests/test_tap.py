@@ -96,6 +96,7 @@ class OptionsTests(unittest.SynchronousTestCase):
             "--app", "reject",
             "--listen", "tcp:5060",
             "--trace-sip",
+            "--no-redirects",
             "--no-verify-tls",
             "--dial", "sip:bob@example.com",
         )  # fmt: skip
@@ -107,6 +108,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.dialog_class.__name__, "RejectDialog")
         self.assertEqual(config.listen, ("tcp:5060",))
         self.assertTrue(config.trace_sip)
+        self.assertFalse(config.follow_redirects)
         self.assertFalse(config.verify_tls)
         self.assertEqual(config.dial.user, "bob")
         self.assertIsNone(config.dns_server)

@@ -76,6 +76,15 @@ class IDialog(Interface):
         Media is already stopped when this runs; use it for application teardown.
         """
 
+    def progress_received(status_code: int) -> None:
+        """Called for each provisional response (101-199) to a call we placed (``dial``).
+
+        *status_code* is e.g. 180 (ringing) or 183 (session progress).  When the
+        first 18x carries SDP, the call's media already runs with it (early media,
+        RFC 3261 §13.2.1, RFC 3960): ``session`` hears ringback or announcements
+        before the answer.  Optional; the base class does nothing.
+        """
+
 
 class ISession(Interface):
     """The media of one call: decoded audio and DTMF in, audio and DTMF out.

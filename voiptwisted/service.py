@@ -27,6 +27,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -94,6 +95,8 @@ class ServiceConfig:
     max_calls: int | None = None
     dialog_class: type | None = None
     dial: SipURI | None = None
+    #: Follow 3xx redirects of calls we place (RFC 3261 §8.1.3.4); ``--no-redirects``.
+    follow_redirects: bool = True
     listen: str | Sequence[str] | None = None
     trace_sip: bool = False
     state_dir: pathlib.Path = dataclasses.field(
@@ -622,6 +625,11 @@ class VoIPService(MultiService):
         ``session_class`` (the ``--app``'s) or ``EchoSession``.  Fails with ``CallFailed``
         carrying the final status when the call is not answered, or with
         ``RegistrationFailed`` when the registrar refuses us.
+
+        RFC 3263 §4.3: when our server fails the INVITE itself (503, 408 or the flow
+        dying before any early dialog), the flow moves to the next server of the
+        registrar's DNS list, registers there and the call is placed again; a 503's
+        Retry-After keeps that server out of the list until it has passed.
         """
         if self.client is None:
             return defer.fail(RuntimeError("place_call needs a registered AOR (config.aor)"))
@@ -631,12 +639,37 @@ class VoIPService(MultiService):
             session_class = getattr(self.dialog_class, "session_class", EchoSession)
             session_kwargs = {**getattr(self.dialog_class, "session_kwargs", {}), **session_kwargs}
 
+        client = self.client
+        moves = [max(1, getattr(client.endpoint, "target_count", 1) - 1)]
+
         def dial(protocol: Any) -> defer.Deferred[Any]:
             dialog = self.dialog_class(sip=protocol)
             self.dialed = dialog
-            return dialog.dial(str(target), session_class=session_class, **session_kwargs)
+            dialog.follow_redirects = self.config.follow_redirects
+            d = dialog.dial(target, session_class=session_class, **session_kwargs)
+            return d.addErrback(server_failed, protocol, dialog)
 
-        return self.client.registration.when_registered().addCallback(dial)
+        def server_failed(failure: Any, protocol: Any, dialog: Any) -> Any:
+            from voiptwisted.apps import shown_party
+            from voiptwisted.sip.dialog import CallFailed
+
+            ours = failure.check(ConnectionDone, ConnectionLost) or (
+                failure.check(CallFailed) and failure.value.status_code in (408, 503)
+            )
+            if not ours or dialog.remote_tag is not None or moves[0] <= 0:
+                return failure
+            if not client.fail_over(protocol, getattr(failure.value, "retry_after", None)):
+                return failure
+            moves[0] -= 1
+            log.warn(
+                "call to {target}: {why} from the server; moving to the next one",
+                target=shown_party(str(target), full=self.config.trace_sip),
+                why=failure.getErrorMessage(),
+            )
+            client.registration.connection_lost(protocol)
+            return client.registration.when_registered().addCallback(dial)
+
+        return client.registration.when_registered().addCallback(dial)
 
     def _dial(self) -> None:
         from voiptwisted.apps import shown_party

@@ -131,6 +131,11 @@ class Options(usage.Options):
             "Answer qop-less MD5 digest challenges (RFC 2069; easy to crack; refused by default).",
         ],
         ["trace-sip", None, "Log every SIP message (credentials and SRTP keys redacted)."],
+        [
+            "no-redirects",
+            None,
+            "Fail a --dial call on a 3xx instead of trying its Contacts (RFC 3261 §8.1.3.4).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -251,6 +256,7 @@ class Options(usage.Options):
             dial=dial,
             listen=tuple(self["listen"]) or None,
             trace_sip=bool(self["trace-sip"]),
+            follow_redirects=not self["no-redirects"],
             state_dir=pathlib.Path(self["state-dir"])
             if self["state-dir"]
             else default_state_dir(),

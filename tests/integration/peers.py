@@ -325,6 +325,9 @@ class Kamailio:
     connection gets requests on that connection (nathelper ``fix_nated_register`` +
     ``set_forward_no_connect``; usrloc ``handle_lost_tcp`` drops the binding when it dies).
     ``shm_mb`` is its shared memory (``-m``): the tests' 64 MB runs short near 400 calls/s.
+    ``crlf_ping=False`` makes it ignore CRLF keepalive pings (``tcp_crlf_ping=no``, a
+    registrar without RFC 5626 outbound); ``challenge_bye=True`` answers an in-dialog BYE
+    from a configured user without credentials with 407 (RFC 3261 §22.3).
     """
 
     def __init__(
@@ -346,6 +349,8 @@ class Kamailio:
         debug: int = 2,
         pki: PKI | None = None,
         shm_mb: int = 64,
+        crlf_ping: bool = True,
+        challenge_bye: bool = False,
     ):
         if algorithm not in ("MD5", "SHA-256"):
             raise ValueError("Kamailio 5.6 supports algorithm MD5 or SHA-256")
@@ -381,6 +386,8 @@ class Kamailio:
             auth_invite=auth_invite,
             invite_timeout=invite_timeout,
             debug=debug,
+            crlf_ping=crlf_ping,
+            challenge_bye=challenge_bye,
         )
         self._proc: ManagedProcess | None = None
         self._started_once = False
@@ -406,6 +413,20 @@ class Kamailio:
             )
         else:
             invite_auth = "\treturn;"
+        bye_auth = ""
+        if o["challenge_bye"]:
+            # RFC 3261 §22.3: an in-dialog BYE from a configured user must carry credentials
+            # for our realm (407, like carriers that challenge BYE to stop toll fraud).
+            bye_auth = (
+                '\t\tif (is_method("BYE") && $sht(users=>$fU) != $null) {\n'
+                "\t\t\t$var(pw) = $sht(users=>$au);\n"
+                f'\t\t\tif (!pv_proxy_authenticate("{self.realm}", "$var(pw)", "0")) {{\n'
+                '\t\t\t\txlog("L_INFO", "BYE challenged\\n");\n'
+                f'\t\t\t\tproxy_challenge("{self.realm}", "{flags}");\n'
+                "\t\t\t\texit;\n\t\t\t}\n"
+                '\t\t\txlog("L_INFO", "BYE authenticated\\n");\n'
+                "\t\t\tconsume_credentials();\n\t\t}"
+            )
         values = {
             "DEBUG": str(o["debug"]),
             "TLS_PORT": str(self.tls_port),
@@ -428,6 +449,8 @@ class Kamailio:
             "CHALLENGE_FLAGS": str(flags),
             "CHALLENGE_FLAGS_STALE": str(flags | 16),
             "INVITE_AUTH": invite_auth,
+            "BYE_AUTH": bye_auth,
+            "TCP_CRLF_PING": "yes" if o["crlf_ping"] else "no",
         }
         text = KAMAILIO_TEMPLATE.read_text()
         for key, value in values.items():

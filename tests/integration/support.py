@@ -95,6 +95,8 @@ class KamailioCallTestCase(TestCase):
     tmp_prefix = "integration-"
     #: Kamailio's users and passwords (None: its default alice and bob).
     kamailio_users: dict[str, str] | None = None
+    #: More ``Kamailio`` keyword arguments (``crlf_ping=False``, ``challenge_bye=True`` ...).
+    kamailio_options: dict[str, Any] = {}
 
     def tmpdir(self) -> str:
         """A fresh directory, removed when the test ends."""
@@ -103,17 +105,20 @@ class KamailioCallTestCase(TestCase):
         return path
 
     def setUp(self) -> None:
-        self.kamailio = Kamailio(self.tmpdir(), users=self.kamailio_users)
+        self.kamailio = Kamailio(
+            self.tmpdir(), users=self.kamailio_users, **self.kamailio_options
+        )
         self.addCleanup(self.kamailio.cleanup)
         self.kamailio.start()
 
     async def register_us(
         self, dialog_class: type = Dialog, *, port_range: tuple[int, int], srtp: str = "off",
-        timeout: float = 20,
+        timeout: float = 20, **options: Any,
     ) -> Any:
         """Register ``alice`` over TLS (RFC 5626 flow) and return the connected protocol.
 
-        Calls to alice reach *dialog_class*; media uses *port_range* and *srtp* policy.
+        Calls to alice reach *dialog_class*; media uses *port_range* and *srtp* policy;
+        *options* go to ``run`` (``keepalive=`` ...).
         The service is stopped when the test ends.
         """
         host, port = self.kamailio.address("tls")
@@ -124,6 +129,7 @@ class KamailioCallTestCase(TestCase):
             reactor=reactor,
             dialog_class=dialog_class,
             media_config=MediaConfig(port_range=port_range, srtp=srtp, reactor=reactor),
+            **options,
         ).addTimeout(timeout, reactor)
         self.addCleanup(protocol.service.stopService)
         self.assertTrue(protocol.is_secure)

@@ -610,3 +610,100 @@ class SipsMediaPolicyTests(SynchronousTestCase):
         build_client(aor, reactor=task.Clock(), keepalive=None, media_config=MediaConfig())
         build_client(aor, reactor=task.Clock(), keepalive=None,
                      media_config=MediaConfig(srtp="required"))
+
+
+class CoreLikeProtocol(HookProtocol):
+    """Loses its flow the way SessionInitiationProtocol does: transport gone, pending
+    requests failed (by the core), then the hooks told."""
+
+    def connectionLost(self, reason=None) -> None:
+        self.transport = None
+        for _request, d in self.sent:
+            if not d.called:
+                d.errback(Failure(ConnectionDone()))
+        super().connectionLost(reason)
+
+
+class FailoverTests(SynchronousTestCase):
+    """Issue 10 item 6: a failing server moves the flow to the next RFC 3263 target."""
+
+    TARGETS = [("192.0.2.1", 5061), ("192.0.2.2", 5061)]
+
+    def make(self, targets=None, protocol_class=HookProtocol):
+        clock = task.Clock()
+        aor = SipURI.parse("sips:alice@example.com")
+        endpoint = client_endpoint(
+            clock, aor, resolver=lambda uri: list(targets or self.TARGETS)
+        )
+        attempts = with_fake_targets(endpoint)
+        registration = Registration(aor, password="pw", clock=clock, instance_id=INSTANCE)
+        service = SIPClientService(clock, endpoint, protocol_class, registration, None)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, clock, attempts
+
+    def reconnect(self, service, clock):
+        clock.advance(61)
+        return service.registration.protocol
+
+    def test_503_moves_to_the_next_target(self) -> None:
+        """RFC 3263 §4.3: a 503 to REGISTER closes the flow and the next one goes to the next
+        target, where we register; without Retry-After the first server is only demoted for
+        that one connect."""
+        service, clock, attempts = self.make()
+        first = service.registration.protocol
+        answer(first, 503)
+        self.assertTrue(first.transport.disconnecting)
+        second = self.reconnect(service, clock)
+        self.assertIsNot(second, first)
+        self.assertEqual(attempts, self.TARGETS)
+        answer(second, 200)
+        self.assertTrue(service.registration.registered)
+        second.transport.outermost.connectionLost(Failure(ConnectionDone()))
+        self.reconnect(service, clock)
+        self.assertEqual(attempts[-1], self.TARGETS[0])
+
+    def test_408_moves_to_the_next_target(self) -> None:
+        """RFC 3263 §4.3: 408 (the server did not answer in time) is a server failure too."""
+        service, clock, attempts = self.make()
+        answer(service.registration.protocol, 408)
+        self.reconnect(service, clock)
+        self.assertEqual(attempts, self.TARGETS)
+
+    def test_transport_failure_moves_to_the_next_target(self) -> None:
+        """RFC 3263 §4.3: the flow dying under our REGISTER sends the next flow elsewhere."""
+        service, clock, attempts = self.make(protocol_class=CoreLikeProtocol)
+        first = service.registration.protocol
+        first.transport.outermost.connectionLost(Failure(ConnectionDone()))
+        self.reconnect(service, clock)
+        self.assertEqual(attempts, self.TARGETS)
+
+    def test_retry_after_target_skipped_until_it_expires(self) -> None:
+        """RFC 3261 §21.5.4 / RFC 3263 §4.3: a 503 with Retry-After keeps that server out of
+        the target list until the time has passed; then it is first again."""
+        service, clock, attempts = self.make()
+        answer(service.registration.protocol, 503, ("Retry-After", "300"))
+        for _ in range(3):
+            protocol = self.reconnect(service, clock)
+            protocol.transport.outermost.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(attempts, [self.TARGETS[0]] + [self.TARGETS[1]] * 3)
+        clock.advance(300)
+        self.assertEqual(attempts[-1], self.TARGETS[0])
+
+    def test_single_target_keeps_its_flow(self) -> None:
+        """With one server there is nowhere to move: a 503 is retried on the same flow."""
+        service, clock, attempts = self.make(targets=[("192.0.2.1", 5061)])
+        first = service.registration.protocol
+        answer(first, 503)
+        self.assertFalse(first.transport.disconnecting)
+        clock.advance(5)
+        self.assertEqual(len(first.sent), 2)
+        self.assertEqual(attempts, [("192.0.2.1", 5061)])
+
+    def test_flow_with_calls_kept(self) -> None:
+        """A flow still carrying calls is not dropped to fail over (it would cut them)."""
+        service, _clock, _attempts = self.make()
+        first = service.registration.protocol
+        first.dialog_count = 1
+        answer(first, 503)
+        self.assertFalse(first.transport.disconnecting)

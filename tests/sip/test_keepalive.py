@@ -27,13 +27,15 @@ class FakeProtocol:
         self.transport = AbortableTransport()
 
 
-def make(interval: float = 30.0, jitter: float = 1.0):
+def make(interval: float = 30.0, jitter: float = 1.0, outbound: bool = True):
+    """A keepalive on a fresh flow; *outbound*: the registrar's 2xx said Require: outbound."""
     clock = task.Clock()
     protocol = FakeProtocol()
     events: list[dict] = []
     keepalive = FlowKeepalive(clock=clock, interval=interval, jitter=lambda: jitter)
     keepalive.log = Logger(observer=events.append)
     keepalive.connection_made(protocol)
+    keepalive.registrar_outbound(outbound)
     return keepalive, protocol, clock, events
 
 
@@ -81,8 +83,9 @@ class KeepaliveTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(protocol.transport.aborted, 1)
         text = [formatEvent(e) for e in events]
-        self.assertEqual(len(text), 1)
-        self.assertIn("no keepalive pong within 10 s", text[0])
+        self.assertEqual(len(text), 2)
+        self.assertIn("no pong within 10 s ends the flow (registrar signalled outbound", text[0])
+        self.assertIn("no keepalive pong within 10 s", text[1])
         self.assertFalse(keepalive.running)
         clock.advance(300)
         self.assertEqual(protocol.transport.value(), PING)
@@ -134,3 +137,48 @@ class KeepaliveTests(SynchronousTestCase):
 
     def test_invalid_interval(self) -> None:
         self.assertRaises(ValueError, FlowKeepalive, clock=task.Clock(), interval=0)
+
+
+class RegistrarModeTests(SynchronousTestCase):
+    """Issue 10 item 2: a missing pong fails a flow only where one is owed."""
+
+    def test_registrar_without_outbound_flow_stays_up(self) -> None:
+        """RFC 5626 §4.2.1 / §4.4.1: without ``Require: outbound`` in the REGISTER 2xx a UA
+        may not expect a pong: pings keep going every interval, nothing is aborted, and the
+        mode is logged once."""
+        keepalive, protocol, clock, events = make(interval=30, outbound=False)
+        for _ in range(5):
+            clock.advance(30)
+        self.assertEqual(protocol.transport.value(), PING * 5)
+        self.assertEqual(protocol.transport.aborted, 0)
+        self.assertFalse(keepalive.awaiting_pong)
+        self.assertFalse(keepalive.pong_required)
+        text = [formatEvent(e) for e in events]
+        self.assertEqual(len(text), 1)
+        self.assertIn("no pong expected (registrar without outbound, RFC 5626 §4.2.1)", text[0])
+
+    def test_flow_that_answered_owes_pongs(self) -> None:
+        """RFC 5626 §4.4.1: once this flow answered a ping, a later missing pong is a flow
+        failure even without outbound at the registrar; the change is logged once."""
+        keepalive, protocol, clock, events = make(interval=30, outbound=False)
+        clock.advance(30)
+        keepalive.pong_received()
+        self.assertTrue(keepalive.pong_required)
+        clock.advance(30)
+        self.assertTrue(keepalive.awaiting_pong)
+        clock.advance(10)
+        self.assertEqual(protocol.transport.aborted, 1)
+        text = [formatEvent(e) for e in events]
+        self.assertIn("(flow answered a ping, RFC 5626 §4.4.1)", text[1])
+        self.assertEqual(len(text), 3)
+
+    def test_mode_belongs_to_the_flow(self) -> None:
+        """A new flow starts without a pong owed until its own registrar 2xx or pong says so."""
+        keepalive, _protocol, clock, _ = make(interval=30, outbound=True)
+        second = FakeProtocol()
+        keepalive.connection_made(second)
+        self.assertFalse(keepalive.pong_required)
+        clock.advance(30)
+        clock.advance(10)
+        self.assertEqual(second.transport.aborted, 0)
+        self.assertEqual(clock.getDelayedCalls()[0].getTime(), 60)

@@ -40,9 +40,13 @@ class FakeTransport:
 class FakeKeepalive:
     def __init__(self) -> None:
         self.intervals: list[float] = []
+        self.outbound: list[bool] = []
 
     def set_interval(self, seconds: float) -> None:
         self.intervals.append(seconds)
+
+    def registrar_outbound(self, supported: bool) -> None:
+        self.outbound.append(supported)
 
 
 class FakeProtocol:
@@ -596,6 +600,16 @@ class ExpiryTests(SynchronousTestCase):
         protocol.answer(200, ("Flow-Timer", "25"))
         self.assertEqual(protocol.keepalive.intervals, [25])
         self.assertEqual(registration.flow_timer, 25)
+
+    def test_require_outbound_tells_the_keepalive(self) -> None:
+        """RFC 5626 §4.2.1: the keepalive learns from each 2xx whether the registrar
+        signalled outbound (``Require: outbound``); only then is a pong owed."""
+        registration, protocol, clock, _ = make_registration()
+        registration.connection_made(protocol)
+        protocol.answer(200, ("Require", "path, Outbound"))
+        clock.advance(registration.granted_expires)
+        protocol.answer(200)
+        self.assertEqual(protocol.keepalive.outbound, [True, False])
 
     def test_public_address_from_via(self) -> None:
         """RFC 3581 §4: received/rport of the top Via give our public address."""

@@ -167,6 +167,24 @@ class SipURIParseTests(SynchronousTestCase):
             self.assertEqual(clone.headers, {"x": "y"})
 
 
+class WireFormTests(SynchronousTestCase):
+    """``SipURI.wire``: the URI as the user gave it, for Request-URI and To (issue 10)."""
+
+    def test_plus_unescaped_and_no_port_added(self) -> None:
+        """RFC 3261 §25.1: ``+`` is legal unescaped in the user part; RFC 3263 §4.2: an
+        added port would turn off SRV resolution, so only a given port is written."""
+        uri = SipURI.parse("sip:+4930123456@carrier.example")
+        self.assertEqual(uri.wire, "sip:+4930123456@carrier.example")
+        self.assertTrue(uri.equivalent(uri.wire))
+
+    def test_given_port_parameters_and_headers_kept(self) -> None:
+        uri = SipURI.parse("sips:+1@[::1]:5070;transport=tcp?subject=a%20b")
+        self.assertEqual(uri.wire, "sips:+1@[::1]:5070;transport=tcp?subject=a%20b")
+
+    def test_no_password(self) -> None:
+        self.assertEqual(SipURI.parse("sip:a:secret@h;lr").wire, "sip:a@h;lr")
+
+
 class EquivalenceTests(SynchronousTestCase):
     """RFC 3261 §19.1.4 URI comparison, with the RFC's own examples."""
 

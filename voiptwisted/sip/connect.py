@@ -245,6 +245,12 @@ class SIPClientEndpoint:
         self.ca_file = ca_file
         self.timeout = timeout
         self.tls_failure_observers: list[Callable[[TLSVerificationFailed], None]] = []
+        #: The target the latest connect reached, and how many the resolver gave.
+        self.current: tuple[str, int] | None = None
+        self.target_count = 0
+        # RFC 3263 §4.3 failover: targets to try last once, and until when to skip others.
+        self._demoted: set[tuple[str, int]] = set()
+        self._skip_until: dict[tuple[str, int], float] = {}
 
     @property
     def is_tls(self) -> bool:
@@ -277,7 +283,7 @@ class SIPClientEndpoint:
         d = maybeDeferred(self.resolver, self.aor)
 
         def attempt(targets: Sequence[tuple[str, int]]) -> Deferred[IProtocol]:
-            remaining = list(targets)[:16]
+            remaining = self._order(list(targets)[:16])
             if not remaining:
                 raise ValueError(f"resolver returned no address for {self.aor.aor}")
 
@@ -294,6 +300,7 @@ class SIPClientEndpoint:
                         port=port,
                     )
                 self.tried.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+                self.current = (host, port)
                 attempt_d = self.target_endpoint(host, port).connect(factory)
                 return attempt_d.addErrback(next_target)
 
@@ -302,6 +309,30 @@ class SIPClientEndpoint:
         d.addCallback(attempt)
         d.addCallback(lambda proxy: proxy.wrapped)
         return d
+
+    def _order(self, targets: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """*targets* in RFC 3263 order, those a server failure demoted last, those in their
+        Retry-After left out (all of them, if nothing else is left)."""
+        now = self.reactor.seconds()
+        self._skip_until = {t: end for t, end in self._skip_until.items() if end > now}
+        self.target_count = len(targets)
+        usable = [t for t in targets if t not in self._skip_until] or targets
+        demoted, self._demoted = self._demoted, set()
+        return [t for t in usable if t not in demoted] + [t for t in usable if t in demoted]
+
+    def fail_current(self, retry_after: float | None = None) -> bool:
+        """The server of the current flow failed (503, 408, no answer, transport failure):
+        the next connect starts at the next target, and with *retry_after* this one is
+        skipped until then (RFC 3263 §4.3, RFC 3261 §21.5.4).  True when there is another
+        target to move to."""
+        current = self.current
+        if current is None or self.target_count < 2:
+            return False
+        if retry_after:
+            self._skip_until[current] = self.reactor.seconds() + retry_after
+        else:
+            self._demoted.add(current)
+        return True
 
     def report(self, transport: Any, reason: Failure) -> None:
         """Log one line for a certificate failure on ``transport`` and tell the observers."""
@@ -553,6 +584,25 @@ class SIPClientService(Service):
             endpoint, self.factory, clock=reactor, policy=self._retry_delay
         )
         self._stopping: Deferred[Any] | None = None
+        if getattr(registration, "failover", False) is None:
+            registration.failover = self.fail_over
+
+    def fail_over(self, protocol: Any, retry_after: float | None = None) -> bool:
+        """Move to the next RFC 3263 server after a 503/408/transport failure (§4.3);
+        True when the flow is being moved (the registration then registers the next one).
+
+        A flow still carrying calls stays (dropping it would cut them); otherwise it is
+        closed and the reconnecting client opens the next flow to the next target.
+        """
+        if getattr(protocol, "dialog_count", 0):
+            return False
+        fail_current = getattr(self.endpoint, "fail_current", None)
+        if fail_current is None or not fail_current(retry_after):
+            return False
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            transport.loseConnection()
+        return True
 
     def _retry_delay(self, attempt: int) -> float:
         """Back off across flows that connected but never registered.

@@ -25,6 +25,7 @@ for new inbound calls, where *agent* is the IUserAgent dialogs are handed
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +41,7 @@ from voiptwisted import __version__
 from voiptwisted.interfaces import IUserAgent
 from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.digest import Credentials
-from voiptwisted.sip.headers import SIPParseError
+from voiptwisted.sip.headers import SIPParseError, find_tag
 from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.status import SIPMethod
 from voiptwisted.sip.transaction import (
@@ -105,10 +106,44 @@ def minimal_response(data: bytes, status_code: int) -> Response | None:
             found.append((key, value.strip(" \t")))
     if {name for name, _ in found} != {"Via", "From", "To", "Call-ID", "CSeq"}:
         return None
+    found = [
+        (name, _with_to_tag(value) if name == "To" else value) for name, value in found
+    ]
     try:
         return Response(status_code, None, found)
     except ValueError:
         return None
+
+
+def _with_to_tag(value: str) -> str:
+    """*value* (a raw To value) with a new ``tag`` unless it has one (RFC 3261 §8.2.6.2)."""
+    if find_tag(value) is not None:
+        return value
+    return f"{value};tag={new_tag()}"
+
+
+def new_tag() -> str:
+    """A fresh To tag for a response that creates no dialog (RFC 3261 §19.3: random)."""
+    return secrets.token_hex(8)
+
+
+def _source_host_port(source: Any) -> tuple[str, int] | None:
+    """``(host, port)`` of an adapter's *source*: an ``IAddress`` or a ``(host, port)`` pair."""
+    if isinstance(source, tuple) and len(source) >= 2:
+        host, port = source[0], source[1]
+    else:
+        host, port = getattr(source, "host", None), getattr(source, "port", None)
+    if isinstance(host, str) and isinstance(port, int):
+        return host, port
+    return None
+
+
+def _same_ip(sent_by: str, source: str) -> bool:
+    """Whether the Via sent-by host is an IP address equal to the source's (§18.2.1)."""
+    try:
+        return ipaddress.ip_address(sent_by.strip("[]")) == ipaddress.ip_address(source)
+    except ValueError:
+        return False
 
 
 #: What the core hands out: ``send(message, destination)``; see the module docstring.
@@ -417,9 +452,27 @@ class UserAgentCore:
         self.send_message(response, source)
         return True
 
+    @staticmethod
+    def reply(
+        request: Request,
+        status_code: int,
+        phrase: str | None = None,
+        *,
+        headers: Any = None,
+        to_tag: str | None = None,
+    ) -> Response:
+        """A response the core gives itself: with a To tag unless it is 100 (RFC 3261 §8.2.6.2:
+        the UAS MUST add one to every other response when the request's To has none).
+
+        *to_tag* is the dialog's tag when the request belongs to one, else a new tag.
+        """
+        if status_code != 100 and to_tag is None:
+            to_tag = new_tag()
+        return Response.from_request(request, status_code, phrase, headers=headers, to_tag=to_tag)
+
     def options_response(self, request: Request) -> Response:
         """200 to OPTIONS with our capabilities (RFC 3261 §11.2)."""
-        return Response.from_request(
+        return self.reply(
             request,
             200,
             headers=[
@@ -431,7 +484,7 @@ class UserAgentCore:
 
     def method_not_allowed_response(self, request: Request) -> Response:
         """405 with Allow (RFC 3261 §8.2.1)."""
-        return Response.from_request(request, 405, headers=[("Allow", self.allow_header)])
+        return self.reply(request, 405, headers=[("Allow", self.allow_header)])
 
     def request_received(self, request: Request, source: Any = None) -> None:
         """Route a request: transaction retransmission, ACK, CANCEL, new call or in-dialog."""
@@ -439,6 +492,7 @@ class UserAgentCore:
         if method == "ACK":
             self._ack_received(request)
             return
+        self._stamp_via(request, source)
         existing = self.transactions.match_request(request)
         if existing is not None:
             existing.request_received(request)
@@ -450,9 +504,7 @@ class UserAgentCore:
                     log.debug("INVITE retransmission for an answered call dropped")
                 else:
                     # RFC 3261 §8.2.2.2: the same request arriving by another path.
-                    self._server_transaction(request, source).respond(
-                        Response.from_request(request, 482)
-                    )
+                    self._server_transaction(request, source).respond(self.reply(request, 482))
                 return
         tx = self._server_transaction(request, source)
         if isinstance(tx, ServerInviteTransaction):
@@ -468,6 +520,34 @@ class UserAgentCore:
                         call_id=request.call_id)
             self._fail_transaction(tx, 500)
 
+    @staticmethod
+    def _stamp_via(request: Request, source: Any) -> None:
+        """Add ``received`` (and fill in a requested ``rport``) to the top Via, so our
+        responses find the way back (RFC 3261 §18.2.1, RFC 3581 §4).
+
+        ``received`` goes in when the sent-by host is a name or an address other than
+        the source's, and always when ``rport`` was asked for; other Via values stay
+        exactly as they came.
+        """
+        where = _source_host_port(source)
+        if where is None:
+            return
+        host, port = where
+        via = request.top_via
+        wants_rport = via.rport is True
+        if not wants_rport and _same_ip(via.host, host):
+            return
+        via.params["received"] = host.strip("[]")
+        if wants_rport:
+            via.params["rport"] = str(port)
+        headers = request.headers
+        lines = headers.getlist("Via")
+        headers["Via"] = str(via)
+        for line in lines[1:]:
+            headers.add("Via", line)
+        # re-assigning drops accessors cached before (the top Via object is reused)
+        request.headers = headers
+
     def _fail_transaction(self, tx: ServerTransaction, code: int, phrase: str | None = None
                           ) -> None:
         """Answer *tx* with an error unless it already has a final response; never leave it."""
@@ -475,8 +555,9 @@ class UserAgentCore:
             return
         if phrase is not None:
             phrase = " ".join(phrase.split())[:80] or None
+        tu = getattr(tx, "tu", None)
         try:
-            tx.respond(Response.from_request(tx.request, code, phrase))
+            tx.respond(self.reply(tx.request, code, phrase, to_tag=getattr(tu, "local_tag", None)))
         except Exception:
             log.failure("cannot answer {code}", code=code)
         if (
@@ -504,16 +585,24 @@ class UserAgentCore:
         ]
         if unsupported:
             # RFC 3261 §8.2.2.3: 420 listing what we do not support.
-            tx.respond(
-                Response.from_request(
-                    request, 420, headers=[("Unsupported", ", ".join(unsupported))]
-                )
-            )
+            tx.respond(self.reply(request, 420, headers=[("Unsupported", ", ".join(unsupported))]))
+            return
+        encodings = [
+            coding
+            for coding in request.headers.getlist("Content-Encoding")
+            if coding.strip().lower() != "identity"
+        ]
+        if encodings and request.body:
+            # RFC 3261 §8.2.3: a body in a content coding we cannot decode gets 415 listing
+            # the ones we accept; it never reaches the application.
+            log.info("415 to {method}: Content-Encoding {codings}", method=method,
+                     codings=", ".join(encodings)[:80])
+            tx.respond(self.reply(request, 415, headers=[("Accept-Encoding", "identity")]))
             return
         if request.remote_tag is not None:
             dialog = self.find_dialog(request.call_id, request.remote_tag, request.local_tag)
             if dialog is None:
-                tx.respond(Response.from_request(request, 481))
+                tx.respond(self.reply(request, 481))
                 return
             dialog.request_received(request, tx)
             return
@@ -522,7 +611,7 @@ class UserAgentCore:
         elif method == "OPTIONS":
             tx.respond(self.options_response(request))
         else:
-            tx.respond(Response.from_request(request, 481))
+            tx.respond(self.reply(request, 481))
 
     def _server_transaction(self, request: Request, source: Any = None) -> ServerTransaction:
         cls = ServerInviteTransaction if request.method == "INVITE" else ServerNonInviteTransaction
@@ -552,17 +641,15 @@ class UserAgentCore:
         """A new inbound INVITE (RFC 3261 §13.3): 100 Trying, then the dialog class decides."""
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         if request.body and content_type != "application/sdp":
-            tx.respond(
-                Response.from_request(request, 415, headers=[("Accept", "application/sdp")])
-            )
+            tx.respond(self.reply(request, 415, headers=[("Accept", "application/sdp")]))
             return
         if self.max_calls is not None and len(self._dialogs) >= self.max_calls:
             log.info("486 to INVITE: max_calls={n} reached", n=self.max_calls)
-            tx.respond(Response.from_request(request, 486))
+            tx.respond(self.reply(request, 486))
             return
         if len(self._dialogs) >= self.dialog_limit:
             log.warn("503 to INVITE: {n} calls on this flow", n=len(self._dialogs))
-            tx.respond(Response.from_request(request, 503, headers=[("Retry-After", "30")]))
+            tx.respond(self.reply(request, 503, headers=[("Retry-After", "30")]))
             return
         expires = request.expires
         dialog = self.dialog_class.from_request(request, sip=self.agent)
@@ -589,21 +676,35 @@ class UserAgentCore:
         branch, _ = server_key(cancel)
         invite_tx = self.transactions.find_server(branch, "INVITE")
         if invite_tx is None:
-            tx.respond(Response.from_request(cancel, 481))
+            answered = self._inbound.get((cancel.call_id, cancel.local_tag or ""))
+            invite = answered.invite_request if answered is not None else None
+            if answered is not None and invite is not None and invite.branch == cancel.branch:
+                # RFC 6026 §7.1: the CANCEL crossed our 2xx; it matched the INVITE, which is
+                # already answered, so it gets 200 and changes nothing (RFC 3261 §9.2).
+                tx.respond(self.reply(cancel, 200, to_tag=answered.local_tag))
+                return
+            tx.respond(self.reply(cancel, 481))
             return
         dialog = getattr(invite_tx, "tu", None)
         to_tag = dialog.local_tag if dialog is not None else None
-        tx.respond(Response.from_request(cancel, 200, to_tag=to_tag))
+        tx.respond(self.reply(cancel, 200, to_tag=to_tag))
         if dialog is not None:
             dialog.cancel_received(cancel)
         elif not invite_tx.final_sent:
-            invite_tx.respond(Response.from_request(invite_tx.request, 487))
+            invite_tx.respond(self.reply(invite_tx.request, 487, to_tag=to_tag))
 
     # -- inbound responses -----------------------------------------------------------------
 
     def response_received(self, response: Response) -> None:
         """Hand a response to its client transaction (§17.1.3) or, for a 2xx retransmission
-        of an INVITE, to its dialog (§13.2.2.4); anything else is logged and dropped."""
+        of an INVITE, to its dialog (§13.2.2.4); anything else is logged and dropped.
+
+        A response with more than one Via was meant for someone upstream of us and is
+        dropped (RFC 3261 §8.1.3.3)."""
+        if len(response.via) > 1:
+            log.info("response with {n} Via values dropped (RFC 3261 §8.1.3.3)",
+                     n=len(response.via))
+            return
         self._learn_public_address(response)
         tx = self.transactions.match_response(response)
         if tx is not None:

@@ -54,16 +54,43 @@ log = Logger()
 #: Responses that may mean "your SRTP offer is not acceptable" (issue 5: retry with RTP/AVP).
 _SRTP_REFUSALS = frozenset({415, 488, 606})
 
+#: Targets one dial tries at most, the dialled one included (RFC 3261 §8.1.3.4 leaves the
+#: bound to the UAC; a redirect server controls the Contacts, so it must not make us call
+#: without end).
+MAX_REDIRECT_TARGETS = 5
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """The delta-seconds of a Retry-After value (RFC 3261 §20.33), None if absent or bad."""
+    if value is None:
+        return None
+    text = value.split(";", 1)[0].split("(", 1)[0].strip()
+    return float(text) if text.isdigit() and len(text) <= 10 else None
+
+
+def _q_value(contact: NameAddr) -> float:
+    """A Contact's ``q`` (RFC 3261 §20.10), 1.0 when absent or malformed."""
+    value = contact.params.get("q")
+    try:
+        q = float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+    return q if 0.0 <= q <= 1.0 else 1.0
+
 
 class CallFailed(Exception):
     """An outbound call ended with a final non-2xx status (or timed out: 408).
 
-    ``str()`` is the status line, e.g. ``"486 Busy Here"``.
+    ``str()`` is the status line, e.g. ``"486 Busy Here"``.  ``retry_after`` is the
+    response's Retry-After in seconds (RFC 3261 §20.33), None without one.
     """
 
-    def __init__(self, status_code: int, phrase: str | None = None) -> None:
+    def __init__(
+        self, status_code: int, phrase: str | None = None, *, retry_after: float | None = None
+    ) -> None:
         self.status_code = int(status_code)
         self.phrase = phrase or SIPStatus.phrase_for(self.status_code)
+        self.retry_after = retry_after
         super().__init__(f"{self.status_code} {self.phrase}")
 
     def __str__(self) -> str:
@@ -122,6 +149,9 @@ class Dialog:
     ring_timeout: float = 300.0
     #: Glare retries (491) of one target refresh before it is given up (§14.1).
     refresh_retries: int = 5
+    #: Whether ``dial`` follows 3xx redirects (RFC 3261 §8.1.3.4); ``dial(...,
+    #: follow_redirects=False)`` turns it off for one call.
+    follow_redirects: bool = True
 
     def __init__(
         self,
@@ -182,6 +212,12 @@ class Dialog:
         #: This call's SRTP policy ("required" whenever a sips: URI is involved).
         self._srtp: str | None = None
         self._ack: Request | None = None
+        #: The SDP of the 18x that started early media (RFC 3960), None without one.
+        self._early_sdp: bytes | None = None
+        # redirects (§8.1.3.4): targets tried (canonical form), targets still to try
+        self._follow = True
+        self._tried: set[str] = set()
+        self._redirect_queue: list[str] = []
         # either
         self._bye_deferreds: list[Deferred[None]] = []
         self._ended_deferreds: list[Deferred[None]] = []
@@ -243,6 +279,9 @@ class Dialog:
 
     def hangup_received(self) -> None:
         """Called when the remote party ends the call (BYE, or CANCEL before answer)."""
+
+    def progress_received(self, status_code: int) -> None:
+        """Called for each 101-199 response to our INVITE (see ``IDialog``); does nothing."""
 
     def deliver_call(self) -> None:
         """Hand this new inbound call to the application: :meth:`call_received`, guarded
@@ -685,7 +724,14 @@ class Dialog:
 
     # -- outbound (UAC) ------------------------------------------------------------------
 
-    def dial(self, target: str, *, session_class: type, **session_kwargs: Any) -> Deferred[Dialog]:
+    def dial(
+        self,
+        target: str,
+        *,
+        session_class: type,
+        follow_redirects: bool | None = None,
+        **session_kwargs: Any,
+    ) -> Deferred[Dialog]:
         """Place a call to *target*; the Deferred fires with this dialog once answered.
 
         Sends INVITE with our SDP offer (RFC 3261 §13.2.1), answers a 401/407
@@ -695,13 +741,23 @@ class Dialog:
         starts ``session_class(dialog=self, **session_kwargs)``.  Fails with
         :class:`CallFailed`.  Cancelling the Deferred before the answer sends
         CANCEL (§9.1) once a provisional response has arrived.
+
+        A 3xx is followed (RFC 3261 §8.1.3.4): its Contacts are tried in ``q`` order,
+        each with a new INVITE transaction (same Call-ID, From and To, next CSeq, the
+        Contact as Request-URI), at most ``MAX_REDIRECT_TARGETS`` targets per dial (the
+        dialled one included), none twice,
+        never from ``sips:`` down to ``sip:``; ``CallFailed`` then carries the last final
+        status.  *follow_redirects* (default: the class's ``follow_redirects``) False
+        makes a 3xx fail the dial at once.
         """
         sip = self.sip
         if sip is None:
             raise ValueError("Dialog.dial() needs a protocol: Dialog(sip=protocol)")
         if self.state is not DialogState.INIT:
             raise RuntimeError("a Dialog places at most one call")
-        target = str(target)
+        # RFC 3261 §19.1.4 / §25.1: the URI goes out as given, not in SipURI's canonical
+        # string (escaped "+", explicit default port, which would defeat RFC 3263 SRV).
+        target = target.wire if isinstance(target, SipURI) else str(target)
         if not target.lower().startswith(("sip:", "sips:", "tel:")):
             raise InvalidURI(f"not a SIP, SIPS or tel URI: {target[:80]!r}")
         self._srtp = self._srtp_policy(target, explicit=True)
@@ -710,6 +766,8 @@ class Dialog:
         self.local_party = CallerID(f"<{sip.aor.aor}>;tag={self.local_tag}")
         self.remote_party = CallerID(f"<{target}>")
         self._target = target
+        self._follow = self.follow_redirects if follow_redirects is None else follow_redirects
+        self._tried = {self._target_key(target)}
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
         self._dial_deferred = Deferred(canceller=self._cancel_dial)
@@ -763,12 +821,53 @@ class Dialog:
         tx.deferred.addCallbacks(self._final_response, self._dial_failed)
 
     def _provisional_received(self, response: Response) -> None:
-        """A 1xx: learn the remote tag (early dialog, §12.1.2); send a CANCEL that was waiting."""
-        if response.status_code > 100 and response.remote_tag and self.remote_tag is None:
+        """A 1xx: learn the remote tag (early dialog, §12.1.2); send a CANCEL that was waiting;
+        start early media from an 18x with SDP; tell the application (progress_received)."""
+        code = response.status_code
+        if code > 100 and response.remote_tag and self.remote_tag is None:
             self.remote_tag = response.remote_tag
         self._provisional_seen = True
         if self._cancel_requested and not self._cancel_sent:
             self._send_cancel()
+            return
+        if code > 100:
+            self._early_media(response)
+            if self.state is DialogState.EARLY:
+                self._call_app(self.progress_received, code)
+
+    def _early_media(self, response: Response) -> None:
+        """RFC 3261 §13.2.1 / RFC 3960: the first 18x with an SDP answer starts this call's
+        media with it, so the session hears ringback or announcements before the 200.
+
+        Later 18x (other forks included) leave it as it is; the 2xx decides in the end
+        (:meth:`_answered`).  An unusable early answer is logged and ignored.
+        """
+        content_type = (response.content_type or "").split(";")[0].strip().lower()
+        if (
+            self._early_sdp is not None
+            or not response.body
+            or content_type != "application/sdp"
+            or self.media is None
+            or self.session is not None
+        ):
+            return
+        assert self._session_class is not None
+        try:
+            self.media.accept_answer(response.body)
+        except Exception as exc:
+            log.info("call {call_id}: unusable SDP in {code}: {exc}", call_id=self.call_id,
+                     code=response.status_code, exc=exc)
+            return
+        self._early_sdp = response.body
+        log.info("call {call_id}: early media from {code}", call_id=self.call_id,
+                 code=response.status_code)
+        try:
+            self.session = self._session_class(dialog=self, **self._session_kwargs)
+            self.media.start(self.session)
+        except Exception:
+            log.failure("call {call_id}: session failed to start", call_id=self.call_id)
+            if self._dial_deferred is not None and not self._dial_deferred.called:
+                self._dial_deferred.cancel()
 
     def _cancel_dial(self, deferred: Deferred[Dialog]) -> None:
         """Deferred.cancel(): CANCEL now if a provisional arrived, else when the first one does."""
@@ -823,7 +922,74 @@ class Dialog:
                 self._offer_ready, self._offer_failed, callbackKeywords={"new_cseq": True}
             )
             return
-        self._dial_failed(Failure(CallFailed(code, response.phrase)))
+        # A 3xx adds targets; any other failure but 6xx (global, §21.6) moves to the next one.
+        redirected = 300 <= code < 400 or (self._redirect_queue and code < 600)
+        if not cancelled and redirected and self._follow and self._redirect(response):
+            return
+        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+        self._dial_failed(Failure(CallFailed(code, response.phrase, retry_after=retry_after)))
+
+    @staticmethod
+    def _target_key(uri: str) -> str:
+        """The form two targets compare in (RFC 3261 §19.1.4 canonical string, else as is)."""
+        try:
+            return str(SipURI.parse(uri))
+        except (InvalidURI, ValueError):
+            return uri
+
+    def _redirect(self, response: Response) -> bool:
+        """Try the next redirect target (RFC 3261 §8.1.3.4) after *response*, adding those of
+        a 3xx first; False when there is none left or the dial has tried enough."""
+        contacts: list[NameAddr] = []
+        if response.status_code < 400:
+            try:
+                contacts = sorted(response.contact, key=_q_value, reverse=True)
+            except SIPParseError as exc:
+                log.info("call {call_id}: unusable Contact in {code}: {exc}",
+                         call_id=self.call_id, code=response.status_code, exc=exc)
+        secure = self._target[:5].lower() == "sips:"
+        fresh: list[str] = []
+        queued = {self._target_key(uri) for uri in self._redirect_queue}
+        for contact in contacts:
+            uri = contact.uri
+            scheme = uri[:5].lower()
+            if not scheme.startswith(("sip:", "sips:")) or (secure and scheme != "sips:"):
+                continue
+            key = self._target_key(uri)
+            if key in self._tried or key in queued:
+                continue
+            queued.add(key)
+            fresh.append(uri)
+            if len(fresh) >= MAX_REDIRECT_TARGETS:
+                break
+        # depth first: the latest redirect's targets before those still queued; no more
+        # kept than could ever be tried
+        self._redirect_queue[:0] = fresh
+        del self._redirect_queue[MAX_REDIRECT_TARGETS:]
+        if not self._redirect_queue or len(self._tried) >= MAX_REDIRECT_TARGETS:
+            return False
+        target = self._redirect_queue.pop(0)
+        self._tried.add(self._target_key(target))
+        log.info(
+            "call {call_id}: {code} {phrase}, trying {target}",
+            call_id=self.call_id, code=response.status_code, phrase=response.phrase,
+            target=target[:120],
+        )
+        self._target = target
+        self.remote_tag = None
+        self._auth_tried = False
+        if self._early_sdp is not None:
+            # the redirecting party's early media is not this target's
+            self._early_sdp = None
+            self.session = None
+            self._stop_media()
+            self._new_media(None).addCallbacks(
+                self._offer_ready, self._offer_failed, callbackKeywords={"new_cseq": True}
+            )
+            return True
+        self.outbound_cseq += 1
+        self._send_invite()
+        return True
 
     def _srtp_policy(self, uri: Any, *, explicit: bool) -> str:
         """SRTP policy of this call: the config's, "required" with a sips: URI (ours or
@@ -885,13 +1051,23 @@ class Dialog:
             # The CANCEL crossed the 200 (§9.1): the call is up, so end it with BYE.
             self._send_bye()
             return
+        early = self._early_sdp is not None and self.session is not None
         try:
-            self.media.accept_answer(response.body)
+            if not early:
+                self.media.accept_answer(response.body)
+            elif response.body and response.body != self._early_sdp:
+                # §13.2.1: the 2xx carries the answer; a different one updates the media.
+                before = getattr(self.media, "negotiated", None)
+                self.media.accept_answer(response.body)
+                self._media_changed(before)
         except Exception as exc:
             code = getattr(exc, "status_code", 488)
             log.info("call {call_id}: unusable SDP answer: {exc}", call_id=self.call_id, exc=exc)
             self._send_bye()
             deferred.errback(CallFailed(code if isinstance(code, int) else 488))
+            return
+        if early:
+            deferred.callback(self)
             return
         failure = self._start_session()
         if failure is not None:
@@ -1036,10 +1212,60 @@ class Dialog:
         def done(result: Response | Failure) -> None:
             if isinstance(result, Failure):
                 log.info("BYE for {call_id}: {f}", call_id=self.call_id, f=result.value)
+            elif result.status_code >= 300:
+                log.info("BYE for {call_id} answered {code} {phrase}", call_id=self.call_id,
+                         code=result.status_code, phrase=result.phrase)
             self._end()
             self._fire_bye_deferreds()
 
-        self.sip.send_request(request).addBoth(done)
+        self.send_in_dialog(request).addBoth(done)
+
+    def send_in_dialog(self, request: Request) -> Deferred[Response]:
+        """Send the in-dialog *request* (BYE, re-INVITE, OPTIONS ...); fire with its final
+        response.
+
+        A 401/407 is answered once (RFC 3261 §8.1.3.5, §22.2): the same request with a
+        new CSeq in this dialog and credentials for the challenging realm, if the UA's
+        ``Credentials`` answer that realm.  A second challenge, or a realm they refuse,
+        is the final response.  ACK and CANCEL are never retried (§22.1: they cannot be
+        challenged).
+        """
+        sip = self.sip
+        if sip is None:
+            raise RuntimeError("send_in_dialog needs a UA: Dialog(sip=...)")
+        deferred = sip.send_request(request)
+        if request.method in ("ACK", "CANCEL"):
+            return deferred
+        return deferred.addCallback(self._answer_in_dialog_challenge, request)
+
+    def _answer_in_dialog_challenge(
+        self, response: Response, request: Request
+    ) -> Response | Deferred[Response]:
+        from voiptwisted.sip.digest import DigestError
+
+        sip = self.sip
+        credentials = getattr(sip, "credentials", None)
+        if response.status_code not in (401, 407) or sip is None or credentials is None:
+            return response
+        try:
+            name, value = credentials.answer(response, request)
+        except DigestError as exc:
+            log.warn("call {call_id}: {method} challenged: {exc}", call_id=self.call_id,
+                     method=request.method, exc=exc)
+            return response
+        skip = {"via", "cseq", "authorization", "proxy-authorization"}
+        self.outbound_cseq += 1
+        retry = Request(
+            request.method,
+            request.uri,
+            [(n, v) for n, v in request.headers.items() if n.lower() not in skip],
+            body=request.body,
+        )
+        retry.headers["CSeq"] = f"{self.outbound_cseq} {request.method}"
+        retry.headers.add(name, value)
+        log.info("call {call_id}: {method} challenged ({code}), retrying with credentials",
+                 call_id=self.call_id, method=request.method, code=response.status_code)
+        return sip.send_request(retry)
 
     def when_ended(self) -> Deferred[None]:
         """A Deferred that fires with None once this dialog is TERMINATED.

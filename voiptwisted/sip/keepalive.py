@@ -1,8 +1,14 @@
 """RFC 5626 §4.4.1 CRLF keep-alive for a connection-oriented SIP flow.
 
 The UA sends a double CRLF ("ping") on the flow and the registrar or edge proxy answers with a
-single CRLF ("pong").  A flow that does not answer within 10 seconds is dead: we abort the
-connection so the reconnecting service opens a new flow, which re-registers.
+single CRLF ("pong").  Pings go out on every flow (they keep NAT and firewall bindings open),
+but a missing pong means the flow failed only where a pong is owed: the registrar signalled
+outbound support (``Require: outbound`` in its REGISTER 2xx, RFC 5626 §4.2.1), or this flow
+has already answered a ping.  Registrars without RFC 5626 (Asterisk ``res_pjsip``, Kamailio
+with ``tcp_crlf_ping=no``) read the ping and say nothing; aborting those flows every interval
+killed the calls on them (issue 10).  A flow that owes a pong and sends none within 10 seconds
+is dead: we abort the connection so the reconnecting service opens a new flow, which
+re-registers.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ class FlowKeepalive:
 
     The protocol calls :meth:`connection_made` / :meth:`connection_lost` (its ``keepalive`` hook)
     and :meth:`pong_received` when the framer yields a CRLF pong.  The registration calls
-    :meth:`set_interval` with the registrar's ``Flow-Timer`` value.
+    :meth:`set_interval` with the registrar's ``Flow-Timer`` value and
+    :meth:`registrar_outbound` with whether its 2xx said ``Require: outbound``.  Which mode
+    a flow runs in (:attr:`pong_required`) is logged once per flow, and again if it changes.
     """
 
     log = Logger()
@@ -54,6 +62,9 @@ class FlowKeepalive:
         self._pong_deadline: IDelayedCall | None = None
         self.pings_sent = 0
         self.pongs_received = 0
+        self._outbound = False
+        self._answered = False
+        self._logged_mode: bool | None = None
         if protocol is not None:
             self.connection_made(protocol)
 
@@ -61,6 +72,16 @@ class FlowKeepalive:
     def running(self) -> bool:
         """True while a ping or a pong deadline is scheduled."""
         return self._next_ping is not None or self._pong_deadline is not None
+
+    @property
+    def pong_required(self) -> bool:
+        """Whether a missing pong fails this flow: the registrar signalled outbound
+        (RFC 5626 §4.2.1) or the flow has answered a ping before (§4.4.1)."""
+        return self._outbound or self._answered
+
+    def registrar_outbound(self, supported: bool) -> None:
+        """The registrar's 2xx on this flow did (or did not) carry ``Require: outbound``."""
+        self._outbound = bool(supported)
 
     @property
     def awaiting_pong(self) -> bool:
@@ -71,6 +92,8 @@ class FlowKeepalive:
         """Start pinging the new flow ``protocol`` (its ``transport`` carries the pings)."""
         self.stop()
         self.protocol = protocol
+        self._outbound = self._answered = False
+        self._logged_mode = None
         self._schedule_ping()
 
     def connection_lost(self, protocol: Any = None, reason: object = None) -> None:
@@ -109,6 +132,8 @@ class FlowKeepalive:
     def pong_received(self) -> None:
         """The flow answered (RFC 5626 §4.4.1 pong): it is alive, schedule the next ping."""
         self.pongs_received += 1
+        if self.protocol is not None:
+            self._answered = True
         if self._pong_deadline is None:
             return
         self._pong_deadline.cancel()
@@ -129,7 +154,32 @@ class FlowKeepalive:
             return
         transport.write(PING)
         self.pings_sent += 1
-        self._pong_deadline = self.clock.callLater(self.pong_timeout, self._flow_dead)
+        required = self.pong_required
+        self._log_mode(transport, required)
+        if required:
+            self._pong_deadline = self.clock.callLater(self.pong_timeout, self._flow_dead)
+        else:
+            self._schedule_ping()
+
+    def _log_mode(self, transport: Any, required: bool) -> None:
+        """One line per flow saying whether a missing pong ends it (and one if that changes)."""
+        if self._logged_mode is required:
+            return
+        self._logged_mode = required
+        if required:
+            why = "registrar signalled outbound" if self._outbound else "flow answered a ping"
+            self.log.info(
+                "keepalive on SIP flow to {peer}: CRLF ping every {interval:g} s, "
+                "no pong within {timeout:g} s ends the flow ({why}, RFC 5626 §4.4.1)",
+                peer=_peer(transport), interval=self.interval, timeout=self.pong_timeout,
+                why=why,
+            )
+        else:
+            self.log.info(
+                "keepalive on SIP flow to {peer}: CRLF ping every {interval:g} s, no pong "
+                "expected (registrar without outbound, RFC 5626 §4.2.1)",
+                peer=_peer(transport), interval=self.interval,
+            )
 
     def _flow_dead(self) -> None:
         self._pong_deadline = None

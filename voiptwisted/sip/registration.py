@@ -38,6 +38,7 @@ from voiptwisted.sip.digest import Challenge, Credentials, DigestError
 from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.message import Request, Response
 from voiptwisted.sip.status import SIPStatus
+from voiptwisted.sip.transaction import TransactionTimeout
 from voiptwisted.sip.uri import SipURI
 
 __all__ = [
@@ -166,6 +167,9 @@ class Registration:
         #: The challenges of the last exchange refused for wrong credentials, answered directly
         #: by the next retry (issue 17: one REGISTER per retry interval instead of two).
         self._refusing_challenges: dict[tuple[str, str], Challenge] = {}
+        #: Set by the service: ``failover(protocol, retry_after) -> bool`` moves to the next
+        #: RFC 3263 server (closing *protocol*) when there is one (RFC 3263 §4.3, issue 10).
+        self.failover: Callable[[Any, float | None], bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Registration {self.aor.aor} {self.state.value}>"
@@ -425,6 +429,8 @@ class Registration:
         code = response.status_code
         if 200 <= code < 300:
             self._success(protocol, response, contact)
+        elif code in (408, 503) and self._fail_over(protocol, response):
+            return
         elif 500 <= code < 600 and code != 501:
             self._transient(protocol, f"{code} {_phrase(response)}", _retry_after(response))
         else:
@@ -444,6 +450,11 @@ class Registration:
         self._pending = None
         if getattr(protocol, "transport", None) is None:
             self._flow_died(protocol, failure)
+            if self.failover is not None and not failure.check(*_TLS_FAILURES):
+                # RFC 3263 §4.3: a transport failure moves the next flow to the next server.
+                self.failover(protocol, None)
+            return
+        if failure.check(TransactionTimeout) and self._fail_over(protocol, None):
             return
         if failure.check(RegistrationFailed):
             self._refused(protocol, failure.value, None)
@@ -486,6 +497,7 @@ class Registration:
         self.granted_expires = granted
         self.state = RegistrationState.REGISTERED
         self._apply_flow_timer(protocol, response)
+        self._tell_keepalive_outbound(protocol, response)
         delay = refresh_delay(granted)
         self._timer = self.clock.callLater(delay, self._refresh)
         if first:
@@ -513,6 +525,23 @@ class Registration:
         self._moved_flow = protocol
         self.log.info("Contact moved to {contact}; re-registering", contact=current)
         self._register(RegistrationState.REFRESHING, retire=contact)
+
+    def _fail_over(self, protocol: Any, response: Response | None) -> bool:
+        """503, 408 or a timeout from this server (RFC 3263 §4.3): let the service move to
+        the next server, skipping this one for its Retry-After; True if it did."""
+        if self.failover is None:
+            return False
+        retry_after = _retry_after(response) if response is not None else None
+        what = f"{response.status_code} {_phrase(response)}" if response else "no answer"
+        if not self.failover(protocol, retry_after):
+            return False
+        self.state = RegistrationState.BACKING_OFF
+        self.log.warn(
+            "registration with {peer} failed: {what}; trying the next server",
+            peer=_peer(protocol, self.aor),
+            what=what,
+        )
+        return True
 
     def _refresh(self) -> None:
         self._timer = None
@@ -603,6 +632,14 @@ class Registration:
         keepalive = getattr(protocol, "keepalive", None)
         if keepalive is not None:
             keepalive.set_interval(value)
+
+    def _tell_keepalive_outbound(self, protocol: Any, response: Response) -> None:
+        """RFC 5626 §4.2.1: only a 2xx with ``Require: outbound`` promises CRLF pongs; the
+        keepalive fails the flow on a missing pong only then (or once the flow answered)."""
+        tags = {tag.strip().lower() for tag in response.headers.getlist("Require")}
+        hook = getattr(getattr(protocol, "keepalive", None), "registrar_outbound", None)
+        if hook is not None:
+            hook("outbound" in tags)
 
     def _fail_waiters(self, error: RegistrationFailed) -> None:
         waiters, self._waiters = self._waiters, []

@@ -409,8 +409,11 @@ class ServerInviteTransaction(ServerTransaction):
         self._on_ack_timeout = on_ack_timeout
 
     def start(self) -> None:
-        """Send 100 Trying (RFC 3261 §17.2.1, §8.2.6.1: no To tag is added)."""
-        self.respond(Response.from_request(self.request, 100))
+        """Send 100 Trying (RFC 3261 §17.2.1); §8.2.6.1: no To tag is added, and the
+        request's Timestamp is copied (we answer at once, so no delay is added)."""
+        timestamp = self.request.headers.get("Timestamp")
+        headers = [("Timestamp", timestamp)] if timestamp is not None else None
+        self.respond(Response.from_request(self.request, 100, headers=headers))
 
     def respond(self, response: Response) -> bool:
         """Send *response* if the state allows it; return whether it was sent."""

@@ -204,6 +204,19 @@ class NetworkAddress(NamedTuple):
         return f"{_format_host(self.host)}:{self.port}"
 
 
+def _format_tail(params: Mapping[str, str | None], hdrs: Mapping[str, str]) -> str:
+    """``;uri-parameters?headers`` of a URI, escaped (RFC 3261 §25.1)."""
+    parts: list[str] = []
+    for name, value in params.items():
+        parts += [";", _quote_param(name)]
+        if value is not None:
+            parts += ["=", _quote_param(value)]
+    if hdrs:
+        parts.append("?")
+        parts.append("&".join(f"{_quote_header(k)}={_quote_header(v)}" for k, v in hdrs.items()))
+    return "".join(parts)
+
+
 class SipURI(str):
     """A parsed SIP or SIPS URI (RFC 3261 §19.1).
 
@@ -300,16 +313,7 @@ class SipURI(str):
         parts = [scheme, ":"]
         if user is not None:
             parts += [_quote_user(user), "@"]
-        parts += [_format_host(host), ":", str(port)]
-        for name, value in params.items():
-            parts += [";", _quote_param(name)]
-            if value is not None:
-                parts += ["=", _quote_param(value)]
-        if hdrs:
-            parts.append("?")
-            parts.append(
-                "&".join(f"{_quote_header(k)}={_quote_header(v)}" for k, v in hdrs.items())
-            )
+        parts += [_format_host(host), ":", str(port), _format_tail(params, hdrs)]
         self = super().__new__(cls, "".join(parts))
         self.scheme = scheme
         self.host = host
@@ -482,6 +486,25 @@ class SipURI(str):
         if self.user is None:
             return f"{self.scheme}:{host}"
         return f"{self.scheme}:{_quote_user_rfc(self.user)}@{host}"
+
+    @property
+    def wire(self) -> str:
+        """The URI as it goes into a Request-URI or To: the port only when it was given,
+        ``+`` (and the other reserved characters §25.1 allows in a user part) unescaped.
+
+        The string value makes the default port explicit and escapes ``+``; a carrier
+        matching the user part textually then misses ``%2B...``, and an explicit port
+        turns off RFC 3263 §4.2 SRV resolution of the target, so requests to a URI the
+        user gave carry this form (RFC 3261 §19.1.4, §25.1).  No password, like ``str``.
+        """
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts += [_quote_user_rfc(self.user), "@"]
+        parts.append(_format_host(self.host))
+        if self.port_given:
+            parts += [":", str(self.port)]
+        parts.append(_format_tail(self.parameters, self.headers))
+        return "".join(parts)
 
     def equivalent(self, other: str) -> bool:
         """Compare two SIP URIs by the rules of RFC 3261 §19.1.4.
