@@ -17,7 +17,8 @@ import voiptwisted
 
 PACKAGE = Path(voiptwisted.__file__).resolve().parent
 
-#: Layers, lowest first.  A module's layer is the one of the longest prefix listed.
+#: Layers, lowest first.  A module is listed by name; ``pkg.*`` places every module of a
+#: package that is not listed by name (codecs/ and media/ grow by design).
 LAYERS: dict[str, int] = {
     # syntax: bytes <-> typed objects, codec maths; no clock, no I/O
     "voiptwisted": 0,
@@ -36,6 +37,7 @@ LAYERS: dict[str, int] = {
     "voiptwisted.rtp.packet": 0,
     "voiptwisted.rtp.dtmf": 0,
     "voiptwisted.codecs": 0,
+    "voiptwisted.codecs.*": 0,
     "voiptwisted.media.wav": 0,
     # state machines on an injected clock
     "voiptwisted.sip.transaction": 1,
@@ -46,6 +48,8 @@ LAYERS: dict[str, int] = {
     "voiptwisted.sdp.negotiation": 1,
     "voiptwisted.sdp.policy": 1,
     "voiptwisted.media": 1,
+    "voiptwisted.media.*": 1,
+    "voiptwisted.rtp.latch": 1,
     # Twisted adapters: sockets, TLS, DNS
     "voiptwisted.sip.protocol": 2,
     "voiptwisted.sip.connect": 2,
@@ -74,13 +78,10 @@ def _modules() -> dict[str, Path]:
 
 
 def layer_of(module: str) -> int | None:
-    """The layer of the longest prefix of ``module`` listed in LAYERS."""
-    parts = module.split(".")
-    for end in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:end])
-        if prefix in LAYERS:
-            return LAYERS[prefix]
-    return None
+    """The layer ``module`` is listed in (by name, else by its package's ``.*``)."""
+    if module in LAYERS:
+        return LAYERS[module]
+    return LAYERS.get(module.rpartition(".")[0] + ".*")
 
 
 def imports_of(module: str, path: Path, known: dict[str, Path]) -> set[str]:
