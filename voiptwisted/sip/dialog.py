@@ -1237,9 +1237,9 @@ class Dialog:
         bye_sent = self._bye_sent
         with contextlib.suppress(Exception):  # the local teardown below covers it
             self._abort()
-        ending = (self._bye_sent and not bye_sent) or self._bye_after_ack or (
-            self._cancel_requested and self._invite_tx is not None
-        )
+        tx = self._invite_tx
+        cancelling = self._cancel_requested and tx is not None and not tx.deferred.called
+        ending = (self._bye_sent and not bye_sent) or self._bye_after_ack or cancelling
         if self.state is not DialogState.TERMINATED and not ending:
             self.invite_transaction = None
             self._end()

@@ -337,7 +337,7 @@ class SessionInitiationProtocol(Protocol):
         """
         if not self.admitted:
             # Over the listener's cap (finding 5): closed before it costs anything more.
-            self.transport.abortConnection()
+            self._abort_transport()
             return
         secure = interfaces.ISSLTransport.providedBy(self.transport)
         self.guard = FlowGuard(
@@ -526,7 +526,7 @@ class SessionInitiationProtocol(Protocol):
         if self.transport is None:
             return
         if self.guard is not None and self.guard.handshaking:
-            self.transport.abortConnection()
+            self._abort_transport()
         else:
             self.transport.loseConnection()
 
@@ -538,8 +538,14 @@ class SessionInitiationProtocol(Protocol):
         """
         peer = getattr(self._peer(), "host", None)
         log.info("closing SIP flow from {peer}: {reason}", peer=peer, reason=reason)
+        self._abort_transport()
+
+    def _abort_transport(self) -> None:
+        """Drop the connection without waiting on the peer (``abortConnection``, which
+        every TCP and TLS transport has; a transport without it is closed)."""
         if self.transport is not None:
-            self.transport.abortConnection()
+            abort = getattr(self.transport, "abortConnection", self.transport.loseConnection)
+            abort()
 
 
 class SIPClientFactory(Factory):
