@@ -497,6 +497,7 @@ class VoIPService(MultiService):
             "dialog_class": self.inbound_dialog_class,
             "media_config": self.media_config,
             "max_calls": self.max_calls,
+            "limits": self.connection_limits,
             "trace": self.config.trace_sip,
         }
 

@@ -174,6 +174,7 @@ class SessionInitiationProtocol(Protocol):
         outbound_proxy: str | None = None,
         trace: bool = False,
         media_class: Any = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -199,6 +200,8 @@ class SessionInitiationProtocol(Protocol):
             keepalive_interval = keepalive_interval.total_seconds()
         self.keepalive_interval = float(keepalive_interval)
         self.trace = trace
+        if limits is not None:
+            self.limits = limits
         self._framer = StreamFramer()
         self.transport: Any = None
         self.guard: FlowGuard | None = None
