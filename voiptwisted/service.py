@@ -568,9 +568,9 @@ class VoIPService(MultiService):
 
     def _add_listener(self, description: str, aor: SipURI | None) -> None:
         listener_aor = aor or SipURI.parse("sip:voip@127.0.0.1")
+        # The protocol kwargs' ``limits`` become the factory's: every flow gets them inbound.
         factory = _TrackingFactory(
-            self.protocols, aor=listener_aor, clock=self.reactor,
-            limits=self.connection_limits, **self._protocol_kwargs(),
+            self.protocols, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
         )
         listener = _Listener(description, self._pem, factory, self.reactor)
         listener.setServiceParent(self)
