@@ -42,24 +42,11 @@ SECTION = "## Idle connections"
 MAX_CONNECTIONS = 4000
 
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from service_memory import rss_kb, smaps_kb  # noqa: E402
 
 from tests.integration.peers import free_ports  # noqa: E402
-
-
-def rss_kb(pid: int) -> int:
-    """Resident set size of *pid* in KiB (``VmRSS`` from /proc)."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
-    if match is None:
-        raise RuntimeError(f"no VmRSS for pid {pid}")
-    return int(match.group(1))
-
-
-def smaps_kb(pid: int) -> tuple[int, int]:
-    """(Pss, Private_Clean + Private_Dirty) of *pid* in KiB."""
-    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    fields = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)}
-    return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
 
 
 def options(port: int, n: int) -> bytes:

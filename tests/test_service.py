@@ -586,6 +586,14 @@ class CallBoundsTests(ServiceTestCase):
         self.assertEqual(service.active_call_count(), 3)
         self.assertEqual(len(flows), 3)
 
+    def test_derived_cap_is_503_on_one_flow_too(self) -> None:
+        service = self.service(rtp_ports=(10000, 10010))
+        service.startService()
+        protocol, transport = self.answered_call(service, n=3)
+        protocol.dataReceived(invite("fourth@test", "z9hG4bKfourth"))
+        finals = [m for m in written(transport) if getattr(m, "status_code", 0) >= 200]
+        self.assertEqual([m.status_code for m in finals], [503])
+
     def test_explicit_max_calls_still_486(self) -> None:
         service = self.service(max_calls=5)
         self.assertEqual(service.max_calls, 5)

@@ -496,7 +496,8 @@ class VoIPService(MultiService):
         return {
             "dialog_class": self.inbound_dialog_class,
             "media_config": self.media_config,
-            "max_calls": self.max_calls,
+            # Per flow only when configured: the derived capacity is a service-wide 503.
+            "max_calls": self.config.max_calls,
             "limits": self.connection_limits,
             "trace": self.config.trace_sip,
         }

@@ -233,8 +233,10 @@ class Options(usage.Options):
         srtp = self["srtp"]
         if srtp is not None and srtp not in ("required", "optional", "off"):
             raise usage.UsageError("--srtp must be required, optional or off")
-        timeouts = {}
-        for option in ("rtp-timeout", "rtp-hold-timeout"):
+        timeouts: dict[str, Any] = {}
+        for option in ("rtp-timeout", "rtp-hold-timeout", "max-call-duration",
+                       "handshake-timeout", "request-timeout", "idle-timeout",
+                       "message-timeout"):  # fmt: skip
             try:
                 seconds = float(self[option])
             except ValueError:
@@ -242,21 +244,11 @@ class Options(usage.Options):
             if not 0 <= seconds <= 86400:
                 raise usage.UsageError(f"--{option} must be between 0 and 86400 seconds")
             timeouts[option.replace("-", "_")] = seconds
-        bounds: dict[str, Any] = {}
-        for option in ("max-call-duration", "handshake-timeout", "request-timeout",
-                       "idle-timeout", "message-timeout"):
-            try:
-                seconds = float(self[option])
-            except ValueError:
-                raise usage.UsageError(f"--{option} takes a number of seconds") from None
-            if not 0 <= seconds <= 86400:
-                raise usage.UsageError(f"--{option} must be between 0 and 86400 seconds")
-            bounds[option.replace("-", "_")] = seconds
         try:
-            bounds["max_connections"] = int(self["max-connections"])
+            timeouts["max_connections"] = int(self["max-connections"])
         except ValueError:
             raise usage.UsageError("--max-connections takes a whole number") from None
-        if bounds["max_connections"] < 1:
+        if timeouts["max_connections"] < 1:
             raise usage.UsageError("--max-connections must be at least 1")
         max_calls = None
         if self["max-calls"] is not None:
@@ -302,7 +294,6 @@ class Options(usage.Options):
             srtp=srtp,
             **timeouts,
             max_calls=max_calls,
-            **bounds,
             dialog_class=self._dialog_class(),
             dial=dial,
             listen=tuple(self["listen"]) or None,
