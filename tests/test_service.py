@@ -634,3 +634,30 @@ class CallBoundsTests(ServiceTestCase):
         for bad in ({"max_call_duration": -1}, {"max_connections": 0}, {"max_calls": -1}):
             with self.assertRaises(ValueError):
                 ServiceConfig(**bad)
+
+    def test_stop_aborts_flows_stuck_in_tls_handshake(self) -> None:
+        """Finding 12: SIGTERM took ~3 min with a sips: flow stuck in its TLS handshake
+        (a plain-TCP "registrar"); stopping now aborts such flows at once."""
+        from twisted.application.service import Service
+        from twisted.internet import interfaces
+        from zope.interface import directlyProvides
+
+        from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+        class SlowToStop(Service):
+            """Like ClientService waiting for its flow's close, which a handshake holds."""
+
+            def stopService(self) -> defer.Deferred[None]:
+                super().stopService()
+                return defer.Deferred()
+
+        service = self.service()
+        SlowToStop().setServiceParent(service)
+        service.startService()
+        stuck = SessionInitiationProtocol(aor="sips:alice@example.com", clock=self.reactor)
+        transport = StringTransport()
+        directlyProvides(transport, interfaces.ISSLTransport)
+        stuck.makeConnection(transport)
+        service.protocols.add(stuck)
+        service.stopService()
+        self.assertTrue(transport.disconnecting)

@@ -771,8 +771,14 @@ class VoIPService(MultiService):
     def stopService(self) -> defer.Deferred[None]:
         """BYE every active call, un-register (Expires: 0), close every flow: within STOP_TIMEOUT.
 
-        Never fails: what did not finish in time is logged in one line.
+        Never fails: what did not finish in time is logged in one line.  Flows still in
+        their TLS handshake carry nothing and are aborted at once (a server that never
+        answers the handshake held SIGTERM for minutes, issue 14 finding 12).
         """
+        for protocol in list(self.protocols):
+            guard = getattr(protocol, "guard", None)
+            if guard is not None and guard.handshaking:
+                protocol.close()
         dialogs = self.active_dialogs()
         if dialogs:
             log.info("hanging up {n} call(s)", n=len(dialogs))
