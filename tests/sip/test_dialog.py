@@ -563,8 +563,8 @@ class NegotiationTests(CallPair):
         self.assertTrue(self.media.created[0].stopped)  # the refused offer's port released
 
 
-class TimerTests(SynchronousTestCase):
-    """Single protocols on a StringTransport: exact messages and timers."""
+class CalleeOnTransport(SynchronousTestCase):
+    """Bob, answering calls, on a StringTransport with a task.Clock."""
 
     def setUp(self) -> None:
         self.clock = task.Clock()
@@ -574,6 +574,13 @@ class TimerTests(SynchronousTestCase):
             "sip:bob@example.com", self.clock, self.media, dialog_class=self.callee
         )
         self.bob_t = connect(self.bob)
+
+
+class TimerTests(CalleeOnTransport):
+    """Single protocols on a StringTransport: exact messages and timers."""
+
+    def setUp(self) -> None:
+        super().setUp()
         # Realms the tests' proxies challenge with (issue 14: only allowed realms are answered).
         credentials = Credentials("alice", "secret", realms=("example.com", "proxy"))
         self.alice = make_protocol(
@@ -1144,7 +1151,7 @@ class StunMediaTests(SynchronousTestCase):
         self.assertEqual(invite.headers["From"], f"<sip:bob@example.com>;tag={dialog.local_tag}")
 
 
-class CallBoundaryTests(SynchronousTestCase):
+class CallBoundaryTests(CalleeOnTransport):
     """Issue 14 finding 9 and the rest of 12: an exception in a timer or callback ends
     that call cleanly (one log line); unusable targets are refused at set-up; no free
     RTP port is a 503 with one warning per interval, not a traceback per INVITE."""
@@ -1152,13 +1159,7 @@ class CallBoundaryTests(SynchronousTestCase):
     BAD_CONTACT = 'Contact: <sip:a"b@127.0.0.1:5099>\r\n'
 
     def setUp(self) -> None:
-        self.clock = task.Clock()
-        self.media = make_media_class()
-        self.callee = callee_class("answer")
-        self.bob = make_protocol(
-            "sip:bob@example.com", self.clock, self.media, dialog_class=self.callee
-        )
-        self.bob_t = connect(self.bob)
+        super().setUp()
         self.events: list[dict[str, Any]] = []
         self.patch(dialog_module, "log", Logger(observer=self.events.append))
 
