@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "voiptwisted.sip.registration": 1,
     "voiptwisted.sip.keepalive": 1,
     "voiptwisted.sip.core": 1,
+    "voiptwisted.sip.limits": 1,
     "voiptwisted.sdp.negotiation": 1,
     "voiptwisted.sdp.policy": 1,
     "voiptwisted.media": 1,

@@ -113,6 +113,28 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.dial.user, "bob")
         self.assertIsNone(config.dns_server)
 
+    def test_bound_options(self) -> None:
+        """Issue 14 findings 5 and 6: connection and call bounds, with their defaults."""
+        config = parse().config
+        self.assertEqual(
+            (config.max_connections, config.handshake_timeout, config.request_timeout,
+             config.idle_timeout, config.message_timeout, config.max_call_duration),
+            (1000, 10.0, 30.0, 120.0, 10.0, 0.0),
+        )  # fmt: skip
+        config = parse(
+            "--max-connections", "50", "--handshake-timeout", "2", "--request-timeout", "3",
+            "--idle-timeout", "4", "--message-timeout", "5", "--max-call-duration", "3600",
+        ).config  # fmt: skip
+        self.assertEqual(
+            (config.max_connections, config.handshake_timeout, config.request_timeout,
+             config.idle_timeout, config.message_timeout, config.max_call_duration),
+            (50, 2.0, 3.0, 4.0, 5.0, 3600.0),
+        )  # fmt: skip
+        self.assertUsage("--max-connections", "--max-connections", "0")
+        self.assertUsage("--max-connections", "--max-connections", "lots")
+        self.assertUsage("--idle-timeout", "--idle-timeout", "-1")
+        self.assertUsage("--max-call-duration", "--max-call-duration", "long")
+
     def test_dns_server(self) -> None:
         """--dns-server IP[:PORT]: where the registrar's SRV records are looked up (RFC 3263);
         port 53 by default; a name is refused (finding it would need DNS itself)."""

@@ -117,7 +117,46 @@ class Options(usage.Options):
             "0",
             "The same for a call on hold (inactive/sendonly/recvonly; 0: never).",
         ],
-        ["max-calls", None, None, "Answer at most N concurrent calls; more get 486 Busy Here."],
+        [
+            "max-calls",
+            None,
+            None,
+            "Answer at most N concurrent calls over all flows; more get 486 Busy Here "
+            "(default: what --rtp-ports can carry, more get 503).",
+        ],
+        [
+            "max-call-duration",
+            None,
+            "0",
+            "Hang up (BYE) a call this many seconds after its INVITE (0: no limit).",
+        ],
+        [
+            "max-connections",
+            None,
+            "1000",
+            "Inbound TLS/TCP connections per listener at once (kept below ulimit -n).",
+        ],
+        ["handshake-timeout", None, "10", "Seconds a TLS handshake may take (0: no limit)."],
+        [
+            "request-timeout",
+            None,
+            "30",
+            "Close an inbound connection without a complete request after this many seconds.",
+        ],
+        [
+            "idle-timeout",
+            None,
+            "120",
+            "Close an inbound connection with no call and no transaction after this many "
+            "seconds.",
+        ],
+        [
+            "message-timeout",
+            None,
+            "10",
+            "Close an inbound connection whose partial message is not complete after this "
+            "many seconds.",
+        ],
         ["app", None, "echo", "Built-in call handler: echo, reject, play:PATH or record:DIR."],
         ["dialog", None, None, "Dotted name of an IDialog class (overrides --app)."],
         ["dial", None, None, "Once registered, call this URI, then stop when it ends."],
@@ -199,8 +238,10 @@ class Options(usage.Options):
         srtp = self["srtp"]
         if srtp is not None and srtp not in ("required", "optional", "off"):
             raise usage.UsageError("--srtp must be required, optional or off")
-        timeouts = {}
-        for option in ("rtp-timeout", "rtp-hold-timeout"):
+        timeouts: dict[str, Any] = {}
+        for option in ("rtp-timeout", "rtp-hold-timeout", "max-call-duration",
+                       "handshake-timeout", "request-timeout", "idle-timeout",
+                       "message-timeout"):  # fmt: skip
             try:
                 seconds = float(self[option])
             except ValueError:
@@ -208,6 +249,12 @@ class Options(usage.Options):
             if not 0 <= seconds <= 86400:
                 raise usage.UsageError(f"--{option} must be between 0 and 86400 seconds")
             timeouts[option.replace("-", "_")] = seconds
+        try:
+            timeouts["max_connections"] = int(self["max-connections"])
+        except ValueError:
+            raise usage.UsageError("--max-connections takes a whole number") from None
+        if timeouts["max_connections"] < 1:
+            raise usage.UsageError("--max-connections must be at least 1")
         max_calls = None
         if self["max-calls"] is not None:
             try:
