@@ -30,6 +30,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from voiptwisted.codecs import DEFAULT_CODECS, lookup
 from voiptwisted.sip.protocol import SIPClientFactory
 from voiptwisted.sip.uri import SipURI
 
@@ -72,7 +73,8 @@ class ServiceConfig:
     "optional"; an explicit "off"/"optional" with a ``sips:`` URI raises ValueError
     (issue 14 finding 11: SIPS calls are SRTP only, in every API).  ``rtp_timeout``
     hangs up a call after that many seconds without RTP or RTCP, ``rtp_hold_timeout``
-    a call on hold (0: never); see ``MediaConfig``.
+    a call on hold (0: never); see ``MediaConfig``.  ``codecs`` names the audio codecs
+    offered and accepted, in preference order (``MediaConfig.codecs``).
     """
 
     aor: SipURI | None = None
@@ -91,6 +93,7 @@ class ServiceConfig:
     srtp: str | None = None
     rtp_timeout: float = 60.0
     rtp_hold_timeout: float = 0.0
+    codecs: tuple[str, ...] = DEFAULT_CODECS
     max_calls: int | None = None
     dialog_class: type | None = None
     dial: SipURI | None = None
@@ -109,6 +112,8 @@ class ServiceConfig:
         for name in ("rtp_timeout", "rtp_hold_timeout"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be 0 or more seconds")
+        if not lookup(self.codecs):
+            raise ValueError("codecs must name at least one codec")
 
 
 def _escape(value: str) -> str:
@@ -370,6 +375,7 @@ class VoIPService(MultiService):
             reactor=reactor,
             rtp_timeout=config.rtp_timeout,
             rtp_hold_timeout=config.rtp_hold_timeout,
+            codecs=tuple(config.codecs),
         )
         # Left out, the policy follows the AOR ("required" for sips:) for every call.
         self.media_config.srtp = config.srtp

@@ -81,7 +81,7 @@ class RegistrationTests(unittest.SynchronousTestCase):
         self.assertIn(b"a=rtpmap:96 X-COUNT/8000", bytes(offer))
         theirs = SessionDescription.parse(
             b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
-            b"m=audio 4000 RTP/AVP 8 98\r\na=rtpmap:98 X-COUNT/8000\r\n"
+            b"m=audio 4000 RTP/AVP 98 8\r\na=rtpmap:98 X-COUNT/8000\r\n"
         )
         _, negotiated = answer_for(theirs, local_host="127.0.0.1", port=10000,
                                    codecs=lookup(("X-COUNT", "PCMA")))
