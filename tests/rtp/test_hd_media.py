@@ -200,6 +200,20 @@ class SessionRateTests(unittest.SynchronousTestCase):
         self.assertEqual(session.sample_rate, 16000)
         self.assertIsNone(proto._rx_resampler)
 
+    def test_session_rate_that_cannot_be_served_ends_the_call(self) -> None:
+        """11025 Hz is no whole number of samples per 20 ms: the session's error, which ends
+        its call (hang_up) like an exception in it would, not the RTP stream's."""
+
+        class Odd(Recorder):
+            sample_rate = 11025
+
+        _proto, clock, _rtp, session = make("PCMA", Odd)
+        hung = []
+        session.hang_up = lambda: hung.append(True)  # type: ignore[method-assign]
+        clock.advance(0)
+        self.assertEqual(hung, [True])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
     def test_playback_of_an_8k_wav_on_an_opus_call(self) -> None:
         """PlaybackSession resamples the file (from its own rate) to the call's 48 kHz."""
         path = os.path.join(tempfile.mkdtemp(), "t.wav")

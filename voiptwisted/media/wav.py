@@ -88,7 +88,10 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     .resample`): what lies above the lower rate's Nyquist frequency is filtered out rather
     than aliased, so a 44.1 kHz file played into an 8 kHz call has no folded-back noise.
     """
-    from voiptwisted.media.resample import resample as convert
+    _load_numpy()
+    if rate == target or samples.size == 0:
+        return samples.astype(np.int16, copy=False)
+    from voiptwisted.media.resample import resample as convert  # PyAV: only when needed
 
     return convert(samples, rate, target)
 

@@ -488,21 +488,26 @@ class RealtimeTransportProtocol(DatagramProtocol):
     def _bind_session(self, session: Any) -> None:
         """Agree on the session's rate for the codec's (``ISession``: ``use_call_rate`` or a
         fixed ``sample_rate``) and resample between them when they differ."""
-        from voiptwisted.media.resample import StreamResampler
-
         call_rate = self._frame * 50
         use = getattr(session, "use_call_rate", None)
         try:
             rate = int(use(call_rate)) if use is not None else int(
                 getattr(session, "sample_rate", call_rate)
             )
+            if (call_rate, rate) != self._rates:
+                self._rx_resampler = self._tx_resampler = None
+                if rate != call_rate:
+                    # PyAV (libswresample) is imported only by a call that resamples.
+                    from voiptwisted.media.resample import StreamResampler
+
+                    self._rx_resampler = StreamResampler(call_rate, rate)
+                    self._tx_resampler = StreamResampler(rate, call_rate)
+                self._rates = (call_rate, rate)
         except Exception:
+            # A session rate we cannot serve (not a whole number of samples per 20 ms, ...)
+            # is the session's error: it ends the call like any other.
             self._session_failed()
             rate = call_rate
-        if (call_rate, rate) != self._rates:
-            self._rates = (call_rate, rate)
-            self._rx_resampler = None if rate == call_rate else StreamResampler(call_rate, rate)
-            self._tx_resampler = None if rate == call_rate else StreamResampler(rate, call_rate)
         self.session_rate = rate
 
     # lifecycle -----------------------------------------------------------------------
