@@ -705,10 +705,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.service:
         return service_main(args.service, args.core)
-    if not all(1 <= n <= 2000 for n in args.calls) or not 1 <= args.duration <= 60:
-        parser.error("calls must be 1..2000 and duration 1..60 s")
-    if not 0 <= args.retries <= 3:
-        parser.error("retries must be 0..3")
     if args.codec is not None:
         if set(args.codec) - set(CODEC_MODES):
             parser.error(f"codecs are {','.join(CODEC_MODES)}")
@@ -717,6 +713,10 @@ def main(argv: list[str] | None = None) -> int:
     elif set(args.modes) - set(MODES):
         parser.error(f"modes are {','.join(MODES)}")
     args.calls = args.calls or [50, 100, 200, 400]
+    if not all(1 <= n <= 2000 for n in args.calls) or not 1 <= args.duration <= 60:
+        parser.error("calls must be 1..2000 and duration 1..60 s")
+    if not 0 <= args.retries <= 3:
+        parser.error("retries must be 0..3")
     if os.cpu_count() is None or os.cpu_count() < 2:
         parser.error("needs two cores (service and generator pinned apart)")
     info = machine()
