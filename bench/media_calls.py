@@ -473,7 +473,12 @@ def render_codecs(
         " rate and the service encodes them again (Opus at complexity"
         " `voiptwisted.codecs.registry.OPUS_COMPLEXITY`). Loss = packets the generator sent"
         " vs echo packets of the right payload type it got back (a re-encoded echo cannot be"
-        " matched to its packet). Calls/core = N x 100 / service CPU %.",
+        " matched to its packet). Calls/core = what one core would carry at this CPU per"
+        " packet (10^6 µs / (50 packets/s x µs/packet)); it holds for rows without loss only:"
+        " an echo the starved service dropped was decoded but never encoded, so a row with"
+        " loss understates the cost and overstates calls/core. A run whose service or generator"
+        f" waited more than {CONTENDED:g}% of the time for its core measures the machine's"
+        " other work more than the code: its loss is not the code's.",
         "",
         "| N | mode | service CPU % | run-queue wait % svc / gen | CPU µs/packet | x floor |"
         " calls/core | loss % | pacer p99 ms | KB/call |",
@@ -484,7 +489,8 @@ def render_codecs(
         ratio = None
         if floor and floor["cpu_us_per_packet"] and r["cpu_us_per_packet"]:
             ratio = r["cpu_us_per_packet"] / floor["cpu_us_per_packet"]
-        per_core = 100.0 * r["calls"] / r["cpu_percent"] if r["cpu_percent"] else None
+        per_packet = r["cpu_us_per_packet"]
+        per_core = 1e6 / (50.0 * per_packet) if per_packet else None
         media = r["mode"] != "floor"
         loss = 100 * r["loss"] if r["loss"] is not None else None
         out.append(
@@ -508,8 +514,15 @@ def render_codecs(
             continue
         fits = r["cpu_percent"] is not None and r["cpu_percent"] < 100.0
         ok = fits and r["loss"] is not None and r["loss"] < TARGET_LOSS
+        per_packet = r["cpu_us_per_packet"]
+        capacity = f"{1e6 / (50.0 * per_packet):.0f}" if per_packet else "n/a"
+        verdict = _yes(ok)
+        if not ok and contention(r) > CONTENDED:
+            verdict = (f"not measurable in this run (run-queue wait {contention(r):.0f}%: the"
+                       " service did not get its core)")
         out.append(f"- {name} echo, {target} concurrent calls on one core with loss < 0.1%:"
-                   f" {r['cpu_percent']:.0f}% CPU, loss {100 * r['loss']:.3f}% — {_yes(ok)}")
+                   f" {r['cpu_percent']:.0f}% CPU, loss {100 * r['loss']:.3f}%, {capacity}"
+                   f" calls/core at its CPU per packet — {verdict}")
     notes = []
     for r in results:
         g = r["generator"]
