@@ -47,6 +47,21 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.keepalive, 30.0)
         self.assertTrue(config.verify_tls)
 
+    def test_codecs_option(self) -> None:
+        """Issue 12: --codecs picks the codecs and their order (default Opus, G.722, PCMA,
+        PCMU); the service's MediaConfig gets them; unknown or repeated names are refused."""
+        self.assertEqual(parse("--state-dir", self.state).config.codecs,
+                         ("opus", "g722", "pcma", "pcmu"))
+        config = parse("--state-dir", self.state, "--codecs", "g722, pcmu").config
+        self.assertEqual(config.codecs, ("g722", "pcmu"))
+        from voiptwisted.service import VoIPService
+
+        service = VoIPService(config)
+        self.assertEqual(service.media_config.codecs, ("g722", "pcmu"))
+        self.assertUsage("unknown codec 'speex'", "--codecs", "opus,speex")
+        self.assertUsage("twice", "--codecs", "pcma,PCMA")
+        self.assertUsage("at least one codec", "--codecs", ",")
+
     def test_sips_aor_requires_srtp(self) -> None:
         """Issue 5: SRTP is required by default for sips: AORs, optional otherwise; issue 14
         finding 11: --srtp off/optional with a sips: AOR or --dial target is refused."""

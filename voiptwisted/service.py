@@ -31,6 +31,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from voiptwisted.codecs import DEFAULT_CODECS, lookup
 from voiptwisted.sip.limits import (
     ConnectionLimits,
     RateLimitedWarning,
@@ -80,7 +81,8 @@ class ServiceConfig:
     "optional"; an explicit "off"/"optional" with a ``sips:`` URI raises ValueError
     (issue 14 finding 11: SIPS calls are SRTP only, in every API).  ``rtp_timeout``
     hangs up a call after that many seconds without RTP or RTCP, ``rtp_hold_timeout``
-    a call on hold (0: never); see ``MediaConfig``.
+    a call on hold (0: never); see ``MediaConfig``.  ``codecs`` names the audio codecs
+    offered and accepted, in preference order (``MediaConfig.codecs``).
 
     Bounds (issue 14 findings 5 and 6; all of them are in the README's Security section):
     ``max_calls`` left out is derived from ``rtp_ports`` and the descriptor limit
@@ -111,6 +113,7 @@ class ServiceConfig:
     srtp: str | None = None
     rtp_timeout: float = 60.0
     rtp_hold_timeout: float = 0.0
+    codecs: tuple[str, ...] = DEFAULT_CODECS
     max_calls: int | None = None
     max_call_duration: float = 0.0
     max_connections: int = 1000
@@ -152,6 +155,8 @@ class ServiceConfig:
             idle_timeout=self.idle_timeout,
             message_timeout=self.message_timeout,
         )
+        if not lookup(self.codecs):
+            raise ValueError("codecs must name at least one codec")
 
 
 def _escape(value: str) -> str:
@@ -413,6 +418,7 @@ class VoIPService(MultiService):
             reactor=reactor,
             rtp_timeout=config.rtp_timeout,
             rtp_hold_timeout=config.rtp_hold_timeout,
+            codecs=tuple(config.codecs),
         )
         # Left out, the policy follows the AOR ("required" for sips:) for every call.
         self.media_config.srtp = config.srtp

@@ -57,6 +57,22 @@ def _parse_port_range(value: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _parse_codecs(value: str) -> tuple[str, ...]:
+    """``--codecs opus,g722,pcma,pcmu``: registered codec names, no repeats, at least one."""
+    from voiptwisted.codecs import lookup
+
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    if not names:
+        raise usage.UsageError("--codecs needs at least one codec, e.g. opus,g722,pcma,pcmu")
+    if len({name.upper() for name in names}) != len(names):
+        raise usage.UsageError(f"--codecs {value!r} names a codec twice")
+    try:
+        lookup(names)
+    except ValueError as e:
+        raise usage.UsageError(f"--codecs: {e}") from None
+    return names
+
+
 def _parse_host_port(
     option: str, value: str, default_port: int, *, ip_only: bool = False
 ) -> tuple[str, int]:
@@ -116,6 +132,12 @@ class Options(usage.Options):
             None,
             "0",
             "The same for a call on hold (inactive/sendonly/recvonly; 0: never).",
+        ],
+        [
+            "codecs",
+            None,
+            "opus,g722,pcma,pcmu",
+            "Audio codecs to offer and accept, in preference order (opus, g722, pcma, pcmu).",
         ],
         [
             "max-calls",
@@ -255,6 +277,7 @@ class Options(usage.Options):
             raise usage.UsageError("--max-connections takes a whole number") from None
         if timeouts["max_connections"] < 1:
             raise usage.UsageError("--max-connections must be at least 1")
+        codecs = _parse_codecs(self["codecs"])
         max_calls = None
         if self["max-calls"] is not None:
             try:
@@ -298,6 +321,7 @@ class Options(usage.Options):
             rtp_ports=_parse_port_range(self["rtp-ports"]),
             srtp=srtp,
             **timeouts,
+            codecs=codecs,
             max_calls=max_calls,
             dialog_class=self._dialog_class(),
             dial=dial,
