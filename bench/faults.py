@@ -216,6 +216,33 @@ def fd_counts(pid: int) -> tuple[int, int]:
     return len(links), sum(1 for inode in sockets if inode in udp)
 
 
+def fd_kinds(pid: int) -> dict[str, int]:
+    """How many fds of *pid* are of each kind (socket, pipe, anon_inode:..., a file path)."""
+    kinds: dict[str, int] = {}
+    try:
+        entries = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return kinds
+    for entry in entries:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except OSError:
+            continue
+        kind = re.sub(r":\[\d+\]$", "", link)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+def fd_difference(before: dict[str, int], after: dict[str, int]) -> str:
+    """The fd kinds whose count changed, e.g. ``socket +1``."""
+    changes = [
+        f"{kind} {after.get(kind, 0) - before.get(kind, 0):+d}"
+        for kind in sorted(set(before) | set(after))
+        if after.get(kind, 0) != before.get(kind, 0)
+    ]
+    return ", ".join(changes) or "none"
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -410,9 +437,14 @@ def _header(message: str, name: str) -> str:
 
 
 def bye_outcomes(text: str) -> dict[str, Any]:
-    """What happened to the far end's BYEs (sent by SIPp) and to BYEs it received."""
-    sent: set[str] = set()
-    answers: dict[str, str] = {}
+    """What happened to the far end's BYEs (SIPp's own) and to BYEs it received.
+
+    Only the first BYE SIPp sends in a call counts (the scenario's, CSeq 2): when it fails,
+    SIPp's default behaviour aborts the call with one more BYE of its own (a higher CSeq, no
+    Route set), which Kamailio answers 404 and which says nothing about our UA.
+    """
+    first_bye: dict[str, str] = {}
+    answers: dict[tuple[str, str], str] = {}
     received: set[str] = set()
     answered_ok: set[str] = set()
     for direction, message in sip_blocks(text):
@@ -420,23 +452,21 @@ def bye_outcomes(text: str) -> dict[str, Any]:
         call_id = _header(message, "Call-ID")
         cseq = _header(message, "CSeq")
         if direction == "sent" and first.startswith("BYE "):
-            sent.add(call_id)
+            first_bye.setdefault(call_id, cseq)
         elif direction == "received" and first.startswith("SIP/2.0") and cseq.endswith("BYE"):
             code = first.split()[1]
-            if call_id not in answers or answers[call_id] in ("100",):
-                answers[call_id] = code
-            if code != "100":
-                answers[call_id] = code
+            if code != "100" or (call_id, cseq) not in answers:
+                answers[(call_id, cseq)] = code
         elif direction == "received" and first.startswith("BYE "):
             received.add(call_id)
         elif direction == "sent" and first.startswith("SIP/2.0 200") and cseq.endswith("BYE"):
             answered_ok.add(call_id)
     codes: dict[str, int] = {}
-    for call_id in sent:
-        code = answers.get(call_id, "none")
+    for call_id, cseq in first_bye.items():
+        code = answers.get((call_id, cseq), "none")
         codes[code] = codes.get(code, 0) + 1
     return {
-        "sent": len(sent),
+        "sent": len(first_bye),
         "codes": dict(sorted(codes.items())),
         "received": len(received),
         "received_answered_200": len(received & answered_ok),
@@ -454,8 +484,7 @@ def codes_text(codes: dict[str, int]) -> str:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.tmp = tempfile.TemporaryDirectory(prefix="bench-faults-")
-        self.workdir = Path(self.tmp.name)
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-faults-"))
         self.scenario_xml = write_scenario(self.workdir)
         self.results: dict[str, dict[str, Any]] = {}
         self._cleanups: list[Callable[[], Any]] = []
@@ -519,6 +548,7 @@ class Bench:
         time.sleep(1.0)
         idle_rss = rss_mb(ua.pid)
         idle_fds, idle_udp = ua.sockets()
+        idle_kinds = fd_kinds(ua.pid)
         cpu_before = cpu_seconds(ua.pid)
         agent = self.sipp(kam, "soak", calls, args.soak_rate, args.soak_hold_ms, trace=False,
                           timeout=calls / args.soak_rate + 120)  # fmt: skip
@@ -556,6 +586,7 @@ class Bench:
             "fds_idle": idle_fds,
             "udp_idle": idle_udp,
             "fds_end": fds,
+            "fd_change": fd_difference(idle_kinds, fd_kinds(ua.pid)),
             "udp_end": udp,
             "udp_peak": peak_udp,
             "released": released == released,
@@ -596,6 +627,7 @@ class Bench:
         timeouts = ua.count(r"no RTP or RTCP for")
         figures: dict[str, Any] = {
             "calls": calls,
+            "rtp_timeout": self.args.fault_rtp_timeout,
             "up": up,
             "binding_before": bool(binding_before),
             "reregister_after_kill_s": registered - killed,
@@ -637,7 +669,11 @@ class Bench:
                      port=relay.port)  # fmt: skip
         time.sleep(0.5)
         _, idle_udp = ua.sockets()
-        figures: dict[str, Any] = {"keepalive": keepalive, "rounds": []}
+        figures: dict[str, Any] = {
+            "keepalive": keepalive,
+            "rtp_timeout": self.args.fault_rtp_timeout,
+            "rounds": [],
+        }
         agent = self.sipp(kam, "silent", 1, 1, 45000, timeout=120)
         agent.start()
         figures["call_up"] = self.established(ua, idle_udp, 1, 20)
@@ -863,7 +899,8 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
             f"| RSS after 1,000 calls | {_f(f['rss_1k'])} MB |",
             f"| RSS after all calls | {_f(f['rss_end'])} MB |",
             f"| RSS peak during the run | {_f(f['rss_peak'])} MB |",
-            f"| open fds idle / after | {f['fds_idle']} / {f['fds_end']} |",
+            f"| open fds idle / after (kinds that changed) | {f['fds_idle']} / {f['fds_end']} "
+            f"({f['fd_change']}) |",
             f"| UDP sockets idle / peak / after | {f['udp_idle']} / {f['udp_peak']} / "
             f"{f['udp_end']} |",
             f"| our UA's CPU over the run | {_f(f['ua_cpu_s'])} s "
@@ -875,8 +912,8 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
         rows = [
             f"{f['calls']} calls up with RTP ({'all' if f['up'] else 'NOT all'} established), "
             "Kamailio's process group killed with SIGKILL, restarted on the same ports 5 s later; "
-            f"SIPp sends BYE ~35 s after each answer; our UA runs with `--rtp-timeout "
-            f"{f.get('rtp_timeout_arg', '')}`.".replace("`--rtp-timeout `", "a short RTP timeout"),
+            "SIPp sends BYE ~35 s after each answer; our UA runs with "
+            f"`--rtp-timeout {f['rtp_timeout']}`.",
             "",
             "| measure | value |",
             "|---|---:|",
@@ -907,7 +944,8 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
     if name == "silent":
         rows = [
             f"The relay between our UA and Kamailio goes silent (connection kept open, bytes "
-            f"dropped both ways) {len(f['rounds'])} time(s); `--keepalive {f['keepalive']}`. "
+            f"dropped both ways) {len(f['rounds'])} time(s); `--keepalive {f['keepalive']} "
+            f"--rtp-timeout {f['rtp_timeout']}`. "
             "The first round has a call up (RTP flows outside the relay); SIPp sends its BYE "
             "45 s after the answer.",
             "",
@@ -990,6 +1028,7 @@ def main() -> None:
     parser.add_argument("--fault-rtp-timeout", type=int, default=10,
                         help="our UA's --rtp-timeout (registrar, silent scenarios)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the logs (working directory)")
     args = parser.parse_args()
     if args.soak_calls is None:
         args.soak_calls = 1000 if args.quick else 10_000
@@ -1006,7 +1045,10 @@ def main() -> None:
         bench.run(names)
     finally:
         bench.cleanup()
-        bench.tmp.cleanup()
+        if args.keep:
+            print(f"kept {bench.workdir}", flush=True)
+        else:
+            shutil.rmtree(bench.workdir, ignore_errors=True)
     info = machine()
     load_after = os.getloadavg()
     info["load"] = (
