@@ -36,6 +36,7 @@ Results go to the "Soak and faults" section of ``bench/RESULTS.md`` (``--no-writ
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import random
@@ -252,6 +253,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of sorted *values* (nan when empty)."""
+    if not values:
+        return float("nan")
+    return values[min(len(values), max(1, math.ceil(fraction * len(values)))) - 1]
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float) -> tuple[Any, float]:
     """Poll *predicate* every POLL s for at most *timeout* s: (last value, when it held)."""
     deadline = time.monotonic() + timeout
@@ -275,7 +283,9 @@ class UA:
         password = workdir / "password"
         password.write_text(kamailio.users["alice"] + "\n")
         password.chmod(0o600)
-        base = random.randrange(20000, 30000, 1000)
+        # Below the harness's port range (20000-32000: SIPp's media ports) and the ephemeral
+        # range, so the RTP capture never mistakes a peer's port for ours.
+        base = random.randrange(10000, 19000, 1000)
         self.rtp_ports = (base, base + 998)
         env = dict(os.environ)
         env.pop("SIP_PASSWORD", None)
@@ -555,6 +565,7 @@ class Bench:
         started = time.monotonic()
         agent.start()
         rss_1k = float("nan")
+        rtp_sample: dict[str, float] = {}
         peak_rss, peak_udp, done = idle_rss, idle_udp, 0
         deadline = started + calls / args.soak_rate + 180
         while agent.running and time.monotonic() < deadline:
@@ -565,6 +576,8 @@ class Bench:
             peak_udp = max(peak_udp, ua.sockets()[1])
             if done >= 1000 and rss_1k != rss_1k:
                 rss_1k = rss_mb(ua.pid)
+            if done >= calls // 2 and not rtp_sample:
+                rtp_sample = self.rtp_sample(ua)
         elapsed = time.monotonic() - started
         result = agent.stop() if agent.running else agent.collect()
         if rss_1k != rss_1k and result.successful + result.failed >= 1000:
@@ -592,11 +605,41 @@ class Bench:
             "released": released == released,
             "ua_cpu_s": cpu_seconds(ua.pid) - cpu_before,
             "tracebacks": ua.tracebacks(),
+            "rtp_sample": rtp_sample,
             "errors": " | ".join(result.errors.strip().splitlines()[-3:])[:400],
         }
         ua.stop()
         kam.stop()
         return figures
+
+    @staticmethod
+    def rtp_sample(ua: UA, seconds: float = 2.0) -> dict[str, float]:
+        """RTP packets/s and streams each way, captured for *seconds* (a lower bound: the
+        capture may lose packets under load); {} without capture rights."""
+        sniffer = RtpSniffer.maybe(ua.rtp_ports)
+        if sniffer is None:
+            return {}
+        started = time.monotonic()
+        time.sleep(seconds)
+        with sniffer.lock:
+            flows = dict(sniffer.flows)
+        sniffer.stop()
+        elapsed = time.monotonic() - started
+        sample: dict[str, float] = {}
+        for direction in ("sent", "received"):
+            chosen = [f for k, f in flows.items() if k[0] == direction]
+            sample[f"{direction}_pps"] = sum(f[0] for f in chosen) / elapsed
+            sample[f"{direction}_streams"] = len(chosen)
+        # Streams that began inside the capture: far end's first packet -> our first echo.
+        delays = sorted(
+            flows[("sent", port)][1] - first[1]
+            for (direction, port), first in flows.items()
+            if direction == "received" and first[1] > started + 0.05 and ("sent", port) in flows
+        )
+        sample["first_echo_streams"] = len(delays)
+        sample["first_echo_p50_ms"] = percentile(delays, 0.5) * 1000
+        sample["first_echo_p90_ms"] = percentile(delays, 0.9) * 1000
+        return sample
 
     # -- 2. registrar killed mid-call ------------------------------------------------------------
     def registrar(self) -> dict[str, Any]:
@@ -906,6 +949,21 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
             f"| our UA's CPU over the run | {_f(f['ua_cpu_s'])} s "
             f"({_f(f['ua_cpu_s'] / max(1, f['successful']) * 1e6, 0)} µs per call) |",
             f"| tracebacks in its log | {f['tracebacks']} |",
+            *(
+                [
+                    f"| RTP mid-run (2 s capture, a lower bound): packets/s from / to our UA | "
+                    f"{_f(f['rtp_sample']['sent_pps'], 0)} / "
+                    f"{_f(f['rtp_sample']['received_pps'], 0)} "
+                    f"({f['rtp_sample']['sent_streams']} / "
+                    f"{f['rtp_sample']['received_streams']} streams) |",
+                    "| same capture: far end's first RTP packet -> our first echo, p50 / p90 | "
+                    f"{_f(f['rtp_sample']['first_echo_p50_ms'], 0)} / "
+                    f"{_f(f['rtp_sample']['first_echo_p90_ms'], 0)} ms "
+                    f"({f['rtp_sample']['first_echo_streams']} streams) |",
+                ]
+                if f["rtp_sample"]
+                else []
+            ),
             *([f"\nSIPp errors (last): `{f['errors']}`"] if f["errors"] else []),
         ]
     if name == "registrar":
