@@ -244,6 +244,14 @@ def fd_difference(before: dict[str, int], after: dict[str, int]) -> str:
     return ", ".join(changes) or "none"
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds *pid* spent runnable but waiting for a core (/proc/PID/schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -285,8 +293,9 @@ class UA:
         password.chmod(0o600)
         # Below the harness's port range (20000-32000: SIPp's media ports) and the ephemeral
         # range, so the RTP capture never mistakes a peer's port for ours.
-        base = random.randrange(10000, 19000, 1000)
-        self.rtp_ports = (base, base + 998)
+        # 2,000 calls' worth: an overloaded run shows up as failed calls before the range ends.
+        base = random.choice((10000, 14000))
+        self.rtp_ports = (base, base + 3998)
         env = dict(os.environ)
         env.pop("SIP_PASSWORD", None)
         env["PYTHONPATH"] = str(ROOT) + (
@@ -298,7 +307,7 @@ class UA:
             "--aor", aor,
             "--ca-file", str(kamailio.ca_cert),
             "--password-file", str(password),
-            "--rtp-ports", f"{base}-{base + 998}",
+            "--rtp-ports", f"{base}-{base + 3998}",
             *extra,
         ]  # fmt: skip
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -363,8 +372,13 @@ class RtpSniffer:
         self.sock.settimeout(0.1)
         self._thread = threading.Thread(target=self._loop, name="rtp-sniffer", daemon=True)
 
+    #: False with --no-capture.
+    enabled = True
+
     @classmethod
     def maybe(cls, ports: tuple[int, int]) -> RtpSniffer | None:
+        if not cls.enabled:
+            return None
         try:
             return cls(ports).start()
         except (PermissionError, OSError, AttributeError) as exc:
@@ -483,6 +497,15 @@ def bye_outcomes(text: str) -> dict[str, Any]:
     }
 
 
+def sipp_error_kinds(text: str) -> dict[str, int]:
+    """SIPp's ``-trace_err`` entries by kind (the line after the timestamp, digits masked)."""
+    kinds: dict[str, int] = {}
+    for match in re.finditer(r"\d{4}-\d\d-\d\d\t[\d:.]+\t[\d.]+: ([^\n]{1,120})", text):
+        kind = re.sub(r"\d+", "N", match.group(1).split(":", 1)[0].strip())
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda item: -item[1])[:5])
+
+
 def codes_text(codes: dict[str, int]) -> str:
     return ", ".join(f"{n} x {code}" for code, n in codes.items()) or "none"
 
@@ -560,12 +583,15 @@ class Bench:
         idle_fds, idle_udp = ua.sockets()
         idle_kinds = fd_kinds(ua.pid)
         cpu_before = cpu_seconds(ua.pid)
+        wait_before = runqueue_wait(ua.pid)
+        loads: list[float] = []
         agent = self.sipp(kam, "soak", calls, args.soak_rate, args.soak_hold_ms, trace=False,
                           timeout=calls / args.soak_rate + 120)  # fmt: skip
         started = time.monotonic()
         agent.start()
         rss_1k = float("nan")
         rtp_sample: dict[str, float] = {}
+        rss_series: list[tuple[int, float]] = []
         peak_rss, peak_udp, done = idle_rss, idle_udp, 0
         deadline = started + calls / args.soak_rate + 180
         while agent.running and time.monotonic() < deadline:
@@ -573,12 +599,16 @@ class Bench:
             stats = agent.collect()
             done = stats.successful + stats.failed
             peak_rss = max(peak_rss, rss_mb(ua.pid))
+            loads.append(os.getloadavg()[0])
             peak_udp = max(peak_udp, ua.sockets()[1])
             if done >= 1000 and rss_1k != rss_1k:
                 rss_1k = rss_mb(ua.pid)
+            if done >= 1000 * (len(rss_series) + 1):
+                rss_series.append((done, rss_mb(ua.pid)))
             if done >= calls // 2 and not rtp_sample:
                 rtp_sample = self.rtp_sample(ua)
         elapsed = time.monotonic() - started
+        waited = runqueue_wait(ua.pid) - wait_before
         result = agent.stop() if agent.running else agent.collect()
         if rss_1k != rss_1k and result.successful + result.failed >= 1000:
             rss_1k = rss_mb(ua.pid)
@@ -604,8 +634,12 @@ class Bench:
             "udp_peak": peak_udp,
             "released": released == released,
             "ua_cpu_s": cpu_seconds(ua.pid) - cpu_before,
+            "ua_wait_pct": waited / elapsed * 100,
+            "load_max": max(loads, default=float("nan")),
             "tracebacks": ua.tracebacks(),
             "rtp_sample": rtp_sample,
+            "rss_series": rss_series,
+            "error_kinds": sipp_error_kinds(result.errors),
             "errors": " | ".join(result.errors.strip().splitlines()[-3:])[:400],
         }
         ua.stop()
@@ -948,6 +982,9 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
             f"{f['udp_end']} |",
             f"| our UA's CPU over the run | {_f(f['ua_cpu_s'])} s "
             f"({_f(f['ua_cpu_s'] / max(1, f['successful']) * 1e6, 0)} µs per call) |",
+            f"| our UA's run-queue wait (runnable, no core free) | {_f(f['ua_wait_pct'])} % "
+            "of the run |",
+            f"| highest 1-min load average during the run | {_f(f['load_max'], 2)} |",
             f"| tracebacks in its log | {f['tracebacks']} |",
             *(
                 [
@@ -964,7 +1001,18 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
                 if f["rtp_sample"]
                 else []
             ),
-            *([f"\nSIPp errors (last): `{f['errors']}`"] if f["errors"] else []),
+            "",
+            "RSS (MB) every 1,000 calls: "
+            + ", ".join(f"{n:,}: {_f(mb)}" for n, mb in f["rss_series"]),
+            *(
+                [
+                    "",
+                    "SIPp error log entries: "
+                    + "; ".join(f"{n} x `{kind}`" for kind, n in f["error_kinds"].items()),
+                ]
+                if f["error_kinds"]
+                else ([f"\nSIPp error log (last lines): `{f['errors']}`"] if f["errors"] else [])
+            ),
         ]
     if name == "registrar":
         rows = [
@@ -1086,10 +1134,14 @@ def main() -> None:
     parser.add_argument("--fault-rtp-timeout", type=int, default=10,
                         help="our UA's --rtp-timeout (registrar, silent scenarios)")  # fmt: skip
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--no-capture", action="store_true", help="no RTP capture (it costs CPU; needs root)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs (working directory)")
     args = parser.parse_args()
     if args.soak_calls is None:
         args.soak_calls = 1000 if args.quick else 10_000
+    RtpSniffer.enabled = not args.no_capture
     names = list(SCENARIOS) if args.scenario == "all" else args.scenario.split(",")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
