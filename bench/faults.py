@@ -612,7 +612,9 @@ class Bench:
         result = agent.stop() if agent.running else agent.collect()
         if rss_1k != rss_1k and result.successful + result.failed >= 1000:
             rss_1k = rss_mb(ua.pid)
-        released = self.released(ua, idle_udp, 30)
+        sipp_done = time.monotonic()
+        # Calls the far end abandoned (an overloaded run) end by the 60 s RTP timeout.
+        released = self.released(ua, idle_udp, 75)
         time.sleep(1.0)
         fds, udp = ua.sockets()
         figures = {
@@ -633,6 +635,7 @@ class Bench:
             "udp_end": udp,
             "udp_peak": peak_udp,
             "released": released == released,
+            "released_after_s": released - sipp_done,
             "ua_cpu_s": cpu_seconds(ua.pid) - cpu_before,
             "ua_wait_pct": waited / elapsed * 100,
             "load_max": max(loads, default=float("nan")),
@@ -958,6 +961,9 @@ def render(results: dict[str, dict[str, Any]], info: dict[str, str], command: st
             lines.append("")
             continue
         lines.extend(_render_one(name, figures))
+        note = _reading(name, figures)
+        if note:
+            lines.extend(["", note, ""])
         lines.append(f"- scenario wall time: {_f(figures['scenario_s'], 0)} s")
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -980,6 +986,8 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
             f"({f['fd_change']}) |",
             f"| UDP sockets idle / peak / after | {f['udp_idle']} / {f['udp_peak']} / "
             f"{f['udp_end']} |",
+            f"| UDP sockets back to idle after SIPp ended | "
+            f"{'after ' + _f(f['released_after_s']) + ' s' if f['released'] else 'NO (75 s)'} |",
             f"| our UA's CPU over the run | {_f(f['ua_cpu_s'])} s "
             f"({_f(f['ua_cpu_s'] / max(1, f['successful']) * 1e6, 0)} µs per call) |",
             f"| our UA's run-queue wait (runnable, no core free) | {_f(f['ua_wait_pct'])} % "
@@ -1110,6 +1118,31 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
             f"| tracebacks | {f['tracebacks']} |",
         ]
     return []
+
+
+def _reading(name: str, f: dict[str, Any]) -> str:
+    """One sentence on what the figures mean, only where they show a known failure mode."""
+    if name in ("registrar", "silent"):
+        codes = f["byes"]["codes"]
+        failed = sum(n for code, n in codes.items() if code != "200")
+        if not failed:
+            return ""
+        ended = f["rtp_timeouts"]
+        return (
+            f"Reading: {failed} of the far end's BYEs never reached our UA (answered "
+            f"{codes_text({c: n for c, n in codes.items() if c != '200'})} by Kamailio): its "
+            "in-dialog requests still target the old flow because nothing refreshed our target "
+            "after the flow was replaced (no re-INVITE/UPDATE with the new Contact, issue 17 "
+            f"item 1). Our UA ended {ended} of those calls only through the RTP inactivity "
+            "timeout, after SIPp gave up and stopped its RTP."
+        )
+    if name == "soak" and f["ua_wait_pct"] > 20:
+        return (
+            f"Reading: our UA waited for a core {_f(f['ua_wait_pct'], 0)} % of the run (other "
+            "work on the machine): failures and latencies here measure that contention as much "
+            "as the code."
+        )
+    return ""
 
 
 def write_section(text: str) -> None:
