@@ -893,6 +893,7 @@ class Bench:
         for name in names:
             print(f"== {name}", flush=True)
             started = time.monotonic()
+            load_before = os.getloadavg()[0]
             try:
                 figures = getattr(self, name)()
             except Exception as exc:
@@ -900,6 +901,10 @@ class Bench:
             finally:
                 self.cleanup()
             figures["scenario_s"] = time.monotonic() - started
+            figures["run"] = (
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 1-min load average "
+                f"{load_before:.2f} before / {os.getloadavg()[0]:.2f} after"
+            )
             self.results[name] = figures
             print(f"   {figures}", flush=True)
 
@@ -935,29 +940,29 @@ def _f(value: Any, digits: int = 1) -> str:
 
 
 def render(results: dict[str, dict[str, Any]], info: dict[str, str], command: str) -> str:
+    """The section: a header, then one ``### name`` subsection per scenario that ran."""
     lines = [
         SECTION,
         "",
         f"- machine: `{info['uname']}`",
         f"- CPU: {info['cpu']}",
         f"- Python: {info['python']}; {info['kamailio']}; {info['sipp']}",
-        f"- date: {info['date']}",
-        f"- load: {info['load']}",
-        f"- command: `{command}`",
+        "- command: `python bench/faults.py --scenario all` (each subsection says when it ran, "
+        "with which command and under what load: the machine is shared with other work)",
         "",
         "Our UA is `twistd -n voip --app echo` registered as alice over TLS with Kamailio; the "
-        "far "
-        "end is SIPp over UDP through Kamailio streaming PCMA RTP in a loop (`rtp_stream`) until "
-        "it sends BYE. RSS/fds/UDP sockets from /proc/PID; RTP timestamps from an AF_PACKET "
-        "socket on `lo`; 'released' = our UA's UDP sockets back to the idle count. Figures are "
-        "reported as measured, including failures.",
+        "far end is SIPp over UDP through Kamailio streaming PCMA RTP in a loop (`rtp_stream`) "
+        "until it sends BYE. RSS/fds/UDP sockets from /proc/PID; RTP timestamps from an "
+        "AF_PACKET socket on `lo`; 'released' = our UA's UDP sockets back to the idle count. "
+        "Figures are reported as measured, including failures.",
         "",
     ]
     for name in SCENARIOS:
         figures = results.get(name)
         if figures is None:
             continue
-        lines.append(f"### {name}")
+        lines.extend([f"### {name}", ""])
+        lines.append(f"- run: {figures.get('run', '?')}; `{command}`")
         lines.append("")
         if "error" in figures:
             lines.append(f"- did not complete: `{figures['error'][:600]}`")
@@ -1147,14 +1152,31 @@ def _reading(name: str, f: dict[str, Any]) -> str:
     return ""
 
 
+def _subsections(text: str) -> tuple[str, dict[str, str]]:
+    """(header, {scenario: its ``### name`` block}) of a rendered section."""
+    parts = re.split(r"^(?=### )", text, flags=re.M)
+    blocks = {}
+    for part in parts[1:]:
+        name = part.split("\n", 1)[0][4:].strip()
+        blocks[name] = part.rstrip("\n") + "\n"
+    return parts[0].rstrip("\n") + "\n", blocks
+
+
 def write_section(text: str) -> None:
-    """Replace (or append) only this section; re-read the file right before."""
+    """Replace this section's header and the subsections of the scenarios that ran; keep
+    the other scenarios' subsections from an earlier run.  Re-reads the file right before."""
     current = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
+    found = pattern.search(current)
+    header, blocks = _subsections(text)
+    if found:
+        _, old_blocks = _subsections(found.group(0))
+        blocks = {**old_blocks, **blocks}
+    body = header + "\n" + "\n".join(blocks[n] for n in SCENARIOS if n in blocks)
+    if found:
+        updated = current[: found.start()] + body + "\n" + current[found.end() :]
     else:
-        updated = current.rstrip("\n") + "\n\n" + text
+        updated = current.rstrip("\n") + "\n\n" + body
     RESULTS.write_text(updated.rstrip("\n") + "\n")
 
 
@@ -1184,7 +1206,6 @@ def main() -> None:
     missing = [n for n in ("kamailio", "sipp", "sox") if shutil.which(n) is None]
     if missing or not os.path.exists(TWISTD):
         sys.exit(f"not installed: {', '.join(missing) or TWISTD}")
-    load_before = os.getloadavg()
     bench = Bench(args)
     try:
         bench.run(names)
@@ -1195,11 +1216,6 @@ def main() -> None:
         else:
             shutil.rmtree(bench.workdir, ignore_errors=True)
     info = machine()
-    load_after = os.getloadavg()
-    info["load"] = (
-        f"{load_before[0]:.2f} at start, {load_after[0]:.2f} at end (1-min load average; the "
-        "machine is shared with other work)"
-    )
     command = "python bench/faults.py " + " ".join(sys.argv[1:])
     text = render(bench.results, info, command.strip())
     print()
