@@ -39,7 +39,6 @@ import argparse
 import math
 import os
 import platform
-import random
 import re
 import shutil
 import signal
@@ -293,8 +292,10 @@ class UA:
         password.chmod(0o600)
         # Below the harness's port range (20000-32000: SIPp's media ports) and the ephemeral
         # range, so the RTP capture never mistakes a peer's port for ours.
-        # 2,000 calls' worth: an overloaded run shows up as failed calls before the range ends.
-        base = random.choice((10000, 14000))
+        # 2,000 calls' worth (an overloaded run shows up as failed calls before the range
+        # ends), above the ephemeral range and outside twistd's default 10000-20000 and the
+        # harness's 20000-32000, where other processes' RTP runs.
+        base = 61000
         self.rtp_ports = (base, base + 3998)
         env = dict(os.environ)
         env.pop("SIP_PASSWORD", None)
@@ -334,6 +335,27 @@ class UA:
     def sockets(self) -> tuple[int, int]:
         return fd_counts(self.pid)
 
+    def udp_ports(self) -> frozenset[int]:
+        """The local ports of our UA's UDP sockets (its RTP/RTCP ports right now)."""
+        ports = set()
+        try:
+            links = [
+                os.readlink(f"/proc/{self.pid}/fd/{e}") for e in os.listdir(f"/proc/{self.pid}/fd")
+            ]
+        except OSError:
+            return frozenset()
+        inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
+        for name in ("udp", "udp6"):
+            try:
+                lines = Path(f"/proc/{self.pid}/net/{name}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 9 and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        return frozenset(ports)
+
     def stop(self) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -362,6 +384,9 @@ class RtpSniffer:
 
     def __init__(self, ports: tuple[int, int], gap: float = 0.2) -> None:
         self.low, self.high = ports
+        #: Only these ports count once :meth:`track` was called (other processes' RTP may
+        #: use the same range).
+        self.ports: frozenset[int] | None = None
         self.gap = gap
         self.lock = threading.Lock()
         self.flows: dict[tuple[str, int], list[float]] = {}  # [count, first, last]
@@ -407,9 +432,10 @@ class RtpSniffer:
             if frame[23] != 17 or len(frame) < 14 + header + 4:
                 continue
             src, dst = struct.unpack_from("!HH", frame, 14 + header)
-            if self.low <= src <= self.high and src % 2 == 0:
+            ports = self.ports
+            if self.low <= src <= self.high and src % 2 == 0 and (ports is None or src in ports):
                 key = ("sent", src)
-            elif self.low <= dst <= self.high and dst % 2 == 0:
+            elif self.low <= dst <= self.high and dst % 2 == 0 and (ports is None or dst in ports):
                 key = ("received", dst)
             else:
                 continue
@@ -423,6 +449,13 @@ class RtpSniffer:
                     self.gaps.append((key[0], key[1], flow[2], now))
                 flow[0] += 1
                 flow[2] = now
+
+    def track(self, ports: frozenset[int]) -> None:
+        """Count only *ports* from now on; forget what other ports did so far."""
+        with self.lock:
+            self.ports = ports
+            self.flows = {k: f for k, f in self.flows.items() if k[1] in ports}
+            self.gaps = [g for g in self.gaps if g[1] in ports]
 
     def stop(self) -> None:
         self._stop.set()
@@ -657,7 +690,11 @@ class Bench:
         if sniffer is None:
             return {}
         started = time.monotonic()
-        time.sleep(seconds)
+        known: frozenset[int] = frozenset()
+        for _ in range(int(seconds / 0.1)):
+            known |= ua.udp_ports()
+            sniffer.track(known)
+            time.sleep(0.1)
         with sniffer.lock:
             flows = dict(sniffer.flows)
         sniffer.stop()
@@ -690,6 +727,8 @@ class Bench:
         agent = self.sipp(kam, "registrar", calls, 20, hold_ms, timeout=120)
         agent.start()
         up = self.established(ua, idle_udp, calls, 20)
+        if sniffer is not None:
+            sniffer.track(ua.udp_ports())
         time.sleep(2.0)
         binding_before = kam.bindings("alice")
         killed = time.monotonic()
@@ -821,6 +860,8 @@ class Bench:
         agent = self.sipp(kam, "vanish", calls, 10, 60000, timeout=120)
         agent.start()
         up = self.established(ua, idle_udp, calls, 20)
+        if sniffer is not None:
+            sniffer.track(ua.udp_ports())
         time.sleep(2.0)
         byes_before = len(re.findall(r"REQ BYE .*/tls", kam.log))
         killed = time.monotonic()
