@@ -10,27 +10,31 @@ the figures as they are, good or bad (``--quick`` for a short trial run).  What 
 * SIPp (``peers.Sipp``) as the far end, over UDP to Kamailio, which relays to our TLS flow:
   each call INVITEs alice, ACKs, streams PCMA RTP in a loop (SIPp ``rtp_stream``) for ``-d``
   ms, then sends BYE.  Its ``-trace_msg`` log tells which BYEs got which answer.
-* A raw ``AF_PACKET`` socket on ``lo`` (root only; skipped otherwise) timestamps the RTP of
-  our UA's port range in the fault scenarios: gaps per stream, last packet before a timeout.
+* A raw ``AF_PACKET`` socket on ``lo`` (root only; skipped otherwise or with
+  ``--no-capture``) timestamps the RTP of our UA's own sockets in the fault scenarios (gaps
+  per stream, last packet before a timeout) and for 2 s in the middle of the soak.
 * ``bench/blackhole_relay.py``: a TCP relay between our UA and Kamailio's TLS port that can
   turn silent (no FIN/RST, bytes dropped) for the silent-flow scenario.
 
 Scenarios (``--scenario soak,registrar,silent,vanish,sigterm`` or ``all``):
 
-1. ``soak``: ``--soak-calls`` calls (10,000; 1,000 with ``--quick``) at ``--soak-rate`` cps,
-   ``--soak-hold-ms`` each with RTP: failures, RSS idle / after 1k / after all, fds and UDP
-   sockets after vs idle, tracebacks in the log.
+1. ``soak``: ``--soak-calls`` calls (10,000; 1,000 with ``--quick``) at ``--soak-rate`` cps
+   (50), ``--soak-hold-ms`` (1000) each with RTP: failures, RSS idle / every 1,000 calls /
+   after all, fds and UDP sockets after vs idle, tracebacks in the log, our UA's CPU and
+   run-queue wait (how much other work on the machine held it back).
 2. ``registrar``: 20 calls up, ``kill -9`` of Kamailio's process group, restarted on the same
    ports 5 s later: time to re-register, RTP gaps on our side, the far end's BYEs (200 vs
    477/408/481), whether our UA released the calls (and how).
-3. ``silent``: the relay goes silent (3 rounds; 1 with ``--quick``), the first with a call up:
-   time to detect (keepalive + pong timeout) and re-register, the far end's BYE afterwards,
+3. ``silent``: the relay goes silent (3 rounds; 1 with ``--quick``) with a call up: time to
+   detect (keepalive + pong timeout) and re-register, the far end's BYE after the rounds,
    whether the call ends.
 4. ``vanish``: calls up, SIPp killed (-9): our UA (``--rtp-timeout 5``) must hang up; time
    from the last RTP packet to our BYE (seen by Kamailio) and to sockets released.
 5. ``sigterm``: 50 calls up, SIGTERM: time to exit, BYEs the far end received and answered.
 
-Results go to the "Soak and faults" section of ``bench/RESULTS.md`` (``--no-write`` to skip).
+Results go to the "Soak and faults" section of ``bench/RESULTS.md`` (``--no-write`` to skip):
+the subsections of the scenarios that ran are replaced, the others kept.  ``--scenario all``
+takes about 8 minutes (``--quick``: about 3).
 """
 
 from __future__ import annotations
