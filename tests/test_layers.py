@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "voiptwisted.codecs": 0,
     "voiptwisted.codecs.*": 0,
     "voiptwisted.media.wav": 0,
+    "voiptwisted.media.resample": 0,
     # state machines on an injected clock
     "voiptwisted.sip.transaction": 1,
     "voiptwisted.sip.dialog": 1,
