@@ -112,10 +112,12 @@ def free_port_pair() -> int:
 
 
 def _free_even_udp_port() -> int:
-    """An even UDP port whose odd successor is free too (RTP + RTCP, RFC 3550 §11)."""
+    """An even UDP port P with P+1..P+3 free too: SIPp's ``-mp`` binds audio RTP/RTCP at
+    P, P+1 and video RTP/RTCP at P+2, P+3 (RFC 3550 §11 pairs), and fails the whole run
+    ("Unable to bind video RTP socket") if any of the four is taken."""
     return _pick(
-        lambda p: p % 2 == 0 and not (_port_in_use(p, "udp") or _port_in_use(p + 1, "udp")),
-        "even UDP port pair",
+        lambda p: p % 2 == 0 and not any(_port_in_use(p + i, "udp") for i in range(4)),
+        "even UDP port quadruple",
     )
 
 
