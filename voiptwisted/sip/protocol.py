@@ -589,12 +589,7 @@ class SessionInitiationProtocol(Protocol):
         provisional_callback: Callable[[Response], None] | None = None,
         new_branch: bool = True,
     ) -> Deferred[Response]:
-        """Send *request* in a client transaction; fire with the final response.
-
-        Fails with ``TransactionTimeout`` on Timer B/F and with the
-        connection-lost reason if the flow goes away first.  *request* is
-        modified in place (Via, Max-Forwards).
-        """
+        """:meth:`UserAgentCore.send_request` on this flow's core (the final response)."""
         return self.core.send_request(
             request, provisional_callback=provisional_callback, new_branch=new_branch
         )
