@@ -482,7 +482,7 @@ class UserAgentCore:
             headers=[
                 ("Allow", self.allow_header),
                 ("Accept", "application/sdp"),
-                ("Supported", "outbound"),
+                ("Supported", ", ".join(sorted(SUPPORTED_OPTIONS))),
             ],
         )
 
