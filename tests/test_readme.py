@@ -68,3 +68,22 @@ class ReadmeTests(unittest.SynchronousTestCase):
         menu.answer = lambda *, session_class, **kw: answered.append(session_class)
         menu.call_received()
         self.assertEqual(answered, [myapp.Beeper])
+
+
+class SupportTableTests(unittest.SynchronousTestCase):
+    def test_methods_and_option_tags_listed(self) -> None:
+        """RFC 3261 §20.5 / §20.37: "What the UA supports" names every method in our Allow
+        and every option tag in our Supported, and says 100rel, timer and REFER are not."""
+        from voiptwisted.sip.core import ALLOWED_METHODS, SUPPORTED_OPTIONS
+
+        text = README.read_text()
+        start = text.index("## What the UA supports")
+        section = text[start : text.index("\n## ", start + 1)]
+        for method in ALLOWED_METHODS:
+            self.assertIn(f"`{method}`", section)
+        for tag in SUPPORTED_OPTIONS:
+            self.assertIn(f"| `{tag}` |", section)
+        not_yet = section[section.index("**Not supported yet**"):]
+        for missing in ("100rel", "timer", "REFER", "replaces"):
+            self.assertIn(missing, not_yet)
+            self.assertNotIn(missing, SUPPORTED_OPTIONS | {str(m) for m in ALLOWED_METHODS})

@@ -132,7 +132,12 @@ class ISession(Interface):
         """Called with each decoded 20 ms frame from the remote party, in playout order."""
 
     def dtmf_received(digit: str) -> None:
-        """Called exactly once per key the remote party pressed (RFC 4733): ``0-9 * # A-D``."""
+        """Called exactly once per key the remote party pressed: ``0-9 * # A-D``.
+
+        Keys come as RFC 4733 events in the media or as SIP INFO (``application/dtmf-relay``
+        or ``application/dtmf``, RFC 6086); a call takes them the way its first key came,
+        so a press the peer sends both ways is reported once.
+        """
 
     def media_changed(direction: str) -> None:
         """Called after the remote party changed the call's media with a re-INVITE.

@@ -13,6 +13,8 @@ from twisted.trial import unittest
 from voiptwisted.media.call import CallMedia, MediaConfig, NegotiationFailed, _bind_address
 from voiptwisted.media.pacer import Pacer
 from voiptwisted.media.session import EchoSession, Session
+from voiptwisted.rtp.dtmf import DTMFSender
+from voiptwisted.rtp.packet import RTPPacket
 from voiptwisted.rtp.stun import (
     ATTR_XOR_MAPPED_ADDRESS,
     BINDING_SUCCESS,
@@ -361,3 +363,51 @@ class LazyImportTests(unittest.SynchronousTestCase):
         self.assertIs(voiptwisted.media.alaw_decode, g711.alaw_decode)
         with self.assertRaises(AttributeError):
             voiptwisted.media.call.no_such_name  # noqa: B018
+
+
+class SignalledDTMFTests(unittest.SynchronousTestCase):
+    """One key never counts twice: a call takes its keys as SIP INFO or as RFC 4733 events,
+    whichever way the first key came (``CallMedia.signalled_dtmf``, RFC 6086 / RFC 4733)."""
+
+    def call(self) -> tuple[CallMedia, Collector]:
+        clock = UDPClock()
+        config = MediaConfig(reactor=clock, pacer=Pacer(clock), srtp="off",
+                             port_range=(31000, 31200))
+        caller = CallMedia.create_offer(config, "127.0.0.1")
+        callee = CallMedia.answer_offer(config, caller.local_sdp, "127.0.0.1")
+        self.addCleanup(caller.stop)
+        self.addCleanup(callee.stop)
+        caller.accept_answer(callee.local_sdp)
+        session = Collector(FakeDialog())
+        callee.start(session)
+        return callee, session
+
+    def press(self, media: CallMedia, digits: str, start: int = 0) -> None:
+        pt = media.rtp.telephone_event_pt
+        self.assertIsNotNone(pt)
+        for seq, entry in enumerate(DTMFSender().packets(digits)):
+            if entry is None:
+                continue
+            marker, offset, payload = entry
+            packet = RTPPacket(payload_type=pt, sequence=100 + start + seq,
+                               timestamp=1000 + 10 * start + offset,
+                               ssrc=77, payload=payload, marker=marker)
+            media.rtp.datagramReceived(packet.serialize(), media.rtp.remote)
+
+    def test_info_first_mutes_rfc4733(self) -> None:
+        """The first key came as INFO: later RFC 4733 events are counted, not delivered."""
+        media, session = self.call()
+        self.assertTrue(media.signalled_dtmf())
+        self.press(media, "5")
+        self.assertEqual(session.digits, [])
+        self.assertEqual(media.rtp.stats.dtmf_received, 1)
+        self.assertTrue(media.signalled_dtmf())
+
+    def test_rfc4733_first_mutes_info(self) -> None:
+        """The first key came as RFC 4733: it is delivered and INFO keys are not."""
+        media, session = self.call()
+        self.press(media, "5")
+        self.assertEqual(session.digits, ["5"])
+        self.assertFalse(media.signalled_dtmf())
+        self.press(media, "7", start=100)
+        self.assertEqual(session.digits, ["5", "7"])

@@ -34,6 +34,9 @@ from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.transaction import T1
 from voiptwisted.sip.uri import NetworkAddress
 
+#: RFC 3261 §20.5: the methods we implement, INFO (RFC 6086) and UPDATE (RFC 3311) too.
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
+
 #: Where the test's requests "come from": an opaque token for the core.
 PEER = ("127.0.0.1", 5061)
 LOCAL = NetworkAddress.parse("192.0.2.10:5070")
@@ -120,7 +123,7 @@ class AnswersTests(CoreTestCase):
         self.receive(invite_bytes(method="OPTIONS", body=b""))
         [(response, destination)] = self.sent
         self.assertEqual(response.status_code, 200)
-        self.assertEqual(response.headers["Allow"], "INVITE, ACK, BYE, CANCEL, OPTIONS")
+        self.assertEqual(response.headers["Allow"], ALLOW)
         self.assertEqual(response.headers["Accept"], "application/sdp")
         self.assertIn("voiptwisted/", response.headers["User-Agent"])
         self.assertEqual(destination, PEER)

@@ -38,6 +38,9 @@ from voiptwisted.sip.protocol import (
 from voiptwisted.sip.transaction import T1, TransactionTimeout
 from voiptwisted.sip.uri import NetworkAddress
 
+#: RFC 3261 §20.5: the methods we implement, INFO (RFC 6086) and UPDATE (RFC 3311) too.
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
+
 
 def options_bytes(
     branch: str = "z9hG4bKopt", extra: str = "", to_tag: str = "", method: str = "OPTIONS"
@@ -106,7 +109,7 @@ class DispatchTests(ProtocolTestCase):
         """RFC 3261 §11.2: OPTIONS -> 200 with Allow, Accept and Supported."""
         [ok] = self.feed(options_bytes())
         self.assertEqual(ok.status_code, 200)
-        self.assertEqual(ok.headers["Allow"], "INVITE, ACK, BYE, CANCEL, OPTIONS")
+        self.assertEqual(ok.headers["Allow"], ALLOW)
         self.assertEqual(ok.headers["Accept"], "application/sdp")
         self.assertEqual(ok.headers["Supported"], "outbound")
         self.assertEqual(ok.headers["User-Agent"], USER_AGENT)
@@ -118,7 +121,7 @@ class DispatchTests(ProtocolTestCase):
         for method in ("SUBSCRIBE", "FOO", "REGISTER"):
             [resp] = self.feed(options_bytes(method=method, branch=f"z9hG4bK{method}"))
             self.assertEqual(resp.status_code, 405)
-            self.assertEqual(resp.headers["Allow"], "INVITE, ACK, BYE, CANCEL, OPTIONS")
+            self.assertEqual(resp.headers["Allow"], ALLOW)
 
     def test_unknown_dialog_481(self) -> None:
         """RFC 3261 §12.2.2: an in-dialog request matching no dialog gets 481 (never 410)."""

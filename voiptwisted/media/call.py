@@ -515,6 +515,19 @@ class CallMedia:
         self.rtp.start(session)
         self.inactivity.start()
 
+    def signalled_dtmf(self) -> bool:
+        """A key press came as SIP INFO (RFC 6086): may the dialog hand it to the session?
+
+        A peer can send one press both as INFO and as RFC 4733 events; the call takes
+        its keys one way only, the first way one arrived: False when RFC 4733 events
+        already delivered a key (the INFO key is dropped), else True, and RFC 4733 keys
+        are no longer delivered on this call.
+        """
+        if self.rtp.deliver_dtmf_events and self.rtp.stats.dtmf_received:
+            return False
+        self.rtp.deliver_dtmf_events = False
+        return True
+
     @property
     def on_hold(self) -> bool:
         """True when the negotiated direction means the peer is not expected to send."""

@@ -374,6 +374,9 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._dtmf_ticks: list[Any] = []
         self._dtmf_start = 0
         self._dtmf_receiver = DTMFReceiver()
+        #: Whether RFC 4733 key presses reach the session; off once the call's keys come
+        #: as SIP INFO (``CallMedia.signalled_dtmf``), so one press never counts twice.
+        self.deliver_dtmf_events = True
         self._jitter = JitterBuffer(report_loss=True)
         #: Samples per 20 ms at the codec's audio rate, RTP timestamp units per 20 ms.
         self._frame = 160
@@ -832,7 +835,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
             digit = self._dtmf_receiver.receive(timestamp, payload)
             if digit is not None:
                 stats.dtmf_received += 1
-                self._call_session(session.dtmf_received, digit)
+                if self.deliver_dtmf_events:
+                    self._call_session(session.dtmf_received, digit)
             return
         ready = self._jitter.push(packet)
         if len(ready) == 1 and ready[0].__class__ is not _LOST:

@@ -70,15 +70,19 @@ log = Logger()
 
 USER_AGENT = f"voiptwisted/{__version__}"
 
-#: Methods this UA handles, in Allow order (RFC 3261 §20.5).
+#: Methods this UA handles, in Allow order (RFC 3261 §20.5): exactly those implemented.
+#: INFO (RFC 6086, DTMF bodies) and UPDATE (RFC 3311) are answered by the dialog; outside
+#: one they get 481 like any in-dialog request without its dialog.
 ALLOWED_METHODS = (
     SIPMethod.INVITE,
     SIPMethod.ACK,
     SIPMethod.BYE,
     SIPMethod.CANCEL,
     SIPMethod.OPTIONS,
+    SIPMethod.INFO,
+    SIPMethod.UPDATE,
 )
-#: Option tags we support (RFC 3261 §8.2.2.3 / §20.37).
+#: Option tags we support (RFC 3261 §8.2.2.3 / §20.37); no 100rel, timer or replaces yet.
 SUPPORTED_OPTIONS = frozenset({"outbound"})
 
 _MINIMAL_HEADERS = {
@@ -478,7 +482,7 @@ class UserAgentCore:
             headers=[
                 ("Allow", self.allow_header),
                 ("Accept", "application/sdp"),
-                ("Supported", "outbound"),
+                ("Supported", ", ".join(sorted(SUPPORTED_OPTIONS))),
             ],
         )
 

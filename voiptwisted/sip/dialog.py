@@ -64,6 +64,55 @@ RETRY_AFTER_NO_PORT = 30
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
+#: INFO bodies that carry a key press (legacy INFO usage, RFC 6086 §2): Cisco's
+#: ``application/dtmf-relay`` (``Signal=5``, ``Duration=160``) and ``application/dtmf``
+#: (the key alone).  No Info Package is supported (``Recv-Info`` stays empty).
+DTMF_INFO_TYPES = ("application/dtmf-relay", "application/dtmf")
+#: Largest INFO body we read, in octets; a key press takes about 30.  Larger: 413.
+MAX_INFO_BODY = 512
+_DTMF_KEYS = "0123456789*#ABCD"
+
+
+def _warning(reason: str | None) -> list[tuple[str, str]]:
+    """A Warning telling why an offer was refused (RFC 3261 §20.43: 399, miscellaneous,
+    from the pseudonym agent); quotes and backslashes kept out, 80 characters at most."""
+    if not reason:
+        return []
+    text = " ".join(reason.replace('"', "'").replace("\\", "/").split())[:80]
+    return [("Warning", f'399 voiptwisted "{text}"')]
+
+
+def _dtmf_key(value: str) -> str | None:
+    """A key from its name (``5``, ``*``, ``a``) or its RFC 4733 event number (``10`` = ``*``)."""
+    value = value.strip().upper()
+    if len(value) == 1 and value in _DTMF_KEYS:
+        return value
+    if value.isdigit() and len(value) == 2 and int(value) < len(_DTMF_KEYS):
+        return _DTMF_KEYS[int(value)]
+    return None
+
+
+def parse_dtmf_info(content_type: str, body: bytes) -> str | None:
+    """The key an INFO body of *content_type* (one of :data:`DTMF_INFO_TYPES`) carries.
+
+    ``application/dtmf-relay`` is ``name=value`` lines, the key in ``Signal``; other
+    lines (``Duration``) are ignored.  ``application/dtmf`` is the key alone.  One pass
+    over a bounded body, no regular expression; None when no key is found.
+    """
+    if len(body) > MAX_INFO_BODY:
+        return None
+    text = body.decode("ascii", "replace")
+    if content_type == "application/dtmf":
+        return _dtmf_key(text)
+    for line in text.split("\n"):
+        name, equals, value = line.partition("=")
+        if equals and name.strip().lower() == "signal":
+            return _dtmf_key(value)
+    return None
+
+
+
+
 def _call_boundary(method: _Method) -> _Method:
     """Run *method* (a timer, Deferred callback or core notification of a dialog) so that
     an exception in it ends that call cleanly instead of escaping into the reactor.
@@ -251,6 +300,11 @@ class Dialog:
         self._ok_reinvite = False
         self._reoffered = False
         self._answering = False
+        #: The server transaction of an UPDATE whose offer the media is answering (§5.2).
+        self._update_tx: ServerTransaction | None = None
+        self._update_deferred: Deferred[bytes] | None = None
+        #: The CSeq of the last INFO that carried a key (one key per INFO, RFC 6086 §2).
+        self._info_cseq: int | None = None
         self._expiry_timer: IDelayedCall | None = None
         self._bye_after_ack = False
         # outbound
@@ -647,9 +701,204 @@ class Dialog:
         elif method == "OPTIONS":
             assert self.sip is not None
             transaction.respond(self.sip.options_response(request))
+        elif method == "INFO":
+            self._info_received(request, transaction)
+        elif method == "UPDATE":
+            self._update_received(request, transaction)
         else:
             assert self.sip is not None
             transaction.respond(self.sip.method_not_allowed_response(request))
+
+    # -- INFO (RFC 6086) ---------------------------------------------------------------
+
+    def _info_received(self, request: Request, transaction: ServerTransaction) -> None:
+        """An INFO in this dialog: a DTMF key press goes to the session, once per key.
+
+        RFC 6086 §4.2.2: an INFO naming an ``Info-Package`` we do not support gets 469
+        Bad Info Package with our (empty) ``Recv-Info``.  Without a package (legacy
+        usage, §2) a DTMF body (:data:`DTMF_INFO_TYPES`) is answered 200 and its key
+        delivered with ``session.dtmf_received``; an INFO without a body gets 200 (some
+        peers use it as a keep-alive); any other body gets 415 with ``Accept`` (RFC 3261
+        §21.4.16), one over :data:`MAX_INFO_BODY` octets 413, a DTMF body naming no key 400.
+
+        Each INFO is one key: its retransmissions are absorbed by its server transaction,
+        an older CSeq was refused above and the same CSeq again (a retransmission reaching
+        us after that transaction ended) is answered 200 and not delivered again.  A peer
+        may send the same press both as INFO and as RFC 4733 events; the media keeps only
+        one of them per call (``CallMedia.signalled_dtmf``: the first way a key arrives on
+        the call is the one used from then on).  Keys before the session starts (before
+        the ACK) are answered 200 and dropped: there is nobody to hand them to yet.
+        """
+        if request.headers.get("Info-Package") is not None:
+            transaction.respond(
+                Response.from_request(request, 469, headers=[("Recv-Info", "")])
+            )
+            return
+        if not request.body:
+            transaction.respond(Response.from_request(request, 200))
+            return
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        if content_type not in DTMF_INFO_TYPES:
+            accept = ", ".join(DTMF_INFO_TYPES)
+            transaction.respond(Response.from_request(request, 415, headers=[("Accept", accept)]))
+            return
+        if len(request.body) > MAX_INFO_BODY:
+            transaction.respond(Response.from_request(request, 413))
+            return
+        digit = parse_dtmf_info(content_type, request.body)
+        if digit is None:
+            transaction.respond(Response.from_request(request, 400, "No DTMF Signal"))
+            return
+        transaction.respond(Response.from_request(request, 200))
+        number = request.cseq[0]
+        if number == self._info_cseq:
+            # The same INFO again on a new transaction (a retransmission a stateless hop
+            # forwarded after ours ended): the key was had already.
+            return
+        self._info_cseq = number
+        session = self.session
+        if session is None or self.state is not DialogState.CONFIRMED:
+            log.debug("call {call_id}: INFO key before the session, dropped", call_id=self.call_id)
+            return
+        signalled = getattr(self.media, "signalled_dtmf", None)
+        if signalled is not None and not signalled():
+            log.debug("call {call_id}: INFO key dropped, keys come as RFC 4733",
+                      call_id=self.call_id)
+            return
+        hook = getattr(session, "dtmf_received", None)
+        if hook is not None:
+            self._call_app(hook, digit)
+
+    # -- UPDATE (RFC 3311) -------------------------------------------------------------
+
+    @property
+    def _our_offer_outstanding(self) -> bool:
+        """We made an offer not answered yet (RFC 3311 §5.2: an UPDATE offer now is glare).
+
+        Our target-refresh re-INVITE in progress, our offer in a 2xx (late offer or a
+        re-INVITE without SDP) waiting for the answer in its ACK, or our own INVITE
+        still unanswered (an early dialog on an outbound call).
+        """
+        if self._refreshing_invite:
+            return True
+        if self._ok is not None and (self._reoffered if self._ok_reinvite else self._late_offer):
+            return True
+        return not self.inbound and self.state is DialogState.EARLY
+
+    def _update_received(self, request: Request, transaction: ServerTransaction) -> None:
+        """An UPDATE in this dialog (RFC 3311 §5.2): a target refresh, with or without an offer.
+
+        Without a body (a session refresh) it is answered 200 with our Contact.  With an
+        SDP offer in a confirmed dialog the media answers it as it answers a re-INVITE
+        (``CallMedia.reanswer``; the session's ``media_changed`` hears of a change) and
+        the answer goes in the 200; a refusal (488) leaves the call as it was.  §5.2:
+        491 when an offer of ours is outstanding (glare; the peer retries after the
+        §14.1 delay), 500 with a Retry-After of 0-10 s when an offer of the peer's is
+        not answered yet.  In an early dialog that is always so: without reliable
+        provisionals (no 100rel) the INVITE's offer is answered only in our 2xx, so an
+        UPDATE offer before it gets 500 with Retry-After (an inbound call) or 491 (our
+        outbound call, whose offer is unanswered); RFC 3311 §5.1 forbids such an UPDATE.
+        """
+        if self._bye_sent or self.state is DialogState.TERMINATED:
+            transaction.respond(Response.from_request(request, 481))
+            return
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        if request.body and content_type != "application/sdp":
+            transaction.respond(
+                Response.from_request(request, 415, headers=[("Accept", "application/sdp")])
+            )
+            return
+        contacts = request.contact  # a target refresh (§5.2); malformed: 400 (§21.4.1)
+        if not request.body:
+            self._update_accepted(b"", request, transaction, contacts, None)
+            return
+        if self._our_offer_outstanding:
+            transaction.respond(Response.from_request(request, 491))
+            return
+        if (
+            self._pending_invite
+            or self._reinvite_tx is not None
+            or self._update_tx is not None
+            or self.state is not DialogState.CONFIRMED
+        ):
+            transaction.respond(
+                Response.from_request(
+                    request, 500, headers=[("Retry-After", str(secrets.randbelow(11)))]
+                )
+            )
+            return
+        if self.media is None:
+            transaction.respond(Response.from_request(request, 481))
+            return
+        self._update_tx = transaction
+        before = getattr(self.media, "negotiated", None)
+        deferred = maybeDeferred(self.media.reanswer, request.body)
+        self._update_deferred = deferred
+        deferred.addCallbacks(
+            self._update_accepted,
+            self._update_refused,
+            callbackArgs=(request, transaction, contacts, before),
+            errbackArgs=(request, transaction),
+        )
+
+    def _update_accepted(
+        self,
+        local_sdp: bytes,
+        request: Request,
+        transaction: ServerTransaction,
+        contacts: list[NameAddr],
+        before: Any,
+    ) -> None:
+        """200 to the UPDATE with our Contact (and our answer when it carried an offer)."""
+        if self._update_tx is transaction:
+            self._update_tx = self._update_deferred = None
+        sip = self.sip
+        if transaction.final_sent:
+            return
+        if sip is None or self.state is DialogState.TERMINATED:
+            transaction.respond(Response.from_request(request, 481))
+            return
+        if contacts:
+            self.remote_contact = contacts[0].uri
+        headers = [
+            ("Contact", sip.contact_for(request.uri)),
+            ("Allow", sip.allow_header),
+            ("Supported", "outbound"),
+        ]
+        if local_sdp:
+            headers.append(("Content-Type", "application/sdp"))
+        transaction.respond(Response.from_request(request, 200, headers=headers, body=local_sdp))
+        # That 2xx carried our current Contact: the peer's target is fresh (§12.2.1.2).
+        self._stale_contact = False
+        if local_sdp:
+            self._media_changed(before)
+
+    def _update_refused(
+        self, failure: Failure, request: Request, transaction: ServerTransaction
+    ) -> None:
+        """The media refused the UPDATE's offer (its 4xx-6xx, 488) or failed (500)."""
+        if self._update_tx is transaction:
+            self._update_tx = self._update_deferred = None
+        if transaction.final_sent:
+            return
+        code = self._failure_status(failure, "UPDATE refused", "cannot apply UPDATE")
+        if code is None:
+            # An internal error: 500 without a Warning, so nothing internal is disclosed.
+            transaction.respond(Response.from_request(request, SIPStatus.SERVER_INTERNAL_ERROR))
+            return
+        reason = str(getattr(failure.value, "reason", "") or failure.value)
+        transaction.respond(Response.from_request(request, code, headers=_warning(reason)))
+
+    def _end_update(self) -> None:
+        """The call ends with an UPDATE offer being answered: 487 to it (§15.1.2)."""
+        transaction, deferred = self._update_tx, self._update_deferred
+        self._update_tx = self._update_deferred = None
+        if transaction is not None and not transaction.final_sent:
+            transaction.respond(
+                Response.from_request(transaction.request, SIPStatus.REQUEST_TERMINATED)
+            )
+        if deferred is not None:
+            deferred.cancel()
 
     # -- re-INVITE (RFC 3261 §14.2, RFC 3264 §8) -------------------------------------------
 
@@ -751,11 +1000,7 @@ class Dialog:
         transaction, deferred = self._reinvite_tx, self._reinvite_deferred
         self._reinvite_tx = self._reinvite_deferred = None
         if transaction is not None:
-            headers = []
-            if reason:
-                # §20.43: 399 (miscellaneous) from the pseudonym agent; quotes kept out.
-                text = " ".join(reason.replace('"', "'").replace("\\", "/").split())[:80]
-                headers.append(("Warning", f'399 voiptwisted "{text}"'))
+            headers = _warning(reason)
             transaction.respond(Response.from_request(transaction.request, code, headers=headers))
         if deferred is not None:
             deferred.cancel()
@@ -1397,6 +1642,7 @@ class Dialog:
         self.state = DialogState.TERMINATED
         # §15.1.2: requests still pending on an ending dialog are answered, 487 recommended.
         self._end_reinvite(SIPStatus.REQUEST_TERMINATED)
+        self._end_update()
         self._stop_ok_retransmission()
         self._cancel_expiry()
         if self.sip is not None:
