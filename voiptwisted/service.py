@@ -36,6 +36,7 @@ from voiptwisted.sip.uri import SipURI
 
 __all__ = [
     "EMBEDDED_PORT",
+    "RETRY_AFTER",
     "STOP_TIMEOUT",
     "ListenFailed",
     "ServiceConfig",
@@ -50,6 +51,8 @@ log = Logger()
 
 #: How long stopService waits for BYEs, the un-REGISTER and closing flows (issue 6: within 5 s).
 STOP_TIMEOUT = 4.0
+#: The Retry-After (seconds) of our 503s to OPTIONS and INVITE while draining or full.
+RETRY_AFTER = 30
 #: The embedded default's TLS port on 127.0.0.1 (the SIP-over-TLS port, RFC 3261 §19.1.2).
 EMBEDDED_PORT = 5061
 
@@ -93,6 +96,8 @@ class ServiceConfig:
     rtp_timeout: float = 60.0
     rtp_hold_timeout: float = 0.0
     max_calls: int | None = None
+    #: Seconds stopService lets active calls go on before it hangs them up (0: at once).
+    drain_timeout: float = 0.0
     dialog_class: type | None = None
     dial: SipURI | None = None
     #: Follow 3xx redirects of calls we place (RFC 3261 §8.1.3.4); ``--no-redirects``.
@@ -109,7 +114,7 @@ class ServiceConfig:
         #: True when ``srtp`` was given, False when it follows the URIs.
         self.srtp_explicit = self.srtp is not None
         self.srtp = srtp_policy(self.srtp, self.aor, self.dial)
-        for name in ("rtp_timeout", "rtp_hold_timeout"):
+        for name in ("rtp_timeout", "rtp_hold_timeout", "drain_timeout"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be 0 or more seconds")
 
@@ -364,6 +369,12 @@ class VoIPService(MultiService):
         self.start_failure: ListenFailed | None = None
         self._unsaved_instance_id: str | None = None
         self._finished: list[defer.Deferred[int]] = []
+        #: True once :meth:`drain` (or stopService) started: new calls get 503.
+        self.draining = False
+        self._drained: list[defer.Deferred[None]] | None = None
+        self._drain_timer: Any = None
+        #: Sees every SIP message and dialog of our flows (metrics, call records), or None.
+        self.observer: Any = None
         from voiptwisted.media.call import MediaConfig
 
         self.media_config = MediaConfig(
@@ -432,6 +443,33 @@ class VoIPService(MultiService):
              "__doc__": base.__doc__},
         )
 
+    def _track_protocol(self, protocol: Any) -> None:
+        """Remember *protocol* (stopService BYEs its calls) and give its core our hooks."""
+        self.protocols.add(protocol)
+        core = getattr(protocol, "core", None)
+        if core is not None:
+            core.admission = self.admission
+            core.observer = self.observer
+
+    def admission(self, request: Any) -> int | None:
+        """The cores' admission check: None while we take calls, else a Retry-After.
+
+        While draining every new INVITE and OPTIONS probe gets 503; at ``max_calls``
+        (counted over all flows by :meth:`active_call_count`) OPTIONS gets 503, so a load
+        balancer probing us sends its calls elsewhere, while an INVITE still gets the
+        486 Busy Here it always got (RFC 3261 §21.4.24).
+        """
+        if self.draining:
+            return RETRY_AFTER
+        limit = self.config.max_calls
+        if (
+            request.method == "OPTIONS"
+            and limit is not None
+            and self.active_call_count() >= limit
+        ):
+            return RETRY_AFTER
+        return None
+
     def _protocol_kwargs(self) -> dict[str, Any]:
         return {
             "dialog_class": self.inbound_dialog_class,
@@ -459,7 +497,7 @@ class VoIPService(MultiService):
             reactor=self.reactor,
             instance_id=self._instance_id(),
             protocol_kwargs=self._protocol_kwargs(),
-            on_protocol=self.protocols.add,
+            on_protocol=self._track_protocol,
             auth_realms=self.config.auth_realms,
             realm_credentials=self.config.realm_credentials,
             allow_legacy_digest=self.config.allow_legacy_digest,
@@ -508,7 +546,7 @@ class VoIPService(MultiService):
     def _add_listener(self, description: str, aor: SipURI | None) -> None:
         listener_aor = aor or SipURI.parse("sip:voip@127.0.0.1")
         factory = _TrackingFactory(
-            self.protocols, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
+            self._track_protocol, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
         )
         listener = _Listener(description, self._pem, factory, self.reactor)
         listener.setServiceParent(self)
@@ -541,6 +579,7 @@ class VoIPService(MultiService):
         """Save the instance id; once every listener listens, start the registration,
         log how to reach us and place the ``dial`` call.  See :meth:`when_listening`."""
         Service.startService(self)
+        self.draining = False
         self._save_instance_id()
         for listener in self.listeners:
             listener.startService()
@@ -717,11 +756,69 @@ class VoIPService(MultiService):
         """How many calls are ringing, up or ending over all flows."""
         return len(self.active_dialogs())
 
+    def drain(self, timeout: float | None = None) -> defer.Deferred[None]:
+        """Stop taking calls and wait for the active ones to end; fires with None then.
+
+        From now on new INVITEs and OPTIONS probes get 503 with Retry-After (so a load
+        balancer such as Kamailio's dispatcher sends new calls elsewhere), while the calls
+        already up go on.  When they have all ended, or *timeout* seconds (default
+        ``config.drain_timeout``; 0: at once) have passed, the returned Deferred fires;
+        the calls still up are left for the caller to end (``stopService`` BYEs them,
+        un-registers and closes every flow).  The service keeps listening and registered:
+        call ``stopService`` (SIGTERM does, in ``twistd voip``) to finish.  Calling it
+        again returns a new Deferred for the same drain.
+        """
+        if timeout is None:
+            timeout = self.config.drain_timeout
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self._drained is None and self.draining:  # an earlier drain already finished
+            waiter.callback(None)
+            return waiter
+        if self._drained is not None:
+            self._drained.append(waiter)
+            return waiter
+        self.draining = True
+        self._drained = [waiter]
+        active = self.active_call_count()
+        if active and timeout > 0:
+            log.info("draining: {n} call(s) may go on for up to {t} s", n=active, t=timeout)
+            self._drain_timer = self.reactor.callLater(timeout, self._drain_timed_out)
+        self._wait_for_calls()
+        return waiter
+
+    def _wait_for_calls(self) -> None:
+        """Fire the drain's waiters once no call is left (re-checked as each batch ends)."""
+        if self._drained is None:
+            return
+        dialogs = self.active_dialogs()
+        if dialogs and self._drain_timer is not None:
+            ended = defer.DeferredList([dialog.when_ended() for dialog in dialogs])
+            ended.addCallback(lambda _: self._wait_for_calls())
+            return
+        self._drain_done()
+
+    def _drain_timed_out(self) -> None:
+        self._drain_timer = None
+        log.info("drain timeout: {n} call(s) still up", n=self.active_call_count())
+        self._drain_done()
+
+    def _drain_done(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        waiters, self._drained = self._drained or [], None
+        for waiter in waiters:
+            waiter.callback(None)
+
     def stopService(self) -> defer.Deferred[None]:
-        """BYE every active call, un-register (Expires: 0), close every flow: within STOP_TIMEOUT.
+        """Drain (:meth:`drain`, up to ``config.drain_timeout``), then BYE every call still
+        up, un-register (Expires: 0) and close every flow: within STOP_TIMEOUT of the drain.
 
         Never fails: what did not finish in time is logged in one line.
         """
+        return self.drain().addCallback(lambda _: self._hang_up_and_close())
+
+    def _hang_up_and_close(self) -> defer.Deferred[Any]:
         dialogs = self.active_dialogs()
         if dialogs:
             log.info("hanging up {n} call(s)", n=len(dialogs))
@@ -756,15 +853,16 @@ class VoIPService(MultiService):
 
 
 class _TrackingFactory(SIPClientFactory):
-    """A server-side factory that remembers its protocols so stopService can BYE their calls."""
+    """A server-side factory that hands its protocols to the service (``track``), so
+    stopService can BYE their calls and their cores get the service's hooks."""
 
     noisy = False
 
-    def __init__(self, protocols: weakref.WeakSet[Any], **kwargs: Any) -> None:
+    def __init__(self, track: Callable[[Any], None], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._protocols = protocols
+        self._track = track
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
-        self._protocols.add(protocol)
+        self._track(protocol)
         return protocol

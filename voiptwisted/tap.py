@@ -118,6 +118,13 @@ class Options(usage.Options):
             "The same for a call on hold (inactive/sendonly/recvonly; 0: never).",
         ],
         ["max-calls", None, None, "Answer at most N concurrent calls; more get 486 Busy Here."],
+        [
+            "drain-timeout",
+            None,
+            "0",
+            "On SIGTERM, refuse new calls (503) and let active ones go on for up to this "
+            "many seconds before hanging up (0: hang up at once).",
+        ],
         ["app", None, "echo", "Built-in call handler: echo, reject, play:PATH or record:DIR."],
         ["dialog", None, None, "Dotted name of an IDialog class (overrides --app)."],
         ["dial", None, None, "Once registered, call this URI, then stop when it ends."],
@@ -200,7 +207,7 @@ class Options(usage.Options):
         if srtp is not None and srtp not in ("required", "optional", "off"):
             raise usage.UsageError("--srtp must be required, optional or off")
         timeouts = {}
-        for option in ("rtp-timeout", "rtp-hold-timeout"):
+        for option in ("rtp-timeout", "rtp-hold-timeout", "drain-timeout"):
             try:
                 seconds = float(self[option])
             except ValueError:
