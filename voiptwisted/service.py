@@ -53,6 +53,8 @@ log = Logger()
 STOP_TIMEOUT = 4.0
 #: The Retry-After (seconds) of our 503s to OPTIONS and INVITE while draining or full.
 RETRY_AFTER = 30
+#: How often (seconds) the active calls' jitter is sampled for their call records.
+SAMPLE_INTERVAL = 5.0
 #: The embedded default's TLS port on 127.0.0.1 (the SIP-over-TLS port, RFC 3261 §19.1.2).
 EMBEDDED_PORT = 5061
 
@@ -98,6 +100,12 @@ class ServiceConfig:
     max_calls: int | None = None
     #: Seconds stopService lets active calls go on before it hangs them up (0: at once).
     drain_timeout: float = 0.0
+    #: A server endpoint description serving Prometheus metrics (``--metrics``), or None.
+    metrics: str | None = None
+    #: A file to append one JSON line per ended call to (``--cdr``), or None; parties in
+    #: it are masked as in the logs unless ``cdr_full_uris``.
+    cdr: str | None = None
+    cdr_full_uris: bool = False
     dialog_class: type | None = None
     dial: SipURI | None = None
     #: Follow 3xx redirects of calls we place (RFC 3261 §8.1.3.4); ``--no-redirects``.
@@ -373,8 +381,14 @@ class VoIPService(MultiService):
         self.draining = False
         self._drained: list[defer.Deferred[None]] | None = None
         self._drain_timer: Any = None
-        #: Sees every SIP message and dialog of our flows (metrics, call records), or None.
+        #: Sees every SIP message and call of our flows (metrics, call records), or None.
         self.observer: Any = None
+        self.metrics_listener: _Listener | None = None
+        self.metrics_registry: Any = None
+        self.cdr_writer: Any = None
+        self._sampler: Any = None
+        if config.metrics is not None or config.cdr is not None:
+            self._add_observer()
         from voiptwisted.media.call import MediaConfig
 
         self.media_config = MediaConfig(
@@ -442,6 +456,42 @@ class VoIPService(MultiService):
             {"call_received": call_received, "__module__": base.__module__,
              "__doc__": base.__doc__},
         )
+
+    def _add_observer(self) -> None:
+        """The call observer, the ``--metrics`` listener and the ``--cdr`` writer."""
+        from voiptwisted.metrics import CallObserver
+
+        self.observer = CallObserver(self.reactor)
+        if self.config.cdr is not None:
+            from voiptwisted.cdr import CallRecordWriter
+
+            self.cdr_writer = CallRecordWriter(
+                self.config.cdr, full_uris=self.config.cdr_full_uris
+            )
+            self.observer.listeners.append(self.cdr_writer)
+        if self.config.metrics is not None:
+            from twisted.web.server import Site
+
+            from voiptwisted.media.pacer import default_pacer
+            from voiptwisted.metrics import metrics_resource, service_registry
+
+            #: This service's own Prometheus registry (``--metrics`` serves it).
+            self.metrics_registry = service_registry(
+                self, self.observer, default_pacer(self.reactor)
+            )
+            site = Site(metrics_resource(self.metrics_registry))
+            site.noisy = False
+            site.log = lambda request: None  # no access-log line per scrape
+            self.metrics_listener = _Listener(
+                self.config.metrics, self._pem, site, self.reactor
+            )
+            self.metrics_listener.setServiceParent(self)
+            self.listeners.append(self.metrics_listener)
+
+    def _sample(self) -> None:
+        """Every SAMPLE_INTERVAL: read the active calls' jitter for their call records."""
+        if self.observer is not None:
+            self.observer.sample()
 
     def _track_protocol(self, protocol: Any) -> None:
         """Remember *protocol* (stopService BYEs its calls) and give its core our hooks."""
@@ -581,6 +631,18 @@ class VoIPService(MultiService):
         Service.startService(self)
         self.draining = False
         self._save_instance_id()
+        if self.cdr_writer is not None:
+            try:
+                self.cdr_writer.open()
+            except OSError as e:
+                log.error("cannot open the call record file {path}: {why}",
+                          path=self.cdr_writer.path, why=e.strerror)
+        if self.config.cdr is not None:
+            from twisted.internet.task import LoopingCall
+
+            self._sampler = LoopingCall(self._sample)
+            self._sampler.clock = self.reactor
+            self._sampler.start(SAMPLE_INTERVAL, now=False)
         for listener in self.listeners:
             listener.startService()
         self.when_listening().addCallbacks(self._listening, self._start_failed)
@@ -830,11 +892,21 @@ class VoIPService(MultiService):
         )
         ended.addCallback(lambda _: self._stop_children())
         ended.addCallback(lambda _: self._close_flows())
+        ended.addBoth(self._stop_records)
         ended.addTimeout(STOP_TIMEOUT, self.reactor)
         ended.addErrback(
             lambda f: log.warn("stopping took too long: {why}", why=f.getErrorMessage())
         )
         return ended
+
+    def _stop_records(self, result: Any) -> Any:
+        """Stop sampling; close the call record file once every call has been written."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None and sampler.running:
+            sampler.stop()
+        if self.cdr_writer is not None:
+            self.cdr_writer.close()
+        return result
 
     def _stop_children(self) -> defer.Deferred[Any]:
         """``MultiService.stopService`` for the children that started (after a failed
