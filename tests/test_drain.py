@@ -8,10 +8,17 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISystemHandle
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import classImplements
+
 from voiptwisted.service import RETRY_AFTER, STOP_TIMEOUT
 from voiptwisted.sip.message import Request, Response
 
-from .test_service import ServiceTestCase, invite, written
+from .test_service import FakeMedia, ServiceTestCase, ack_for, invite, written
 
 
 def options(branch: str = "z9hG4bKopt1") -> bytes:
@@ -187,3 +194,50 @@ class DrainOptionTests(ServiceTestCase):
         for bad in ("-1", "soon"):
             with self.assertRaises(usage.UsageError):
                 Options().parseOptions(["--drain-timeout", bad])
+
+
+class SocketTransport(StringTransport):
+    """A StringTransport standing for a socket: loseConnection ends the connection only
+    when the reactor next runs (after its buffer is flushed), as TCP does."""
+
+    def __init__(self, reactor: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reactor = reactor
+
+    def getHandle(self) -> None:
+        return None
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            super().loseConnection()
+            self.reactor.callLater(0.01, self.protocol.connectionLost, Failure(ConnectionDone()))
+
+
+classImplements(SocketTransport, ISystemHandle)
+
+
+class FlushTests(ServiceTestCase):
+    def test_stop_waits_for_socket_flows_to_close(self) -> None:
+        """The drain's last call ends with a BYE we answer: stopService fires only once that
+        flow has closed, so the reactor's shutdown cannot drop the buffered 200 (a bug
+        found behind Kamailio: the last BYE of a drain timed out with 408)."""
+        service = self.service(drain_timeout=30)
+        service.startService()
+        protocol = service.listener.factory.buildProtocol(None)
+        protocol.media_class = FakeMedia
+        transport = SocketTransport(
+            self.reactor,
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 5061),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 5099),
+        )
+        protocol.makeConnection(transport)
+        transport.protocol = protocol
+        protocol.dataReceived(invite("call-0@test", "z9hG4bKinv0"))
+        ok = [m for m in written(transport) if getattr(m, "status_code", 0) == 200][-1]
+        protocol.dataReceived(ack_for(ok))
+        d = service.stopService()
+        caller_bye(protocol, transport, "call-0@test")
+        self.assertTrue(transport.disconnecting)
+        self.assertNoResult(d)
+        self.reactor.advance(0.01)
+        self.successResultOf(d)

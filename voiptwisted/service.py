@@ -918,10 +918,37 @@ class VoIPService(MultiService):
         ]  # fmt: skip
         return defer.DeferredList(stopping)
 
-    def _close_flows(self) -> None:
+    def _close_flows(self) -> defer.Deferred[Any]:
+        """Close every flow; fires once each socket flow has sent what it still buffered
+        and closed.  Without that wait the reactor's shutdown (``disconnectAll``) drops a
+        last response still in the write buffer: the 200 to the BYE that ended a drain."""
+        from twisted.internet.interfaces import ISystemHandle
+
+        closing = []
         for protocol in list(self.protocols):
-            if protocol.transport is not None:
-                protocol.close()
+            transport = protocol.transport
+            if transport is None:
+                continue
+            if ISystemHandle.providedBy(transport):  # a real socket (TCP, or TLS over it)
+                closing.append(_when_closed(protocol))
+            protocol.close()
+        return defer.DeferredList(closing)
+
+
+def _when_closed(protocol: Any) -> defer.Deferred[None]:
+    """A Deferred fired once *protocol*'s connection is lost (its ``connectionLost`` ran)."""
+    closed: defer.Deferred[None] = defer.Deferred()
+    original = protocol.connectionLost
+
+    def connection_lost(*args: Any) -> None:
+        del protocol.connectionLost  # the class's method again
+        try:
+            original(*args)
+        finally:
+            closed.callback(None)
+
+    protocol.connectionLost = connection_lost
+    return closed
 
 
 class _TrackingFactory(SIPClientFactory):
