@@ -1,4 +1,4 @@
-"""Load generator for ``bench/media_calls.py``: N G.711 (PCMA) calls on loopback.
+"""Load generator for ``bench/media_calls.py``: N PCMA, G.722 or Opus calls on loopback.
 
 Runs as its own process, pinned to one core, driven over stdin/stdout with
 one JSON line each way per step (``media_calls.py`` does this for you):
@@ -16,9 +16,13 @@ one JSON line each way per step (``media_calls.py`` does this for you):
    prints one result line: packets sent, echoes received and checked, its own
    pacing lateness and the round-trip times.
 
-Each payload carries the call index and a per-call counter, so an echo is
+Each PCMA payload carries the call index and a per-call counter, so an echo is
 checked (right call, payload unchanged by the A-law decode/encode round
-trip, which is the identity) and timed.  SRTP is done with pylibsrtp, as the
+trip, which is the identity) and timed.  With ``--codec g722`` or ``opus`` the
+packets are real G.722/Opus frames of speech-like audio, which the service
+decodes and encodes again: an echo is then counted when it is a packet of the
+right payload type on the right call (its bytes cannot match), and no
+round-trip time is taken.  SRTP is done with pylibsrtp, as the
 service does.  Loopback only; every loop is bounded by time and by count.
 """
 
@@ -42,6 +46,12 @@ import pylibsrtp
 PT_PCMA = 8
 FRAME = 0.02
 SAMPLES = 160
+#: Per codec: payload type, SDP rtpmap (and fmtp) lines, RTP timestamp step per 20 ms.
+CODECS = {
+    "pcma": (8, ["a=rtpmap:8 PCMA/8000"], 160),
+    "g722": (9, ["a=rtpmap:9 G722/8000"], 160),
+    "opus": (111, ["a=rtpmap:111 opus/48000/2", "a=fmtp:111 useinbandfec=1;stereo=0"], 960),
+}
 #: Payload = call index (2 bytes) + counter (4 bytes) + this A-law filler.
 _FILLER = bytes((0xD5 ^ (i & 0x0F)) for i in range(SAMPLES - 6))
 _HEADER = struct.Struct("!BBHII")
@@ -57,18 +67,20 @@ _PORT_RE = re.compile(r"^m=audio (\d+) (RTP/S?AVP)", re.M)
 _CRYPTO_RE = re.compile(r"^a=crypto:\d+ (\S+) inline:([A-Za-z0-9+/=]+)", re.M)
 
 
-def offer_sdp(port: int, master: bytes | None, session_id: int) -> str:
-    """A plain RFC 4566 audio offer: PCMA + telephone-event, ptime 20, rtcp-mux."""
+def offer_sdp(port: int, master: bytes | None, session_id: int, codec: str = "pcma") -> str:
+    """A plain RFC 4566 audio offer: *codec* + telephone-event, ptime 20, rtcp-mux."""
     profile = "RTP/SAVP" if master is not None else "RTP/AVP"
+    pt, rtpmap, step = CODECS[codec]
+    event_rate = 8000 if step == 160 else 48000
     lines = [
         "v=0",
         f"o=loadgen {session_id} 1 IN IP4 127.0.0.1",
         "s=loadgen",
         "c=IN IP4 127.0.0.1",
         "t=0 0",
-        f"m=audio {port} {profile} {PT_PCMA} 101",
-        f"a=rtpmap:{PT_PCMA} PCMA/8000",
-        "a=rtpmap:101 telephone-event/8000",
+        f"m=audio {port} {profile} {pt} 101",
+        *rtpmap,
+        f"a=rtpmap:101 telephone-event/{event_rate}",
         "a=fmtp:101 0-16",
         "a=ptime:20",
         "a=sendrecv",
@@ -120,18 +132,25 @@ class Call:
         "errors",
         "index",
         "master",
+        "payloads",
+        "pt",
         "rtcp",
         "rx",
         "seq",
         "sock",
         "ssrc",
+        "step",
         "times",
         "ts",
         "tx",
     )
 
-    def __init__(self, index: int, srtp: bool) -> None:
+    def __init__(self, index: int, srtp: bool, codec: str = "pcma",
+                 payloads: list[bytes] | None = None) -> None:
         self.index = index
+        self.pt, _, self.step = CODECS[codec]
+        #: Pre-encoded frames sent in turn (G.722/Opus), or None: the tagged PCMA payload.
+        self.payloads = payloads
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind(("127.0.0.1", 0))
@@ -163,9 +182,12 @@ class Call:
     def send(self, now: float) -> None:
         marker = 0x80 if self.counter == 0 else 0
         self.seq = (self.seq + 1) & 0xFFFF
-        self.ts = (self.ts + SAMPLES) & 0xFFFFFFFF
-        packet = (_HEADER.pack(0x80, PT_PCMA | marker, self.seq, self.ts, self.ssrc)
-                  + _TAG.pack(self.index, self.counter) + _FILLER)
+        self.ts = (self.ts + self.step) & 0xFFFFFFFF
+        if self.payloads is None:
+            payload = _TAG.pack(self.index, self.counter) + _FILLER
+        else:
+            payload = self.payloads[self.counter % len(self.payloads)]
+        packet = _HEADER.pack(0x80, self.pt | marker, self.seq, self.ts, self.ssrc) + payload
         if self.tx is not None:
             packet = self.tx.protect(packet)
         self.times[self.counter % RING] = now
@@ -197,6 +219,13 @@ class Call:
                 except pylibsrtp.Error:
                     self.bad += 1
                     continue
+            if self.payloads is not None:
+                # A re-encoded G.722/Opus frame: right payload type, something in it.
+                if len(data) <= 12 or data[1] & 0x7F != self.pt:
+                    self.bad += 1
+                    continue
+                self.echoed += 1
+                continue
             # header 12 bytes (the service sends no CSRC/extension) + 160 bytes payload
             if len(data) != 12 + SAMPLES or data[1] & 0x7F != PT_PCMA:
                 self.bad += 1
@@ -246,7 +275,8 @@ def run(calls: list[Call], t0: float, send_seconds: float, drain: float, phases:
     poller.close()
     waited = run_queue_wait() - waited
     sent = sum(call.counter for call in calls)
-    echoed = sum(call.echoed for call in calls)
+    # A re-encoded echo cannot be matched to its packet: count at most one per packet sent.
+    echoed = sum(min(call.echoed, call.counter) for call in calls)
     ms = 1000.0
     late = _percentiles(lateness, (50, 99))
     rtt = _percentiles(rtts, (50, 99))
@@ -266,19 +296,40 @@ def run(calls: list[Call], t0: float, send_seconds: float, drain: float, phases:
     }
 
 
+def encoded_speech(codec: str) -> list[bytes] | None:
+    """One second of speech-like audio as 50 G.722 or Opus frames (None for PCMA)."""
+    if codec == "pcma":
+        return None
+    from tests.codecs.signals import frames, speech
+
+    if codec == "g722":
+        from voiptwisted.codecs.g722 import G722Encoder
+
+        encoder: object = G722Encoder()
+        audio = frames(speech(16000), 320)
+    else:
+        from voiptwisted.codecs.opus import OpusEncoder
+
+        encoder = OpusEncoder()
+        audio = frames(speech(48000), 960)
+    return [encoder.encode(frame) for frame in audio]  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, required=True)
     parser.add_argument("--srtp", action="store_true")
     parser.add_argument("--phases", type=int, default=10)
     parser.add_argument("--core", type=int, default=None)
+    parser.add_argument("--codec", choices=sorted(CODECS), default="pcma")
     args = parser.parse_args(argv)
     if not 1 <= args.calls <= 5000 or not 1 <= args.phases <= 20:
         parser.error("--calls must be 1..5000 and --phases 1..20")
     if args.core is not None:
         os.sched_setaffinity(0, {args.core})
-    calls = [Call(i, args.srtp) for i in range(args.calls)]
-    offers = [offer_sdp(c.sock.getsockname()[1], c.master, c.ssrc) for c in calls]
+    payloads = encoded_speech(args.codec)
+    calls = [Call(i, args.srtp, args.codec, payloads) for i in range(args.calls)]
+    offers = [offer_sdp(c.sock.getsockname()[1], c.master, c.ssrc, args.codec) for c in calls]
     print(json.dumps({"offers": offers}), flush=True)
     line = sys.stdin.readline()
     if not line:

@@ -25,6 +25,13 @@ the 20 ms frame started and how long its calls took, so their sum is how late
 that phase's last packet left).
 Loss is end to end: packets the generator sent vs checked echoes it got back.
 
+With ``--codec pcma,g722,opus`` the runs are ``floor`` and one echo run per codec
+(``plain`` media, the generator sending real G.722/Opus frames of speech-like
+audio, which the service decodes, hands to the ``EchoSession`` at the codec's
+rate and encodes again), by default at N = 50, 100, 200; they go to the "HD codec
+echo calls" section, with each codec's µs per encode and decode of one 20 ms
+frame measured in the same run.
+
 Results are printed and written to the "Concurrent echo calls" section of
 ``bench/RESULTS.md`` (``--no-write`` to skip).  Loopback only; every process
 started here is stopped here, by its own handle; every wait has a timeout.
@@ -51,6 +58,11 @@ ROOT = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Concurrent echo calls"
 MODES = ("floor", "plain", "srtp")
+#: Echo runs of ``--codec``: each one codec, plain RTP.
+CODEC_MODES = ("pcma", "g722", "opus")
+CODEC_SECTION = "## HD codec echo calls"
+#: Issue 12 targets: concurrent echo calls on one core, each with loss < TARGET_LOSS.
+TARGET_CALLS = {"g722": 200, "opus": 100}
 SERVICE_CORE = 0
 GENERATOR_CORE = 1
 #: Port range for the service's RTP sockets (kept away from the tests' default range).
@@ -121,7 +133,8 @@ def service_main(mode: str, core: int) -> int:
     from voiptwisted.media.session import EchoSession
 
     pacer = Pacer(reactor)
-    config = MediaConfig(port_range=PORT_RANGE, codecs=("PCMA", "PCMU"),
+    codecs = (mode,) if mode in CODEC_MODES else ("PCMA", "PCMU")
+    config = MediaConfig(port_range=PORT_RANGE, codecs=codecs,
                          srtp="optional", reactor=reactor, pacer=pacer)
 
     class Echo(DatagramProtocol):
@@ -214,8 +227,9 @@ def service_main(mode: str, core: int) -> int:
             for field in ("lost", "late", "duplicates", "malformed", "auth_failures",
                           "replays", "rejected_source", "skipped_ticks"):
                 stats[field] = stats.get(field, 0) + getattr(figures, field)
-            dropped = media.session.dropped_samples if media.session is not None else 0
-            stats["echo_dropped_frames"] = stats.get("echo_dropped_frames", 0) + dropped // 160
+            session = media.session
+            dropped = session.dropped_samples // session.frame_size if session is not None else 0
+            stats["echo_dropped_frames"] = stats.get("echo_dropped_frames", 0) + dropped
         for media in calls:
             media.stop()
         for port in floor_ports:
@@ -334,6 +348,8 @@ def run_one(mode: str, calls: int, warmup: float, duration: float, phases: int) 
                 "--phases", str(phases), "--core", str(GENERATOR_CORE)]
     if mode == "srtp":
         gen_argv.append("--srtp")
+    if mode in CODEC_MODES:
+        gen_argv += ["--codec", mode]
     drops_before = _udp_rcvbuf_errors()
     generator = Child(gen_argv)
     service = None
@@ -405,6 +421,126 @@ def machine() -> dict[str, str]:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_before": load_average(),
     }
+
+
+def codec_cost(count: int = 500) -> dict[str, tuple[float, float]]:
+    """CPU µs per 20 ms frame to encode and to decode speech-like audio, per codec, with
+    the coders our calls use (the registry's: Opus at its default complexity)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.codecs.signals import frames, speech
+    from voiptwisted.codecs import CODECS
+
+    out = {}
+    for name in CODEC_MODES:
+        codec = CODECS[name.upper()]
+        audio = frames(speech(codec.sample_rate, seconds=2.0), codec.frame_samples)
+        encoder, decoder = codec.encoder(), codec.decoder()
+        payloads = [encoder.encode(frame) for frame in audio]
+        start = time.process_time()
+        for i in range(count):
+            encoder.encode(audio[i % len(audio)])
+        middle = time.process_time()
+        for i in range(count):
+            decoder.decode(payloads[i % len(payloads)])
+        end = time.process_time()
+        out[name] = (1e6 * (middle - start) / count, 1e6 * (end - middle) / count)
+    return out
+
+
+def render_codecs(
+    results: list[dict], info: dict[str, str], args: argparse.Namespace,
+    costs: dict[str, tuple[float, float]],
+) -> str:
+    """The HD codec section: floor and one echo run per codec at each N, and the targets."""
+    by = {(r["mode"], r["calls"]): r for r in results}
+    out = [
+        CODEC_SECTION,
+        "",
+        f"- machine: `{info['uname']}`",
+        f"- CPU: {info['cpu']}",
+        f"- Python: {info['python']}",
+        f"- date: {info['date']}",
+        f"- load average (1/5/15 min) before / after:"
+        f" {info['load_before']} / {info['load_after']} (the machine is shared with other"
+        " work: see the run-queue wait column)",
+        f"- command: `python bench/media_calls.py --codec {','.join(args.codec)}"
+        f" --calls {','.join(map(str, args.calls))} --duration {args.duration:g}`",
+        "",
+        f"As the section above (service on core {SERVICE_CORE}, generator on core"
+        f" {GENERATOR_CORE}, one packet per call every 20 ms), but each echo run speaks one"
+        " codec: the generator sends real frames of speech-like audio (G.722 at 16 kHz, Opus"
+        " at 48 kHz), the service decodes them, the `EchoSession` gets them at the codec's"
+        " rate and the service encodes them again (Opus at complexity"
+        " `voiptwisted.codecs.registry.OPUS_COMPLEXITY`). Loss = packets the generator sent"
+        " vs echo packets of the right payload type it got back (a re-encoded echo cannot be"
+        " matched to its packet). Calls/core = what one core would carry at this CPU per"
+        " packet (10^6 µs / (50 packets/s x µs/packet)); it holds for rows without loss only:"
+        " an echo the starved service dropped was decoded but never encoded, so a row with"
+        " loss understates the cost and overstates calls/core. A run whose service or generator"
+        f" waited more than {CONTENDED:g}% of the time for its core measures the machine's"
+        " other work more than the code: its loss is not the code's.",
+        "",
+        "| N | mode | service CPU % | run-queue wait % svc / gen | CPU µs/packet | x floor |"
+        " calls/core | loss % | pacer p99 ms | KB/call |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        floor = by.get(("floor", r["calls"]))
+        ratio = None
+        if floor and floor["cpu_us_per_packet"] and r["cpu_us_per_packet"]:
+            ratio = r["cpu_us_per_packet"] / floor["cpu_us_per_packet"]
+        per_packet = r["cpu_us_per_packet"]
+        per_core = 1e6 / (50.0 * per_packet) if per_packet else None
+        media = r["mode"] != "floor"
+        loss = 100 * r["loss"] if r["loss"] is not None else None
+        out.append(
+            f"| {r['calls']} | {r['mode']} | {_f(r['cpu_percent'], '.1f')} |"
+            f" {_f(r['run_queue_wait_percent'], '.0f')} /"
+            f" {_f(r['generator']['run_queue_wait_percent'], '.0f')} |"
+            f" {_f(r['cpu_us_per_packet'], '.1f')} | {_f(ratio, '.2f')} |"
+            f" {_f(per_core, ',.0f')} | {_f(loss, '.3f')} |"
+            f" {_f(r['pacer_lateness_ms']['p99'], '.2f') if media else 'n/a'} |"
+            f" {_f(r['kb_per_call'], '.1f')} |"
+        )
+    out += ["", "Codec CPU per 20 ms frame in this run (one encoder and one decoder, speech):",
+            ""]
+    for name, (encode, decode) in costs.items():
+        out.append(f"- {name}: encode {encode:.1f} µs, decode {decode:.1f} µs")
+    out += ["", "Targets (issue 12):", ""]
+    for name, target in TARGET_CALLS.items():
+        r = by.get((name, target))
+        if r is None:
+            out.append(f"- {name} echo at {target} calls: not run")
+            continue
+        fits = r["cpu_percent"] is not None and r["cpu_percent"] < 100.0
+        ok = fits and r["loss"] is not None and r["loss"] < TARGET_LOSS
+        per_packet = r["cpu_us_per_packet"]
+        capacity = f"{1e6 / (50.0 * per_packet):.0f}" if per_packet else "n/a"
+        verdict = _yes(ok)
+        if not ok and contention(r) > CONTENDED:
+            verdict = (f"not measurable in this run (run-queue wait {contention(r):.0f}%: the"
+                       " service did not get its core)")
+        out.append(f"- {name} echo, {target} concurrent calls on one core with loss < 0.1%:"
+                   f" {r['cpu_percent']:.0f}% CPU, loss {100 * r['loss']:.3f}%, {capacity}"
+                   f" calls/core at its CPU per packet — {verdict}")
+    notes = []
+    for r in results:
+        g = r["generator"]
+        problems = []
+        if g["bad"]:
+            problems.append(f"{g['bad']} bad echoes")
+        if g["silent_calls"]:
+            problems.append(f"{g['silent_calls']} calls without echo")
+        if r["udp_rcvbuf_errors"]:
+            problems.append(f"{r['udp_rcvbuf_errors']} UDP receive-buffer drops system-wide")
+        for key in ("late", "echo_dropped_frames", "skipped_ticks", "malformed"):
+            if r.get("rtp", {}).get(key):
+                problems.append(f"{key.replace('_', ' ')}: {r['rtp'][key]}")
+        if problems:
+            notes.append(f"- {r['mode']} N={r['calls']}: " + "; ".join(problems))
+    if notes:
+        out += ["", "Run notes:", "", *notes]
+    return "\n".join(out) + "\n"
 
 
 def _f(value: float | None, fmt: str) -> str:
@@ -548,12 +684,12 @@ def render(results: list[dict], info: dict[str, str], args: argparse.Namespace) 
     return "\n".join(out) + "\n"
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, section: str = SECTION) -> None:
     """Replace (or append) our section of RESULTS.md, leaving every other section as it is."""
     current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
     if not current.lstrip().startswith("# "):
         current = "# Benchmarks\n\n" + current
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.M | re.S)
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.M | re.S)
     if pattern.search(current):
         updated = pattern.sub(lambda _: text + "\n", current, count=1)
     else:
@@ -564,7 +700,8 @@ def write_section(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[50, 100, 200, 400], help="comma-separated call counts")
+                        default=None, help="comma-separated call counts (default 50,100,200,400;"
+                        " with --codec 50,100,200)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES))
@@ -573,23 +710,32 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"repeat a run whose service or generator waited more than"
                              f" {CONTENDED:g}%% for its core (keep the less contended one)")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
-    parser.add_argument("--service", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--codec", type=lambda s: s.lower().split(","), default=None,
+                        help="echo runs per codec (pcma,g722,opus) beside the floor, into the"
+                             " HD codec section (default N: 50,100,200)")
+    parser.add_argument("--service", choices=MODES + CODEC_MODES, help=argparse.SUPPRESS)
     parser.add_argument("--core", type=int, default=SERVICE_CORE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.service:
         return service_main(args.service, args.core)
+    if args.codec is not None:
+        if set(args.codec) - set(CODEC_MODES):
+            parser.error(f"codecs are {','.join(CODEC_MODES)}")
+        args.modes = ["floor", *args.codec]
+        args.calls = args.calls or [50, 100, 200]
+    elif set(args.modes) - set(MODES):
+        parser.error(f"modes are {','.join(MODES)}")
+    args.calls = args.calls or [50, 100, 200, 400]
     if not all(1 <= n <= 2000 for n in args.calls) or not 1 <= args.duration <= 60:
         parser.error("calls must be 1..2000 and duration 1..60 s")
     if not 0 <= args.retries <= 3:
         parser.error("retries must be 0..3")
-    if set(args.modes) - set(MODES):
-        parser.error(f"modes are {','.join(MODES)}")
     if os.cpu_count() is None or os.cpu_count() < 2:
         parser.error("needs two cores (service and generator pinned apart)")
     info = machine()
     results = []
     for n in args.calls:
-        for mode in MODES:
+        for mode in MODES + CODEC_MODES:
             if mode not in args.modes:
                 continue
             result = run_one(mode, n, args.warmup, args.duration, args.phases)
@@ -614,6 +760,14 @@ def main(argv: list[str] | None = None) -> int:
                   f" {result['kb_per_call']:.1f}KB/call rtt_p99={_f(g['rtt_ms']['p99'], '.1f')}ms"
                   f" bad={g['bad']} drops={result['udp_rcvbuf_errors']}", flush=True)
     info["load_after"] = load_average()
+    if args.codec is not None:
+        text = render_codecs(results, info, args, codec_cost())
+        print()
+        print(text)
+        print(json.dumps(results), file=sys.stderr)
+        if not args.no_write:
+            write_section(text, CODEC_SECTION)
+        return 0
     info["srtp_cost"] = srtp_cost()
     text = render(results, info, args)
     print()

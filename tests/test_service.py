@@ -637,3 +637,99 @@ class PlaceCallTests(ServiceTestCase):
         default = self.aor_service().client.endpoint
         self.assertIsInstance(default.resolver, ServerLocator)
         self.assertIsNone(default.name_resolver)
+
+
+class CallBoundsTests(ServiceTestCase):
+    """Issue 14 finding 6: a global default call cap and an optional duration limit."""
+
+    def test_default_max_calls_from_rtp_ports_over_all_flows(self) -> None:
+        """6 connections x 900 INVITEs took every RTP port and the next INVITE got 500:
+        without --max-calls the cap follows the port range and the excess gets 503."""
+        service = self.service(rtp_ports=(10000, 10010))
+        self.assertEqual(service.max_calls, 3)
+        service.startService()
+        flows = [self.answered_call(service) for _ in range(3)]
+        gc.collect()
+        other, transport = self.connect_caller(service)
+        other.dataReceived(invite("fourth@test", "z9hG4bKfourth"))
+        finals = [m for m in written(transport) if getattr(m, "status_code", 0) >= 200]
+        self.assertEqual([m.status_code for m in finals], [503])
+        self.assertEqual(finals[0].headers["Retry-After"], "30")
+        self.assertEqual(service.active_call_count(), 3)
+        self.assertEqual(len(flows), 3)
+
+    def test_derived_cap_is_503_on_one_flow_too(self) -> None:
+        service = self.service(rtp_ports=(10000, 10010))
+        service.startService()
+        protocol, transport = self.answered_call(service, n=3)
+        protocol.dataReceived(invite("fourth@test", "z9hG4bKfourth"))
+        finals = [m for m in written(transport) if getattr(m, "status_code", 0) >= 200]
+        self.assertEqual([m.status_code for m in finals], [503])
+
+    def test_explicit_max_calls_still_486(self) -> None:
+        service = self.service(max_calls=5)
+        self.assertEqual(service.max_calls, 5)
+
+    def test_max_call_duration_hangs_up_with_bye(self) -> None:
+        service = self.service(max_call_duration=60)
+        service.startService()
+        _flow, transport = self.answered_call(service)
+        self.reactor.advance(59)
+        self.assertEqual(written(transport), [])
+        self.reactor.advance(1)
+        self.assertEqual([m.method for m in written(transport)], ["BYE"])
+
+    def test_ended_call_leaves_no_duration_timer(self) -> None:
+        service = self.service(max_call_duration=60)
+        service.startService()
+        protocol, transport = self.answered_call(service)
+        deadline = self.reactor.seconds() + 60
+
+        def duration_timers() -> list[Any]:
+            return [c for c in self.reactor.getDelayedCalls() if c.getTime() == deadline]
+
+        self.assertEqual(len(duration_timers()), 1)
+        [dialog] = protocol.dialogs
+        dialog.bye()
+        [bye] = written(transport)
+        protocol.dataReceived(bytes(Response.from_request(bye, 200)))
+        self.assertEqual(dialog.state, DialogState.TERMINATED)
+        self.assertEqual(duration_timers(), [])
+
+    def test_listener_gets_connection_limits(self) -> None:
+        service = self.service(max_connections=7, idle_timeout=5)
+        assert service.listener is not None
+        limits = service.listener.factory.limits
+        self.assertEqual((limits.max_connections, limits.idle_timeout), (7, 5))
+
+    def test_bad_bounds_refused(self) -> None:
+        for bad in ({"max_call_duration": -1}, {"max_connections": 0}, {"max_calls": -1}):
+            with self.assertRaises(ValueError):
+                ServiceConfig(**bad)
+
+    def test_stop_aborts_flows_stuck_in_tls_handshake(self) -> None:
+        """Finding 12: SIGTERM took ~3 min with a sips: flow stuck in its TLS handshake
+        (a plain-TCP "registrar"); stopping now aborts such flows at once."""
+        from twisted.application.service import Service
+        from twisted.internet import interfaces
+        from zope.interface import directlyProvides
+
+        from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+        class SlowToStop(Service):
+            """Like ClientService waiting for its flow's close, which a handshake holds."""
+
+            def stopService(self) -> defer.Deferred[None]:
+                super().stopService()
+                return defer.Deferred()
+
+        service = self.service()
+        SlowToStop().setServiceParent(service)
+        service.startService()
+        stuck = SessionInitiationProtocol(aor="sips:alice@example.com", clock=self.reactor)
+        transport = StringTransport()
+        directlyProvides(transport, interfaces.ISSLTransport)
+        stuck.makeConnection(transport)
+        service.protocols.add(stuck)
+        service.stopService()
+        self.assertTrue(transport.disconnecting)

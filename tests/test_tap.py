@@ -47,6 +47,21 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.keepalive, 30.0)
         self.assertTrue(config.verify_tls)
 
+    def test_codecs_option(self) -> None:
+        """Issue 12: --codecs picks the codecs and their order (default Opus, G.722, PCMA,
+        PCMU); the service's MediaConfig gets them; unknown or repeated names are refused."""
+        self.assertEqual(parse("--state-dir", self.state).config.codecs,
+                         ("opus", "g722", "pcma", "pcmu"))
+        config = parse("--state-dir", self.state, "--codecs", "g722, pcmu").config
+        self.assertEqual(config.codecs, ("g722", "pcmu"))
+        from voiptwisted.service import VoIPService
+
+        service = VoIPService(config)
+        self.assertEqual(service.media_config.codecs, ("g722", "pcmu"))
+        self.assertUsage("unknown codec 'speex'", "--codecs", "opus,speex")
+        self.assertUsage("twice", "--codecs", "pcma,PCMA")
+        self.assertUsage("at least one codec", "--codecs", ",")
+
     def test_sips_aor_requires_srtp(self) -> None:
         """Issue 5: SRTP is required by default for sips: AORs, optional otherwise; issue 14
         finding 11: --srtp off/optional with a sips: AOR or --dial target is refused."""
@@ -112,6 +127,28 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertFalse(config.verify_tls)
         self.assertEqual(config.dial.user, "bob")
         self.assertIsNone(config.dns_server)
+
+    def test_bound_options(self) -> None:
+        """Issue 14 findings 5 and 6: connection and call bounds, with their defaults."""
+        config = parse().config
+        self.assertEqual(
+            (config.max_connections, config.handshake_timeout, config.request_timeout,
+             config.idle_timeout, config.message_timeout, config.max_call_duration),
+            (1000, 10.0, 30.0, 120.0, 10.0, 0.0),
+        )  # fmt: skip
+        config = parse(
+            "--max-connections", "50", "--handshake-timeout", "2", "--request-timeout", "3",
+            "--idle-timeout", "4", "--message-timeout", "5", "--max-call-duration", "3600",
+        ).config  # fmt: skip
+        self.assertEqual(
+            (config.max_connections, config.handshake_timeout, config.request_timeout,
+             config.idle_timeout, config.message_timeout, config.max_call_duration),
+            (50, 2.0, 3.0, 4.0, 5.0, 3600.0),
+        )  # fmt: skip
+        self.assertUsage("--max-connections", "--max-connections", "0")
+        self.assertUsage("--max-connections", "--max-connections", "lots")
+        self.assertUsage("--idle-timeout", "--idle-timeout", "-1")
+        self.assertUsage("--max-call-duration", "--max-call-duration", "long")
 
     def test_dns_server(self) -> None:
         """--dns-server IP[:PORT]: where the registrar's SRV records are looked up (RFC 3263);

@@ -95,11 +95,18 @@ class ISession(Interface):
     ``session_class(dialog=dialog, **session_kwargs)``.
 
     Audio is a one-dimensional ``numpy.ndarray`` of ``int16`` samples, mono,
-    at ``sample_rate`` Hz (8000 for G.711; 20 ms is 160 samples).
+    at ``sample_rate`` Hz: the negotiated codec's audio rate (8000 for G.711,
+    16000 for G.722, 48000 for Opus; 20 ms is ``sample_rate / 50`` samples).  A
+    session with a ``use_call_rate(rate) -> int`` method is told the call's rate
+    (and any change of it by a re-INVITE, before ``media_changed``) and returns
+    the rate it works at; otherwise its ``sample_rate`` is the rate it wants.
+    Either way voiptwisted resamples between the codec's rate and the session's.
     """
 
     dialog = Attribute("The IDialog this session belongs to.")
-    sample_rate = Attribute("Sample rate (Hz) of audio passed to audio_received/send_audio.")
+    sample_rate = Attribute(
+        "Sample rate (Hz) of audio passed to audio_received/send_audio (see above)."
+    )
     stats = Attribute("Per-call RTP statistics: packets sent/received, lost, jitter.")
     stop_reason = Attribute(
         "Why the media stopped, set by voiptwisted just before stop() is called: "

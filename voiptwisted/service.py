@@ -31,7 +31,15 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from voiptwisted.sip.protocol import SIPClientFactory
+from voiptwisted.codecs import DEFAULT_CODECS, lookup
+from voiptwisted.sip.limits import (
+    ConnectionLimits,
+    RateLimitedWarning,
+    clamp_max_connections,
+    default_max_calls,
+    fd_limit,
+)
+from voiptwisted.sip.protocol import SIPServerFactory
 from voiptwisted.sip.uri import SipURI
 
 __all__ = [
@@ -78,7 +86,20 @@ class ServiceConfig:
     "optional"; an explicit "off"/"optional" with a ``sips:`` URI raises ValueError
     (issue 14 finding 11: SIPS calls are SRTP only, in every API).  ``rtp_timeout``
     hangs up a call after that many seconds without RTP or RTCP, ``rtp_hold_timeout``
-    a call on hold (0: never); see ``MediaConfig``.
+    a call on hold (0: never); see ``MediaConfig``.  ``codecs`` names the audio codecs
+    offered and accepted, in preference order (``MediaConfig.codecs``).
+
+    Bounds (issue 14 findings 5 and 6; all of them are in the README's Security section):
+    ``max_calls`` left out is derived from ``rtp_ports`` and the descriptor limit
+    (:func:`~voiptwisted.sip.limits.default_max_calls`) and calls beyond it get 503 with
+    Retry-After; an explicit ``max_calls`` answers 486 beyond it.  Both count calls over
+    every flow (listeners and the registrar's).  ``max_call_duration`` (seconds from the
+    INVITE, 0: none) hangs up longer calls with BYE.  Each listener accepts at most
+    ``max_connections`` connections (lowered below the process's ``ulimit -n`` with a
+    log line) and closes one whose TLS handshake takes over ``handshake_timeout``, that
+    sends no complete request within ``request_timeout``, that carries no call and no
+    transaction for ``idle_timeout`` or leaves a message partial for ``message_timeout``
+    (seconds; 0 turns one off; see :class:`~voiptwisted.sip.limits.ConnectionLimits`).
     """
 
     aor: SipURI | None = None
@@ -97,7 +118,14 @@ class ServiceConfig:
     srtp: str | None = None
     rtp_timeout: float = 60.0
     rtp_hold_timeout: float = 0.0
+    codecs: tuple[str, ...] = DEFAULT_CODECS
     max_calls: int | None = None
+    max_call_duration: float = 0.0
+    max_connections: int = 1000
+    handshake_timeout: float = 10.0
+    request_timeout: float = 30.0
+    idle_timeout: float = 120.0
+    message_timeout: float = 10.0
     #: Seconds stopService lets active calls go on before it hangs them up (0: at once).
     drain_timeout: float = 0.0
     #: A server endpoint description serving Prometheus metrics (``--metrics``), or None.
@@ -122,9 +150,27 @@ class ServiceConfig:
         #: True when ``srtp`` was given, False when it follows the URIs.
         self.srtp_explicit = self.srtp is not None
         self.srtp = srtp_policy(self.srtp, self.aor, self.dial)
-        for name in ("rtp_timeout", "rtp_hold_timeout", "drain_timeout"):
+        for name in ("rtp_timeout", "rtp_hold_timeout", "max_call_duration",
+                     "drain_timeout"):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be 0 or more seconds")
+        if self.max_calls is not None and self.max_calls < 0:
+            raise ValueError("max_calls must not be negative")
+        # ValueError here for a bad bound, before any socket is opened.
+        self.connection_limits()
+
+    def connection_limits(self, fds: int | None = None) -> ConnectionLimits:
+        """The :class:`ConnectionLimits` of each listener; ``max_connections`` is lowered
+        to what *fds* (the process's descriptor limit) leaves room for."""
+        return ConnectionLimits(
+            max_connections=clamp_max_connections(self.max_connections, fds),
+            handshake_timeout=self.handshake_timeout,
+            request_timeout=self.request_timeout,
+            idle_timeout=self.idle_timeout,
+            message_timeout=self.message_timeout,
+        )
+        if not lookup(self.codecs):
+            raise ValueError("codecs must name at least one codec")
 
 
 def _escape(value: str) -> str:
@@ -398,6 +444,7 @@ class VoIPService(MultiService):
             reactor=reactor,
             rtp_timeout=config.rtp_timeout,
             rtp_hold_timeout=config.rtp_hold_timeout,
+            codecs=tuple(config.codecs),
         )
         # Left out, the policy follows the AOR ("required" for sips:) for every call.
         self.media_config.srtp = config.srtp
@@ -405,10 +452,23 @@ class VoIPService(MultiService):
             from voiptwisted.apps import EchoDialog
 
             self.dialog_class = EchoDialog
+        fds = fd_limit()
+        self.connection_limits = config.connection_limits(fds)
+        #: Calls at once over every flow: ``config.max_calls``, else what the RTP ports
+        #: and descriptors can carry (finding 6).
+        listen = [config.listen] if isinstance(config.listen, str) else list(config.listen or ())
+        if config.max_calls is not None:
+            self.max_calls: int = config.max_calls
+        else:
+            connections = self.connection_limits.max_connections * max(1, len(listen))
+            self.max_calls = default_max_calls(config.rtp_ports, fds, connections)
+        self.capacity_warning = RateLimitedWarning(
+            reactor, 10.0, "503 to new calls: {limit} calls in progress (the capacity of "
+            "--rtp-ports; set --max-calls to choose another limit)",
+        )
         self.inbound_dialog_class = self._limited(self.dialog_class)
         if config.aor is not None:
             self._add_client(config.aor)
-        listen = [config.listen] if isinstance(config.listen, str) else list(config.listen or ())
         for description in listen:
             self._add_listener(description, config.aor)
         if not listen and config.aor is None:
@@ -437,17 +497,27 @@ class VoIPService(MultiService):
         """*base* with a service-wide ``max_calls`` check before its ``call_received``.
 
         Each flow's protocol counts only its own calls; direct callers each have their
-        own flow, so the limit over all flows is enforced here (486, RFC 3261 §21.4.24).
+        own flow, so the limit over all flows is enforced here: 486 (RFC 3261 §21.4.24)
+        beyond a configured ``max_calls``, 503 with Retry-After (§21.5.4) beyond the
+        capacity derived from the RTP ports.  ``max_call_duration`` is armed here too.
         """
         service = weakref.ref(self)
 
         def call_received(dialog: Any) -> None:
             owner = service()
-            limit = owner.config.max_calls if owner is not None else None
-            if limit is not None and owner is not None and owner.active_call_count() > limit:
-                log.info("486 to a call: max_calls={n} reached", n=limit)
-                dialog.reject(486)
+            if owner is None:
+                base.call_received(dialog)
                 return
+            limit = owner.max_calls
+            if owner.active_call_count() > limit:
+                if owner.config.max_calls is not None:
+                    log.info("486 to a call: max_calls={n} reached", n=limit)
+                    dialog.reject(486)
+                else:
+                    owner.capacity_warning(limit=limit)
+                    dialog.reject(503, retry_after=30)
+                return
+            owner.bound_duration(dialog)
             base.call_received(dialog)
 
         return type(
@@ -504,19 +574,15 @@ class VoIPService(MultiService):
     def admission(self, request: Any) -> int | None:
         """The cores' admission check: None while we take calls, else a Retry-After.
 
-        While draining every new INVITE and OPTIONS probe gets 503; at ``max_calls``
-        (counted over all flows by :meth:`active_call_count`) OPTIONS gets 503, so a load
-        balancer probing us sends its calls elsewhere, while an INVITE still gets the
-        486 Busy Here it always got (RFC 3261 §21.4.24).
+        While draining every new INVITE and OPTIONS probe gets 503; at the service's call
+        cap (:attr:`max_calls`, configured or derived, counted over all flows by
+        :meth:`active_call_count`) OPTIONS gets 503, so a load balancer probing us sends
+        its calls elsewhere, while an INVITE still gets what the cap answers (486 Busy
+        Here, RFC 3261 §21.4.24, or 503 for the derived capacity).
         """
         if self.draining:
             return RETRY_AFTER
-        limit = self.config.max_calls
-        if (
-            request.method == "OPTIONS"
-            and limit is not None
-            and self.active_call_count() >= limit
-        ):
+        if request.method == "OPTIONS" and self.active_call_count() >= self.max_calls:
             return RETRY_AFTER
         return None
 
@@ -524,7 +590,9 @@ class VoIPService(MultiService):
         return {
             "dialog_class": self.inbound_dialog_class,
             "media_config": self.media_config,
+            # Per flow only when configured: the derived capacity is a service-wide 503.
             "max_calls": self.config.max_calls,
+            "limits": self.connection_limits,
             "trace": self.config.trace_sip,
         }
 
@@ -595,6 +663,7 @@ class VoIPService(MultiService):
 
     def _add_listener(self, description: str, aor: SipURI | None) -> None:
         listener_aor = aor or SipURI.parse("sip:voip@127.0.0.1")
+        # The protocol kwargs' ``limits`` become the factory's: every flow gets them inbound.
         factory = _TrackingFactory(
             self._track_protocol, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
         )
@@ -747,6 +816,7 @@ class VoIPService(MultiService):
             dialog = self.dialog_class(sip=protocol)
             self.dialed = dialog
             dialog.follow_redirects = self.config.follow_redirects
+            self.bound_duration(dialog)
             d = dialog.dial(target, session_class=session_class, **session_kwargs)
             return d.addErrback(server_failed, protocol, dialog)
 
@@ -814,6 +884,23 @@ class VoIPService(MultiService):
                     found.append(dialog)
         return found
 
+    def bound_duration(self, dialog: Any) -> None:
+        """Hang *dialog* up (BYE, or 480 while ringing) ``max_call_duration`` seconds from
+        now, unless it ended before; nothing when no duration is configured."""
+        seconds = self.config.max_call_duration
+        if not seconds:
+            return
+
+        def too_long() -> None:
+            log.info(
+                "call {call_id}: max_call_duration of {t:g} s reached, hanging up",
+                call_id=dialog.call_id, t=seconds,
+            )
+            dialog.bye()
+
+        timer = self.reactor.callLater(seconds, too_long)
+        dialog.when_ended().addCallback(lambda _: timer.active() and timer.cancel())
+
     def active_call_count(self) -> int:
         """How many calls are ringing, up or ending over all flows."""
         return len(self.active_dialogs())
@@ -876,8 +963,14 @@ class VoIPService(MultiService):
         """Drain (:meth:`drain`, up to ``config.drain_timeout``), then BYE every call still
         up, un-register (Expires: 0) and close every flow: within STOP_TIMEOUT of the drain.
 
-        Never fails: what did not finish in time is logged in one line.
+        Never fails: what did not finish in time is logged in one line.  Flows still in
+        their TLS handshake carry nothing and are aborted at once (a server that never
+        answers the handshake held SIGTERM for minutes, issue 14 finding 12).
         """
+        for protocol in list(self.protocols):
+            guard = getattr(protocol, "guard", None)
+            if guard is not None and guard.handshaking:
+                protocol.close()
         return self.drain().addCallback(lambda _: self._hang_up_and_close())
 
     def _hang_up_and_close(self) -> defer.Deferred[Any]:
@@ -951,7 +1044,7 @@ def _when_closed(protocol: Any) -> defer.Deferred[None]:
     return closed
 
 
-class _TrackingFactory(SIPClientFactory):
+class _TrackingFactory(SIPServerFactory):
     """A server-side factory that hands its protocols to the service (``track``), so
     stopService can BYE their calls and their cores get the service's hooks."""
 

@@ -57,6 +57,22 @@ def _parse_port_range(value: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _parse_codecs(value: str) -> tuple[str, ...]:
+    """``--codecs opus,g722,pcma,pcmu``: registered codec names, no repeats, at least one."""
+    from voiptwisted.codecs import lookup
+
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    if not names:
+        raise usage.UsageError("--codecs needs at least one codec, e.g. opus,g722,pcma,pcmu")
+    if len({name.upper() for name in names}) != len(names):
+        raise usage.UsageError(f"--codecs {value!r} names a codec twice")
+    try:
+        lookup(names)
+    except ValueError as e:
+        raise usage.UsageError(f"--codecs: {e}") from None
+    return names
+
+
 def _parse_host_port(
     option: str, value: str, default_port: int, *, ip_only: bool = False
 ) -> tuple[str, int]:
@@ -117,7 +133,52 @@ class Options(usage.Options):
             "0",
             "The same for a call on hold (inactive/sendonly/recvonly; 0: never).",
         ],
-        ["max-calls", None, None, "Answer at most N concurrent calls; more get 486 Busy Here."],
+        [
+            "codecs",
+            None,
+            "opus,g722,pcma,pcmu",
+            "Audio codecs to offer and accept, in preference order (opus, g722, pcma, pcmu).",
+        ],
+        [
+            "max-calls",
+            None,
+            None,
+            "Answer at most N concurrent calls over all flows; more get 486 Busy Here "
+            "(default: what --rtp-ports can carry, more get 503).",
+        ],
+        [
+            "max-call-duration",
+            None,
+            "0",
+            "Hang up (BYE) a call this many seconds after its INVITE (0: no limit).",
+        ],
+        [
+            "max-connections",
+            None,
+            "1000",
+            "Inbound TLS/TCP connections per listener at once (kept below ulimit -n).",
+        ],
+        ["handshake-timeout", None, "10", "Seconds a TLS handshake may take (0: no limit)."],
+        [
+            "request-timeout",
+            None,
+            "30",
+            "Close an inbound connection without a complete request after this many seconds.",
+        ],
+        [
+            "idle-timeout",
+            None,
+            "120",
+            "Close an inbound connection with no call and no transaction after this many "
+            "seconds.",
+        ],
+        [
+            "message-timeout",
+            None,
+            "10",
+            "Close an inbound connection whose partial message is not complete after this "
+            "many seconds.",
+        ],
         [
             "drain-timeout",
             None,
@@ -215,8 +276,10 @@ class Options(usage.Options):
         srtp = self["srtp"]
         if srtp is not None and srtp not in ("required", "optional", "off"):
             raise usage.UsageError("--srtp must be required, optional or off")
-        timeouts = {}
-        for option in ("rtp-timeout", "rtp-hold-timeout", "drain-timeout"):
+        timeouts: dict[str, Any] = {}
+        for option in ("rtp-timeout", "rtp-hold-timeout", "max-call-duration",
+                       "handshake-timeout", "request-timeout", "idle-timeout",
+                       "message-timeout", "drain-timeout"):  # fmt: skip
             try:
                 seconds = float(self[option])
             except ValueError:
@@ -224,6 +287,13 @@ class Options(usage.Options):
             if not 0 <= seconds <= 86400:
                 raise usage.UsageError(f"--{option} must be between 0 and 86400 seconds")
             timeouts[option.replace("-", "_")] = seconds
+        try:
+            timeouts["max_connections"] = int(self["max-connections"])
+        except ValueError:
+            raise usage.UsageError("--max-connections takes a whole number") from None
+        if timeouts["max_connections"] < 1:
+            raise usage.UsageError("--max-connections must be at least 1")
+        codecs = _parse_codecs(self["codecs"])
         max_calls = None
         if self["max-calls"] is not None:
             try:
@@ -278,6 +348,7 @@ class Options(usage.Options):
             rtp_ports=_parse_port_range(self["rtp-ports"]),
             srtp=srtp,
             **timeouts,
+            codecs=codecs,
             max_calls=max_calls,
             dialog_class=self._dialog_class(),
             dial=dial,

@@ -81,7 +81,7 @@ class RegistrationTests(unittest.SynchronousTestCase):
         self.assertIn(b"a=rtpmap:96 X-COUNT/8000", bytes(offer))
         theirs = SessionDescription.parse(
             b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
-            b"m=audio 4000 RTP/AVP 8 98\r\na=rtpmap:98 X-COUNT/8000\r\n"
+            b"m=audio 4000 RTP/AVP 98 8\r\na=rtpmap:98 X-COUNT/8000\r\n"
         )
         _, negotiated = answer_for(theirs, local_host="127.0.0.1", port=10000,
                                    codecs=lookup(("X-COUNT", "PCMA")))
@@ -106,3 +106,66 @@ class RegistrationTests(unittest.SynchronousTestCase):
         counts = [RTPPacket.parse(data).payload[0] for data, _ in rtp.sent]
         self.assertEqual(counts, [1, 2, 3])
         self.assertEqual([RTPPacket.parse(data).payload[0] for data, _ in rtp2.sent], [1])
+
+
+class WidebandEntryTests(unittest.SynchronousTestCase):
+    def test_descriptions(self) -> None:
+        """RFC 3551 §4.5.2: G722/8000, PT 9, 16 kHz audio; RFC 7587 §7: opus/48000/2, a
+        dynamic PT, 48 kHz audio, fmtp saying mono both ways and in-band FEC wanted."""
+        g722, opus = lookup(("g722", "OPUS"))
+        self.assertEqual((g722.name, g722.clock_rate, g722.sample_rate, g722.channels,
+                          g722.payload_type), ("G722", 8000, 16000, 1, 9))
+        self.assertEqual((g722.frame_samples, g722.timestamp_step), (320, 160))
+        self.assertEqual((opus.name, opus.clock_rate, opus.sample_rate, opus.channels,
+                          opus.payload_type), ("opus", 48000, 48000, 2, None))
+        self.assertEqual((opus.frame_samples, opus.timestamp_step), (960, 960))
+        from voiptwisted.codecs.opus import OpusSettings, parse_fmtp
+
+        self.assertEqual(parse_fmtp(opus.fmtp or ""), OpusSettings().fmtp())
+
+    def test_opus_encoder_follows_peer_fmtp(self) -> None:
+        """RFC 7587 §6.1: the peer's fmtp shapes our encoder (FEC only if it wants it, our
+        band capped by its maxplaybackrate); complexity is the registry's default."""
+        from voiptwisted.codecs import registry
+
+        opus = CODECS["OPUS"]
+        plain = opus.encoder(None)
+        self.assertFalse(plain.settings.inband_fec)
+        self.assertEqual(plain.settings.complexity, registry.OPUS_COMPLEXITY)
+        fitted = opus.encoder("useinbandfec=1; maxplaybackrate=16000")
+        self.assertTrue(fitted.settings.inband_fec)
+        self.assertEqual(fitted.settings.max_capture_rate, 16000)
+
+    def test_default_offer_lists_wideband_first_with_events_per_clock(self) -> None:
+        """Issue 12 / RFC 4733 §7.1.1: our offer lists Opus, G.722, PCMA, PCMU in that order
+        and telephone-event at each of their clock rates (/48000 for Opus, /8000: PT 101)."""
+        from voiptwisted.codecs import DEFAULT_CODECS
+
+        offer, _ = create_offer(local_host="127.0.0.1", port=10000,
+                                codecs=lookup(DEFAULT_CODECS))
+        media = offer.media[0]
+        names = [(f.payload_type, f.encoding_name, f.sample_rate) for f in media.fmt]
+        self.assertEqual(names, [
+            (96, "opus", 48000), (9, "G722", 8000), (8, "PCMA", 8000), (0, "PCMU", 8000),
+            (97, "telephone-event", 48000), (101, "telephone-event", 8000),
+        ])
+        self.assertIn(b"a=rtpmap:96 opus/48000/2", bytes(offer))
+        self.assertIn(b"a=fmtp:96 maxplaybackrate=48000;", bytes(offer))
+
+    def test_answer_takes_offerers_first_codec_and_its_event_clock(self) -> None:
+        """RFC 3264 §6.1: the offer's first codec we support wins; telephone-event is
+        answered at that codec's clock rate (RFC 4733 §2.1)."""
+        sdp = (b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+               b"m=audio 4000 RTP/AVP 111 9 8 101 110\r\na=rtpmap:111 opus/48000/2\r\n"
+               b"a=fmtp:111 useinbandfec=1\r\na=rtpmap:9 G722/8000\r\n"
+               b"a=rtpmap:101 telephone-event/48000\r\na=rtpmap:110 telephone-event/8000\r\n")
+        offer = SessionDescription.parse(sdp)
+        answer, negotiated = answer_for(offer, local_host="127.0.0.1", port=10000,
+                                        codecs=lookup(("PCMA", "G722", "opus")))
+        self.assertEqual((negotiated.codec.name, negotiated.payload_type), ("opus", 111))
+        self.assertEqual(negotiated.telephone_event_pt, 101)
+        self.assertEqual(negotiated.remote_fmtp, "useinbandfec=1")
+        self.assertIn(b"a=rtpmap:101 telephone-event/48000", bytes(answer))
+        _, negotiated = answer_for(offer, local_host="127.0.0.1", port=10000,
+                                   codecs=lookup(("PCMA", "G722")))
+        self.assertEqual((negotiated.codec.name, negotiated.telephone_event_pt), ("G722", 110))

@@ -112,10 +112,12 @@ def free_port_pair() -> int:
 
 
 def _free_even_udp_port() -> int:
-    """An even UDP port whose odd successor is free too (RTP + RTCP, RFC 3550 §11)."""
+    """An even UDP port P with P+1..P+3 free too: SIPp's ``-mp`` binds audio RTP/RTCP at
+    P, P+1 and video RTP/RTCP at P+2, P+3 (RFC 3550 §11 pairs), and fails the whole run
+    ("Unable to bind video RTP socket") if any of the four is taken."""
     return _pick(
-        lambda p: p % 2 == 0 and not (_port_in_use(p, "udp") or _port_in_use(p + 1, "udp")),
-        "even UDP port pair",
+        lambda p: p % 2 == 0 and not any(_port_in_use(p + i, "udp") for i in range(4)),
+        "even UDP port quadruple",
     )
 
 
@@ -1073,8 +1075,10 @@ class Baresip:
     """baresip 1.0 as a scripted UA, driven through its ``ctrl_tcp`` module (netstring JSON).
 
     ``account`` is one line of baresip's ``accounts`` file (see ``Kamailio.baresip_account``).
-    Audio comes from ``audio_source_wav`` (8 kHz mono s16 WAV via ``aufile``; converted with sox
-    when it is not); what baresip hears and sends is recorded by ``sndfile`` into
+    Audio comes from ``audio_source_wav`` (``source_rate`` Hz, default 8 kHz, mono s16 WAV via
+    ``aufile``; converted with sox when it is not); ``codec_modules`` are the codecs it loads
+    (default G.711 only: ``("g722.so",)`` or ``("opus.so",)`` make a wideband-only peer);
+    what baresip hears and sends is recorded by ``sndfile`` into
     ``record_dir`` as ``dump-<peer>-dec.wav`` / ``dump-<peer>-enc.wav``.  ``srtp=True`` loads
     ``srtp.so`` and adds ``;mediaenc=srtp-mand`` (SDES) to the account unless it names one.
 
@@ -1108,6 +1112,9 @@ class Baresip:
         sip_trace: bool = False,
         extra_accounts: tuple[str, ...] = (),
         extra_modules: tuple[str, ...] = (),
+        codec_modules: tuple[str, ...] = ("g711.so",),
+        source_rate: int = 8000,
+        source_channels: int = 1,
     ):
         if not account:
             raise ValueError("account line required, e.g. Kamailio.baresip_account('alice')")
@@ -1124,12 +1131,13 @@ class Baresip:
         ]
         self.account = self.accounts[0]
         self._extra_modules = list(extra_modules)
+        self._codec_modules = list(codec_modules)
         self.srtp = srtp
         if audio_source_wav is None:
             audio_source_wav = self.dir / "silence.wav"
             make_tone_wav(audio_source_wav, seconds=1.0, frequency=0)
         self.audio_source_wav = _prepare_source(
-            Path(audio_source_wav), self.dir, source_min_seconds
+            Path(audio_source_wav), self.dir, source_min_seconds, source_rate, source_channels
         )
         self._fixed_ports = sip_port is not None
         self._rtp_ports = rtp_ports
@@ -1168,7 +1176,7 @@ class Baresip:
             "snd_path": str(self.record_dir),
         }
         config.update(self._extra_config)
-        modules = ["g711.so", "aufile.so", "alsa.so", "sndfile.so"]
+        modules = [*self._codec_modules, "aufile.so", "alsa.so", "sndfile.so"]
         if self.srtp:
             modules.append("srtp.so")
         modules += self._extra_modules
@@ -1410,18 +1418,23 @@ def _sox_convert(src: Path, dst: Path, rate: int) -> None:
     )
 
 
-def _prepare_source(path: Path, workdir: Path, min_seconds: float) -> Path:
-    """An 8 kHz mono s16 copy of ``path`` in ``workdir``, padded with silence to min_seconds."""
+def _prepare_source(
+    path: Path, workdir: Path, min_seconds: float, rate: int = 8000, channels: int = 1
+) -> Path:
+    """A ``rate`` Hz s16 copy of ``path`` in ``workdir``, padded with silence to min_seconds,
+    mono or the mono signal on each of ``channels`` (baresip's Opus runs its audio in
+    stereo, and its ``aufile`` source then wants a two-channel file)."""
     with wave.open(str(path), "rb") as w:
         fmt = (w.getframerate(), w.getnchannels(), w.getsampwidth())
-    if fmt != (8000, 1, 2):
-        converted = workdir / (path.stem + "-8k.wav")
-        _sox_convert(path, converted, 8000)
+    if fmt != (rate, 1, 2):
+        converted = workdir / (path.stem + f"-{rate // 1000}k.wav")
+        _sox_convert(path, converted, rate)
         path = converted
     samples = read_wav(path)
-    pad = max(0, int(min_seconds * 8000) - samples.size)
+    pad = max(0, int(min_seconds * rate) - samples.size)
     out = workdir / "audio-source.wav"
-    write_wav(out, np.concatenate((samples, np.zeros(pad, dtype=np.int16))), 8000)
+    padded = np.concatenate((samples, np.zeros(pad, dtype=np.int16)))
+    write_wav(out, np.repeat(padded[:, None], channels, axis=1) if channels > 1 else padded, rate)
     return out
 
 
@@ -1441,9 +1454,10 @@ def wav_rate(path: str | os.PathLike) -> int:
 
 
 def write_wav(path: str | os.PathLike, samples: np.ndarray, rate: int = 8000) -> None:
-    """Write mono int16 ``samples`` as a WAV file."""
+    """Write int16 ``samples`` as a WAV file: mono, or shaped (frames, channels)."""
+    data = np.asarray(samples)
     with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(data.shape[1] if data.ndim == 2 else 1)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(np.asarray(samples, dtype="<i2").tobytes())

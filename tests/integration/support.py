@@ -113,12 +113,12 @@ class KamailioCallTestCase(TestCase):
 
     async def register_us(
         self, dialog_class: type = Dialog, *, port_range: tuple[int, int], srtp: str = "off",
-        timeout: float = 20, **options: Any,
+        timeout: float = 20, codecs: tuple[str, ...] | None = None, **options: Any,
     ) -> Any:
         """Register ``alice`` over TLS (RFC 5626 flow) and return the connected protocol.
 
-        Calls to alice reach *dialog_class*; media uses *port_range* and *srtp* policy;
-        *options* go to ``run`` (``keepalive=`` ...).
+        Calls to alice reach *dialog_class*; media uses *port_range*, *srtp* policy and
+        *codecs* (default: ``MediaConfig``'s); *options* go to ``run`` (``keepalive=`` ...).
         The service is stopped when the test ends.
         """
         host, port = self.kamailio.address("tls")
@@ -128,7 +128,10 @@ class KamailioCallTestCase(TestCase):
             ca_file=self.kamailio.ca_cert,
             reactor=reactor,
             dialog_class=dialog_class,
-            media_config=MediaConfig(port_range=port_range, srtp=srtp, reactor=reactor),
+            media_config=MediaConfig(
+                port_range=port_range, srtp=srtp, reactor=reactor,
+                **({"codecs": codecs} if codecs else {}),
+            ),
             **options,
         ).addTimeout(timeout, reactor)
         self.addCleanup(protocol.service.stopService)

@@ -102,6 +102,7 @@ class CallMediaTimeoutTests(SynchronousTestCase):
         self.setup_call()
 
     def setup_call(self, **config: object) -> None:
+        config.setdefault("codecs", ("PCMA", "PCMU"))  # from_alice sends PCMA (PT 8)
         self.config = MediaConfig(reactor=self.clock, pacer=Pacer(self.clock), srtp="off",
                                   **config)  # type: ignore[arg-type]
         self.alice = CallMedia.create_offer(self.config, "127.0.0.1")

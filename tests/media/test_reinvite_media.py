@@ -54,7 +54,9 @@ class ReinviteMediaTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = UDPClock()
-        self.config = MediaConfig(reactor=self.clock, pacer=Pacer(self.clock), srtp=self.srtp)
+        self.config = MediaConfig(
+            reactor=self.clock, pacer=Pacer(self.clock), srtp=self.srtp, codecs=("PCMA", "PCMU")
+        )
         self.alice = CallMedia.create_offer(self.config, "127.0.0.1")
         self.bob = CallMedia.answer_offer(self.config, self.alice.local_sdp, "127.0.0.1")
         self.alice.accept_answer(self.bob.local_sdp)

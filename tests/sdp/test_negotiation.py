@@ -40,14 +40,16 @@ def answer(offer: SessionDescription, **kwargs: object):
 
 
 class AnswerTests(unittest.SynchronousTestCase):
-    def test_our_preference_wins(self) -> None:
-        """RFC 3264 §6.1: the answer uses the first codec in our list that the offer has."""
+    def test_offerer_preference_wins(self) -> None:
+        """RFC 3264 §6.1 (issue 12): the answer uses the offer's first codec that we support,
+        whatever our own order; our order only decides what we offer."""
         sd, neg = answer(offer_sdp("0 8 101"))
-        self.assertEqual(neg.codec_name, "PCMA")
-        self.assertEqual(neg.payload_type, 8)
-        self.assertEqual([f.payload_type for f in sd.media[0].fmt], [8, 101])
-        sd, neg = answer(offer_sdp("0 8 101"), codecs=("PCMU", "PCMA"))
         self.assertEqual((neg.codec_name, neg.payload_type), ("PCMU", 0))
+        self.assertEqual([f.payload_type for f in sd.media[0].fmt], [0, 101])
+        sd, neg = answer(offer_sdp("8 0 101"), codecs=("PCMU", "PCMA"))
+        self.assertEqual((neg.codec_name, neg.payload_type), ("PCMA", 8))
+        _, neg = answer(offer_sdp("18 0 8 101"), codecs=("PCMA",))
+        self.assertEqual((neg.codec_name, neg.payload_type), ("PCMA", 8))
 
     def test_telephone_event_kept_with_offer_pt(self) -> None:
         """RFC 4733 §7.1.1 / RFC 3264 §6.1: telephone-event is answered with the offer's PT."""
@@ -285,7 +287,7 @@ class OfferTests(unittest.SynchronousTestCase):
         theirs, _ = answer(SessionDescription.parse(bytes(ours)), port=30000)
         neg = parse_answer(SessionDescription.parse(bytes(theirs)), offer=ours)
         self.assertEqual(neg.remote, ("127.0.0.1", 30000))
-        self.assertEqual(neg.codec_name, "PCMA")
+        self.assertEqual(neg.codec_name, "PCMU")  # the first offer's first codec (§6.1)
 
     def test_bad_answers(self) -> None:
         """RFC 3264 §7 / RFC 4568 §7.1.3: declined stream, wrong codec, missing key -> failure."""

@@ -563,8 +563,8 @@ class NegotiationTests(CallPair):
         self.assertTrue(self.media.created[0].stopped)  # the refused offer's port released
 
 
-class TimerTests(SynchronousTestCase):
-    """Single protocols on a StringTransport: exact messages and timers."""
+class CalleeOnTransport(SynchronousTestCase):
+    """Bob, answering calls, on a StringTransport with a task.Clock."""
 
     def setUp(self) -> None:
         self.clock = task.Clock()
@@ -574,6 +574,13 @@ class TimerTests(SynchronousTestCase):
             "sip:bob@example.com", self.clock, self.media, dialog_class=self.callee
         )
         self.bob_t = connect(self.bob)
+
+
+class TimerTests(CalleeOnTransport):
+    """Single protocols on a StringTransport: exact messages and timers."""
+
+    def setUp(self) -> None:
+        super().setUp()
         # Realms the tests' proxies challenge with (issue 14: only allowed realms are answered).
         credentials = Credentials("alice", "secret", realms=("example.com", "proxy"))
         self.alice = make_protocol(
@@ -1142,3 +1149,98 @@ class StunMediaTests(SynchronousTestCase):
         [invite] = written(self.transport)
         self.assertEqual((invite.method, invite.body), ("INVITE", SAVP_OFFER))
         self.assertEqual(invite.headers["From"], f"<sip:bob@example.com>;tag={dialog.local_tag}")
+
+
+class CallBoundaryTests(CalleeOnTransport):
+    """Issue 14 finding 9 and the rest of 12: an exception in a timer or callback ends
+    that call cleanly (one log line); unusable targets are refused at set-up; no free
+    RTP port is a 503 with one warning per interval, not a traceback per INVITE."""
+
+    BAD_CONTACT = 'Contact: <sip:a"b@127.0.0.1:5099>\r\n'
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events: list[dict[str, Any]] = []
+        self.patch(dialog_module, "log", Logger(observer=self.events.append))
+
+    def bad_contact_invite(self) -> bytes:
+        good = "Contact: <sip:alice@127.0.0.1:5099;transport=tls>\r\n"
+        return invite_bytes().replace(good.encode(), self.BAD_CONTACT.encode())
+
+    def test_unusable_contact_in_invite_gets_400(self) -> None:
+        """A Contact URI with '"' passes NameAddr but no request can be sent to it: 400."""
+        self.bob.dataReceived(self.bad_contact_invite())
+        codes = [m.status_code for m in written(self.bob_t)]
+        self.assertEqual(codes[-1], 400)
+        self.assertNotIn(200, codes)
+        self.assertEqual(self.bob.dialog_count, 0)
+
+    def test_exception_in_ack_timeout_ends_the_call_locally(self) -> None:
+        """The ACK-timeout BYE raised in a timer (3 tracebacks, dialog stuck for the life
+        of the flow): now one error line and the call is gone."""
+        self.bob.dataReceived(invite_bytes())
+        written(self.bob_t)
+        [callee] = self.callee.instances
+        callee.remote_contact = 'sip:a"b@127.0.0.1'  # as an unchecked target would be
+        self.clock.advance(64 * T1)
+        self.assertEqual((self.bob.dialog_count, self.bob.pending_timer_count), (0, 0))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        errors = [e for e in self.events if e["log_level"] >= LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("_ack_timed_out", formatEvent(errors[0]))
+        self.assertIsNone(errors[0].get("log_failure"))
+        self.assertTrue(self.media.created[0].stopped)
+
+    def test_unusable_contact_in_2xx_fails_the_dial_with_bye(self) -> None:
+        alice = make_protocol("sip:alice@example.com", self.clock, self.media)
+        alice_t = connect(alice, 5090)
+        d = CallerDialog(sip=alice).dial("sip:bob@example.com", session_class=FakeSession)
+        [invite] = written(alice_t)
+        ok = respond_to(invite, 200, body=ANSWER).replace(
+            b"<sip:bob@127.0.0.1:5088;transport=tls>", b'<sip:b"ob@127.0.0.1:5088>'
+        )
+        alice.dataReceived(ok)
+        sent = written(alice_t)
+        self.assertEqual([m.method for m in sent], ["ACK", "BYE"])
+        self.assertEqual(sent[0].uri, "sip:bob@example.com")
+        self.assertEqual(self.failureResultOf(d, CallFailed).value.status_code, 502)
+        alice.dataReceived(respond_to(sent[1], 200))
+        self.assertEqual((alice.dialog_count, alice.pending_timer_count), (0, 0))
+
+    def test_exception_in_final_response_fails_the_dial(self) -> None:
+        """A bug while handling the answer must not leave ``--dial`` waiting forever."""
+        alice = make_protocol("sip:alice@example.com", self.clock, self.media)
+        alice_t = connect(alice, 5090)
+        dialog = CallerDialog(sip=alice)
+        d = dialog.dial("sip:bob@example.com", session_class=FakeSession)
+        [invite] = written(alice_t)
+
+        def broken(response: Any) -> None:
+            raise KeyError("bug")
+
+        self.patch(dialog, "_retry_with_credentials", broken)
+        alice.dataReceived(respond_to(invite, 401))
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual((alice.dialog_count, alice.pending_timer_count), (0, 0))
+
+    def test_no_free_rtp_port_is_503_with_one_warning_per_interval(self) -> None:
+        """3,614 tracebacks in one run once ports ran out: now 503 + Retry-After and one
+        warning line per 10 s with a count."""
+        from twisted.internet.error import CannotListenError
+
+        from voiptwisted.sip import limits
+
+        def no_port(*args: Any, **kwargs: Any) -> Any:
+            raise CannotListenError("127.0.0.1", 10000, "no free RTP port after 64 tries")
+
+        self.media.answer_offer = no_port
+        warnings: list[dict[str, Any]] = []
+        self.patch(limits, "log", Logger(observer=warnings.append))
+        for i in range(100):
+            self.bob.dataReceived(invite_bytes(call_id=f"c{i}", branch=f"z9hG4bK{i}"))
+            final = written(self.bob_t)[-1]
+            self.assertEqual(final.status_code, 503)
+            self.assertEqual(final.headers["Retry-After"], "30")
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual([e for e in self.events if e.get("log_failure")], [])
+        self.assertEqual(self.bob.dialog_count, 0)

@@ -9,8 +9,9 @@ configured.  The description is what SDP offer/answer reads
 (:mod:`voiptwisted.sdp.negotiation` takes the entries as plain data and imports
 nothing from here).
 
-G.711 (PCMA, PCMU) is registered here; its numpy tables load with the first coder
-asked for, not with this module, so a service that only registers stays light.
+G.711 (PCMA, PCMU), G.722 and Opus are registered here; their libraries (numpy's tables,
+PyAV, libopus) load with the first coder asked for, not with this module, so a service
+that only registers stays light.
 Register more codecs with :func:`register_codec` and name them in
 ``MediaConfig.codecs``.
 """
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 
 __all__ = [
     "CODECS",
+    "DEFAULT_CODECS",
+    "OPUS_COMPLEXITY",
     "Codec",
     "Decoder",
     "Encoder",
@@ -71,18 +74,41 @@ class Codec:
     sample_rate: int
     channels: int
     payload_type: int | None
-    encoder_factory: Callable[[], Encoder] = field(compare=False, repr=False)
+    encoder_factory: Callable[..., Encoder] = field(compare=False, repr=False)
     decoder_factory: Callable[[], Decoder] = field(compare=False, repr=False)
     fmtp: str | None = None
+    max_frames_per_packet: int = 6
+    """How many 20 ms frames one RTP packet may carry (``a=ptime`` up to 120 ms).  1 for
+    Opus: one Opus packet per RTP packet (RFC 7587 §4.2), and we send 20 ms ones."""
+    peer_fmtp_aware: bool = False
+    """True when ``encoder_factory`` takes the peer's ``a=fmtp`` text (Opus: RFC 7587 §6.1
+    ``maxplaybackrate``, ``useinbandfec``... shape what we send)."""
 
-    def encoder(self) -> Encoder:
-        """A new encoder for one direction of one call."""
+    @property
+    def frame_samples(self) -> int:
+        """Samples of one 20 ms frame of audio (``sample_rate`` / 50)."""
+        return self.sample_rate // 50
+
+    @property
+    def timestamp_step(self) -> int:
+        """RTP timestamp units per 20 ms frame (``clock_rate`` / 50: 160 for G.722's 320
+        samples, RFC 3551 §4.5.2; 960 for Opus, RFC 7587 §4.1)."""
+        return self.clock_rate // 50
+
+    def encoder(self, peer_fmtp: str | None = None) -> Encoder:
+        """A new encoder for one direction of one call, fitted to the peer's *peer_fmtp*."""
+        if self.peer_fmtp_aware:
+            return self.encoder_factory(peer_fmtp)  # type: ignore[call-arg]
         return self.encoder_factory()
 
     def decoder(self) -> Decoder:
         """A new decoder for one direction of one call."""
         return self.decoder_factory()
 
+
+#: The codecs a call offers and accepts unless told otherwise, in preference order: wideband
+#: first (Opus, G.722), G.711 last, for peers that have nothing else.
+DEFAULT_CODECS = ("opus", "G722", "PCMA", "PCMU")
 
 #: Registered codecs by upper-case encoding name (RFC 4855 §3: names are case-insensitive).
 CODECS: dict[str, Codec] = {}
@@ -117,3 +143,49 @@ register_codec(Codec("PCMA", 8000, 8000, 1, 8,
                      lambda: _g711("ALAW_ENCODER"), lambda: _g711("ALAW_DECODER")))
 register_codec(Codec("PCMU", 8000, 8000, 1, 0,
                      lambda: _g711("ULAW_ENCODER"), lambda: _g711("ULAW_DECODER")))
+
+
+def _g722_encoder() -> Encoder:
+    from voiptwisted.codecs.g722 import G722Encoder
+
+    return G722Encoder()
+
+
+def _g722_decoder() -> Decoder:
+    from voiptwisted.codecs.g722 import G722Decoder
+
+    return G722Decoder()
+
+
+#: Encoder complexity (0..10) of our Opus calls.  One encoder per call runs on the server
+#: for every 20 ms frame: at complexity 5 encoding alone took 247 µs a frame here (80 calls
+#: a core before any decoding or I/O), and libopus's default 10 twice that; complexity 1
+#: keeps SILK's speech coding (what a phone call carries) at about half that cost, within
+#: the 100 Opus calls a core the project aims at (bench/RESULTS.md).
+OPUS_COMPLEXITY = 1
+
+
+def _opus_encoder(peer_fmtp: str | None = None) -> Encoder:
+    from voiptwisted.codecs.opus import OpusEncoder, OpusSettings, parse_fmtp
+
+    settings = OpusSettings(complexity=OPUS_COMPLEXITY)
+    return OpusEncoder(settings.for_peer(parse_fmtp(peer_fmtp or "")))
+
+
+def _opus_decoder() -> Decoder:
+    from voiptwisted.codecs.opus import OpusDecoder
+
+    return OpusDecoder()
+
+
+# RFC 3551 §4.5.2: G.722 is PT 9, "G722/8000" on the wire though it samples at 16 kHz.
+register_codec(Codec("G722", 8000, 16000, 1, 9, _g722_encoder, _g722_decoder))
+# RFC 7587 §7: always "opus/48000/2" in SDP; a dynamic payload type (RFC 3551 §3); our
+# fmtp says we want and send mono, use in-band FEC and play up to 48 kHz (the same text
+# OpusSettings().fmtp() gives, written out so registering imports no libopus).
+register_codec(Codec(
+    "opus", 48000, 48000, 2, None, _opus_encoder, _opus_decoder,
+    fmtp="maxplaybackrate=48000;sprop-maxcapturerate=48000;stereo=0;sprop-stereo=0;"
+         "useinbandfec=1",
+    max_frames_per_packet=1, peer_fmtp_aware=True,
+))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from voiptwisted.codecs import Codec, lookup
+from voiptwisted.codecs import DEFAULT_CODECS, Codec, lookup
 from voiptwisted.media.inactivity import InactivityTimer
 from voiptwisted.rtp.latch import PROBATION, RELATCH_AFTER
 from voiptwisted.rtp.protocol import MediaStats, PortAllocator, RealtimeTransportProtocol
@@ -94,7 +94,9 @@ class MediaConfig:
     """
 
     port_range: tuple[int, int] = (10000, 20000)
-    codecs: tuple[str, ...] = ("PCMA", "PCMU")
+    #: Registered codec names (``voiptwisted.codecs``) offered and accepted, in our order of
+    #: preference; an answer takes the offerer's first one we have (RFC 3264 §6.1).
+    codecs: tuple[str, ...] = DEFAULT_CODECS
     #: "required", "optional" or "off"; left out: "optional", but "required" for calls
     #: to or from a ``sips:`` URI (:func:`srtp_policy`).  Given explicitly as "off" or
     #: "optional", a call or account with a ``sips:`` URI is refused with ValueError.
@@ -121,6 +123,8 @@ class MediaConfig:
                 raise ValueError(f"{name} must be 0 or more seconds")
         if self.probation < 1:
             raise ValueError("probation must be at least 1 packet")
+        if not lookup(self.codecs):
+            raise ValueError("codecs must name at least one codec")
         self.allocator = PortAllocator(self.port_range)
 
     def get_reactor(self) -> Any:
@@ -473,6 +477,7 @@ class CallMedia:
         self.rtp.configure(
             remote=remote,
             codec=negotiated.codec,
+            remote_fmtp=negotiated.remote_fmtp,
             payload_type=negotiated.payload_type,
             telephone_event_pt=negotiated.telephone_event_pt,
             direction=negotiated.direction,

@@ -4,7 +4,11 @@ Packets go in as they arrive; :meth:`JitterBuffer.push` returns the packets
 that are now ready for playout, in sequence order.  A missing packet is
 waited for until the packets buffered after it span ``window`` seconds of
 media (60 ms = 3 packets at 20 ms), then it is counted lost and playout
-skips it.  Duplicates and packets older than the last one played are
+skips it.  With ``report_loss`` the output then holds a :class:`Lost` marker
+(how many packets are missing) just before the packet playout resumes with, so
+the receiver can conceal the gap: with the codec's own concealment or, for
+Opus, the FEC copy of the lost frame carried in that very next packet (RFC
+7587 §3.2).  Duplicates and packets older than the last one played are
 dropped.  Sequence numbers wrap at 2**16; RTP timestamps at 2**32.  Memory
 is bounded by ``max_packets``.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["JitterBuffer"]
+__all__ = ["JitterBuffer", "Lost"]
 
 _SEQ_MOD = 1 << 16
 _TS_MOD = 1 << 32
@@ -29,6 +33,18 @@ class _Packet(Protocol):
     ssrc: int
 
 
+class Lost:
+    """Playout skips ``count`` missing packets here (``JitterBuffer(report_loss=True)``)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"Lost({self.count})"
+
+
 class JitterBuffer:
     """Reorders packets within ``window`` seconds and drops duplicates and late arrivals.
 
@@ -38,10 +54,15 @@ class JitterBuffer:
     buffer: what was buffered is released first.
     """
 
-    def __init__(self, window: float = 0.06, clock_rate: int = 8000, max_packets: int = 50):
+    def __init__(
+        self, window: float = 0.06, clock_rate: int = 8000, max_packets: int = 50,
+        report_loss: bool = False,
+    ) -> None:
         if window < 0 or clock_rate <= 0 or max_packets < 1:
             raise ValueError("window >= 0, clock_rate > 0 and max_packets >= 1 required")
+        self.window = window
         self.window_units = round(window * clock_rate)
+        self.report_loss = report_loss
         self.max_packets = max_packets
         self._buffer: dict[int, _Packet] = {}
         self._started = False
@@ -56,7 +77,13 @@ class JitterBuffer:
     def __len__(self) -> int:
         return len(self._buffer)
 
-    def push(self, packet: _Packet) -> list[_Packet]:
+    def set_clock_rate(self, clock_rate: int) -> None:
+        """The stream's RTP clock changed (a new codec): keep ``window`` seconds of media."""
+        if clock_rate <= 0:
+            raise ValueError("clock_rate > 0 required")
+        self.window_units = round(self.window * clock_rate)
+
+    def push(self, packet: _Packet) -> list[_Packet | Lost]:
         """Add one received packet; return the packets ready for playout, in order.
 
         Fast path for the common case, the next expected packet of the current
@@ -71,10 +98,10 @@ class JitterBuffer:
             return [packet]
         return self._push_general(packet)
 
-    def _push_general(self, packet: _Packet) -> list[_Packet]:
+    def _push_general(self, packet: _Packet) -> list[_Packet | Lost]:
         """RFC 3550 §A.1 sequence checks, duplicate/late drops, reordering and release."""
         seq = packet.sequence & 0xFFFF
-        out: list[_Packet] = []
+        out: list[_Packet | Lost] = []
         if not self._started or packet.ssrc != self._ssrc:
             out.extend(self.flush())
             self._restart(packet)
@@ -97,11 +124,11 @@ class JitterBuffer:
         self._release(out)
         return out
 
-    def flush(self) -> list[_Packet]:
+    def flush(self) -> list[_Packet | Lost]:
         """Release everything buffered, in order (e.g. at the end of the call)."""
-        out: list[_Packet] = []
+        out: list[_Packet | Lost] = []
         while self._buffer:
-            self._skip_gap()
+            self._skip_gap(out)
             self._drain(out)
         return out
 
@@ -111,7 +138,7 @@ class JitterBuffer:
         self._next = packet.sequence & 0xFFFF
         self._bad_seq = None
 
-    def _drain(self, out: list[_Packet]) -> None:
+    def _drain(self, out: list[_Packet | Lost]) -> None:
         buffer = self._buffer
         nxt = self._next
         while nxt in buffer:
@@ -121,17 +148,19 @@ class JitterBuffer:
             self.played += 1
         self._next = nxt
 
-    def _skip_gap(self) -> None:
+    def _skip_gap(self, out: list[_Packet | Lost]) -> None:
         """Give up on the missing packet(s): jump to the oldest buffered one."""
         nxt = self._next
         gap = min((s - nxt) & 0xFFFF for s in self._buffer)
         self.lost += gap
         self._next = (nxt + gap) & 0xFFFF
+        if gap and self.report_loss:
+            out.append(Lost(gap))
 
-    def _release(self, out: list[_Packet]) -> None:
+    def _release(self, out: list[_Packet | Lost]) -> None:
         self._drain(out)
         while self._buffer and (len(self._buffer) > self.max_packets or self._waited_enough()):
-            self._skip_gap()
+            self._skip_gap(out)
             self._drain(out)
 
     def _waited_enough(self) -> bool:

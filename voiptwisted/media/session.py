@@ -1,7 +1,10 @@
 """Call media sessions: the application's side of a call's audio and DTMF (``ISession``).
 
-Audio is one-dimensional ``numpy.int16`` mono at :attr:`Session.sample_rate`
-(8000 Hz for G.711); one frame is 20 ms (160 samples).  The call's RTP
+Audio is one-dimensional ``numpy.int16`` mono at :attr:`Session.sample_rate`: the
+negotiated codec's audio rate (8000 Hz for G.711, 16000 for G.722, 48000 for Opus)
+unless the session class declares the rate it wants (``sample_rate = 16000``), in which
+case the call's RTP stream resamples both ways.  One frame is 20 ms (``sample_rate / 50``
+samples).  The call's RTP
 protocol calls :meth:`Session.next_frame` once per 20 ms pacer tick and
 :meth:`Session.audio_received` / :meth:`Session.dtmf_received` for what the
 remote party sends.  numpy is imported by the first session created (a call),
@@ -11,6 +14,7 @@ not with this module, so an idle service does not load it.
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import os
 import re
@@ -29,7 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from voiptwisted.interfaces import ISession
-from voiptwisted.media.wav import WavAppender, create_private, load_mono
+from voiptwisted.media.wav import WavAppender, create_private, read_wav, resample, to_mono
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,8 +62,6 @@ class Session:
     dropped (and counted in :attr:`dropped_samples`) so memory stays bounded.
     """
 
-    sample_rate = 8000
-    frame_size = 160
     max_queue_seconds = 60.0
     log = Logger()
 
@@ -74,6 +76,7 @@ class Session:
         self.clock: Any = None
         self._pending_dtmf = ""
         self.dropped_samples = 0
+        self._call_rate = 8000
         #: Why the media stopped, set just before :meth:`stop` (``ISession.stop_reason``).
         self.stop_reason: str | None = None
 
@@ -84,6 +87,39 @@ class Session:
         if self._pending_dtmf:
             digits, self._pending_dtmf = self._pending_dtmf, ""
             media.send_dtmf(digits)
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate (Hz) of the audio this session hears and sends: the call's codec's (8000
+        until the call is negotiated).  A subclass that wants one rate whatever the codec
+        declares it as a class attribute (``sample_rate = 16000``) and is resampled to."""
+        return self._call_rate
+
+    @property
+    def frame_size(self) -> int:
+        """Samples in one 20 ms frame at :attr:`sample_rate`."""
+        return self.sample_rate // 50
+
+    def use_call_rate(self, call_rate: int) -> int:
+        """Called by the RTP stream when the call's audio rate is known or changes (a
+        re-INVITE to another codec, before ``media_changed``); returns the rate this session
+        works at (the stream resamples between the two).  A session that follows the call
+        takes *call_rate*, and audio it has queued is resampled to it."""
+        if not isinstance(inspect.getattr_static(type(self), "sample_rate"), property):
+            return int(self.sample_rate)
+        old = self._call_rate
+        if call_rate != old:
+            self._call_rate = call_rate
+            self._rate_changed(old, call_rate)
+        return call_rate
+
+    def _rate_changed(self, old: int, new: int) -> None:
+        """The session's rate went from *old* to *new*: convert what is queued to send."""
+        if not self._frames and not len(self._partial):
+            return
+        queued = np.concatenate([*self._frames, self._partial])
+        self.clear_audio()
+        self.send_audio(resample(queued, old, new))
 
     @property
     def stats(self) -> Any:
@@ -178,7 +214,7 @@ class EchoSession(Session):
 
 
 class PlaybackSession(Session):
-    """Plays a WAV file (any rate and channel count, resampled to mono 8 kHz).
+    """Plays a WAV file (any rate and channel count, resampled to mono at the call's rate).
 
     When the file ends the call is hung up, unless ``loop`` is true.
     """
@@ -188,9 +224,18 @@ class PlaybackSession(Session):
         super().__init__(dialog, **kwargs)
         self.path = os.fspath(path)
         self.loop = loop
-        self._audio = load_mono(path, self.sample_rate)
+        samples, self._file_rate = read_wav(path)
+        self._file_audio = to_mono(samples)
+        self._audio = resample(self._file_audio, self._file_rate, self.sample_rate)
         self._position = 0
         self._finished = False
+
+    def _rate_changed(self, old: int, new: int) -> None:
+        """Resample the file (from its own rate, not from the old call rate) and carry on
+        from the same point in time."""
+        super()._rate_changed(old, new)
+        self._audio = resample(self._file_audio, self._file_rate, new)
+        self._position = self._position * new // old
 
     def next_frame(self) -> np.ndarray | None:
         queued = super().next_frame()
@@ -302,18 +347,23 @@ class RecordingSession(Session):
         self._broken = False
         self._behind = False
         self._far: deque[np.ndarray] = deque()
-        self._stereo = np.zeros((self.frame_size, 2), "<i2")
-        self._frame_bytes = self._stereo.nbytes
         self._pending: list[bytearray | int] = []
         self._held_bytes = 0
         self._writing = False
         self._ticks = 0
         self._unflushed = 0
+        self._size_for_rate()
+        self._order = _InOrder()
+        self._wav: WavAppender | None = None
+
+    def _size_for_rate(self) -> None:
+        """Frame buffers and bounds for the session's rate (known once attached to a call:
+        the WAV is written at the call's rate, 8, 16 or 48 kHz)."""
+        self._stereo = np.zeros((self.frame_size, 2), "<i2")
+        self._frame_bytes = self._stereo.nbytes
         self._max_ticks = int(self.max_seconds * self.sample_rate / self.frame_size)
         self._flush_ticks = max(1, int(self.flush_seconds * self.sample_rate / self.frame_size))
         self._max_held = int(self.max_buffer_seconds * self.sample_rate) * 4
-        self._order = _InOrder()
-        self._wav: WavAppender | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -321,6 +371,7 @@ class RecordingSession(Session):
         return self._held_bytes
 
     def start(self) -> None:
+        self._size_for_rate()
         self._started_at = self.clock.seconds() if self.clock is not None else 0.0
         now = self.clock.seconds() if self.clock is not None else time.time()
         stamp = datetime.datetime.fromtimestamp(now, datetime.UTC)

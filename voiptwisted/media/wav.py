@@ -100,22 +100,16 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     """Resample mono int16 audio from *rate* to *target* Hz.
 
-    Linear interpolation after a moving-average low-pass when downsampling
-    (enough for speech to G.711's 8 kHz; not a studio resampler).
+    A band-limited polyphase resampler (libswresample, :func:`voiptwisted.media.resample
+    .resample`): what lies above the lower rate's Nyquist frequency is filtered out rather
+    than aliased, so a 44.1 kHz file played into an 8 kHz call has no folded-back noise.
     """
     _load_numpy()
     if rate == target or samples.size == 0:
         return samples.astype(np.int16, copy=False)
-    data = samples.astype(np.float64)
-    if target < rate:
-        taps = max(1, round(rate / target))
-        if taps > 1:
-            kernel = np.ones(taps) / taps
-            data = np.convolve(data, kernel, mode="same")
-    count = int(len(data) * target / rate)
-    positions = np.arange(count) * (rate / target)
-    out = np.interp(positions, np.arange(len(data)), data)
-    return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+    from voiptwisted.media.resample import resample as convert  # PyAV: only when needed
+
+    return convert(samples, rate, target)
 
 
 def load_mono(path: str | os.PathLike[str], rate: int) -> np.ndarray:

@@ -81,7 +81,12 @@ MAX_CATCH_UP = 3
 MAX_DTMF_TICKS = 1200
 #: Largest payload the preallocated send buffer holds (6 x 20 ms of G.711).
 _MAX_TX_PAYLOAD = 960
+#: At most this many 20 ms frames are concealed for one gap (200 ms): a longer gap is an
+#: outage, and a peer jumping its sequence numbers must not buy itself a burst of work.
+MAX_CONCEAL_FRAMES = 10
 _INT16: Any = None
+#: voiptwisted.media.jitter.Lost, bound with the first protocol (media imports this module).
+_LOST: Any = None
 #: Port picks come from the OS's CSPRNG: the next call's port must not be guessable.
 _RANDOM = secrets.SystemRandom()
 _SENDING = frozenset(("sendrecv", "sendonly"))
@@ -308,8 +313,10 @@ class RealtimeTransportProtocol(DatagramProtocol):
         probation: int = PROBATION, relatch_after: float = RELATCH_AFTER,
     ) -> None:
         """*probation* and *relatch_after* tune source validation (:class:`SourceLatch`)."""
-        from voiptwisted.media.jitter import JitterBuffer
+        global _LOST
+        from voiptwisted.media.jitter import JitterBuffer, Lost
 
+        _LOST = Lost
         _load_numpy()
         if pacer is None:
             from voiptwisted.media.pacer import default_pacer
@@ -367,7 +374,18 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._dtmf_ticks: list[Any] = []
         self._dtmf_start = 0
         self._dtmf_receiver = DTMFReceiver()
-        self._jitter = JitterBuffer()
+        self._jitter = JitterBuffer(report_loss=True)
+        #: Samples per 20 ms at the codec's audio rate, RTP timestamp units per 20 ms.
+        self._frame = 160
+        self._ts_step = 160
+        #: The session's rate, and the converters between it and the codec's (None: same).
+        self.session_rate = 8000
+        self._rx_resampler: Any = None
+        self._rates = (8000, 8000)
+        self._tx_resampler: Any = None
+        self._concealer: Any = None
+        self._last_frames = 1
+        self._remote_fmtp: str | None = None
         self._rx_stats: RTPStats | None = None
         self._running = False
         self._stopped = False
@@ -395,11 +413,17 @@ class RealtimeTransportProtocol(DatagramProtocol):
         rtcp_remote: tuple[str, int] | None = None,
         ptime: int = 20,
         srtp: SRTPContext | None = None,
+        remote_fmtp: str | None = None,
     ) -> None:
         """Apply the negotiated media parameters (RFC 3264); may be called again on re-INVITE.
 
         *codec* is a :class:`voiptwisted.codecs.Codec` (anything with ``clock_rate``,
-        ``encoder()`` and ``decoder()``).
+        ``encoder()`` and ``decoder()``; ``sample_rate`` if its audio rate differs from the
+        clock rate, as G.722's); *remote_fmtp* is the peer's ``a=fmtp`` for it, which an
+        Opus encoder follows (RFC 7587 §6.1).  Frames are 20 ms at the codec's audio rate
+        and the RTP timestamp advances ``clock_rate / 50`` per frame (160 for G.722's 320
+        samples, RFC 3551 §4.5.2); telephone-events use the same clock (RFC 4733 §2.1).
+        A codec of another rate changes the session's rate (:meth:`_bind_session`).
 
         A new *remote* restarts source validation from it; the address we are latched to
         (passed back by a session refresh) keeps the latch.  A negotiation counts as
@@ -414,16 +438,25 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if rtcp_remote is None and remote is not None:
             rtcp_remote = remote if rtcp_mux else (remote[0], remote[1] + 1)
         self.rtcp_remote = rtcp_remote
-        if codec is not self.codec:
+        changed = codec is not self.codec
+        if changed or remote_fmtp != self._remote_fmtp:
             # A codec with state between packets needs a coder per call and direction;
             # a re-INVITE that keeps the codec keeps the coders (and their state).
-            self._encoder = codec.encoder()
-            self._decoder = codec.decoder()
+            if getattr(codec, "peer_fmtp_aware", False):
+                self._encoder = codec.encoder(remote_fmtp)
+            else:
+                self._encoder = codec.encoder()
+            if changed:
+                self._decoder = codec.decoder()
+        self._remote_fmtp = remote_fmtp
         self.codec = codec
         self.payload_type = payload_type
         self.telephone_event_pt = telephone_event_pt
         self.direction = direction
-        self.frames_per_packet = max(1, min(6, ptime // 20))
+        most = int(getattr(codec, "max_frames_per_packet", 6))
+        self.frames_per_packet = max(1, min(6, most, ptime // 20))
+        if changed:
+            self._set_rates(codec)
         self.srtp = srtp
         self._encode_table = getattr(self._encoder, "encode_table", None)
         self._decode_table = getattr(self._decoder, "decode_table", None)
@@ -432,12 +465,59 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if self._rx_stats is not None:
             self._rx_stats.clock_rate = codec.clock_rate
 
+    def _set_rates(self, codec: Any) -> None:
+        """Frame sizes, timestamp step, DTMF clock, jitter window and concealment of *codec*."""
+        from voiptwisted.codecs.plc import RepeatFadeConcealer
+
+        clock_rate = int(codec.clock_rate)
+        audio_rate = int(getattr(codec, "sample_rate", clock_rate))
+        self._frame = max(1, audio_rate // 50)
+        self._ts_step = max(1, clock_rate // 50)
+        self._dtmf_sender = DTMFSender(clock_rate=clock_rate)
+        self._jitter.set_clock_rate(clock_rate)
+        self._carry = np.empty(0, np.int16)
+        self._pending_frames = []
+        self._last_frames = 1
+        # Opus conceals with libopus itself (and FEC); the others repeat and fade.
+        self._concealer = (
+            None if hasattr(self._decoder, "conceal") else RepeatFadeConcealer(self._frame)
+        )
+        if self.session is not None:
+            self._bind_session(self.session)
+
+    def _bind_session(self, session: Any) -> None:
+        """Agree on the session's rate for the codec's (``ISession``: ``use_call_rate`` or a
+        fixed ``sample_rate``) and resample between them when they differ."""
+        call_rate = self._frame * 50
+        use = getattr(session, "use_call_rate", None)
+        try:
+            rate = int(use(call_rate)) if use is not None else int(
+                getattr(session, "sample_rate", call_rate)
+            )
+            if (call_rate, rate) != self._rates:
+                self._rx_resampler = self._tx_resampler = None
+                if rate != call_rate:
+                    # PyAV (libswresample) is imported only by a call that resamples.
+                    from voiptwisted.media.resample import StreamResampler
+
+                    self._rx_resampler = StreamResampler(call_rate, rate)
+                    self._tx_resampler = StreamResampler(rate, call_rate)
+                self._rates = (call_rate, rate)
+        except Exception:
+            # A session rate we cannot serve (not a whole number of samples per 20 ms, ...)
+            # is the session's error: it ends the call like any other.
+            self._session_failed()
+            rate = call_rate
+        self.session_rate = rate
+
     # lifecycle -----------------------------------------------------------------------
     def start(self, session: Any) -> None:
         """Attach *session* and join the pacer; session.start() is called here."""
         if self._stopped:
             raise RuntimeError("RTP stream already stopped")
         self.session = session
+        if self.codec is not None:
+            self._bind_session(session)
         self._running = True
         self.last_activity = self.clock.seconds()
         self.pacer.add(self.tick)
@@ -540,7 +620,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
                 self._dtmf_start = self._tick
             if entry is not None and self.telephone_event_pt is not None:
                 marker, _offset, payload = entry
-                timestamp = self._ts_base + self._dtmf_start * 160
+                timestamp = self._ts_base + self._dtmf_start * self._ts_step
                 self._send(self.telephone_event_pt, marker, timestamp, payload)
             self._talking = False
             return
@@ -549,6 +629,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
                 self._pending_frames.clear()
             self._talking = False
             return
+        if self._tx_resampler is not None:
+            frame = self._tx_resampler.convert(frame)
         if self.frames_per_packet == 1:
             samples = frame
             first_tick = self._tick
@@ -562,7 +644,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
             self._pending_frames = []
         marker = not self._talking
         self._talking = True
-        timestamp = self._ts_base + first_tick * 160
+        timestamp = self._ts_base + first_tick * self._ts_step
         table = self._encode_table
         if (
             table is not None
@@ -573,7 +655,22 @@ class RealtimeTransportProtocol(DatagramProtocol):
         ):
             self._send_coded(table, samples, marker, timestamp)
             return
-        self._send(self.payload_type, marker, timestamp, self._encoder.encode(samples))
+        size = self._frame
+        expected = size * (len(samples) // size or 1)
+        if len(samples) != expected:
+            # A session that sends another frame size than its rate's (e.g. 160 samples into
+            # a 48 kHz call): coders take whole frames, so pad or cut rather than fail.
+            samples = np.resize(np.asarray(samples, np.int16), expected)
+        if len(samples) == size:
+            payload = self._encoder.encode(samples)
+        else:
+            # Several frames in one packet (a=ptime): a sample-wise coder (G.722) codes them
+            # back to back; an Opus stream never gets here (one frame per packet).
+            payload = b"".join(
+                self._encoder.encode(samples[start : start + size])
+                for start in range(0, len(samples), size)
+            )
+        self._send(self.payload_type, marker, timestamp, payload)
 
     def _send_coded(
         self, table: np.ndarray, samples: np.ndarray, marker: bool, timestamp: int
@@ -646,7 +743,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if self.stats.packets_sent:
             msw, lsw = ntp_timestamp(now)
             report: Any = SenderReport(
-                self.ssrc, msw, lsw, (self._ts_base + self._tick * 160) & 0xFFFFFFFF,
+                self.ssrc, msw, lsw, (self._ts_base + self._tick * self._ts_step) & 0xFFFFFFFF,
                 self.stats.packets_sent, self.stats.octets_sent, blocks,
             )
         else:
@@ -737,8 +834,16 @@ class RealtimeTransportProtocol(DatagramProtocol):
                 stats.dtmf_received += 1
                 self._call_session(session.dtmf_received, digit)
             return
-        for ready in self._jitter.push(packet):
-            self._deliver(ready.payload)
+        ready = self._jitter.push(packet)
+        if len(ready) == 1 and ready[0].__class__ is not _LOST:
+            self._deliver(ready[0].payload)
+            return
+        for index, item in enumerate(ready):
+            if item.__class__ is _LOST:
+                following = ready[index + 1] if index + 1 < len(ready) else None
+                self._conceal(item.count, following)
+            else:
+                self._deliver(item.payload)
 
     def _accept_source(
         self, source: tuple[str, int], ssrc: int, sequence: int, now: float
@@ -773,16 +878,53 @@ class RealtimeTransportProtocol(DatagramProtocol):
         except Exception:
             self.stats.malformed += 1
             return
-        if len(samples) == 160 and not len(self._carry):
-            self._call_session(self.session.audio_received, samples)
+        concealer = self._concealer
+        if concealer is not None:
+            concealer.good(samples)
+        self._last_frames = max(1, min(6, len(samples) // self._frame))
+        self._play(samples)
+
+    def _conceal(self, count: int, following: Any) -> None:
+        """Fill *count* lost packets with audio, so the session still hears one frame per 20
+        ms: Opus rebuilds the last lost frame from the in-band FEC of the packet after it
+        when that one is here (RFC 7587 §3.2, RFC 6716 §2.1.7) and runs its own PLC for the
+        others; G.711 and G.722 repeat the last frame fading out (:mod:`..codecs.plc`).
+        At most :data:`MAX_CONCEAL_FRAMES` frames are made for one gap."""
+        frames = min(count * self._last_frames, MAX_CONCEAL_FRAMES)
+        decoder, concealer = self._decoder, self._concealer
+        out = []
+        try:
+            if concealer is not None:
+                out = [concealer.conceal() for _ in range(frames)]
+            else:
+                fec = following is not None and following.__class__ is not _LOST
+                for _ in range(frames - 1 if fec else frames):
+                    out.append(decoder.conceal())
+                if fec:
+                    out.append(decoder.decode_fec(following.payload))
+        except Exception:
+            self.stats.malformed += 1
+        for samples in out:
+            self._play(samples)
+
+    def _play(self, samples: Any) -> None:
+        """Hand decoded audio to the session in 20 ms frames (at its rate)."""
+        size = self._frame
+        if len(samples) == size and not len(self._carry):
+            self._to_session(samples)
             return
         data = np.concatenate((self._carry, samples)) if len(self._carry) else samples
-        whole = len(data) - len(data) % 160
-        for start in range(0, whole, 160):
+        whole = len(data) - len(data) % size
+        for start in range(0, whole, size):
             if self.session is None:
                 return
-            self._call_session(self.session.audio_received, data[start : start + 160])
+            self._to_session(data[start : start + size])
         self._carry = data[whole:].copy()
+
+    def _to_session(self, frame: Any) -> None:
+        if self._rx_resampler is not None:
+            frame = self._rx_resampler.convert(frame)
+        self._call_session(self.session.audio_received, frame)
 
     def _rtcp_source_ok(self, source: tuple[str, int]) -> bool:
         """RTCP is taken only from the peer's validated RTP source (its SDP address before

@@ -1,7 +1,8 @@
 """SDP offer/answer (RFC 3264) for one audio stream, with SDES-SRTP (RFC 4568).
 
-Codec choice: the first codec in *our* preference list that the offer
-contains, using the offer's payload type number (RFC 3264 §6.1).  The list is
+Codec choice: the first codec of the *offer* (the offerer's preference order)
+that our list contains, using the offer's payload type number (RFC 3264 §6.1);
+our own list orders our offers.  The list is
 data: :class:`CodecDescription` objects (the :mod:`voiptwisted.codecs` registry
 entries are; ``CallMedia`` passes those) or names of RFC 3551 static payload
 types.  This module reads only their names, rates, channels, payload types and
@@ -58,8 +59,10 @@ __all__ = [
     "parse_answer",
 ]
 
-#: Payload type we use for telephone-event/8000 in our offers (RFC 4733 §7.1.1).
+#: Payload type we use for telephone-event/8000 in our offers (RFC 4733 §7.1.1); the
+#: telephone-event of another clock rate (``/48000`` next to Opus) takes a free dynamic one.
 TELEPHONE_EVENT_PT = 101
+_DYNAMIC = range(96, 128)
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
             "inactive": "inactive"}
 _OFFER_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
@@ -154,6 +157,8 @@ class NegotiatedMedia:
     rtcp_mux: bool
     rtcp_port: int | None
     srtp: SRTPParams | None = None
+    #: The peer's ``a=fmtp`` for the chosen codec (Opus: RFC 7587 §6.1 receiver wishes).
+    remote_fmtp: str | None = None
 
     @property
     def codec_name(self) -> str:
@@ -239,12 +244,15 @@ def _audio_section(
     rtcp_mux: bool,
     crypto: Iterable[CryptoAttribute] = (),
     extra_codecs: Iterable[tuple[int, CodecDescription]] = (),
+    extra_events: Iterable[tuple[int, int]] = (),
 ) -> MediaDescription:
     fmt = [RTPPayloadFormat(codec_pt, codec.fmtp, codec.name, codec.channels, codec.clock_rate)]
     for pt, other in extra_codecs:
         fmt.append(RTPPayloadFormat(pt, other.fmtp, other.name, other.channels, other.clock_rate))
     if te_pt is not None:
         fmt.append(RTPPayloadFormat(te_pt, te_fmtp, "telephone-event", 1, codec.clock_rate))
+    for pt, rate in extra_events:
+        fmt.append(RTPPayloadFormat(pt, te_fmtp, "telephone-event", 1, rate))
     attributes = [Attribute("ptime", str(ptime)), Attribute(direction)]
     if rtcp_mux:
         attributes.append(Attribute("rtcp-mux"))
@@ -330,13 +338,11 @@ def _negotiate_stream(
     else:
         reasons.append(f"unsupported transport {media.proto[:30]}")
         return None
-    for codec in ours:
-        fmt = _find_format(media, codec.name, codec.clock_rate, codec.channels)
-        if fmt is not None:
-            break
-    else:
+    chosen = _first_offered(media, ours)
+    if chosen is None:
         reasons.append("no common codec")
         return None
+    fmt, codec = chosen
     event = _find_format(media, "telephone-event", codec.clock_rate)
     te_pt = event.payload_type if event is not None else None
     ptime = _ptime(media.ptime)
@@ -359,8 +365,27 @@ def _negotiate_stream(
         rtcp_mux=rtcp_mux,
         rtcp_port=remote_port if rtcp_mux else (media.rtcp_port or remote_port + 1),
         srtp=srtp,
+        remote_fmtp=fmt.fmtp,
     )
     return section, negotiated
+
+
+def _first_offered(
+    media: MediaDescription, ours: list[CodecDescription]
+) -> tuple[RTPPayloadFormat, CodecDescription] | None:
+    """The offer's first format that is one of our codecs (RFC 3264 §6.1: the offerer lists
+    its formats in its order of preference, and answering with its first choice we both
+    can use keeps a wideband call wideband when the offerer asked for it first)."""
+    for fmt in media.fmt:
+        name = (fmt.encoding_name or "").upper()
+        for codec in ours:
+            if (
+                codec.name.upper() == name
+                and fmt.sample_rate == codec.clock_rate
+                and fmt.channels == codec.channels
+            ):
+                return fmt, codec
+    return None
 
 
 def create_offer(
@@ -371,7 +396,11 @@ def create_offer(
     secure: bool = False,
     crypto_key_factory: Callable[..., CryptoAttribute] = CryptoAttribute.generate,
 ) -> tuple[SessionDescription, dict[int, CryptoAttribute]]:
-    """Our offer (RFC 3264 §5): our codecs, telephone-event/8000, ptime 20, sendrecv, rtcp-mux.
+    """Our offer (RFC 3264 §5): our codecs, telephone-event, ptime 20, sendrecv, rtcp-mux.
+
+    RFC 4733 §7.1.1: telephone-event is offered once per distinct clock rate of our codecs
+    (``telephone-event/48000`` next to Opus, ``/8000`` next to G.722 and G.711), since a
+    stream's events use its audio codec's RTP clock; ``/8000`` keeps payload type 101.
 
     With *secure*, the stream is ``RTP/SAVP`` with one fresh key per offered
     suite; the returned dict (tag -> our key) is needed by :func:`parse_answer`.
@@ -380,22 +409,28 @@ def create_offer(
     ours = _codecs(codecs)
     if not ours:
         raise ValueError("at least one codec is needed")
-    dynamic = 96
+    rates = list(dict.fromkeys(codec.clock_rate for codec in ours))
+    used = {c.payload_type for c in ours if c.payload_type is not None}
+    if 8000 in rates:
+        used.add(TELEPHONE_EVENT_PT)
+    free = iter([pt for pt in _DYNAMIC if pt not in used])
+    if sum(c.payload_type is None for c in ours) + len(rates) > len(_DYNAMIC) - len(used):
+        raise ValueError("more codecs than dynamic payload types (96-127)")
     listed: list[tuple[int, CodecDescription]] = []
     for codec in ours:
         if codec.payload_type is not None:
             listed.append((codec.payload_type, codec))
         else:
-            listed.append((dynamic, codec))
-            dynamic += 1
+            listed.append((next(free), codec))
+    events = [(TELEPHONE_EVENT_PT if rate == 8000 else next(free), rate) for rate in rates]
     crypto = {}
     if secure:
         for tag, suite in enumerate(_OFFER_SUITES, 1):
             crypto[tag] = crypto_key_factory(tag=tag, suite=suite)
     first_pt, first = listed[0]
     section = _audio_section(
-        port, "RTP/SAVP" if secure else "RTP/AVP", first_pt, first, TELEPHONE_EVENT_PT,
-        "0-16", 20, "sendrecv", True, crypto.values(), listed[1:],
+        port, "RTP/SAVP" if secure else "RTP/AVP", first_pt, first, None,
+        "0-16", 20, "sendrecv", True, crypto.values(), listed[1:], events,
     )
     offer = SessionDescription.create(host, host, [section], username="voiptwisted")
     return offer, crypto
@@ -459,6 +494,7 @@ def parse_answer(
         rtcp_mux=media.rtcp_mux,
         rtcp_port=media.port if media.rtcp_mux else (media.rtcp_port or media.port + 1),
         srtp=srtp,
+        remote_fmtp=fmt.fmtp,
     )
 
 

@@ -387,9 +387,15 @@ class _ReportingProxy:
         self.wrapped.dataReceived(data)
 
     def handshakeCompleted(self) -> None:
-        """Passes TLS's handshake notice on (the TLS layer only tells its direct protocol)."""
-        if IHandshakeListener.providedBy(self.wrapped):
-            self.wrapped.handshakeCompleted()
+        """Passes TLS's handshake notice on (the TLS layer only tells its direct protocol).
+
+        Looked up by name: ``ClientService`` wraps our protocol in a proxy that forwards
+        attributes but declares no interface, and the protocol's TLS-handshake timeout
+        is stopped by this notice.
+        """
+        listener = getattr(self.wrapped, "handshakeCompleted", None)
+        if callable(listener):
+            listener()
 
     def connectionLost(self, reason: Failure) -> None:
         try:

@@ -17,18 +17,23 @@ that waits uses ``sip.timers``, so a call that ended leaves no timer behind.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import functools
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from voiptwisted.interfaces import IDialog
 from voiptwisted.sip.headers import NameAddr, SIPParseError
+from voiptwisted.sip.limits import rate_limited_warning
 from voiptwisted.sip.message import Request, Response
 from voiptwisted.sip.status import SIPStatus
 from voiptwisted.sip.transaction import (
@@ -53,6 +58,53 @@ log = Logger()
 
 #: Responses that may mean "your SRTP offer is not acceptable" (issue 5: retry with RTP/AVP).
 _SRTP_REFUSALS = frozenset({415, 488, 606})
+#: Retry-After (seconds) of the 503 a call gets when no RTP port is free.
+RETRY_AFTER_NO_PORT = 30
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _call_boundary(method: _Method) -> _Method:
+    """Run *method* (a timer, Deferred callback or core notification of a dialog) so that
+    an exception in it ends that call cleanly instead of escaping into the reactor.
+
+    Issue 14 finding 9: an exception in a timer used to leave the call registered for
+    the life of the flow, with a traceback per retry.  Now it is one log line and
+    :meth:`Dialog._internal_error` (500, BYE or local teardown).
+    """
+
+    @functools.wraps(method)
+    def guarded(self: Dialog, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            self._internal_error(method.__name__, exc)
+            return None
+
+    return guarded  # type: ignore[return-value]
+
+
+def remote_target(contacts: list[NameAddr]) -> str | None:
+    """The remote target a Contact gives a dialog (RFC 3261 §12.1.1 / §12.1.2).
+
+    None without Contact; :class:`SIPParseError` when its URI could not be the
+    Request-URI of our in-dialog requests (the ACK, the BYE): such a call is refused
+    when it is set up (400 to the INVITE, BYE after the 2xx), never found stuck later.
+    """
+    if not contacts:
+        return None
+    uri = contacts[0].uri
+    try:
+        # The very check every Request we build applies to its Request-URI.
+        Request("OPTIONS", uri)
+    except ValueError:
+        raise SIPParseError(f"unusable Contact URI {uri[:60]!r}", 400) from None
+    return uri
+
+
+def _out_of_ports(failure: Failure) -> bool:
+    """Whether *failure* is "no RTP port (or descriptor) left": a 503, not a bug."""
+    return failure.check(CannotListenError) is not None
 
 #: Targets one dial tries at most, the dialled one included (RFC 3261 §8.1.3.4 leaves the
 #: bound to the UAC; a redirect server controls the Contacts, so it must not make us call
@@ -242,7 +294,7 @@ class Dialog:
         the route set the Record-Route values in order, the remote CSeq the
         INVITE's; our tag is new.
         """
-        contacts = request.contact
+        target = remote_target(request.contact)
         our_tag = request.remote_tag
         local_party = request.headers["To"]
         if our_tag is None:
@@ -252,7 +304,7 @@ class Dialog:
             call_id=request.call_id,
             local_tag=our_tag,
             remote_tag=request.local_tag,
-            remote_contact=contacts[0].uri if contacts else None,
+            remote_contact=target,
             route_set=request.headers.getlist("Record-Route"),
             local_party=local_party,
             remote_party=request.headers["From"],
@@ -375,14 +427,25 @@ class Dialog:
         d = self._new_media(None if self._late_offer else self.invite_request.body)
         d.addCallbacks(self._send_ok, self._answer_failed)
 
+    @_call_boundary
     def _answer_failed(self, failure: Failure) -> None:
         self._answering = False
         code = self._failure_status(failure, "media negotiation failed", "cannot set up media")
+        if code == SIPStatus.SERVICE_UNAVAILABLE:
+            self.reject(code, retry_after=RETRY_AFTER_NO_PORT)
+            return
         self.reject(SIPStatus.SERVER_INTERNAL_ERROR if code is None else code)
 
     def _failure_status(self, failure: Failure, refused: str, broken: str) -> int | None:
         """The SIP status a media failure carries (4xx-6xx: logged in one line as *refused*),
         or None for an internal error (logged with its traceback as *broken*: answer 500)."""
+        if _out_of_ports(failure):
+            assert self.sip is not None
+            rate_limited_warning(
+                self.sip.timers.clock, "no free RTP port",
+                "no free RTP port: calls get 503 (widen --rtp-ports or lower --max-calls)",
+            )()
+            return int(SIPStatus.SERVICE_UNAVAILABLE)
         code = getattr(failure.value, "status_code", None)
         if isinstance(code, int) and 400 <= code < 700:
             log.info(
@@ -395,6 +458,7 @@ class Dialog:
         log.failure("call {call_id}: {what}", failure, call_id=self.call_id, what=broken)
         return None
 
+    @_call_boundary
     def _send_ok(self, media: Any) -> None:
         """Media is ready: send the 200 with our SDP and retransmit it until the ACK."""
         if not self._pending_invite:
@@ -428,6 +492,7 @@ class Dialog:
         self._ok_timer = self.sip.timers.call_later(self._ok_interval, self._retransmit_ok)
         self._ack_deadline = self.sip.timers.call_later(64 * self.T1, self._ack_timed_out)
 
+    @_call_boundary
     def _retransmit_ok(self) -> None:
         """RFC 3261 §13.3.1.4: resend the 2xx at T1, 2*T1 ... capped at T2 until the ACK."""
         assert self.sip is not None and self._ok is not None
@@ -461,6 +526,7 @@ class Dialog:
             self.sip.timers.cancel(self._expiry_timer)
         self._expiry_timer = None
 
+    @_call_boundary
     def _expired(self, code: int) -> None:
         self._expiry_timer = None
         if not self._pending_invite:
@@ -474,6 +540,7 @@ class Dialog:
         self._end()
         self._call_app(self.hangup_received)
 
+    @_call_boundary
     def _ack_timed_out(self) -> None:
         """No ACK within 64*T1: the dialog is confirmed, the session ends with BYE (§13.3.1.4)."""
         self._ack_deadline = None
@@ -484,6 +551,7 @@ class Dialog:
         self._ok = None
         self._send_bye()
 
+    @_call_boundary
     def ack_received(self, ack: Request) -> None:
         """The ACK for our 2xx: stop retransmitting, create the session, start media.
 
@@ -526,18 +594,26 @@ class Dialog:
             return failure
         return None
 
-    def reject(self, status_code: int = SIPStatus.BUSY_HERE) -> None:
-        """Reject the pending INVITE with a final 3xx-6xx response (default 486, §13.3.1.3)."""
+    def reject(
+        self, status_code: int = SIPStatus.BUSY_HERE, *, retry_after: int | None = None
+    ) -> None:
+        """Reject the pending INVITE with a final 3xx-6xx response (default 486, §13.3.1.3).
+
+        *retry_after* adds a Retry-After of that many seconds (RFC 3261 §20.33: a 503
+        for an overload, a 486 the caller may retry).
+        """
         code = int(status_code)
         if not 300 <= code < 700:
             raise ValueError(f"reject() needs a 3xx-6xx status, not {code}")
         if not self._pending_invite:
             return
         assert self.invite_transaction is not None
-        self.invite_transaction.respond(self._response(code))
+        headers = [("Retry-After", str(int(retry_after)))] if retry_after is not None else []
+        self.invite_transaction.respond(self._response(code, headers=headers))
         self.invite_transaction = None
         self._end()
 
+    @_call_boundary
     def cancel_received(self, cancel: Request) -> None:
         """CANCEL matched our pending INVITE (§9.2): 487 to the INVITE, then hangup_received().
 
@@ -776,6 +852,7 @@ class Dialog:
         self._new_media(None).addCallbacks(self._offer_ready, self._offer_failed)
         return self._dial_deferred
 
+    @_call_boundary
     def _offer_ready(self, media: Any, new_cseq: bool = False) -> None:
         """Our SDP offer is ready: send the INVITE, unless the call was cancelled meanwhile."""
         if self.state is DialogState.TERMINATED or self._cancel_requested:
@@ -787,6 +864,7 @@ class Dialog:
             self.outbound_cseq += 1
         self._send_invite()
 
+    @_call_boundary
     def _offer_failed(self, failure: Failure) -> None:
         log.failure("call {call_id}: cannot set up media", failure, call_id=self.call_id)
         self._dial_failed(failure)
@@ -896,6 +974,7 @@ class Dialog:
         )
         self._invite_tx.cancel_sent()
 
+    @_call_boundary
     def _final_response(self, response: Response) -> None:
         code = response.status_code
         cancelled = self._dial_deferred is not None and self._dial_deferred.called
@@ -1038,8 +1117,12 @@ class Dialog:
         assert sip is not None and self.invite_request is not None
         self.remote_tag = response.remote_tag
         self.remote_party = CallerID(response.headers["To"])
-        contacts = response.contact
-        self.remote_contact = contacts[0].uri if contacts else None
+        try:
+            self.remote_contact = remote_target(response.contact)
+            unusable = None
+        except SIPParseError as exc:
+            # ACK and BYE go to the To URI instead; the call is not taken (§12.1.2).
+            self.remote_contact, unusable = None, exc
         self.route_set = list(reversed(response.headers.getlist("Record-Route")))
         self.remote_allow = _methods(response)
         self.state = DialogState.CONFIRMED
@@ -1050,6 +1133,11 @@ class Dialog:
         if deferred.called:
             # The CANCEL crossed the 200 (§9.1): the call is up, so end it with BYE.
             self._send_bye()
+            return
+        if unusable is not None:
+            log.info("call {call_id}: 2xx refused: {exc}", call_id=self.call_id, exc=unusable)
+            self._send_bye()
+            deferred.errback(CallFailed(502, "Unusable Contact in 2xx"))
             return
         early = self._early_sdp is not None and self.session is not None
         try:
@@ -1075,6 +1163,7 @@ class Dialog:
             return
         deferred.callback(self)
 
+    @_call_boundary
     def response_retransmitted(self, response: Response) -> None:
         """A 2xx for our INVITE after the first one (RFC 3261 §13.2.2.4).
 
@@ -1098,13 +1187,16 @@ class Dialog:
             return
         assert self.invite_request is not None and self.local_party is not None
         log.info("call {call_id}: 2xx from another fork, ending it", call_id=self.call_id)
-        contacts = response.contact
+        try:
+            target = remote_target(response.contact)
+        except SIPParseError:
+            target = None
         fork = Dialog(
             sip=sip,
             call_id=self.call_id,
             local_tag=self.local_tag,
             remote_tag=response.remote_tag,
-            remote_contact=contacts[0].uri if contacts else None,
+            remote_contact=target,
             route_set=list(reversed(response.headers.getlist("Record-Route"))),
             local_party=str(self.local_party),
             remote_party=response.headers["To"],
@@ -1114,6 +1206,7 @@ class Dialog:
         sip.send_stateless(fork._ack_for_2xx(self.invite_request))
         fork._send_bye()
 
+    @_call_boundary
     def _dial_failed(self, failure: Failure) -> None:
         if failure.check(TransactionTimeout):
             failure = Failure(CallFailed(408, "Request Timeout"))
@@ -1364,6 +1457,7 @@ class Dialog:
             remaining = max(0.0, timer.getTime() - sip.timers.clock.seconds())
             self._orphan_timer = sip.timers.call_later(remaining, self._orphaned)
 
+    @_call_boundary
     def _orphaned(self) -> None:
         self._orphan_timer = None
         if self.sip is not None and self.sip.is_connected:
@@ -1564,6 +1658,29 @@ class Dialog:
         except Exception:
             log.failure("call {call_id}: application error", call_id=self.call_id)
             self._abort()
+
+    def _internal_error(self, where: str, exc: Exception) -> None:
+        """An exception escaped *where* (a timer or callback of this call): end the call.
+
+        One log line; then 500 to a pending INVITE, a failed dial, or BYE, as for an
+        application error (:meth:`_abort`).  When that cannot be done either (the
+        request cannot even be built) or the error came from the BYE itself, the call
+        is torn down locally, so nothing of it stays registered on the flow.
+        """
+        log.error(
+            "call {call_id}: internal error in {where}: {error}; ending the call",
+            call_id=self.call_id, where=where, error=f"{type(exc).__name__}: {exc}",
+        )
+        bye_sent = self._bye_sent
+        with contextlib.suppress(Exception):  # the local teardown below covers it
+            self._abort()
+        tx = self._invite_tx
+        cancelling = self._cancel_requested and tx is not None and not tx.deferred.called
+        ending = (self._bye_sent and not bye_sent) or self._bye_after_ack or cancelling
+        if self.state is not DialogState.TERMINATED and not ending:
+            self.invite_transaction = None
+            self._end()
+            self._fire_bye_deferreds()
 
     def _abort(self) -> None:
         """End this call after an application error: 500 before answer, BYE after."""

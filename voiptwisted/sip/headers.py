@@ -154,15 +154,16 @@ _UNESCAPE_RE = re.compile(r"\\(.)", re.S)
 # Cache of raw header name -> (lookup key, display name); bounded so hostile
 # input cannot grow it without limit.
 _NAME_CACHE: dict[str, tuple[str, str]] = {}
-_KEY_CACHE: dict[str, str] = {}  # raw name -> key only, for the parser's hot loop
+#: Raw header name -> key only, for the parser's hot loop (bounded with _NAME_CACHE).
+KEY_CACHE: dict[str, str] = {}
 _NAME_CACHE_MAX = 2048
 
 
 #: Marks a derived value in :class:`Headers` that has not been computed yet.
-_UNSET: object = object()
+UNSET: object = object()
 
 
-class _FoldedLine(SIPParseError):
+class FoldedLine(SIPParseError):
     """A header line starting with LWS: a continuation (RFC 3261 §7.3.1), or an error
     where no header precedes it."""
 
@@ -170,13 +171,13 @@ class _FoldedLine(SIPParseError):
         super().__init__("header line starts with whitespace")
 
 
-def _name_info(raw: str) -> tuple[str, str]:
+def name_info(raw: str) -> tuple[str, str]:
     """Return ``(key, display)`` for a header name: compact forms expanded, canonical case."""
     info = _NAME_CACHE.get(raw)
     if info is not None:
         return info
     if raw[:1] in (" ", "\t"):
-        raise _FoldedLine
+        raise FoldedLine
     name = raw.strip(_WS)
     if not _TOKEN_RE.fullmatch(name):
         raise SIPParseError(f"invalid header name {name[:40]!r}")
@@ -185,13 +186,13 @@ def _name_info(raw: str) -> tuple[str, str]:
     info = (key, _CANONICAL.get(key, name if len(name) > 1 else key))
     if len(_NAME_CACHE) < _NAME_CACHE_MAX:
         _NAME_CACHE[raw] = info
-        _KEY_CACHE[raw] = key
+        KEY_CACHE[raw] = key
     return info
 
 
 def canonical_name(name: str) -> str:
     """Return the display form of a header name (``"i"`` -> ``"Call-ID"``)."""
-    return _name_info(name)[1]
+    return name_info(name)[1]
 
 
 def split_commas(value: str) -> list[str]:
@@ -374,7 +375,7 @@ def format_params(params: Mapping[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
-def _delta_seconds(value: str, what: str) -> int:
+def delta_seconds(value: str, what: str) -> int:
     """An RFC 3261 §25.1 ``delta-seconds`` (Expires header or parameter) as an int.
 
     Values above 2**32-1 count as 2**32-1 (RFC 3261 §10.2.1.1, §20.19); anything but
@@ -460,7 +461,7 @@ class NameAddr:
         RFC 3261 §10.2.4 / §20.19: values above 2**32-1 are treated as 2**32-1.
         """
         value = self.params.get("expires")
-        return None if value is None else _delta_seconds(value, "expires parameter")
+        return None if value is None else delta_seconds(value, "expires parameter")
 
     def __str__(self) -> str:
         head = f"<{self.uri}>" if self.display_name is None else (
@@ -615,7 +616,7 @@ class Headers:
     (Call-ID, CSeq, top Via branch, From and To tags, parsed header objects) are
     cached here, next to the fields they come from: every change drops them
     (:meth:`_changed`), and messages sharing one Headers share them.  Reading a
-    cached value is then a single attribute load.  ``_UNSET`` marks a value not
+    cached value is then a single attribute load.  ``UNSET`` marks a value not
     derived yet (None is a valid branch or tag).
     """
 
@@ -642,7 +643,7 @@ class Headers:
 
     def _changed(self) -> None:
         """Drop every derived value: the fields they came from changed."""
-        self._call_id = self._cseq = self._branch = self._from_tag = self._to_tag = _UNSET
+        self._call_id = self._cseq = self._branch = self._from_tag = self._to_tag = UNSET
         self._objects: dict[str, object] | None = None
 
     def _materialize(self) -> None:
@@ -653,7 +654,7 @@ class Headers:
         index: dict[str, list[str]] = {}
         for line in lines:
             raw, _, value = line.partition(":")
-            key, display = _name_info(raw)
+            key, display = name_info(raw)
             value = value.strip(_WS)
             items.append((key, display, value))
             index.setdefault(key, []).append(value)
@@ -669,10 +670,10 @@ class Headers:
             for key, _, value in self._item_list:
                 yield key, value
             return
-        cached = _KEY_CACHE.get
+        cached = KEY_CACHE.get
         for line in lines:
             raw, _, value = line.partition(":")
-            yield cached(raw) or _name_info(raw)[0], value.strip(_WS)
+            yield cached(raw) or name_info(raw)[0], value.strip(_WS)
 
     @property
     def _items(self) -> list[tuple[str, str, str]]:
@@ -702,14 +703,14 @@ class Headers:
         return self._index.get(key, [])
 
     def __getitem__(self, name: str) -> str:
-        value = self._first_value(_name_info(name)[0])
+        value = self._first_value(name_info(name)[0])
         if value is None:
             raise KeyError(name)
         return value
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of *name*, or *default*."""
-        value = self._first_value(_name_info(name)[0])
+        value = self._first_value(name_info(name)[0])
         return default if value is None else value
 
     def getlist(self, name: str) -> list[str]:
@@ -717,7 +718,7 @@ class Headers:
 
         Empty list elements are dropped.
         """
-        key = _name_info(name)[0]
+        key = name_info(name)[0]
         values = self._index.get(key, [])
         if key not in LIST_HEADERS:
             return list(values)
@@ -727,7 +728,7 @@ class Headers:
         return out
 
     def __setitem__(self, name: str, value: str) -> None:
-        key, display = _name_info(name)
+        key, display = name_info(name)
         value = _check_value(value)
         self._changed()
         index = self._index
@@ -748,7 +749,7 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a value (a new header line) after the existing ones."""
-        key, display = _name_info(name)
+        key, display = name_info(name)
         value = _check_value(value)
         self._changed()
         index = self._index
@@ -764,7 +765,7 @@ class Headers:
         return current
 
     def __delitem__(self, name: str) -> None:
-        key = _name_info(name)[0]
+        key = name_info(name)[0]
         self._changed()
         index = self._index
         if key not in index:
@@ -784,7 +785,7 @@ class Headers:
         if not isinstance(name, str):
             return False
         try:
-            return self._first_value(_name_info(name)[0]) is not None
+            return self._first_value(name_info(name)[0]) is not None
         except SIPParseError:
             return False
 

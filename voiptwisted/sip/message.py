@@ -20,23 +20,23 @@ from collections.abc import Mapping
 from typing import NoReturn
 
 from voiptwisted.sip.headers import (
-    _KEY_CACHE,
-    _UNSET,
+    KEY_CACHE,
     MAX_HEADER_LINES,
     MAX_ROUTING_VALUES,
     ROUTING_HEADERS,
+    UNSET,
+    FoldedLine,
     Headers,
     HeadersInit,
     NameAddr,
     SIPParseError,
     Via,
-    _delta_seconds,
-    _FoldedLine,
-    _name_info,
     canonical_name,
+    delta_seconds,
     find_branch,
     find_tag,
     name_addr_tag,
+    name_info,
     split_commas,
     via_branch,
 )
@@ -159,7 +159,7 @@ class Message:
     def call_id(self) -> str:
         """The Call-ID (RFC 3261 §20.8)."""
         value = self._headers._call_id
-        if value is _UNSET:
+        if value is UNSET:
             value = self._headers._call_id = self._one("call-id", "Call-ID")
         return value  # type: ignore[return-value]
 
@@ -167,7 +167,7 @@ class Message:
     def cseq(self) -> tuple[int, str]:
         """CSeq as ``(number, method)`` (RFC 3261 §20.16)."""
         cseq = self._headers._cseq
-        if cseq is _UNSET:
+        if cseq is UNSET:
             cseq = self._headers._cseq = _parse_cseq(self._one("cseq", "CSeq"))
         return cseq  # type: ignore[return-value]
 
@@ -203,7 +203,7 @@ class Message:
         """The branch of the top Via (RFC 3261 §8.1.1.7), None if absent."""
         headers = self._headers
         branch = headers._branch
-        if branch is _UNSET:
+        if branch is UNSET:
             first = headers._first_value("via")
             if first is not None and "," in first:
                 first = split_commas(first)[0]
@@ -231,7 +231,7 @@ class Message:
     def local_tag(self) -> str | None:
         """The From tag: the sender's dialog tag for requests."""
         tag = self._headers._from_tag
-        if tag is _UNSET:
+        if tag is UNSET:
             tag = self._headers._from_tag = name_addr_tag(self._one("from", "From"))
         return tag  # type: ignore[return-value]
 
@@ -239,7 +239,7 @@ class Message:
     def remote_tag(self) -> str | None:
         """The To tag: set by the UAS (RFC 3261 §8.2.6.2)."""
         tag = self._headers._to_tag
-        if tag is _UNSET:
+        if tag is UNSET:
             tag = self._headers._to_tag = name_addr_tag(self._one("to", "To"))
         return tag  # type: ignore[return-value]
 
@@ -280,7 +280,7 @@ class Message:
         Values above 2**32-1 are clamped to 2**32-1 (RFC 3261 §10.2.1.1 bound).
         """
         value = self._headers.get("Expires")
-        return None if value is None else _delta_seconds(value.strip(), "Expires")
+        return None if value is None else delta_seconds(value.strip(), "Expires")
 
     @property
     def max_forwards(self) -> int | None:
@@ -418,7 +418,7 @@ class Response(Message):
             extra = headers.items() if isinstance(headers, (Mapping, Headers)) else headers
             seen: set[str] = set()
             for name, value in extra:
-                key = _name_info(name)[0]
+                key = name_info(name)[0]
                 if key in seen:
                     out.add(name, value)
                 else:
@@ -482,7 +482,7 @@ def _check_routing_counts(lines: list[str]) -> None:
     found: dict[str, list[str]] = {}
     for line in lines:
         raw, _, value = line.partition(":")
-        key = _KEY_CACHE.get(raw) or _name_info(raw)[0]
+        key = KEY_CACHE.get(raw) or name_info(raw)[0]
         if key in ROUTING_HEADERS:
             found.setdefault(key, []).append(value)
     for key, values in found.items():
@@ -548,7 +548,7 @@ def _parse(data: bytes) -> Request | Response:
     # §3.2.9).  A line starting with LWS continues the previous one (RFC 3261
     # §7.3.1): then the header block is unfolded and parsed again.
     index: dict[str, str] = {}
-    known = _KEY_CACHE
+    known = KEY_CACHE
     spread = 0  # an upper bound on Via/Route/Record-Route values beyond each first one
     for line in lines:
         raw, sep, value = line.partition(":")
@@ -560,8 +560,8 @@ def _parse(data: bytes) -> Request | Response:
             key = known[raw]  # a subscript: cheaper than a .get call on this hot line
         except KeyError:
             try:
-                key = _name_info(raw)[0]
-            except _FoldedLine:
+                key = name_info(raw)[0]
+            except FoldedLine:
                 return _parse(_unfold(head) + blank + rest)
         if key in index:
             if key in _SINGLE:

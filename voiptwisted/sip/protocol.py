@@ -42,6 +42,7 @@ from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.framing import PING, PONG, FramingError, StreamFramer
 from voiptwisted.sip.headers import SIPParseError
+from voiptwisted.sip.limits import DEFAULT_LIMITS, ConnectionBudget, ConnectionLimits, FlowGuard
 from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.transaction import ClientTransaction, Timers, TransactionTable
 from voiptwisted.sip.uri import NetworkAddress, SipURI
@@ -51,6 +52,7 @@ __all__ = [
     "SUPPORTED_OPTIONS",
     "USER_AGENT",
     "SIPClientFactory",
+    "SIPServerFactory",
     "SessionInitiationProtocol",
     "minimal_response",
     "redact",
@@ -140,6 +142,15 @@ class SessionInitiationProtocol(Protocol):
 
     registration: Any = None
     keepalive: Any = None
+    #: The bounds this flow applies (:class:`~voiptwisted.sip.limits.ConnectionLimits`):
+    #: an outbound flow only the TLS-handshake timeout, an ``inbound`` one (set by
+    #: :class:`SIPServerFactory`) every limit.
+    limits: ConnectionLimits = DEFAULT_LIMITS
+    inbound: bool = False
+    #: The listener's shared :class:`~voiptwisted.sip.limits.ConnectionBudget` (inbound).
+    budget: ConnectionBudget | None = None
+    #: False when the listener's connection cap refused this connection (closed at once).
+    admitted: bool = True
     #: Class-level settings of subclasses handed to each new core (see __init_subclass__).
     _core_defaults: dict[str, Any] = {}
 
@@ -170,6 +181,7 @@ class SessionInitiationProtocol(Protocol):
         outbound_proxy: str | None = None,
         trace: bool = False,
         media_class: Any = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -195,12 +207,15 @@ class SessionInitiationProtocol(Protocol):
             keepalive_interval = keepalive_interval.total_seconds()
         self.keepalive_interval = float(keepalive_interval)
         self.trace = trace
+        if limits is not None:
+            self.limits = limits
         self._framer = StreamFramer()
         self.transport: Any = None
         #: The peer's host while connected and after: whose orphaned calls it may claim.
         self.peer_host: str | None = None
         self._to_refresh: list[Dialog] = []
         self._registered_waiter: Deferred[Any] | None = None
+        self.guard: FlowGuard | None = None
 
     def __repr__(self) -> str:
         return f"<SessionInitiationProtocol aor={self.aor!s} dialogs={self.dialog_count}>"
@@ -334,7 +349,17 @@ class SessionInitiationProtocol(Protocol):
         otherwise wait for the peer's delayed ACK), so ``TCP_NODELAY`` is set.  Over TLS
         the flow is only reported up once the handshake has verified the peer.
         """
+        if not self.admitted:
+            # Over the listener's cap (finding 5): closed before it costs anything more.
+            self._abort_transport()
+            return
         secure = interfaces.ISSLTransport.providedBy(self.transport)
+        self.guard = FlowGuard(
+            self.limits, self.clock, self._limit_reached, inbound=self.inbound,
+            busy=lambda: bool(self.core.dialog_count or self.core.transaction_count),
+            budget=self.budget,
+        )
+        self.guard.connection_made(secure)
         self.core.connection_made(self._host_address(), secure)
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None:
@@ -367,6 +392,8 @@ class SessionInitiationProtocol(Protocol):
 
     def handshakeCompleted(self) -> None:
         """``IHandshakeListener``: the TLS handshake (and certificate check) succeeded."""
+        if self.guard is not None:
+            self.guard.handshake_completed()
         peer = getattr(self.transport.getPeer(), "host", None) if self.transport else None
         log.info("SIP flow to {peer} up (TLS)", peer=peer)
 
@@ -453,6 +480,13 @@ class SessionInitiationProtocol(Protocol):
         self._to_refresh = []
         if self._registered_waiter is not None:
             self._registered_waiter.cancel()
+        if self.guard is not None:
+            self.guard.connection_lost()
+        if self.budget is not None and self.admitted:
+            self.budget.release()
+            self.budget = None
+        if not self.admitted:
+            return
         self.core.connection_lost(reason)
         factory = getattr(self, "factory", None)
         if factory is not None and self.dialog_count:
@@ -467,11 +501,22 @@ class SessionInitiationProtocol(Protocol):
                 hook.connection_lost(self, reason)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.transport is None or not self.admitted:
+            return
         try:
             frames = self._framer.feed(data)
         except FramingError as exc:
             self._framing_failed(exc, data)
             return
+        guard = self.guard
+        if guard is not None:
+            # Bytes arrive over TLS only once the handshake is done.
+            guard.handshake_completed()
+            if any(frame not in (PING, PONG) for frame in frames):
+                guard.message_received()
+            guard.data_buffered(self._framer.buffered)
+            if guard.closed:
+                return
         for frame in frames:
             if frame == PING:
                 if self.transport is not None:
@@ -544,12 +589,7 @@ class SessionInitiationProtocol(Protocol):
         provisional_callback: Callable[[Response], None] | None = None,
         new_branch: bool = True,
     ) -> Deferred[Response]:
-        """Send *request* in a client transaction; fire with the final response.
-
-        Fails with ``TransactionTimeout`` on Timer B/F and with the
-        connection-lost reason if the flow goes away first.  *request* is
-        modified in place (Via, Max-Forwards).
-        """
+        """:meth:`UserAgentCore.send_request` on this flow's core (the final response)."""
         return self.core.send_request(
             request, provisional_callback=provisional_callback, new_branch=new_branch
         )
@@ -568,9 +608,31 @@ class SessionInitiationProtocol(Protocol):
         return connect.run(*args, **kwargs)  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        """Close the flow."""
-        if self.transport is not None:
+        """Close the flow; one still in its TLS handshake is aborted (a peer that never
+        answers the handshake would otherwise hold the close, and a shutdown, forever)."""
+        if self.transport is None:
+            return
+        if self.guard is not None and self.guard.handshaking:
+            self._abort_transport()
+        else:
             self.transport.loseConnection()
+
+    def _limit_reached(self, reason: str) -> None:
+        """The :class:`FlowGuard` found a bound crossed: drop the connection now.
+
+        Aborted, not closed gracefully: the peer is not reading or not talking, so
+        a graceful close would wait on it (a TLS close_notify, an unsent buffer).
+        """
+        peer = getattr(self._peer(), "host", None)
+        log.info("closing SIP flow from {peer}: {reason}", peer=peer, reason=reason)
+        self._abort_transport()
+
+    def _abort_transport(self) -> None:
+        """Drop the connection without waiting on the peer (``abortConnection``, which
+        every TCP and TLS transport has; a transport without it is closed)."""
+        if self.transport is not None:
+            abort = getattr(self.transport, "abortConnection", self.transport.loseConnection)
+            abort()
 
 
 def _forget_orphan(
@@ -620,4 +682,32 @@ class SIPClientFactory(Factory):
             proto.registration = self.registration
         if self.keepalive is not None:
             proto.keepalive = self.keepalive
+        return proto
+
+
+class SIPServerFactory(SIPClientFactory):
+    """:class:`SIPClientFactory` for a listener: every flow it builds is *inbound*.
+
+    It applies ``limits`` (:class:`~voiptwisted.sip.limits.ConnectionLimits`, issue 14
+    finding 5): at most ``max_connections`` open at once (more are aborted as soon as
+    accepted, one warning per 10 s), and each flow gets the TLS-handshake,
+    first-request, idle and partial-message timeouts and a share of the listener's
+    budget of buffered octets.
+    """
+
+    def __init__(self, *, limits: ConnectionLimits | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits if limits is not None else DEFAULT_LIMITS
+        clock = kwargs.get("clock")
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.budget = ConnectionBudget(self.limits, clock)
+
+    def buildProtocol(self, addr: Any) -> SessionInitiationProtocol:
+        proto = super().buildProtocol(addr)
+        proto.inbound = True
+        proto.limits = self.limits
+        proto.admitted = self.budget.admit()
+        if proto.admitted:
+            proto.budget = self.budget
         return proto
