@@ -183,7 +183,8 @@ class DispatcherTests(SynchronousTestCase):
         wait_until(lambda: sum(i.active() for i in self.instances) == 20, 20, 0.2,
                    what="20 calls up")
         drained, other = self.instances
-        self.assertGreater(drained.active(), 0)
+        held = drained.active()
+        self.assertGreater(held, 0)
         drained.process.proc.send_signal(signal.SIGTERM)
         drained.process.wait_for_log(r"draining: \d+ call\(s\) may go on")
         self.assertIsNone(drained.process.proc.poll())
@@ -195,5 +196,7 @@ class DispatcherTests(SynchronousTestCase):
         self.assertIn(code, (0, -signal.SIGTERM))
         self.assertIn("Server Shut Down.", drained.process.log)
         self.assertNotIn("drain timeout", drained.process.log)
+        # It took no new call while draining, and each of its calls was ended by the caller.
+        self.assertEqual(len(drained.records()), held)
         for record in drained.records():
             self.assertEqual((record["hangup_side"], record["hangup_reason"]), ("remote", "bye"))
