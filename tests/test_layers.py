@@ -63,6 +63,8 @@ LAYERS: dict[str, int] = {
     # service and plugin
     "voiptwisted.selfsigned": 3,
     "voiptwisted.apps": 3,
+    "voiptwisted.metrics": 3,
+    "voiptwisted.cdr": 3,
     "voiptwisted.service": 3,
     "voiptwisted.tap": 3,
 }

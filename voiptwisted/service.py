@@ -44,6 +44,7 @@ from voiptwisted.sip.uri import SipURI
 
 __all__ = [
     "EMBEDDED_PORT",
+    "RETRY_AFTER",
     "STOP_TIMEOUT",
     "ListenFailed",
     "ServiceConfig",
@@ -58,6 +59,10 @@ log = Logger()
 
 #: How long stopService waits for BYEs, the un-REGISTER and closing flows (issue 6: within 5 s).
 STOP_TIMEOUT = 4.0
+#: The Retry-After (seconds) of our 503s to OPTIONS and INVITE while draining or full.
+RETRY_AFTER = 30
+#: How often (seconds) the active calls' jitter is sampled for their call records.
+SAMPLE_INTERVAL = 5.0
 #: The embedded default's TLS port on 127.0.0.1 (the SIP-over-TLS port, RFC 3261 §19.1.2).
 EMBEDDED_PORT = 5061
 
@@ -121,6 +126,14 @@ class ServiceConfig:
     request_timeout: float = 30.0
     idle_timeout: float = 120.0
     message_timeout: float = 10.0
+    #: Seconds stopService lets active calls go on before it hangs them up (0: at once).
+    drain_timeout: float = 0.0
+    #: A server endpoint description serving Prometheus metrics (``--metrics``), or None.
+    metrics: str | None = None
+    #: A file to append one JSON line per ended call to (``--cdr``), or None; parties in
+    #: it are masked as in the logs unless ``cdr_full_uris``.
+    cdr: str | None = None
+    cdr_full_uris: bool = False
     dialog_class: type | None = None
     dial: SipURI | None = None
     #: Follow 3xx redirects of calls we place (RFC 3261 §8.1.3.4); ``--no-redirects``.
@@ -137,7 +150,8 @@ class ServiceConfig:
         #: True when ``srtp`` was given, False when it follows the URIs.
         self.srtp_explicit = self.srtp is not None
         self.srtp = srtp_policy(self.srtp, self.aor, self.dial)
-        for name in ("rtp_timeout", "rtp_hold_timeout", "max_call_duration"):
+        for name in ("rtp_timeout", "rtp_hold_timeout", "max_call_duration",
+                     "drain_timeout"):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be 0 or more seconds")
         if self.max_calls is not None and self.max_calls < 0:
@@ -409,6 +423,18 @@ class VoIPService(MultiService):
         self.start_failure: ListenFailed | None = None
         self._unsaved_instance_id: str | None = None
         self._finished: list[defer.Deferred[int]] = []
+        #: True once :meth:`drain` (or stopService) started: new calls get 503.
+        self.draining = False
+        self._drained: list[defer.Deferred[None]] | None = None
+        self._drain_timer: Any = None
+        #: Sees every SIP message and call of our flows (metrics, call records), or None.
+        self.observer: Any = None
+        self.metrics_listener: _Listener | None = None
+        self.metrics_registry: Any = None
+        self.cdr_writer: Any = None
+        self._sampler: Any = None
+        if config.metrics is not None or config.cdr is not None:
+            self._add_observer()
         from voiptwisted.media.call import MediaConfig
 
         self.media_config = MediaConfig(
@@ -501,6 +527,65 @@ class VoIPService(MultiService):
              "__doc__": base.__doc__},
         )
 
+    def _add_observer(self) -> None:
+        """The call observer, the ``--metrics`` listener and the ``--cdr`` writer."""
+        from voiptwisted.metrics import CallObserver
+
+        self.observer = CallObserver(self.reactor)
+        if self.config.cdr is not None:
+            from voiptwisted.cdr import CallRecordWriter
+
+            self.cdr_writer = CallRecordWriter(
+                self.config.cdr, full_uris=self.config.cdr_full_uris
+            )
+            self.observer.listeners.append(self.cdr_writer)
+        if self.config.metrics is not None:
+            from twisted.web.server import Site
+
+            from voiptwisted.media.pacer import default_pacer
+            from voiptwisted.metrics import metrics_resource, service_registry
+
+            #: This service's own Prometheus registry (``--metrics`` serves it).
+            self.metrics_registry = service_registry(
+                self, self.observer, default_pacer(self.reactor)
+            )
+            site = Site(metrics_resource(self.metrics_registry))
+            site.noisy = False
+            site.log = lambda request: None  # no access-log line per scrape
+            self.metrics_listener = _Listener(
+                self.config.metrics, self._pem, site, self.reactor
+            )
+            self.metrics_listener.setServiceParent(self)
+            self.listeners.append(self.metrics_listener)
+
+    def _sample(self) -> None:
+        """Every SAMPLE_INTERVAL: read the active calls' jitter for their call records."""
+        if self.observer is not None:
+            self.observer.sample()
+
+    def _track_protocol(self, protocol: Any) -> None:
+        """Remember *protocol* (stopService BYEs its calls) and give its core our hooks."""
+        self.protocols.add(protocol)
+        core = getattr(protocol, "core", None)
+        if core is not None:
+            core.admission = self.admission
+            core.observer = self.observer
+
+    def admission(self, request: Any) -> int | None:
+        """The cores' admission check: None while we take calls, else a Retry-After.
+
+        While draining every new INVITE and OPTIONS probe gets 503; at the service's call
+        cap (:attr:`max_calls`, configured or derived, counted over all flows by
+        :meth:`active_call_count`) OPTIONS gets 503, so a load balancer probing us sends
+        its calls elsewhere, while an INVITE still gets what the cap answers (486 Busy
+        Here, RFC 3261 §21.4.24, or 503 for the derived capacity).
+        """
+        if self.draining:
+            return RETRY_AFTER
+        if request.method == "OPTIONS" and self.active_call_count() >= self.max_calls:
+            return RETRY_AFTER
+        return None
+
     def _protocol_kwargs(self) -> dict[str, Any]:
         return {
             "dialog_class": self.inbound_dialog_class,
@@ -530,7 +615,7 @@ class VoIPService(MultiService):
             reactor=self.reactor,
             instance_id=self._instance_id(),
             protocol_kwargs=self._protocol_kwargs(),
-            on_protocol=self.protocols.add,
+            on_protocol=self._track_protocol,
             auth_realms=self.config.auth_realms,
             realm_credentials=self.config.realm_credentials,
             allow_legacy_digest=self.config.allow_legacy_digest,
@@ -580,7 +665,7 @@ class VoIPService(MultiService):
         listener_aor = aor or SipURI.parse("sip:voip@127.0.0.1")
         # The protocol kwargs' ``limits`` become the factory's: every flow gets them inbound.
         factory = _TrackingFactory(
-            self.protocols, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
+            self._track_protocol, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
         )
         listener = _Listener(description, self._pem, factory, self.reactor)
         listener.setServiceParent(self)
@@ -613,7 +698,20 @@ class VoIPService(MultiService):
         """Save the instance id; once every listener listens, start the registration,
         log how to reach us and place the ``dial`` call.  See :meth:`when_listening`."""
         Service.startService(self)
+        self.draining = False
         self._save_instance_id()
+        if self.cdr_writer is not None:
+            try:
+                self.cdr_writer.open()
+            except OSError as e:
+                log.error("cannot open the call record file {path}: {why}",
+                          path=self.cdr_writer.path, why=e.strerror)
+        if self.config.cdr is not None:
+            from twisted.internet.task import LoopingCall
+
+            self._sampler = LoopingCall(self._sample)
+            self._sampler.clock = self.reactor
+            self._sampler.start(SAMPLE_INTERVAL, now=False)
         for listener in self.listeners:
             listener.startService()
         self.when_listening().addCallbacks(self._listening, self._start_failed)
@@ -807,8 +905,63 @@ class VoIPService(MultiService):
         """How many calls are ringing, up or ending over all flows."""
         return len(self.active_dialogs())
 
+    def drain(self, timeout: float | None = None) -> defer.Deferred[None]:
+        """Stop taking calls and wait for the active ones to end; fires with None then.
+
+        From now on new INVITEs and OPTIONS probes get 503 with Retry-After (so a load
+        balancer such as Kamailio's dispatcher sends new calls elsewhere), while the calls
+        already up go on.  When they have all ended, or *timeout* seconds (default
+        ``config.drain_timeout``; 0: at once) have passed, the returned Deferred fires;
+        the calls still up are left for the caller to end (``stopService`` BYEs them,
+        un-registers and closes every flow).  The service keeps listening and registered:
+        call ``stopService`` (SIGTERM does, in ``twistd voip``) to finish.  Calling it
+        again returns a new Deferred for the same drain.
+        """
+        if timeout is None:
+            timeout = self.config.drain_timeout
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self._drained is None and self.draining:  # an earlier drain already finished
+            waiter.callback(None)
+            return waiter
+        if self._drained is not None:
+            self._drained.append(waiter)
+            return waiter
+        self.draining = True
+        self._drained = [waiter]
+        active = self.active_call_count()
+        if active and timeout > 0:
+            log.info("draining: {n} call(s) may go on for up to {t} s", n=active, t=timeout)
+            self._drain_timer = self.reactor.callLater(timeout, self._drain_timed_out)
+        self._wait_for_calls()
+        return waiter
+
+    def _wait_for_calls(self) -> None:
+        """Fire the drain's waiters once no call is left (re-checked as each batch ends)."""
+        if self._drained is None:
+            return
+        dialogs = self.active_dialogs()
+        if dialogs and self._drain_timer is not None:
+            ended = defer.DeferredList([dialog.when_ended() for dialog in dialogs])
+            ended.addCallback(lambda _: self._wait_for_calls())
+            return
+        self._drain_done()
+
+    def _drain_timed_out(self) -> None:
+        self._drain_timer = None
+        log.info("drain timeout: {n} call(s) still up", n=self.active_call_count())
+        self._drain_done()
+
+    def _drain_done(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        waiters, self._drained = self._drained or [], None
+        for waiter in waiters:
+            waiter.callback(None)
+
     def stopService(self) -> defer.Deferred[None]:
-        """BYE every active call, un-register (Expires: 0), close every flow: within STOP_TIMEOUT.
+        """Drain (:meth:`drain`, up to ``config.drain_timeout``), then BYE every call still
+        up, un-register (Expires: 0) and close every flow: within STOP_TIMEOUT of the drain.
 
         Never fails: what did not finish in time is logged in one line.  Flows still in
         their TLS handshake carry nothing and are aborted at once (a server that never
@@ -818,6 +971,9 @@ class VoIPService(MultiService):
             guard = getattr(protocol, "guard", None)
             if guard is not None and guard.handshaking:
                 protocol.close()
+        return self.drain().addCallback(lambda _: self._hang_up_and_close())
+
+    def _hang_up_and_close(self) -> defer.Deferred[Any]:
         dialogs = self.active_dialogs()
         if dialogs:
             log.info("hanging up {n} call(s)", n=len(dialogs))
@@ -829,11 +985,21 @@ class VoIPService(MultiService):
         )
         ended.addCallback(lambda _: self._stop_children())
         ended.addCallback(lambda _: self._close_flows())
+        ended.addBoth(self._stop_records)
         ended.addTimeout(STOP_TIMEOUT, self.reactor)
         ended.addErrback(
             lambda f: log.warn("stopping took too long: {why}", why=f.getErrorMessage())
         )
         return ended
+
+    def _stop_records(self, result: Any) -> Any:
+        """Stop sampling; close the call record file once every call has been written."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None and sampler.running:
+            sampler.stop()
+        if self.cdr_writer is not None:
+            self.cdr_writer.close()
+        return result
 
     def _stop_children(self) -> defer.Deferred[Any]:
         """``MultiService.stopService`` for the children that started (after a failed
@@ -845,22 +1011,50 @@ class VoIPService(MultiService):
         ]  # fmt: skip
         return defer.DeferredList(stopping)
 
-    def _close_flows(self) -> None:
+    def _close_flows(self) -> defer.Deferred[Any]:
+        """Close every flow; fires once each socket flow has sent what it still buffered
+        and closed.  Without that wait the reactor's shutdown (``disconnectAll``) drops a
+        last response still in the write buffer: the 200 to the BYE that ended a drain."""
+        from twisted.internet.interfaces import ISystemHandle
+
+        closing = []
         for protocol in list(self.protocols):
-            if protocol.transport is not None:
-                protocol.close()
+            transport = protocol.transport
+            if transport is None:
+                continue
+            if ISystemHandle.providedBy(transport):  # a real socket (TCP, or TLS over it)
+                closing.append(_when_closed(protocol))
+            protocol.close()
+        return defer.DeferredList(closing)
+
+
+def _when_closed(protocol: Any) -> defer.Deferred[None]:
+    """A Deferred fired once *protocol*'s connection is lost (its ``connectionLost`` ran)."""
+    closed: defer.Deferred[None] = defer.Deferred()
+    original = protocol.connectionLost
+
+    def connection_lost(*args: Any) -> None:
+        del protocol.connectionLost  # the class's method again
+        try:
+            original(*args)
+        finally:
+            closed.callback(None)
+
+    protocol.connectionLost = connection_lost
+    return closed
 
 
 class _TrackingFactory(SIPServerFactory):
-    """A server-side factory that remembers its protocols so stopService can BYE their calls."""
+    """A server-side factory that hands its protocols to the service (``track``), so
+    stopService can BYE their calls and their cores get the service's hooks."""
 
     noisy = False
 
-    def __init__(self, protocols: weakref.WeakSet[Any], **kwargs: Any) -> None:
+    def __init__(self, track: Callable[[Any], None], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._protocols = protocols
+        self._track = track
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
-        self._protocols.add(protocol)
+        self._track(protocol)
         return protocol

@@ -179,6 +179,21 @@ class Options(usage.Options):
             "Close an inbound connection whose partial message is not complete after this "
             "many seconds.",
         ],
+        [
+            "drain-timeout",
+            None,
+            "0",
+            "On SIGTERM, refuse new calls (503) and let active ones go on for up to this "
+            "many seconds before hanging up (0: hang up at once).",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics on this server endpoint, e.g. "
+            "tcp:9460:interface=127.0.0.1.",
+        ],
+        ["cdr", None, None, "Append one JSON call record per ended call to this file (0600)."],
         ["app", None, "echo", "Built-in call handler: echo, reject, play:PATH or record:DIR."],
         ["dialog", None, None, "Dotted name of an IDialog class (overrides --app)."],
         ["dial", None, None, "Once registered, call this URI, then stop when it ends."],
@@ -191,6 +206,7 @@ class Options(usage.Options):
             None,
             "Answer qop-less MD5 digest challenges (RFC 2069; easy to crack; refused by default).",
         ],
+        ["cdr-full-uris", None, "Write whole From/To URIs in --cdr records (else masked)."],
         ["trace-sip", None, "Log every SIP message (credentials and SRTP keys redacted)."],
         [
             "no-redirects",
@@ -263,7 +279,7 @@ class Options(usage.Options):
         timeouts: dict[str, Any] = {}
         for option in ("rtp-timeout", "rtp-hold-timeout", "max-call-duration",
                        "handshake-timeout", "request-timeout", "idle-timeout",
-                       "message-timeout"):  # fmt: skip
+                       "message-timeout", "drain-timeout"):  # fmt: skip
             try:
                 seconds = float(self[option])
             except ValueError:
@@ -296,6 +312,17 @@ class Options(usage.Options):
                 dial = SipURI.parse(self["dial"])
             except ValueError as e:
                 raise usage.UsageError(f"--dial: {e}") from None
+        if self["metrics"]:
+            try:
+                check_listen_description(self["metrics"])
+            except ValueError as e:
+                raise usage.UsageError(f"--metrics {self['metrics']!r}: {e}") from None
+        if self["cdr"]:
+            directory = os.path.dirname(os.path.abspath(self["cdr"]))
+            if not os.access(directory, os.W_OK):
+                raise usage.UsageError(f"--cdr {self['cdr']!r}: cannot write in {directory}")
+        elif self["cdr-full-uris"]:
+            raise usage.UsageError("--cdr-full-uris needs --cdr")
         try:
             srtp_policy(srtp, aor, dial)
         except ValueError as e:
@@ -328,6 +355,9 @@ class Options(usage.Options):
             listen=tuple(self["listen"]) or None,
             trace_sip=bool(self["trace-sip"]),
             follow_redirects=not self["no-redirects"],
+            metrics=self["metrics"],
+            cdr=self["cdr"],
+            cdr_full_uris=bool(self["cdr-full-uris"]),
             state_dir=pathlib.Path(self["state-dir"])
             if self["state-dir"]
             else default_state_dir(),

@@ -207,6 +207,14 @@ class UserAgentCore:
         self.transactions = TransactionTable()
         self._dialogs: dict[tuple[str, str], Dialog] = {}
         self._inbound: dict[tuple[str, str], Dialog] = {}
+        #: The host's admission check (a hook; None admits everything): called with each new
+        #: INVITE and out-of-dialog OPTIONS, it returns None to take it or the seconds of a
+        #: Retry-After to answer 503 with (RFC 3261 §21.5.4, §11.2): draining, or full.
+        self.admission: Callable[[Request], int | None] | None = None
+        #: An optional observer (a hook for metrics and call records): its
+        #: ``message_in(message)`` / ``message_out(message)`` see every message received and
+        #: sent, ``dialog_registered(dialog)`` every dialog this core starts tracking.
+        self.observer: Any = None
 
     def __repr__(self) -> str:
         return f"<UserAgentCore aor={self.aor!s} dialogs={len(self._dialogs)}>"
@@ -351,6 +359,8 @@ class UserAgentCore:
     def send_message(self, message: Request | Response, destination: Any = None) -> None:
         """Hand *message* (with our User-Agent) to the adapter, for *destination*."""
         message.headers.setdefault("User-Agent", USER_AGENT)
+        if self.observer is not None:
+            self.observer.message_out(message)
         self._send(message, destination)
 
     def send_stateless(self, request: Request) -> None:
@@ -407,6 +417,8 @@ class UserAgentCore:
         self._dialogs[dialog.call_id, dialog.local_tag] = dialog
         if dialog.inbound:
             self._inbound[dialog.call_id, dialog.remote_tag or ""] = dialog
+        if self.observer is not None:
+            self.observer.dialog_registered(dialog)
 
     def drop_dialog(self, dialog: Dialog) -> None:
         """Forget *dialog* (idempotent)."""
@@ -492,6 +504,8 @@ class UserAgentCore:
 
     def request_received(self, request: Request, source: Any = None) -> None:
         """Route a request: transaction retransmission, ACK, CANCEL, new call or in-dialog."""
+        if self.observer is not None:
+            self.observer.message_in(request)
         method = request.method
         if method == "ACK":
             self._ack_received(request)
@@ -613,7 +627,12 @@ class UserAgentCore:
         if method == "INVITE":
             self._new_call(request, tx)
         elif method == "OPTIONS":
-            tx.respond(self.options_response(request))
+            retry_after = self.admission(request) if self.admission is not None else None
+            if retry_after is not None:
+                # A load balancer's health probe: not taking calls now (RFC 3261 §11.2).
+                tx.respond(self.reply(request, 503, headers=[("Retry-After", str(retry_after))]))
+            else:
+                tx.respond(self.options_response(request))
         else:
             tx.respond(self.reply(request, 481))
 
@@ -646,6 +665,11 @@ class UserAgentCore:
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         if request.body and content_type != "application/sdp":
             tx.respond(self.reply(request, 415, headers=[("Accept", "application/sdp")]))
+            return
+        retry_after = self.admission(request) if self.admission is not None else None
+        if retry_after is not None:
+            log.info("503 to INVITE: not taking calls (Retry-After {n})", n=retry_after)
+            tx.respond(self.reply(request, 503, headers=[("Retry-After", str(retry_after))]))
             return
         if self.max_calls is not None and len(self._dialogs) >= self.max_calls:
             log.info("486 to INVITE: max_calls={n} reached", n=self.max_calls)
@@ -709,6 +733,8 @@ class UserAgentCore:
             log.info("response with {n} Via values dropped (RFC 3261 §8.1.3.3)",
                      n=len(response.via))
             return
+        if self.observer is not None:
+            self.observer.message_in(response)
         self._learn_public_address(response)
         tx = self.transactions.match_response(response)
         if tx is not None:
