@@ -9,7 +9,10 @@ the figures as they are, good or bad (``--quick`` for a short trial run).  What 
   with a password file; its RSS, fds and UDP sockets are read from /proc/PID.
 * SIPp (``peers.Sipp``) as the far end, over UDP to Kamailio, which relays to our TLS flow:
   each call INVITEs alice, ACKs, streams PCMA RTP in a loop (SIPp ``rtp_stream``) for ``-d``
-  ms, then sends BYE.  Its ``-trace_msg`` log tells which BYEs got which answer.
+  ms, then sends BYE.  In the registrar and silent scenarios it is a compliant far end for
+  our target refresh after flow recovery: it answers a re-INVITE or UPDATE 200 at any point
+  of the hold and sends its BYE to the refreshed Contact (RFC 3261 §12.2.1.2).  Its
+  ``-trace_msg`` log tells which BYEs got which answer.
 * A raw ``AF_PACKET`` socket on ``lo`` (root only; skipped otherwise or with
   ``--no-capture``) timestamps the RTP of our UA's own sockets in the fault scenarios (gaps
   per stream, last packet before a timeout) and for 2 s in the middle of the soak.
@@ -70,6 +73,8 @@ TWISTD = str(Path(sys.executable).with_name("twistd"))
 SCENARIOS = ("soak", "registrar", "silent", "vanish", "sigterm")
 #: Poll interval of every wait loop, in seconds.
 POLL = 0.05
+#: Our UA's log line when a flow's keepalive starts requiring pongs (one per flow).
+_PONG_REQUIRED = r"ends the flow \((?:flow answered a ping|registrar signalled outbound)"
 #: SIPp's Call-ID / BYE parsing of its ``-trace_msg`` log.
 _BLOCK_RE = re.compile(
     r"^-+ (?P<stamp>[\d-]+\s[\d:.]+)\s*\n(?P<kind>UDP|TCP) message (?P<dir>sent|received)"
@@ -162,6 +167,174 @@ _UAC_RTP = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
+# The registrar and silent scenarios' far end also acts as a compliant peer when our UA
+# refreshes its target (RFC 5626 §4.2.1, RFC 3261 §12.2): a re-INVITE (its Allow lacks
+# UPDATE, so ours sends one with the same SDP) or an UPDATE may come at any point of the hold.
+# SIPp only matches an in-dialog request during a pause through a recv with
+# optional="global" placed before it (here among the INVITE's optional responses: SIPp wants a
+# mandatory recv after optional ones); its next= jumps out of the pause, so the hold is a deadline
+# (gettimeofday at the ACK, in ms) and each wait pauses for what is left of it.  The 2xx
+# makes the refresh's Contact the remote target (§12.2.1.2): the BYE goes to [$target]
+# (first the 200's Contact, the same URI as [next_url]) through the route set of the first
+# 200 ([routes]: a target refresh never changes it), with the callee's To from that 200.
+_UAC_RTP_REFRESH = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="uac_rtp_loop_refresh">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      Max-Forwards: 70
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      User-Agent: SIPp
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [rtpstream_audio_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+      a=ptime:20
+
+    ]]>
+  </send>
+
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv request="INVITE" optional="global" next="reinvite">
+    <action>
+      <ereg regexp="sips?:[^&gt;]*" search_in="hdr" header="Contact:" check_it="true"
+            assign_to="target"/>
+    </action>
+  </recv>
+  <recv request="UPDATE" optional="global" next="update">
+    <action>
+      <ereg regexp="sips?:[^&gt;]*" search_in="hdr" header="Contact:" check_it="true"
+            assign_to="target"/>
+    </action>
+  </recv>
+  <recv response="200" rrs="true" rtd="true">
+    <action>
+      <ereg regexp="sips?:[^&gt;]*" search_in="hdr" header="Contact:" check_it="true"
+            assign_to="target"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="callee_to"/>
+    </action>
+  </recv>
+
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      Max-Forwards: 70
+      [routes]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <nop next="wait">
+    <action>
+      <exec rtp_stream="@@AUDIO@@,-1,8"/>
+      <gettimeofday assign_to="deadline,deadline_us"/>
+      <multiply assign_to="deadline" value="1000"/>
+      <divide assign_to="deadline_us" value="1000"/>
+      <add assign_to="deadline" variable="deadline_us"/>
+      <add assign_to="deadline" value="@@HOLD_MS@@"/>
+    </action>
+  </nop>
+
+  <label id="reinvite"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [rtpstream_audio_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+      a=ptime:20
+
+    ]]>
+  </send>
+  <recv request="ACK" timeout="10000" ontimeout="wait" next="wait"/>
+
+  <label id="update"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <label id="wait"/>
+  <nop>
+    <action>
+      <gettimeofday assign_to="remaining,now_us"/>
+      <multiply assign_to="remaining" value="-1000"/>
+      <divide assign_to="now_us" value="-1000"/>
+      <add assign_to="remaining" variable="now_us"/>
+      <add assign_to="remaining" variable="deadline"/>
+    </action>
+  </nop>
+  <pause variable="remaining"/>
+
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [$target] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      Max-Forwards: 70
+      [routes]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To:[$callee_to]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+
+    ]]>
+  </send>
+
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+
 def write_scenario(workdir: Path) -> str:
     """The UAC scenario and its audio (2 s of a 440 Hz tone, raw A-law) in *workdir*."""
     audio = workdir / "tone.al"
@@ -172,6 +345,18 @@ def write_scenario(workdir: Path) -> str:
     )  # fmt: skip
     path = workdir / "uac_rtp_loop.xml"
     path.write_text(_UAC_RTP.replace("@@AUDIO@@", str(audio)))
+    return str(path)
+
+
+def write_refresh_scenario(workdir: Path, hold_ms: int) -> str:
+    """The UAC scenario that accepts target refreshes, holding each call *hold_ms* from its
+    ACK (a deadline in the scenario, not ``-d``), with the audio of :func:`write_scenario`."""
+    path = workdir / f"uac_rtp_loop_refresh-{hold_ms}.xml"
+    path.write_text(
+        _UAC_RTP_REFRESH.replace("@@AUDIO@@", str(workdir / "tone.al")).replace(
+            "@@HOLD_MS@@", str(int(hold_ms))
+        )
+    )
     return str(path)
 
 
@@ -578,11 +763,14 @@ class Bench:
         return ua
 
     def sipp(self, kam: Kamailio, name: str, calls: int, rate: float, hold_ms: int,
-             trace: bool = True, timeout: float = 120) -> Sipp:  # fmt: skip
+             trace: bool = True, timeout: float = 120, refresh: bool = False) -> Sipp:  # fmt: skip
+        """SIPp calling alice; *refresh*: the far end answers target refreshes and sends its
+        BYE to the refreshed Contact (:data:`_UAC_RTP_REFRESH`)."""
         directory = self.workdir / f"sipp-{name}"
         directory.mkdir(exist_ok=True)
+        scenario = write_refresh_scenario(self.workdir, hold_ms) if refresh else self.scenario_xml
         agent = Sipp(
-            self.scenario_xml, kam.address("udp"), transport="u1", service="alice",
+            scenario, kam.address("udp"), transport="u1", service="alice",
             calls=calls, rate=rate, duration_ms=hold_ms, timeout=timeout, tmpdir=directory,
             extra_args=("-l", str(max(100, calls)), "-buff_size", "4194304"),
         )  # fmt: skip
@@ -728,7 +916,7 @@ class Bench:
         _, idle_udp = ua.sockets()
         sniffer = RtpSniffer.maybe(ua.rtp_ports)
         hold_ms = 35000
-        agent = self.sipp(kam, "registrar", calls, 20, hold_ms, timeout=120)
+        agent = self.sipp(kam, "registrar", calls, 20, hold_ms, timeout=120, refresh=True)
         agent.start()
         up = self.established(ua, idle_udp, calls, 20)
         if sniffer is not None:
@@ -792,20 +980,27 @@ class Bench:
                      port=relay.port)  # fmt: skip
         time.sleep(0.5)
         _, idle_udp = ua.sockets()
-        # The far end's BYE comes after every round (each takes at most keepalive + 10 s
-        # to detect, plus the re-registration).
-        hold_ms = 25000 + 17000 * rounds
+        # The far end's BYE comes after every round (each waits up to a keepalive interval
+        # for the flow's first pong, then takes at most keepalive + 10 s to detect, plus the
+        # re-registration).
+        hold_ms = 25000 + 22000 * rounds
         figures: dict[str, Any] = {
             "hold_s": hold_ms / 1000,
             "keepalive": keepalive,
             "rtp_timeout": self.args.fault_rtp_timeout,
             "rounds": [],
         }
-        agent = self.sipp(kam, "silent", 1, 1, hold_ms, timeout=hold_ms / 1000 + 60)
+        agent = self.sipp(kam, "silent", 1, 1, hold_ms, timeout=hold_ms / 1000 + 60,
+                          refresh=True)  # fmt: skip
         agent.start()
         figures["call_up"] = self.established(ua, idle_udp, 1, 20)
         time.sleep(2.0)
-        for _ in range(rounds):
+        for number in range(1, rounds + 1):
+            # A registrar without outbound (Kamailio here: no Require: outbound) gets a pong
+            # required only once the flow has answered a ping (RFC 5626 §4.4.1, issue 10
+            # item 2): silencing a flow before that would measure nothing.  One mode line per
+            # flow says the pong is now required.
+            _, armed = wait_for(lambda n=number: ua.count(_PONG_REQUIRED) >= n, 2 * keepalive + 5)
             before = {b.received for b in kam.bindings("alice")}
             silenced = relay.black_hole()
 
@@ -824,6 +1019,7 @@ class Bench:
 
             _, registered = wait_for(moved, 60)
             figures["rounds"].append({
+                "pong_required": armed == armed,
                 "detect_s": (closed_at - silenced) if closed_at else float("nan"),
                 "reregister_after_detect_s": (
                     (registered - closed_at) if closed_at else float("nan")
@@ -1079,7 +1275,8 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
         rows = [
             f"{f['calls']} calls up with RTP ({'all' if f['up'] else 'NOT all'} established), "
             "Kamailio's process group killed with SIGKILL, restarted on the same ports 5 s later; "
-            "SIPp sends BYE ~35 s after each answer; our UA runs with "
+            "SIPp answers our target refresh 200 and sends BYE to its Contact ~35 s after each "
+            "answer; our UA runs with "
             f"`--rtp-timeout {f['rtp_timeout']}`.",
             "",
             "| measure | value |",
@@ -1113,15 +1310,21 @@ def _render_one(name: str, f: dict[str, Any]) -> list[str]:
             f"The relay between our UA and Kamailio goes silent (connection kept open, bytes "
             f"dropped both ways) {len(f['rounds'])} time(s); `--keepalive {f['keepalive']} "
             f"--rtp-timeout {f['rtp_timeout']}`. "
-            "A call is up through every round (its RTP flows outside the relay); SIPp sends its "
-            f"BYE {_f(f['hold_s'], 0)} s after the answer, once the rounds are over.",
+            "A call is up through every round (its RTP flows outside the relay); SIPp answers "
+            "each target refresh 200 and sends its BYE to the latest refreshed Contact "
+            f"{_f(f['hold_s'], 0)} s after the answer, once the rounds are over.",
             "",
-            "| round | detected after (s) | re-registered after detection (s) |",
-            "|---:|---:|---:|",
+            "Each round silences the flow once it has answered a ping (from then on a missing "
+            "pong ends it: Kamailio's REGISTER 2xx has no Require: outbound, RFC 5626 §4.4.1).",
+            "",
+            "| round | pong required when silenced | detected after (s) | "
+            "re-registered after detection (s) |",
+            "|---:|---|---:|---:|",
         ]
         for number, r in enumerate(f["rounds"], 1):
             rows.append(
-                f"| {number} | {_f(r['detect_s'])} | {_f(r['reregister_after_detect_s'])} |"
+                f"| {number} | {'yes' if r.get('pong_required', True) else 'NO'} | "
+                f"{_f(r['detect_s'])} | {_f(r['reregister_after_detect_s'])} |"
             )
         rows += [
             "",
@@ -1182,11 +1385,11 @@ def _reading(name: str, f: dict[str, Any]) -> str:
         ended = f["rtp_timeouts"]
         return (
             f"Reading: {failed} of the far end's BYEs never reached our UA (answered "
-            f"{codes_text({c: n for c, n in codes.items() if c != '200'})} by Kamailio): its "
-            "in-dialog requests still target the old flow because nothing refreshed our target "
-            "after the flow was replaced (no re-INVITE/UPDATE with the new Contact, issue 17 "
-            f"item 1). Our UA ended {ended} of those calls only through the RTP inactivity "
-            "timeout, after SIPp gave up and stopped its RTP."
+            f"{codes_text({c: n for c, n in codes.items() if c != '200'})} by Kamailio): they "
+            "went to a target of the old flow (the far end answers our target refresh and "
+            "takes its Contact, so see SIPp's trace for whether a refresh reached it). Our UA "
+            f"ended {ended} of those calls only through the RTP inactivity timeout, after SIPp "
+            "gave up and stopped its RTP."
         )
     if name == "soak" and f["ua_wait_pct"] > 20:
         return (
