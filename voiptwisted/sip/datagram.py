@@ -46,7 +46,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from voiptwisted.interfaces import IUserAgent
 from voiptwisted.rtp.stun import StunClient, StunError, StunTimeout, is_stun
 from voiptwisted.sip.core import UserAgentCore
 from voiptwisted.sip.dialog import Dialog
@@ -153,13 +155,16 @@ def routable_address(toward: str = "192.0.2.1") -> str:
         probe.close()
 
 
+@implementer(IUserAgent)
 class SIPDatagramProtocol(DatagramProtocol):
     """A SIP user agent on one UDP socket (RFC 3261 §18): see the module docstring.
 
     The arguments are those of :class:`~voiptwisted.sip.protocol.SessionInitiationProtocol`
     (the same core does the work), plus *peer*: the ``(ip, port)`` requests without a
-    destination go to (a registered flow's registrar), None for a listener.  Dialogs get
-    the core itself as their ``sip`` (:class:`~voiptwisted.interfaces.IUserAgent`).
+    destination go to (a registered flow's registrar), None for a listener.  Inbound
+    dialogs get the core itself as their ``sip``; the protocol provides
+    :class:`~voiptwisted.interfaces.IUserAgent` too, reading what it does not define from
+    its core, so ``Dialog(sip=protocol)`` places calls over it.
 
     Hooks set by the client service: ``registration`` and ``keepalive``
     (``connection_made(self)`` / ``connection_lost(self, reason)``).
@@ -213,6 +218,13 @@ class SIPDatagramProtocol(DatagramProtocol):
         return f"<SIPDatagramProtocol aor={self.core.aor!s} dialogs={self.dialog_count}>"
 
     # -- what the service, the registration and tests read ---------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """IUserAgent's other attributes and methods (``media_config``, ``send_message``,
+        ``register_dialog`` ...) are the core's."""
+        if name.startswith("__") or name == "core":
+            raise AttributeError(name)
+        return getattr(self.core, name)
 
     @property
     def aor(self) -> SipURI:
