@@ -3,17 +3,20 @@
 * Kamailio over UDP: we register ``sip:alice@127.0.0.1:PORT;transport=udp``, refresh, take a
   call SIPp places through Kamailio and call a SIPp UAS through it.
 * SIPp over UDP straight to our ``udp:`` listener (no registrar, no TLS bridge).
+* baresip, registered over UDP, calls our echo (registered over UDP) and hears itself.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 
-from tests.integration.peers import free_port
-from tests.integration.support import KamailioCallTestCase, eventually, sleep
+from tests.integration import peers
+from tests.integration.peers import Baresip, free_port, make_speech_wav, read_wav, xcorr_peak
+from tests.integration.support import EchoDialog, KamailioCallTestCase, eventually, sleep
 from tests.integration.test_calls_sipp import Answering
 from voiptwisted.media.call import MediaConfig
 from voiptwisted.media.session import Session
@@ -141,3 +144,50 @@ class DirectUDPTests(KamailioCallTestCase):
             lambda: (protocol.dialog_count, protocol.transaction_count) == (0, 0),
             40, "calls and transactions (Timer J: 32 s) to be forgotten",
         )
+
+
+class BaresipUDPTests(KamailioCallTestCase):
+    timeout = 120
+    tmp_prefix = "udp-baresip-"
+
+    async def test_baresip_hears_its_echo_over_udp(self) -> None:
+        """RFC 3261 §18: baresip (registered over UDP) calls us (registered over UDP) through
+        Kamailio and hears its own speech echoed (cross-correlation peak > 0.8)."""
+        speech = make_speech_wav(
+            f"{self.tmpdir()}/speech.wav", "one two three, the echo test is running over UDP"
+        )
+        host, port = self.kamailio.address("udp")
+        protocol = await run(
+            SipURI.parse(f"sip:alice@{host}:{port};transport=udp"),
+            password=self.kamailio.users["alice"],
+            reactor=reactor,
+            dialog_class=EchoDialog,
+            media_config=MediaConfig(port_range=(36400, 36800), srtp="optional", reactor=reactor),
+        ).addTimeout(20, reactor)
+        self.addCleanup(protocol.service.stopService)
+        ua = Baresip(
+            self.tmpdir(),
+            account=self.kamailio.baresip_account("bob", transport="udp"),
+            audio_source_wav=speech,
+            srtp=False,
+        )
+        self.addCleanup(ua.cleanup)
+        await threads.deferToThread(ua.start)
+        await threads.deferToThread(ua.wait_registered)
+        result = await threads.deferToThread(ua.dial, self.kamailio.uri("alice", "udp"))
+        self.assertTrue(result["ok"])
+        await threads.deferToThread(ua.wait_for_event, "CALL_ESTABLISHED", 15)
+        minimum = 44 + 2 * int(8000 * 4.0)
+
+        def enough() -> bool:
+            files = ua.received_recordings()
+            return bool(files) and os.path.getsize(files[0]) > minimum
+
+        await threads.deferToThread(peers.wait_until, enough, 20, 0.1, "baresip recording")
+        await threads.deferToThread(ua.hangup)
+        await threads.deferToThread(ua.wait_for_event, "CALL_CLOSED", 10)
+        await threads.deferToThread(ua.stop)
+        heard = read_wav(ua.received_recordings()[0])
+        peak, lag = xcorr_peak(read_wav(speech), heard)
+        self.assertGreater(peak, 0.8, f"echo not found (peak {peak:.2f}, lag {lag})")
+        await eventually(lambda: protocol.dialog_count == 0, 10, "the call to be forgotten")
