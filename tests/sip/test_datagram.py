@@ -120,6 +120,25 @@ class BoundsTests(DatagramTestCase):
         self.assertEqual(response.status_code, 200)
 
 
+class FloodTests(DatagramTestCase):
+    def test_transaction_table_bounded(self) -> None:
+        """A flood of new requests over UDP (each would linger 64*T1, RFC 3261 §17.2.2)
+        stops growing the transaction table at max_transactions; retransmissions of
+        known requests are still answered."""
+        self.proto.max_transactions = 2
+        for n in range(3):
+            data = udp_invite(method="OPTIONS", body=b"", branch=f"z9hG4bKflood{n}")
+            self.proto.datagramReceived(data, SOURCE)
+        self.assertEqual((len(self.take()), self.proto.transaction_count), (2, 2))
+        self.assertEqual(self.proto.dropped, 1)
+        self.proto.datagramReceived(
+            udp_invite(method="OPTIONS", body=b"", branch="z9hG4bKflood0"), SOURCE
+        )
+        self.assertEqual([m.status_code for m, _ in self.take()], [200])
+        self.clock.advance(64 * T1)
+        self.assertEqual(self.proto.transaction_count, 0)
+
+
 class ViaTests(DatagramTestCase):
     def test_rport_and_received_on_response(self) -> None:
         """RFC 3581 §4: a request with ``rport`` gets received and rport filled in, and the

@@ -35,6 +35,7 @@ the NAT binding open and the silence is logged once.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import random
 import socket
@@ -73,6 +74,10 @@ log = Logger()
 MAX_DATAGRAM = 65535
 #: RFC 3261 §18.1.1: requests larger than this belong on a congestion-controlled transport.
 MTU_LIMIT = 1300
+#: The receive buffer asked for (the kernel caps it at net.core.rmem_max): a burst of
+#: datagrams while the reactor is busy must not be dropped, since an ACK lost here is
+#: never retransmitted by its sender (RFC 3261 §17.1.1.3).
+RECEIVE_BUFFER = 4 * 1024 * 1024
 #: What the socket reads at most (one more than accepted, so an oversized datagram is seen).
 READ_SIZE = MAX_DATAGRAM + 1
 
@@ -172,6 +177,10 @@ class SIPDatagramProtocol(DatagramProtocol):
 
     registration: Any = None
     keepalive: Any = None
+    #: Live transactions beyond which a new request is dropped: over UDP every request,
+    #: spoofed or not, holds a server transaction for up to 64*T1 (Timer J), so a flood
+    #: must not grow the table without bound.  Retransmissions of known ones still match.
+    max_transactions: int = 10000
 
     def __init__(
         self,
@@ -300,6 +309,10 @@ class SIPDatagramProtocol(DatagramProtocol):
             address = routable_address(self.peer[0] if self.peer else "192.0.2.1")
         text = f"[{address}]" if ":" in address else address
         self.core.connection_made(NetworkAddress.parse(f"{text}:{host.port}"), False)
+        handle = getattr(self.transport, "getHandle", None)
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         log.info("SIP over UDP on {host}:{port}", host=address, port=host.port)
         for hook in (self.registration, self.keepalive):
             if hook is not None:
@@ -353,6 +366,17 @@ class SIPDatagramProtocol(DatagramProtocol):
                 self.dropped += 1
                 log.info("dropped unparseable datagram from {host}: {error}",
                          host=source[0], error=exc)
+            return
+        if (
+            isinstance(message, Request)
+            and message.method != "ACK"
+            and self.core.transaction_count >= self.max_transactions
+            and self.core.transactions.match_request(message) is None
+        ):
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warn("dropping new requests: {n} transactions live (max_transactions)",
+                         n=self.core.transaction_count)
             return
         if (
             isinstance(message, Response)
