@@ -191,6 +191,27 @@ class ViaTests(DatagramTestCase):
         self.assertIn(";transport=udp", self.proto.contact)
 
 
+class SendFailureTests(DatagramTestCase):
+    def test_send_error_is_logged_not_raised(self) -> None:
+        """A UDP send that fails (EMSGSIZE, unreachable) is logged; the transaction goes on
+        and its timers decide (RFC 3261 §17.1.4 would report a transport error)."""
+        from twisted.internet.error import MessageLengthError
+
+        def refuse(data: bytes, addr: tuple[str, int]) -> None:
+            raise MessageLengthError("message too long")
+
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.transport.write = refuse  # type: ignore[method-assign]
+        self.proto.datagramReceived(udp_invite(method="OPTIONS", body=b""), SOURCE)
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+        self.assertTrue(any("UDP send" in e.get("log_format", "") for e in events))
+        self.assertEqual(self.proto.transaction_count, 1)
+
+
 class RequestRoutingTests(DatagramTestCase):
     def test_request_to_route_then_uri(self) -> None:
         """RFC 3261 §8.1.2: without a flow peer a request goes to the top Route, else the
@@ -303,6 +324,23 @@ class KeepaliveTests(SynchronousTestCase):
         self.assertEqual(self.failed, [])
         self.clock.advance(30)
         self.assertGreaterEqual(len(self.stun_requests()), 2)
+
+    def test_mode_logged_once(self) -> None:
+        """Issue 10 item 2: which keep-alive mode a flow uses is logged once, not per
+        refresh (again only if the registrar's answer changes it)."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        ok = Response(200, None, [
+            ("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKr"), ("From", "<sip:a@b>;tag=1"),
+            ("To", "<sip:a@b>;tag=2"), ("Call-ID", "r"), ("CSeq", "1 REGISTER"),
+        ])
+        self.keepalive.registered(ok)
+        self.keepalive.registered(ok)
+        modes = [e for e in events if "keep-alive: STUN" in e.get("log_format", "")]
+        self.assertEqual(len(modes), 1)
 
     def test_silence_with_outbound_fails_the_flow(self) -> None:
         """RFC 5626 §4.4.2: with outbound signalled, no STUN answer means the flow failed."""

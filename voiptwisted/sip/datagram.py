@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -429,7 +430,13 @@ class SIPDatagramProtocol(DatagramProtocol):
         host, port = target
         if _is_ip(host):
             if self.transport is not None:
-                self.transport.write(data, (host.strip("[]"), port))
+                try:
+                    self.transport.write(data, (host.strip("[]"), port))
+                except (OSError, MessageLengthError) as exc:
+                    # One unreachable or oversized send must not take down what called it
+                    # (a transaction timer, the core): the transaction's own timers decide.
+                    log.warn("UDP send to {host}:{port} failed: {error}", host=host, port=port,
+                             error=exc)
             return
         resolve = self._resolve
         if resolve is None:
@@ -475,6 +482,7 @@ class DatagramKeepalive:
         self.answered = False
         self.requests_sent = 0
         self._silence_logged = False
+        self._mode_logged: bool | None = None
         self._next: IDelayedCall | None = None
         self._stun: StunClient | None = None
         self._pending: Deferred[Any] | None = None
@@ -524,7 +532,17 @@ class DatagramKeepalive:
     def registered(self, response: Response) -> None:
         """A REGISTER 2xx on this flow: does the registrar do outbound (RFC 5626 §4.2.1)?"""
         tags = {tag.strip().lower() for tag in response.headers.getlist("Require")}
-        self.outbound = "outbound" in tags
+        outbound = "outbound" in tags
+        if outbound != self.outbound or self._mode_logged is None:
+            log.info(
+                "UDP flow keep-alive: STUN every {interval:g} s; {mode}",
+                interval=self.interval,
+                mode="an unanswered one fails the flow (registrar signalled outbound)"
+                if outbound
+                else "for the NAT binding only (registrar did not signal outbound)",
+            )
+            self._mode_logged = outbound
+        self.outbound = outbound
 
     def stun_received(self, data: bytes, source: Address) -> None:
         """A STUN datagram on the SIP socket: an answer to one of our requests, maybe."""
