@@ -212,6 +212,24 @@ class SendFailureTests(DatagramTestCase):
         self.assertEqual(self.proto.transaction_count, 1)
 
 
+class LargeRequestTests(DatagramTestCase):
+    def test_request_over_1300_octets_warned(self) -> None:
+        """RFC 3261 §18.1.1: a request over 1300 octets belongs on TCP; this adapter cannot
+        switch, so it sends it over UDP and says so in one warning."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.proto.peer = ("127.0.0.1", 5070)
+        headers = [("From", "<sip:bob@127.0.0.1>;tag=1"), ("To", "<sip:x@127.0.0.1>"),
+                   ("Call-ID", "big"), ("CSeq", "1 OPTIONS")]
+        self.proto.send_request(Request("OPTIONS", "sip:x@127.0.0.1", headers, b"x" * 1400))
+        self.assertEqual(len(self.take()), 1)
+        warned = [e for e in events if "§18.1.1" in e.get("log_format", "")]
+        self.assertEqual(len(warned), 1)
+
+
 class RequestRoutingTests(DatagramTestCase):
     def test_request_to_route_then_uri(self) -> None:
         """RFC 3261 §8.1.2: without a flow peer a request goes to the top Route, else the
