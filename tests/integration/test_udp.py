@@ -31,7 +31,14 @@ def media(base: int | None = None) -> MediaConfig:
     return MediaConfig(port_range=(base, base + 400), srtp="off", reactor=reactor)
 
 
-class KamailioUDPTests(KamailioCallTestCase):
+class UDPTestCase(KamailioCallTestCase):
+    async def run_sipp(self, agent: Any, timeout: float) -> Any:
+        """Run a SIPp client to the end in a thread (the reactor serves our UA meanwhile);
+        ``Sipp.run`` restarts it on fresh ports when one it was given was taken meanwhile."""
+        return await threads.deferToThread(agent.run, timeout)
+
+
+class KamailioUDPTests(UDPTestCase):
     timeout = 120
     tmp_prefix = "udp-kamailio-"
 
@@ -80,8 +87,8 @@ class KamailioUDPTests(KamailioCallTestCase):
         uac = self.sipp(
             "uac_call", self.kamailio.address("udp"), service="alice", duration_ms=300,
             timeout=20,
-        ).start()
-        self.assertSippOk(await self.finish(uac, 30))
+        )
+        self.assertSippOk(await self.run_sipp(uac, 30))
         self.assertEqual(len(Answering.calls), 1)
         await eventually(lambda: Answering.hangups, 5, "hangup_received")
         self.assertIn("SIP/2.0 180 Ringing", uac.messages)
@@ -99,8 +106,8 @@ class KamailioUDPTests(KamailioCallTestCase):
             auth=("bob", self.kamailio.users["bob"]),
             keys={"contact_host": "127.0.0.1", "contact_port": uas.local_port, "expires": 60},
             timeout=10,
-        ).start()
-        self.assertSippOk(await self.finish(register, 15))
+        )
+        self.assertSippOk(await self.run_sipp(register, 15))
         host, port = self.kamailio.address("udp")
         dialog = Dialog(sip=protocol)
         answered = await dialog.dial(f"sip:bob@{host}:{port}", session_class=Session)
@@ -112,7 +119,7 @@ class KamailioUDPTests(KamailioCallTestCase):
         await eventually(lambda: protocol.dialog_count == 0, 10, "the call to be forgotten")
 
 
-class DirectUDPTests(KamailioCallTestCase):
+class DirectUDPTests(UDPTestCase):
     """SIPp over UDP straight to a UDP listener (the Kamailio of the base class idles)."""
 
     timeout = 60
@@ -135,8 +142,8 @@ class DirectUDPTests(KamailioCallTestCase):
         uac = self.sipp(
             "uac_call", ("127.0.0.1", port), service="echo", duration_ms=300, timeout=20,
             calls=3, rate=3,
-        ).start()
-        result = await self.finish(uac, 30)
+        )
+        result = await self.run_sipp(uac, 30)
         self.assertTrue(result.ok, f"{result.errors[-2000:]}")
         self.assertEqual(len(Answering.calls), 3)
         await eventually(lambda: len(Answering.hangups) == 3, 5, "hangup_received")
