@@ -1,4 +1,9 @@
-"""Call setup through Kamailio over TLS, driven by SIPp: ``python bench/call_setup.py``.
+"""Call setup through Kamailio over TLS and UDP, driven by SIPp: ``python bench/call_setup.py``.
+
+``--transport udp,tls`` (the default) measures both transports in the same run, interleaved
+per rate.  Over UDP, SIPp's UAC talks UDP straight into Kamailio (no relay) and our callee is
+a second UA process registered over UDP (``sip:carol@...;transport=udp``); the baseline
+callee is the same SIPp UAS, reached by a UAC over UDP.  What follows describes TLS.
 
 What runs (all on 127.0.0.1, every process started here and stopped by its PID):
 
@@ -58,6 +63,8 @@ SCENARIO = "uac_call"
 #: The baseline callee (answers at once with 200, like our UA here).
 UAS_SCENARIO = Path(__file__).resolve().parent / "sipp" / "uas_answer.xml"
 TARGET_CPS = 200
+#: Issue 10: SIP over UDP sustains at least this (with CPU per call no more than over TLS).
+TARGET_UDP_CPS = 800
 TARGET_P99_MS = 50.0
 #: Answered rate below this fraction of the offered rate fails the step (SIPp fell behind).
 MIN_RATE_FRACTION = 0.9
@@ -169,6 +176,7 @@ def ua_main() -> None:
 
     run(
         SipURI.parse(config["aor"]),
+        keepalive=None if ";transport=udp" in config["aor"] else 30.0,
         password=config["password"],
         ca_file=config["ca_file"],
         reactor=reactor,
@@ -251,18 +259,28 @@ def scenario_counts(screen_log: str) -> str:
     return " | ".join(rows)
 
 
-class UAProcess:
-    """Our UA in its own process, pinned to ``cpu``; line-oriented JSON over its stdio."""
+#: Who our UA registers as, per transport (two UA processes may run side by side).
+UA_USERS = {"tls": "alice", "udp": "carol"}
 
-    def __init__(self, kamailio: Any, workdir: Path, cpu: int) -> None:
-        host, port = kamailio.address("tls")
-        self.log_path = workdir / "ua.log"
+
+class UAProcess:
+    """Our UA in its own process, pinned to ``cpu``; line-oriented JSON over its stdio.
+
+    Registered over TLS as alice, or over UDP (``;transport=udp``) as carol.
+    """
+
+    def __init__(self, kamailio: Any, workdir: Path, cpu: int, transport: str = "tls") -> None:
+        host, port = kamailio.address(transport)
+        user = UA_USERS[transport]
+        suffix = ";transport=udp" if transport == "udp" else ""
+        self.log_path = workdir / f"ua-{transport}.log"
         self.config = {
-            "aor": f"sip:alice@{host}:{port}",
-            "password": kamailio.users["alice"],
+            "aor": f"sip:{user}@{host}:{port}{suffix}",
+            "password": kamailio.users[user],
             "ca_file": kamailio.ca_cert,
             "cpu": cpu,
-            "port_base": 21000,  # below the ephemeral range; other benches use 30000+
+            # below the ephemeral range; other benches use 30000+
+            "port_base": 21000 if transport == "tls" else 25000,
             "log": str(self.log_path),
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -398,12 +416,16 @@ class Bench:
         self.args = args
         self.tmp = tempfile.TemporaryDirectory(prefix="bench-call-setup-")
         self.workdir = Path(self.tmp.name)
+        self.transports = transports(args.transport)
         self.kamailio = Kamailio(
-            tmpdir=self.workdir / "kamailio", debug=1, shm_mb=args.kamailio_shm
+            tmpdir=self.workdir / "kamailio",
+            debug=1,
+            shm_mb=args.kamailio_shm,
+            users={"alice": "secret", "bob": "secret", "carol": "secret"},
         )
         self.relay_class = TlsRelay
         self.relay: Any = None
-        self.ua: UAProcess | None = None
+        self.uas_by_transport: dict[str, UAProcess] = {}
         self.uas: Any = None
         self.steps: list[Step] = []
 
@@ -412,13 +434,16 @@ class Bench:
         from tests.integration.peers import Sipp
 
         self.kamailio.start()
-        if self.args.relay == "nodelay":
-            self.relay = NoDelayRelay(self.kamailio, self.workdir).start()
-        else:
-            self.relay = self.relay_class.to_kamailio(self.kamailio).start()
-        self.ua = UAProcess(self.kamailio, self.workdir, self.args.ua_cpu)
-        self.ua.start()
-        self.kamailio.wait_for_bindings("alice", 1, timeout=10)
+        if "tls" in self.transports:
+            if self.args.relay == "nodelay":
+                self.relay = NoDelayRelay(self.kamailio, self.workdir).start()
+            else:
+                self.relay = self.relay_class.to_kamailio(self.kamailio).start()
+        for transport in self.transports:
+            ua = UAProcess(self.kamailio, self.workdir, self.args.ua_cpu, transport)
+            self.uas_by_transport[transport] = ua
+            ua.start()
+            self.kamailio.wait_for_bindings(UA_USERS[transport], 1, timeout=10)
         self.uas = Sipp(
             str(UAS_SCENARIO),
             service="bob",
@@ -448,8 +473,9 @@ class Bench:
         self.kamailio.wait_for_bindings("bob", 1, timeout=10)
 
     def stop(self) -> None:
+        stoppers = [lambda ua=ua: ua.stop() for ua in self.uas_by_transport.values()]
         for stopper in (
-            lambda: self.ua and self.ua.stop(),
+            *stoppers,
             lambda: self.uas and self.uas.stop(),
             lambda: self.relay and self.relay.stop(),
             lambda: self.kamailio.stop(),
@@ -476,13 +502,16 @@ class Bench:
 
         calls = max(1, min(int(rate * self.args.step_seconds), self.args.max_calls))
         step = Step(target, rate, calls)
-        service = "alice" if target == "voiptwisted" else "bob"
-        stepdir = self.workdir / f"{target}-{rate}"
+        callee, transport = target.split("/")
+        ours = callee == "voiptwisted"
+        ua = self.uas_by_transport[transport]
+        service = UA_USERS[transport] if ours else "bob"
+        stepdir = self.workdir / f"{callee}-{transport}-{rate}"
         stepdir.mkdir()
         agent = Sipp(
             SCENARIO,
-            self.relay.address,
-            transport="t1",
+            self.relay.address if transport == "tls" else self.kamailio.address("udp"),
+            transport="t1" if transport == "tls" else "u1",
             service=service,
             calls=calls,
             rate=rate,
@@ -500,8 +529,8 @@ class Bench:
             ),
         )
         self._quiet(agent)
-        ua_before = self.ua.stats() if target == "voiptwisted" else None
-        uas_cpu_before = proc_cpu(self.uas._proc.pid) if target == "baseline" else 0.0
+        ua_before = ua.stats() if ours else None
+        uas_cpu_before = proc_cpu(self.uas._proc.pid) if not ours else 0.0
         kam_before = tree_cpu(self.kamailio.pid)
         log_mark = len(self.kamailio.log)
         started = time.monotonic()
@@ -539,9 +568,9 @@ class Bench:
             step.max_ms = max(rtts)
         if step.answered_rate < MIN_RATE_FRACTION * rate:
             step.problems.append(f"answered only {step.answered_rate:.0f} cps of {rate} offered")
-        if target == "voiptwisted":
+        if ours:
             assert ua_before is not None
-            ua_after = self._ua_settled(ua_before, calls)
+            ua_after = self._ua_settled(ua, ua_before, calls)
             used = ua_after["cpu"] - ua_before["cpu"]
             seen = ua_after["calls"] - ua_before["calls"]
             hung = ua_after["hangups"] - ua_before["hangups"]
@@ -551,8 +580,8 @@ class Bench:
             if left != (0, 0, 0):
                 step.problems.append(f"UA left dialogs/transactions/timers {left}")
             if not ua_after["connected"]:
-                step.problems.append("UA lost its TLS flow")
-            tail = self.ua.log_tail()
+                step.problems.append(f"UA lost its {transport.upper()} flow")
+            tail = ua.log_tail()
             if step.problems and tail:
                 step.problems.append("UA log: " + tail.replace("\n", " | ")[-600:])
         else:
@@ -600,11 +629,12 @@ class Bench:
         match = re.search(r"free:\s*(\d+)", done.stdout or "")
         return int(match.group(1)) if match else None
 
-    def _ua_settled(self, before: dict[str, Any], calls: int) -> dict[str, Any]:
-        """UA counters once every call has hung up and been forgotten (bounded wait)."""
-        deadline = time.monotonic() + 10
+    def _ua_settled(self, ua: UAProcess, before: dict[str, Any], calls: int) -> dict[str, Any]:
+        """UA counters once every call has hung up and been forgotten (bounded wait: over
+        UDP the BYE's server transaction lingers Timer J = 32 s, RFC 3261 §17.2.2)."""
+        deadline = time.monotonic() + 45
         while True:
-            stats = self.ua.stats()
+            stats = ua.stats()
             done = stats["hangups"] - before["hangups"] >= calls and (
                 stats["dialogs"],
                 stats["transactions"],
@@ -617,7 +647,11 @@ class Bench:
     # the run --------------------------------------------------------------------------------
     def run(self) -> None:
         rates = [int(r) for r in self.args.rates.split(",") if r.strip()][:MAX_STEPS]
-        targets = ["voiptwisted"] + ([] if self.args.no_baseline else ["baseline"])
+        targets = []
+        for transport in self.transports:
+            targets.append(f"voiptwisted/{transport}")
+            if not self.args.no_baseline:
+                targets.append(f"baseline/{transport}")
         alive = set(targets)
         for rate in rates:
             for target in targets:
@@ -637,7 +671,7 @@ class Bench:
     @staticmethod
     def describe(step: Step) -> str:
         return (
-            f"{step.target:11s} {step.rate:4d} cps x {step.calls:5d}: "
+            f"{step.target:15s} {step.rate:4d} cps x {step.calls:5d}: "
             f"{'OK  ' if step.ok else 'FAIL'} answered {step.answered_rate:6.1f} cps, "
             f"INVITE->200 p50 {step.p50_ms:.0f} ms p99 {step.p99_ms:.0f} ms "
             f"max {step.max_ms:.0f} ms, CPU/call {step.ua_cpu_per_call_us:.0f} us "
@@ -693,8 +727,12 @@ def render(bench: Bench, info: dict[str, str]) -> str:
         + (f" --rates {args.rates}" if args.rates != DEFAULT_RATES else "")
         + (" --relay harness" if args.relay != "nodelay" else "")
         + (f" --kamailio-shm {args.kamailio_shm}" if args.kamailio_shm != 256 else "")
+        + (f" --transport {args.transport}" if args.transport != "udp,tls" else "")
         + "`",
         "",
+        "Over UDP: SIPp UAC -(UDP)-> Kamailio -(UDP)-> callee; `voiptwisted/udp` is a second "
+        "UA process registered over UDP (`sip:carol@...;transport=udp`, RFC 3261 §18), "
+        "answering the same way.  Over TLS: "
         "Path: SIPp UAC -(TCP, one connection)-> socat TLS relay "
         + (
             "(TCP_NODELAY on both sides; the harness's `TlsRelay` leaves Nagle on) "
@@ -737,19 +775,37 @@ def render(bench: Bench, info: dict[str, str]) -> str:
             f"| {s.kamailio_cpu_per_call_us:.0f} "
             f"| {s.shm_free_min / 1e6:.1f} |"
         )
-    ours = best_sustained(steps, "voiptwisted")
-    base = best_sustained(steps, "baseline")
-    lines += [
+    for transport in bench.transports:
+        lines += summary(bench, transport)
+    lines += udp_verdict(bench)
+    failures = [s for s in steps if not s.ok]
+    if failures:
+        lines += ["", "Failed steps (what SIPp, our UA and Kamailio said):", ""]
+        for s in failures:
+            lines.append(f"- {s.target} at {s.rate} cps: cause: {failure_cause(s)}")
+            for problem in s.problems:
+                lines.append(f"  - `{problem.replace('`', chr(39))}`")
+    return "\n".join(lines) + "\n"
+
+
+def summary(bench: Bench, transport: str) -> list[str]:
+    """The sustained rate, latency and CPU lines for one transport."""
+    args = bench.args
+    steps = bench.steps
+    mine_name, base_name = f"voiptwisted/{transport}", f"baseline/{transport}"
+    ours = best_sustained(steps, mine_name)
+    base = best_sustained(steps, base_name)
+    lines = [
         "",
-        f"Sustained with zero failures: voiptwisted {ours} cps, baseline {base} cps "
-        "(highest passing step; the step above failed or was not run).",
+        f"**{transport.upper()}** -- sustained with zero failures: voiptwisted {ours} cps, "
+        f"baseline {base} cps (highest passing step; the step above failed or was not run).",
     ]
-    tested_max = max((s.rate for s in steps if s.target == "voiptwisted"), default=0)
+    tested_max = max((s.rate for s in steps if s.target == mine_name), default=0)
     if ours and ours == tested_max:
         lines[-1] += f"  {ours} cps was the highest rate tried: the limit is above it."
     for rate in (50, 100):
-        mine = next((s for s in steps if s.target == "voiptwisted" and s.rate == rate), None)
-        floor = next((s for s in steps if s.target == "baseline" and s.rate == rate), None)
+        mine = next((s for s in steps if s.target == mine_name and s.rate == rate), None)
+        floor = next((s for s in steps if s.target == base_name and s.rate == rate), None)
         if mine is not None:
             text = (
                 f"- INVITE->200 at {rate} cps: voiptwisted p50 {mine.p50_ms:.0f} ms, "
@@ -758,34 +814,40 @@ def render(bench: Bench, info: dict[str, str]) -> str:
             if floor is not None:
                 text += f"; baseline p50 {floor.p50_ms:.0f} ms, p99 {floor.p99_ms:.0f} ms"
             lines.append(text)
-    passing = [s for s in steps if s.target == "voiptwisted" and s.ok and s.successful]
-    base_ok = [s for s in steps if s.target == "baseline" and s.ok and s.successful]
-    if passing:
-        mean = sum(s.ua_cpu_per_call_us for s in passing) / len(passing)
+    best = next((s for s in steps if s.target == mine_name and s.ok and s.rate == ours), None)
+    if best is not None:
+        lines.append(
+            f"- INVITE->200 at the highest sustained rate ({ours} cps): p50 {best.p50_ms:.0f} "
+            f"ms, p99 {best.p99_ms:.0f} ms"
+        )
+    mean = cpu_per_call(steps, mine_name)
+    if mean is not None:
         text = f"- voiptwisted CPU per call (mean over passing steps): {mean:.0f} µs"
-        if base_ok:
-            base_mean = sum(s.ua_cpu_per_call_us for s in base_ok) / len(base_ok)
+        base_mean = cpu_per_call(steps, base_name)
+        if base_mean:
             text += f"; SIPp UAS {base_mean:.0f} µs ({mean / base_mean:.1f}x)"
         text += f"; one core's worth at that cost = {1e6 / mean:.0f} calls/s."
         lines.append(text)
-    at100 = next((s for s in steps if s.target == "voiptwisted" and s.rate == 100), None)
-    p99_ok = at100 is not None and at100.ok and at100.p99_ms < TARGET_P99_MS
-    lines += [
-        "",
-        f"Target >= {TARGET_CPS} cps sustained on one core: {ours} cps "
-        f"({'met' if ours >= TARGET_CPS else 'NOT met'}); target p99 INVITE->200 < "
-        f"{TARGET_P99_MS:.0f} ms at 100 cps: "
-        + (f"{at100.p99_ms:.0f} ms" if at100 is not None else "not measured")
-        + f" ({'met' if p99_ok else 'NOT met'}).",
-    ]
-    if args.relay == "nodelay":
-        lines.append(
-            "- The harness's `TlsRelay` (socat without `nodelay`) adds Nagle delays to both "
-            "callees: with `--relay harness` (2026-11-28, 3 s steps) INVITE->200 was p50 "
-            "8-20 ms, p99 48-64 ms at 50 and 100 cps for voiptwisted and the SIPp baseline alike."
-        )
-    mine_fail = next((s for s in steps if s.target == "voiptwisted" and not s.ok), None)
-    floor_fail = next((s for s in steps if s.target == "baseline" and not s.ok), None)
+    if transport == "tls":
+        at100 = next((s for s in steps if s.target == mine_name and s.rate == 100), None)
+        p99_ok = at100 is not None and at100.ok and at100.p99_ms < TARGET_P99_MS
+        lines += [
+            "",
+            f"Target >= {TARGET_CPS} cps sustained on one core: {ours} cps "
+            f"({'met' if ours >= TARGET_CPS else 'NOT met'}); target p99 INVITE->200 < "
+            f"{TARGET_P99_MS:.0f} ms at 100 cps: "
+            + (f"{at100.p99_ms:.0f} ms" if at100 is not None else "not measured")
+            + f" ({'met' if p99_ok else 'NOT met'}).",
+        ]
+        if args.relay == "nodelay":
+            lines.append(
+                "- The harness's `TlsRelay` (socat without `nodelay`) adds Nagle delays to both "
+                "callees: with `--relay harness` (2026-11-28, 3 s steps) INVITE->200 was p50 "
+                "8-20 ms, p99 48-64 ms at 50 and 100 cps for voiptwisted and the SIPp baseline "
+                "alike."
+            )
+    mine_fail = next((s for s in steps if s.target == mine_name and not s.ok), None)
+    floor_fail = next((s for s in steps if s.target == base_name and not s.ok), None)
     if (
         mine_fail is not None
         and floor_fail is not None
@@ -799,14 +861,43 @@ def render(bench: Bench, info: dict[str, str]) -> str:
             f"{mine_fail.ua_cpu_per_call_us * mine_fail.answered_rate / 1e4:.0f} % of its core "
             "there."
         )
-    failures = [s for s in steps if not s.ok]
-    if failures:
-        lines += ["", "Failed steps (what SIPp, our UA and Kamailio said):", ""]
-        for s in failures:
-            lines.append(f"- {s.target} at {s.rate} cps: cause: {failure_cause(s)}")
-            for problem in s.problems:
-                lines.append(f"  - `{problem.replace('`', chr(39))}`")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def cpu_per_call(steps: list[Step], target: str) -> float | None:
+    """Mean callee CPU per call over the passing steps of *target*, or None."""
+    passing = [s for s in steps if s.target == target and s.ok and s.successful]
+    if not passing:
+        return None
+    return sum(s.ua_cpu_per_call_us for s in passing) / len(passing)
+
+
+def udp_verdict(bench: Bench) -> list[str]:
+    """Issue 10's UDP targets: >= 800 cps sustained, CPU per call no more than over TLS."""
+    if "udp" not in bench.transports:
+        return []
+    ours = best_sustained(bench.steps, "voiptwisted/udp")
+    udp = cpu_per_call(bench.steps, "voiptwisted/udp")
+    tls = cpu_per_call(bench.steps, "voiptwisted/tls")
+    line = (
+        f"Target over UDP >= {TARGET_UDP_CPS} cps sustained: {ours} cps "
+        f"({'met' if ours >= TARGET_UDP_CPS else 'NOT met'})"
+    )
+    if udp is not None and tls is not None:
+        line += (
+            f"; CPU per call UDP {udp:.0f} µs vs TLS {tls:.0f} µs "
+            f"({'met' if udp <= tls else 'NOT met'}: no more than over TLS)"
+        )
+    return ["", line + "."]
+
+
+def transports(text: str) -> list[str]:
+    """The ``--transport`` list: ``udp``, ``tls`` or both, comma-separated, in that order."""
+    chosen = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in ("udp", "tls")]
+    if unknown or not chosen:
+        raise ValueError(f"--transport takes udp and/or tls, not {text!r}")
+    return list(dict.fromkeys(chosen))
 
 
 def failure_cause(step: Step) -> str:
@@ -851,6 +942,11 @@ def main() -> None:
     parser.add_argument("--ua-cpu", type=int, default=1, help="core for our UA")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(
+        "--transport",
+        default="udp,tls",
+        help="transports to measure, comma-separated: udp, tls (default both, same run)",
+    )
+    parser.add_argument(
         "--relay",
         choices=("harness", "nodelay"),
         default="nodelay",
@@ -864,6 +960,10 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    try:
+        transports(args.transport)
+    except ValueError as e:
+        parser.error(str(e))
     cores = sorted(os.sched_getaffinity(0))
     if args.ua_cpu not in cores:
         parser.error(f"--ua-cpu {args.ua_cpu} not in {cores}")

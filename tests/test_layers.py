@@ -54,6 +54,7 @@ LAYERS: dict[str, int] = {
     "voiptwisted.rtp.latch": 1,
     # Twisted adapters: sockets, TLS, DNS
     "voiptwisted.sip.protocol": 2,
+    "voiptwisted.sip.datagram": 2,
     "voiptwisted.sip.connect": 2,
     "voiptwisted.sip.locate": 2,
     "voiptwisted.rtp.protocol": 2,

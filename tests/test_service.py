@@ -173,6 +173,37 @@ class ListenerTests(ServiceTestCase):
         self.assertEqual(self.reactor.sslServers, [])
         self.assertFalse((self.state / "embedded-tls.pem").exists())
 
+    def test_listen_udp_answers_calls(self) -> None:
+        """--listen udp:PORT:interface=... binds SIP over UDP (RFC 3261 §18) with
+        reactor.listenUDP, reading datagrams up to 65,535 octets; a call to it is answered
+        over UDP, the 200 going back to the caller's source address (RFC 3581)."""
+        from tests.sip.test_datagram import FakeDatagramTransport
+        from voiptwisted.sip.datagram import READ_SIZE, SIPDatagramProtocol
+
+        bound: list[tuple[int, Any, str, int]] = []
+
+        def listenUDP(port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+                      ) -> Any:
+            bound.append((port, protocol, interface, maxPacketSize))
+            return FakeDatagramTransport()
+
+        self.reactor.listenUDP = listenUDP  # type: ignore[attr-defined]
+        service = self.service(listen="udp:5060:interface=127.0.0.1")
+        service.startService()
+        [(port, protocol, interface, size)] = bound
+        self.assertEqual((port, interface, size), (5060, "127.0.0.1", READ_SIZE))
+        self.assertIsInstance(protocol, SIPDatagramProtocol)
+        self.assertEqual(service.call_uri(), "sip:echo@127.0.0.1:5060;transport=udp")
+        protocol.core.media_class = FakeMedia
+        transport = FakeDatagramTransport("127.0.0.1", 5060)
+        protocol.makeConnection(transport)
+        data = invite("udp-call@test", "z9hG4bKudp1").replace(b"SIP/2.0/TLS", b"SIP/2.0/UDP")
+        protocol.datagramReceived(data, ("127.0.0.1", 5099))
+        answers = [(Message.parse(d), addr) for d, addr in transport.written]
+        self.assertEqual([m.status_code for m, _ in answers][-1], 200)
+        self.assertEqual({addr for _, addr in answers}, {("127.0.0.1", 5099)})
+        self.assertEqual(service.active_call_count(), 1)
+
     def test_listen_description(self) -> None:
         pem = pathlib.Path("/x:y/key.pem")
         self.assertEqual(listen_description("tcp:5060", lambda: pem), "tcp:5060")

@@ -245,8 +245,20 @@ class ListenOptionTests(unittest.SynchronousTestCase):
         self.assertUsage("/nonexistent/key.pem", "--listen", missing_key)
         self.assertUsage("--listen 'bogus:1'", "--listen", "tcp:5060", "--listen", "bogus:1")
 
+    def test_udp_values_checked(self) -> None:
+        """--listen udp:PORT[:interface=IP] (SIP over UDP) is accepted; a bad port, an
+        unknown argument or a non-IP interface is a usage error."""
+        config = parse(
+            "--state-dir", str(self.state),
+            "--listen", "udp:5060", "--listen", "udp:5062:interface=127.0.0.1",
+        ).config
+        self.assertEqual(config.listen, ("udp:5060", "udp:5062:interface=127.0.0.1"))
+        self.assertUsage("--listen 'udp:fivethousand'", "--listen", "udp:fivethousand")
+        self.assertUsage("--listen 'udp:5060:colour=blue'", "--listen", "udp:5060:colour=blue")
+        self.assertUsage("interface must be an IP", "--listen", "udp:5060:interface=lo")
+
     def test_listed_in_help(self) -> None:
-        self.assertRegex(str(Options()), r"(?s)--listen=\s+Server endpoint.*?repeatable")
+        self.assertRegex(str(Options()), r"(?s)--listen=\s+Endpoint for direct calls.*?repeatable")
 
     def test_check_writes_nothing(self) -> None:
         """A TLS listen without a key is checked without creating the embedded certificate."""

@@ -18,6 +18,7 @@ Nothing is written to ``state_dir`` before the service starts.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import pathlib
 import uuid
@@ -232,6 +233,33 @@ def _split_description(description: str) -> list[str]:
     return fields
 
 
+def udp_description(description: str) -> tuple[int, str] | None:
+    """``(port, interface)`` of a ``udp:PORT[:interface=ADDRESS]`` listen description, None
+    for any other kind.  Raises ValueError naming what is wrong with a ``udp:`` one.
+
+    Twisted has no UDP server endpoint, so ``--listen udp:`` is parsed here and bound
+    with ``reactor.listenUDP`` (SIP over UDP, RFC 3261 §18).
+    """
+    kind, _, rest = description.partition(":")
+    if kind.lower() != "udp":
+        return None
+    fields = _split_description(rest)
+    port_text = fields[0]
+    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        raise ValueError(f"invalid UDP port {port_text[:20]!r}")
+    interface = ""
+    for field in fields[1:]:
+        name, sep, value = field.partition("=")
+        if name.lower() != "interface" or not sep:
+            raise ValueError(f"unknown UDP listen argument {field[:40]!r} (only interface=)")
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"interface must be an IP address, not {value[:60]!r}") from None
+        interface = value
+    return int(port_text), interface
+
+
 def check_listen_description(description: str) -> None:
     """Raise ``ValueError`` naming the problem if *description* cannot be listened on.
 
@@ -244,6 +272,8 @@ def check_listen_description(description: str) -> None:
     """
     from twisted.internet import endpoints
 
+    if udp_description(description) is not None:
+        return
     kind, _, rest = description.partition(":")
     if kind.lower() in ("tls", "ssl") and "privatekey=" not in rest.lower():
         fields = [
@@ -321,6 +351,14 @@ class _Listener(Service):
         self._outcome = _PENDING
         self._retry = False
         try:
+            udp = udp_description(self.description)
+        except ValueError as e:
+            self._done(Failure(ListenFailed(self.address, f"bad listen description: {e}")))
+            return
+        if udp is not None:
+            self._listen_udp(*udp)
+            return
+        try:
             description = listen_description(self.description, self.pem)
             endpoint = endpoints.serverFromString(self.reactor, description)
         except OSError as e:
@@ -333,6 +371,22 @@ class _Listener(Service):
         d.addCallbacks(
             self._done, lambda f: self._done(Failure(ListenFailed(self.address, _why(f))))
         )
+
+    def _listen_udp(self, port: int, interface: str) -> None:
+        """Bind SIP over UDP: one datagram protocol (one core) for the socket."""
+        from twisted.internet.error import CannotListenError
+
+        from voiptwisted.sip.datagram import READ_SIZE
+
+        protocol = self.factory.build_datagram_protocol()
+        try:
+            listening = self.reactor.listenUDP(
+                port, protocol, interface=interface, maxPacketSize=READ_SIZE
+            )
+        except CannotListenError as e:
+            self._done(Failure(ListenFailed(self.address, _why(Failure(e)))))
+            return
+        self._done(listening)
 
     def _done(self, result: Any) -> None:
         if self._outcome is not _PENDING:  # stopped before the endpoint answered
@@ -685,7 +739,7 @@ class VoIPService(MultiService):
         port = rest.split(":", 1)[0]
         if not port.isdigit():
             return None
-        transport = "tls" if kind.lower() in ("ssl", "tls") else "tcp"
+        transport = {"ssl": "tls", "tls": "tls", "udp": "udp"}.get(kind.lower(), "tcp")
         user = self.config.aor.user if self.config.aor is not None else "echo"
         return f"sip:{user}@127.0.0.1:{port};transport={transport}"
 
@@ -1056,5 +1110,13 @@ class _TrackingFactory(SIPServerFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
+        self._track(protocol)
+        return protocol
+
+    def build_datagram_protocol(self) -> Any:
+        """The SIP-over-UDP protocol of a ``udp:`` listener, with the same settings."""
+        from voiptwisted.sip.datagram import SIPDatagramProtocol
+
+        protocol = SIPDatagramProtocol(**self.kwargs)
         self._track(protocol)
         return protocol

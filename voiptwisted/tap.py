@@ -228,7 +228,7 @@ class Options(usage.Options):
         self["auth-realm"].append(realm)
 
     def opt_listen(self, description: str) -> None:
-        """Server endpoint for direct calls (tcp:5060, tls:5061 self-signed); repeatable."""
+        """Endpoint for direct calls (tcp:5060, udp:5060, tls:5061 self-signed); repeatable."""
         # Checked here, bound at start; tls: without privateKey= uses the embedded certificate.
         try:
             check_listen_description(description)

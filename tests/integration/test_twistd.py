@@ -260,6 +260,37 @@ class TwistdTests(SynchronousTestCase):
         )
         self.hear_echo(ua, uri)
 
+    def test_listen_udp_sipp_calls_in(self) -> None:
+        """--listen udp:PORT:interface=127.0.0.1 (RFC 3261 §18): SIPp calls straight in over
+        UDP, twice; both calls are answered and end with BYE."""
+        port = peers.free_port("udp")
+        process = self.voip("--listen", f"udp:{port}:interface=127.0.0.1")
+        uri = process.wait_for_log(r"answering calls with EchoDialog on (\S+)").group(1)
+        self.assertEqual(uri, f"sip:echo@127.0.0.1:{port};transport=udp")
+        sipp = Sipp(
+            "uac_call", ("127.0.0.1", port), transport="u1", service="echo",
+            calls=2, rate=10, duration_ms=500, timeout=30, tmpdir=self.dir / "sipp-udp",
+        )  # fmt: skip
+        self.addCleanup(sipp.cleanup)
+        result = sipp.run(timeout=40)
+        self.assertEqual((result.successful, result.failed), (2, 0), result.errors)
+
+    def test_register_over_udp_baresip_hears_echo(self) -> None:
+        """--aor 'sip:alice@kamailio;transport=udp': registered over UDP, baresip (over UDP)
+        calls alice through Kamailio and hears its echo; SIGTERM un-registers."""
+        kam = self.kamailio()
+        host, port = kam.address("udp")
+        process = self.registered_voip(kam, aor=f"sip:alice@{host}:{port};transport=udp")
+        [binding] = kam.bindings("alice")
+        self.assertIn("transport=udp", binding.contact)
+        ua = self.baresip(kam.baresip_account("bob", transport="udp"),
+                          audio_source_wav=self.speech)
+        ua.wait_registered()
+        self.hear_echo(ua, kam.uri("alice", "udp"))
+        clean, _ = process.terminate()
+        self.assertTrue(clean, process.log)
+        self.assertEqual(kam.bindings("alice"), [])
+
     def test_max_calls_486(self) -> None:
         """--max-calls 1: a second simultaneous call gets 486 Busy Here (RFC 3261 §21.4.24)."""
         port = peers.free_port()

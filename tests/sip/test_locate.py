@@ -161,6 +161,25 @@ class LocatorTests(SynchronousTestCase):
         self.assertEqual(resolver.queries[0][0], "_sip._tcp.voip.test")
         self.assertEqual(fallback, [("voip.test", 5060)])
 
+    def test_transport_udp_uses_sip_udp_service(self) -> None:
+        """RFC 3263 §4.2: ;transport=udp looks up _sip._udp, and falls back to port 5060."""
+        self.assertEqual(srv_name("voip.test", "UDP"), "_sip._udp.voip.test")
+        records = {"_sip._udp.voip.test": [srv(0, 0, 5090, SRV_TARGET)]}
+        found = self.successResultOf(
+            self.locate("sip:alice@voip.test;transport=udp", zone(records))
+        )
+        self.assertEqual(found, [(SRV_TARGET, 5090)])
+        resolver = RecordingResolver()
+        fallback = self.successResultOf(self.locate("sip:alice@voip.test;transport=udp", resolver))
+        self.assertEqual(resolver.queries[0][0], "_sip._udp.voip.test")
+        self.assertEqual(fallback, [("voip.test", 5060)])
+
+    def test_sips_with_transport_udp_stays_tls(self) -> None:
+        """RFC 3261 §26.2.2 / RFC 3263 §4.1: a sips: AOR is never downgraded to UDP."""
+        resolver = RecordingResolver()
+        self.successResultOf(self.locate("sips:alice@voip.test;transport=udp", resolver))
+        self.assertEqual(resolver.queries[0][0], "_sips._tcp.voip.test")
+
     def test_weights_use_the_injected_random_source(self) -> None:
         records = {
             "_sips._tcp.voip.test": [srv(10, 1, 5061, "one.voip.test"), srv(10, 3, 5061, "three")]

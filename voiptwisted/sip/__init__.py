@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "CallFailed": "voiptwisted.sip.dialog",
     "SessionInitiationProtocol": "voiptwisted.sip.protocol",
     "SIPClientFactory": "voiptwisted.sip.protocol",
+    "SIPDatagramProtocol": "voiptwisted.sip.datagram",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,6 +13,9 @@
   (1 s doubling to 60 s, with jitter); every new flow re-registers through the protocol's
   ``registration`` hook.
 * :func:`run` is the library entry point: connect, register, fire with the protocol.
+* ``sip:...;transport=udp`` registers over UDP instead (RFC 3261 §18):
+  :class:`SIPDatagramClientService` binds one socket with the datagram adapter
+  (:mod:`voiptwisted.sip.datagram`) and keeps it alive with RFC 5626 §4.4.2 STUN.
 
 Which name is verified: the AOR's host (a domain, or an IP literal checked against the
 certificate's IP SANs).  When the AOR carries ``;maddr=`` we connect there; if that maddr is a
@@ -36,7 +39,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -51,6 +54,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from voiptwisted.sip.datagram import DatagramKeepalive, SIPDatagramProtocol
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.keepalive import FlowKeepalive
 from voiptwisted.sip.locate import ServerLocator, dns_server_resolver, with_name_resolver
@@ -62,6 +66,7 @@ __all__ = [
     "RegistrationFailed",
     "SIPClientEndpoint",
     "SIPClientService",
+    "SIPDatagramClientService",
     "TLSVerificationFailed",
     "build_client",
     "client_endpoint",
@@ -682,6 +687,144 @@ class SIPClientService(Service):
         return ready
 
 
+class SIPDatagramClientService(Service):
+    """The running UA over UDP (``;transport=udp``): one socket, Registration, STUN keep-alive.
+
+    RFC 3263 finds the registrar (``_sip._udp`` SRV, port 5060); the first target's
+    address is the socket's :attr:`SIPDatagramProtocol.peer <voiptwisted.sip.datagram.
+    SIPDatagramProtocol.peer>`, the flow every request of ours goes to (RFC 5626: the
+    registrar or outbound proxy relays our calls).  The socket binds an ephemeral port on the
+    local address that routes to the registrar.  It offers what the service reads of a
+    :class:`SIPClientService`: :meth:`start`, ``registration``, ``keepalive``,
+    ``client.whenConnected`` and ``endpoint.tried``.  Failover to a later target (RFC 3263
+    §4.3) is not done over UDP yet: the first target is used.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        aor: SipURI,
+        resolver: Resolver,
+        build_protocol: Callable[[], Any],
+        registration: Registration,
+        keepalive: Any,
+    ) -> None:
+        self.reactor = reactor
+        self.aor = aor
+        self.resolver = resolver
+        self.registration = registration
+        self.keepalive = keepalive
+        self._build = build_protocol
+        self.port: Any = None
+        self.protocol: Any = None
+        #: The targets tried (``endpoint.tried`` of the stream service).
+        self.tried: list[str] = []
+        self.endpoint = self
+        self.client = self
+        self._bound: Deferred[Any] | None = None
+        self._stopping: Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        """Locate the registrar, bind the socket; the registration starts on it."""
+        super().startService()
+        self._stopping = None
+        self._bound = maybeDeferred(self.resolver, self.aor)
+        self._bound.addCallback(self._first_address)
+        self._bound.addCallback(self._bind)
+
+    def _first_address(self, targets: Sequence[tuple[str, int]]) -> Deferred[tuple[str, int]]:
+        if not targets:
+            raise ValueError(f"resolver returned no address for {self.aor.aor}")
+        host, port = targets[0]
+        self.tried = [f"{host}:{port}"]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return self.reactor.resolve(host).addCallback(  # type: ignore[no-any-return]
+                lambda ip: (ip, port)
+            )
+        return succeed((host, port))
+
+    def _bind(self, peer: tuple[str, int]) -> Any:
+        from voiptwisted.sip.datagram import READ_SIZE, routable_address
+
+        if not self.running:
+            return None
+        protocol = self._build()
+        protocol.peer = peer
+        protocol.registration = self.registration
+        protocol.keepalive = self.keepalive
+        protocol.service = self
+        self.protocol = protocol
+        self.port = self.reactor.listenUDP(
+            0, protocol, interface=routable_address(peer[0]), maxPacketSize=READ_SIZE
+        )
+        return protocol
+
+    def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[Any]:
+        """Fires with the protocol once the socket is bound (fails if the registrar cannot be
+        located): the ``ClientService`` call the service makes, for one UDP socket."""
+        if self._bound is None:
+            return fail(RuntimeError("not started"))
+        return _when_done_with(self._bound)
+
+    def stopService(self) -> Deferred[None]:
+        """Un-register (Expires: 0), then close the socket.  Idempotent."""
+        if self._stopping is not None:
+            return _when_done(self._stopping)
+        super().stopService()
+        d = self.registration.stop()
+        if self.keepalive is not None:
+            self.keepalive.stop()
+
+        def close(_: object) -> None:
+            port, self.port = self.port, None
+            if port is not None:
+                port.stopListening()
+
+        d.addCallback(close)
+        self._stopping = d
+        return _when_done(d)
+
+    def start(self) -> Deferred[Any]:
+        """Start and fire with the registered protocol; fail (and stop) if the registrar
+        cannot be located or refuses us."""
+        ready: Deferred[Any] = Deferred()
+        done: list[bool] = []
+
+        def succeed_once(protocol: Any) -> None:
+            if not done:
+                done.append(True)
+                ready.callback(protocol)
+
+        def fail_once(failure: Failure) -> None:
+            if done:
+                return
+            done.append(True)
+            self.stopService().addBoth(lambda _: ready.errback(failure))
+
+        self.registration.when_registered().addCallbacks(succeed_once, fail_once)
+        self.startService()
+        assert self._bound is not None
+        self._bound.addErrback(fail_once)
+        return ready
+
+
+def _when_done_with(d: Deferred[Any]) -> Deferred[Any]:
+    """A new Deferred with ``d``'s result, leaving ``d``'s chain intact."""
+    waiter: Deferred[Any] = Deferred()
+
+    def relay(result: object) -> object:
+        if isinstance(result, Failure):
+            waiter.errback(result)
+            return None
+        waiter.callback(result)
+        return result
+
+    d.addBoth(relay)
+    return waiter
+
+
 def build_client(
     aor: SipURI,
     *,
@@ -734,9 +877,17 @@ def build_client(
     )
 
     instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
-    endpoint = client_endpoint(
-        reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver, dns_server=dns_server
-    )
+    udp = aor.transport == "UDP"
+    if udp:
+        if resolver is None:
+            resolver = ServerLocator(
+                dns_server_resolver(dns_server, reactor) if dns_server is not None else None
+            )
+    else:
+        endpoint = client_endpoint(
+            reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver,
+            dns_server=dns_server,
+        )
     credentials = None
     if password is not None or realm_credentials:
         # One object for the registration and every flow's dialogs: the registrar's
@@ -755,7 +906,13 @@ def build_client(
         instance_id=instance,
         credentials=credentials,
     )
-    flow_keepalive = FlowKeepalive(clock=reactor, interval=keepalive) if keepalive else None
+    flow_keepalive: Any = None
+    if keepalive:
+        flow_keepalive = (
+            DatagramKeepalive(reactor, interval=keepalive)
+            if udp
+            else FlowKeepalive(clock=reactor, interval=keepalive)
+        )
 
     def build() -> Any:
         kwargs: dict[str, Any] = {
@@ -770,11 +927,17 @@ def build_client(
             kwargs["media_config"] = media_config
         if keepalive:
             kwargs["keepalive_interval"] = keepalive
-        protocol = SessionInitiationProtocol(**kwargs, **(protocol_kwargs or {}))
+        cls = SIPDatagramProtocol if udp else SessionInitiationProtocol
+        protocol = cls(**kwargs, **(protocol_kwargs or {}))
         if on_protocol is not None:
             on_protocol(protocol)
         return protocol
 
+    if udp:
+        assert resolver is not None
+        return SIPDatagramClientService(
+            reactor, aor, resolver, build, registration, flow_keepalive
+        )
     return SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
 
 

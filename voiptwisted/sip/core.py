@@ -168,6 +168,9 @@ class UserAgentCore:
     #: Calls one core may hold, whatever ``max_calls`` says: an INVITE flood gets 503
     #: instead of growing the dialog and transaction tables without bound.
     dialog_limit: int = 1000
+    #: False for a datagram adapter (UDP): transactions then retransmit and linger
+    #: (RFC 3261 §17), Via and Contact name UDP.
+    reliable: bool = True
 
     def __init__(
         self,
@@ -331,7 +334,7 @@ class UserAgentCore:
         )
         if self.aor.scheme == "sips" or sips:
             return f"<sips:{where};ob>"
-        transport = "tls" if self.is_secure else "tcp"
+        transport = "udp" if not self.reliable else "tls" if self.is_secure else "tcp"
         return f"<sip:{where};transport={transport};ob>"
 
     @property
@@ -343,7 +346,7 @@ class UserAgentCore:
         """A Via for a new request: sent-by, fresh branch, rport (RFC 3261 §8.1.1.7, RFC 3581)."""
         address = self.local_address
         hostport = str(address) if address is not None else "invalid"
-        transport = "TLS" if self.is_secure else "TCP"
+        transport = "UDP" if not self.reliable else "TLS" if self.is_secure else "TCP"
         return f"SIP/2.0/{transport} {hostport};branch=z9hG4bK{secrets.token_hex(12)};rport"
 
     def _prepare(self, request: Request, new_branch: bool) -> None:
@@ -385,6 +388,7 @@ class UserAgentCore:
             timers=self.timers,
             on_terminated=self.transactions.remove,
             on_provisional=on_provisional,
+            reliable=self.reliable,
         )
         if not self.is_connected:
             transaction.abort(ConnectionDone("SIP flow is not connected"))
@@ -647,6 +651,7 @@ class UserAgentCore:
             send=send,
             timers=self.timers,
             on_terminated=self.transactions.remove,
+            reliable=self.reliable,
         )
         self.transactions.add(tx)
         return tx
@@ -690,7 +695,11 @@ class UserAgentCore:
     def _ack_received(self, ack: Request) -> None:
         """ACK: for a non-2xx it matches the INVITE transaction, for a 2xx the dialog (§17.2.3)."""
         tx = self.transactions.match_request(ack)
-        if isinstance(tx, ServerInviteTransaction) and tx.state is State.COMPLETED:
+        if isinstance(tx, ServerInviteTransaction) and tx.state in (
+            State.COMPLETED,
+            State.CONFIRMED,
+        ):
+            # Confirmed (UDP, Timer I): a retransmitted ACK is absorbed (§17.2.1).
             tx.ack_received(ack)
             return
         dialog = self.find_dialog(ack.call_id, ack.remote_tag, ack.local_tag)

@@ -10,15 +10,17 @@ RFC 3263 §4):
   A/AAAA records (§4.2);
 * a name without a port is looked up as SRV ``_sips._tcp.<name>`` for TLS (``sips:``, and
   ``sip:`` without ``transport`` here: a SIP URI reached over TLS uses the ``_sips`` service,
-  §4.2) or ``_sip._tcp.<name>`` for ``;transport=tcp``.  The targets are ordered by priority,
+  §4.2), ``_sip._tcp.<name>`` for ``;transport=tcp`` or ``_sip._udp.<name>`` (port 5060 by
+  default) for ``;transport=udp``.  The targets are ordered by priority,
   and within one priority by the weighted random selection of RFC 2782; at most
   :data:`MAX_TARGETS` are kept.  A single SRV record whose target is ``.`` means the service
   is not offered there (RFC 2782): :class:`ServiceNotOffered`.  No SRV records (NXDOMAIN or
   an empty answer) -- or a failed SRV lookup, logged in one line -- falls back to the name's
   A/AAAA records at the default port (§4.2).
 
-The transport is never chosen by NAPTR (RFC 3263 §4.1): this library keeps one TLS (or, when
-asked, TCP) flow, so the transport is always known before DNS is asked, and §4.1 allows
+The transport is never chosen by NAPTR (RFC 3263 §4.1): the AOR names it (TLS by default,
+``;transport=tcp`` or ``;transport=udp``; a ``sips:`` AOR is TLS whatever it says, never
+downgraded), so the transport is always known before DNS is asked, and §4.1 allows
 skipping NAPTR then.
 
 The TLS identity checked is *not* affected: every target is verified against the SIP domain
@@ -73,7 +75,7 @@ DNS_TIMEOUT = (1, 3)
 #: At most this many SRV targets are tried per connect (bounds a hostile or broken zone).
 MAX_TARGETS = 16
 
-_DEFAULT_PORTS = {"TLS": 5061, "TCP": 5060}
+_DEFAULT_PORTS = {"TLS": 5061, "TCP": 5060, "UDP": 5060}
 
 
 class ServiceNotOffered(Exception):
@@ -81,9 +83,11 @@ class ServiceNotOffered(Exception):
 
 
 def srv_name(host: str, transport: str) -> str:
-    """The SRV name to look up for ``host`` (RFC 3263 §4.2): ``_sips._tcp`` for TLS."""
+    """The SRV name to look up for ``host`` (RFC 3263 §4.2): ``_sips._tcp`` for TLS,
+    ``_sip._tcp`` for TCP, ``_sip._udp`` for UDP."""
     service = "_sips" if transport == "TLS" else "_sip"
-    return f"{service}._tcp.{host.rstrip('.')}"
+    protocol = "_udp" if transport == "UDP" else "_tcp"
+    return f"{service}.{protocol}.{host.rstrip('.')}"
 
 
 def order_srv_records(
@@ -318,7 +322,7 @@ class ServerLocator:
             return [(host, default_port)]
         usable = [record for record in records if _target_text(record)]
         if not usable:
-            kind = "SIP over TLS" if transport == "TLS" else "SIP over TCP"
+            kind = f"SIP over {transport}"
             raise ServiceNotOffered(
                 f"DNS SRV {name} says {kind} is not offered at {host} (target '.', RFC 2782)"
             )

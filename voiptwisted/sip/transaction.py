@@ -1,4 +1,4 @@
-"""SIP transactions over reliable transports (RFC 3261 §17).
+"""SIP transactions over reliable and unreliable transports (RFC 3261 §17).
 
 Four small state machines -- client INVITE, client non-INVITE, server INVITE
 and server non-INVITE -- that run their timers on an injected
@@ -6,13 +6,18 @@ and server non-INVITE -- that run their timers on an injected
 cancel every timer it owns) and write messages through a ``send`` callable.
 They do no I/O themselves.
 
-Only reliable transports (TLS, TCP) are handled, so the retransmission timers
+Each transaction knows whether its transport is reliable (``reliable=True``,
+the default: TLS, TCP).  Over a reliable transport the retransmission timers
 A, E and G are never armed and the "wait for retransmissions" timers D, I, J
 and K are zero (RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2): a
-transaction reaches Terminated as soon as it completes.  What remains are the
-safety timers: Timer B (INVITE client, 64*T1), Timer F (non-INVITE client,
-64*T1) and Timer H (INVITE server waiting for the ACK of a non-2xx final
-response, 64*T1).
+transaction reaches Terminated as soon as it completes.  Over UDP
+(``reliable=False``) the request is retransmitted by Timer A (INVITE, T1
+doubling) or Timer E (non-INVITE, T1 doubling up to T2), a non-2xx final
+response to an INVITE by Timer G (T1 doubling up to T2) until the ACK, and a
+completed transaction lingers to absorb retransmissions: Timer D = 32 s,
+I = T4, J = 64*T1, K = T4.  The safety timers run on both: Timer B (INVITE
+client, 64*T1), Timer F (non-INVITE client, 64*T1) and Timer H (INVITE server
+waiting for the ACK of a non-2xx final response, 64*T1).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "T1",
     "T2",
     "T4",
+    "TIMER_D",
     "ClientInviteTransaction",
     "ClientNonInviteTransaction",
     "ClientTransaction",
@@ -54,6 +60,9 @@ T1 = 0.5
 T2 = 4.0
 #: Maximum duration a message remains in the network (§17.1.2.2).
 T4 = 5.0
+
+#: Timer D for unreliable transports: at least 32 s of absorbing final responses (§17.1.1.2).
+TIMER_D = 32.0
 
 #: Magic cookie marking an RFC 3261 branch (§8.1.1.7).
 MAGIC_COOKIE = "z9hG4bK"
@@ -170,12 +179,18 @@ class Transaction:
         send: Callable[[Request | Response], None],
         timers: Timers,
         on_terminated: Callable[[Transaction], None] | None = None,
+        reliable: bool = True,
     ) -> None:
         self.request = request
         self._send = send
         self._timers = timers
         self._on_terminated = on_terminated
+        #: False over UDP: retransmission timers run and completion lingers (§17).
+        self.reliable = reliable
         self._timer: IDelayedCall | None = None
+        #: The retransmission timer (A, E or G), only over an unreliable transport.
+        self._retransmit_timer: IDelayedCall | None = None
+        self._retransmit_interval = T1
         self.state = self.initial_state
         #: The transaction user (the dialog) for server INVITE transactions.
         self.tu: Any = None
@@ -192,12 +207,46 @@ class Transaction:
         self._timers.cancel(self._timer)
         self._timer = self._timers.call_later(delay, function)
 
+    def _start_retransmitting(self, message: Request | Response, cap: float | None) -> None:
+        """Resend *message* at T1, 2*T1, 4*T1 ... (capped at *cap* when given) until
+        :meth:`_stop_retransmitting`; only over an unreliable transport (Timers A, E, G)."""
+        if self.reliable:
+            return
+        self._retransmit_interval = T1
+        self._retransmit_timer = self._timers.call_later(
+            T1, self._retransmit, message, cap
+        )
+
+    def _retransmit(self, message: Request | Response, cap: float | None) -> None:
+        self._retransmit_timer = None
+        if self.terminated:
+            return
+        self._send(message)
+        interval = self._retransmit_interval * 2
+        self._retransmit_interval = interval if cap is None else min(interval, cap)
+        self._retransmit_timer = self._timers.call_later(
+            self._retransmit_interval, self._retransmit, message, cap
+        )
+
+    def _stop_retransmitting(self) -> None:
+        self._timers.cancel(self._retransmit_timer)
+        self._retransmit_timer = None
+
+    def _linger(self, seconds: float) -> None:
+        """Stay in the current (Completed/Confirmed) state *seconds* to absorb
+        retransmissions, then terminate; at once over a reliable transport."""
+        if self.reliable or seconds <= 0:
+            self._terminate()
+        else:
+            self._arm(seconds, self._terminate)
+
     def _terminate(self) -> None:
         if self.state is State.TERMINATED:
             return
         self.state = State.TERMINATED
         self._timers.cancel(self._timer)
         self._timer = None
+        self._stop_retransmitting()
         if self._on_terminated is not None:
             self._on_terminated(self)
 
@@ -236,8 +285,11 @@ class ClientTransaction(Transaction):
         timers: Timers,
         on_terminated: Callable[[Transaction], None] | None = None,
         on_provisional: Callable[[Response], None] | None = None,
+        reliable: bool = True,
     ) -> None:
-        super().__init__(request, send=send, timers=timers, on_terminated=on_terminated)
+        super().__init__(
+            request, send=send, timers=timers, on_terminated=on_terminated, reliable=reliable
+        )
         self._on_provisional = on_provisional
         self.deferred: Deferred[Response] = Deferred()
         self.last_response: Response | None = None
@@ -246,10 +298,15 @@ class ClientTransaction(Transaction):
     def key(self) -> tuple[str, str]:
         return client_key(self.request)
 
+    #: The cap of the request's retransmission interval: T2 for Timer E, none for Timer A.
+    retransmit_cap: float | None = T2
+
     def start(self) -> Deferred[Response]:
-        """Send the request and arm the timeout timer (64*T1)."""
+        """Send the request and arm the timeout timer (64*T1) and, over an unreliable
+        transport, the retransmission timer (A or E, RFC 3261 §17.1.1.2, §17.1.2.2)."""
         self._send(self.request)
         self._arm(64 * T1, self._timed_out)
+        self._start_retransmitting(self.request, self.retransmit_cap)
         return self.deferred
 
     def _timed_out(self) -> None:
@@ -261,6 +318,19 @@ class ClientTransaction(Transaction):
 
     def _finish(self, result: Response | Failure) -> None:
         self._terminate()
+        self._fire(result)
+
+    def _complete(self, response: Response, linger: float) -> None:
+        """A final response: Completed, the Deferred fires, the transaction lingers
+        *linger* seconds (Timer D or K; zero over a reliable transport)."""
+        self.state = State.COMPLETED
+        self._stop_retransmitting()
+        self._timers.cancel(self._timer)
+        self._timer = None
+        self._linger(linger)
+        self._fire(response)
+
+    def _fire(self, result: Response | Failure) -> None:
         if not self.deferred.called:
             if isinstance(result, Failure):
                 self.deferred.errback(result)
@@ -282,25 +352,35 @@ class ClientTransaction(Transaction):
 
 
 class ClientInviteTransaction(ClientTransaction):
-    """INVITE client transaction over a reliable transport (RFC 3261 §17.1.1).
+    """INVITE client transaction (RFC 3261 §17.1.1).
 
     Calling --1xx--> Proceeding; 2xx --> Terminated (the TU sends the ACK,
     §13.2.2.4); 300-699 --> the transaction sends the ACK on the INVITE's
-    branch (§17.1.1.3) and, with Timer D = 0, terminates.  Timer B (64*T1)
-    runs only in Calling (§17.1.1.2); once a provisional has arrived the
-    transaction waits for the final response unless a CANCEL was sent
-    (§9.1: then it gives up after another 64*T1).
+    branch (§17.1.1.3) and goes to Completed for Timer D (32 s over UDP, 0
+    over a reliable transport), resending that ACK for every retransmission
+    of the final response.  Timer B (64*T1) runs only in Calling
+    (§17.1.1.2); once a provisional has arrived the transaction waits for the
+    final response unless a CANCEL was sent (§9.1: then it gives up after
+    another 64*T1).  Over UDP Timer A retransmits the INVITE in Calling at
+    T1, 2*T1, 4*T1 ... (no cap, §17.1.1.2).
     """
 
     timeout_timer = "B"
     initial_state = State.CALLING
+    retransmit_cap = None
 
     def response_received(self, response: Response) -> None:
         if self.terminated:
             return
+        if self.state is State.COMPLETED:
+            # A retransmitted final response: the ACK again (§17.1.1.2).
+            if response.status_code >= 300 and self._ack is not None:
+                self._send(self._ack)
+            return
         self.last_response = response
         code = response.status_code
         if code < 200:
+            self._stop_retransmitting()
             if self.state is State.CALLING:
                 self.state = State.PROCEEDING
                 self._timers.cancel(self._timer)
@@ -309,8 +389,11 @@ class ClientInviteTransaction(ClientTransaction):
         elif code < 300:
             self._finish(response)
         else:
-            self._send(self.build_ack(response))
-            self._finish(response)
+            self._ack = self.build_ack(response)
+            self._send(self._ack)
+            self._complete(response, TIMER_D)
+
+    _ack: Request | None = None
 
     def cancel_sent(self) -> None:
         """A CANCEL went out for this INVITE: stop waiting after 64*T1 (RFC 3261 §9.1)."""
@@ -339,25 +422,30 @@ class ClientInviteTransaction(ClientTransaction):
 
 
 class ClientNonInviteTransaction(ClientTransaction):
-    """Non-INVITE client transaction over a reliable transport (RFC 3261 §17.1.2).
+    """Non-INVITE client transaction (RFC 3261 §17.1.2).
 
-    Trying --1xx--> Proceeding --final--> Completed, and with Timer K = 0 at
-    once Terminated.  Timer F (64*T1) runs in Trying and Proceeding.
+    Trying --1xx--> Proceeding --final--> Completed, then Terminated after
+    Timer K (T4 over UDP, 0 over a reliable transport), absorbing
+    retransmitted final responses.  Timer F (64*T1) runs in Trying and
+    Proceeding; over UDP Timer E retransmits the request at T1, 2*T1 ...
+    capped at T2, and at T2 once a provisional has arrived (§17.1.2.2).
     """
 
     timeout_timer = "F"
     initial_state = State.TRYING
 
     def response_received(self, response: Response) -> None:
-        if self.terminated:
+        if self.terminated or self.state is State.COMPLETED:
             return
         self.last_response = response
         if response.status_code < 200:
+            if self.state is State.TRYING and self._retransmit_timer is not None:
+                # §17.1.2.2: in Proceeding the request is resent every T2.
+                self._retransmit_interval = T2 / 2
             self.state = State.PROCEEDING
             self._provisional(response)
         else:
-            self.state = State.COMPLETED
-            self._finish(response)
+            self._complete(response, T4)
 
 
 class ServerTransaction(Transaction):
@@ -386,13 +474,15 @@ class ServerTransaction(Transaction):
 
 
 class ServerInviteTransaction(ServerTransaction):
-    """INVITE server transaction over a reliable transport (RFC 3261 §17.2.1).
+    """INVITE server transaction (RFC 3261 §17.2.1).
 
     :meth:`start` sends 100 Trying at once (the RFC allows waiting 200 ms for
     a provisional from the TU; sending it immediately is always correct and
     needs no timer).  Proceeding --2xx--> Terminated (the dialog retransmits
     the 2xx, §13.3.1.4); --300-699--> Completed, Timer H (64*T1) waits for the
-    ACK; the ACK --> Confirmed and, with Timer I = 0, Terminated.
+    ACK and, over UDP, Timer G resends the response at T1, 2*T1 ... capped at
+    T2; the ACK --> Confirmed, where Timer I (T4 over UDP, 0 over a reliable
+    transport) absorbs retransmitted ACKs, then Terminated.
     *on_ack_timeout* is called if Timer H fires.
     """
 
@@ -432,13 +522,23 @@ class ServerInviteTransaction(ServerTransaction):
         elif code >= 300:
             self.state = State.COMPLETED
             self._arm(64 * T1, self._timer_h)
+            self._start_retransmitting(response, T2)
         return True
 
+    def request_received(self, request: Request) -> None:
+        """A retransmitted INVITE: the last response again, except once Confirmed (§17.2.1)."""
+        if self.state is not State.CONFIRMED:
+            super().request_received(request)
+
     def ack_received(self, ack: Request) -> None:
-        """The ACK for our non-2xx final response (§17.2.1): Confirmed, then (Timer I = 0) done."""
+        """The ACK for our non-2xx final response (§17.2.1): Confirmed, then Terminated
+        after Timer I (T4 over UDP, absorbing ACK retransmissions; 0 when reliable)."""
         if self.state is State.COMPLETED:
             self.state = State.CONFIRMED
-            self._terminate()
+            self._stop_retransmitting()
+            self._timers.cancel(self._timer)
+            self._timer = None
+            self._linger(T4)
 
     def _timer_h(self) -> None:
         self._timer = None
@@ -449,11 +549,11 @@ class ServerInviteTransaction(ServerTransaction):
 
 
 class ServerNonInviteTransaction(ServerTransaction):
-    """Non-INVITE server transaction over a reliable transport (RFC 3261 §17.2.2).
+    """Non-INVITE server transaction (RFC 3261 §17.2.2).
 
-    Trying --1xx--> Proceeding --final--> Completed, and with Timer J = 0 at
-    once Terminated.  A retransmitted request in Proceeding gets the last
-    provisional response again.
+    Trying --1xx--> Proceeding --final--> Completed, then Terminated after
+    Timer J (64*T1 over UDP, 0 over a reliable transport).  A retransmitted
+    request in Proceeding or Completed gets the last response again.
     """
 
     initial_state = State.TRYING
@@ -468,7 +568,7 @@ class ServerNonInviteTransaction(ServerTransaction):
             self.state = State.PROCEEDING
         else:
             self.state = State.COMPLETED
-            self._terminate()
+            self._linger(64 * T1)
         return True
 
 

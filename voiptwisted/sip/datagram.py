@@ -1,0 +1,589 @@
+"""``SIPDatagramProtocol``: SIP over UDP (RFC 3261 §18) on the sans-I/O core.
+
+One bound UDP socket, one :class:`~voiptwisted.sip.core.UserAgentCore` with
+``reliable = False`` (so its transactions retransmit and linger, RFC 3261
+§17), many peers.  The adapter:
+
+* bounds datagrams: anything over 65,535 octets is dropped; a message whose
+  Content-Length is larger than the datagram's body does not parse and is
+  dropped, or answered 400 when it is a request whose headers can be read
+  (§18.3); octets beyond Content-Length are discarded;
+* stamps the top Via of each request with ``received`` (the source address,
+  when it differs from sent-by, §18.2.1) and, when the request asked for it,
+  ``rport`` (RFC 3581 §4: then ``received`` is always added);
+* sends responses to the top Via's ``received`` (else sent-by) address, at the
+  ``rport`` port when there is one, else the sent-by port or 5060 (§18.2.2,
+  RFC 3581 §4);
+* sends requests the core hands out without a destination to :attr:`peer`
+  (the registrar or outbound proxy of a registered flow, RFC 5626) or, with no
+  peer, to the top Route or the Request-URI (§8.1.2; a host name is resolved
+  with the reactor's resolver, port 5060 by default);
+* passes STUN datagrams to the ``keepalive`` hook (RFC 5626 §4.4.2) and drops
+  bare CRLF keepalives.
+
+Requests over 1300 octets should go over a congestion-controlled transport
+(§18.1.1); this adapter has no TCP fallback yet and sends them anyway with a
+warning.
+
+:class:`DatagramKeepalive` is the RFC 5626 §4.4.2 keep-alive of a UDP flow:
+a STUN Binding request to the registrar every ``interval`` seconds (the
+registrar's ``Flow-Timer`` wins).  A missing answer fails the flow (it
+registers again) only when the registrar signalled outbound (``Require:
+outbound`` in the REGISTER 2xx, RFC 5626 §4.2.1); otherwise the requests keep
+the NAT binding open and the silence is logged once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import MessageLengthError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from voiptwisted.interfaces import IUserAgent
+from voiptwisted.rtp.stun import StunClient, StunError, StunTimeout, is_stun
+from voiptwisted.sip.core import UserAgentCore
+from voiptwisted.sip.dialog import Dialog
+from voiptwisted.sip.digest import Credentials
+from voiptwisted.sip.headers import SIPParseError
+from voiptwisted.sip.message import Message, Request, Response
+from voiptwisted.sip.protocol import default_media, redact
+from voiptwisted.sip.transaction import ClientTransaction, Timers
+from voiptwisted.sip.uri import NetworkAddress, SipURI
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "MTU_LIMIT",
+    "DatagramKeepalive",
+    "SIPDatagramProtocol",
+    "stamp_via",
+]
+
+log = Logger()
+
+#: RFC 3261 §18.3 / §18.1.1: the largest SIP message we accept over UDP.
+MAX_DATAGRAM = 65535
+#: RFC 3261 §18.1.1: requests larger than this belong on a congestion-controlled transport.
+MTU_LIMIT = 1300
+#: The receive buffer asked for (the kernel caps it at net.core.rmem_max): a burst of
+#: datagrams while the reactor is busy must not be dropped, since an ACK lost here is
+#: never retransmitted by its sender (RFC 3261 §17.1.1.3).
+RECEIVE_BUFFER = 4 * 1024 * 1024
+#: What the socket reads at most (one more than accepted, so an oversized datagram is seen).
+READ_SIZE = MAX_DATAGRAM + 1
+
+Address = tuple[str, int]
+
+#: Bind addresses that are no sent-by (a Via needs the address peers reach us at).
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def stamp_via(request: Request, source: Address) -> None:
+    """Add ``received`` and ``rport`` to *request*'s top Via (RFC 3261 §18.2.1, RFC 3581 §4).
+
+    ``received`` is the source IP when it differs from the sent-by host (a host
+    name always differs), and always when the request asked for ``rport``;
+    ``rport`` gets the source port.  Raises SIPParseError for a malformed Via.
+    """
+    top = request.top_via
+    host, port = source
+    wants_rport = top.rport is True
+    if not wants_rport and top.host.strip("[]") == host:
+        return
+    top.params["received"] = host
+    if wants_rport:
+        top.params["rport"] = str(port)
+    vias = request.headers.getlist("Via")
+    request.headers["Via"] = ", ".join([str(top), *vias[1:]])
+
+
+def response_target(response: Response, destination: Address | None) -> tuple[str, int]:
+    """Where a response goes over UDP (RFC 3261 §18.2.2, RFC 3581 §4).
+
+    The top Via's ``received`` (else *destination*'s host, the request's
+    source, else the sent-by host) at its ``rport`` (else *destination*'s port
+    when rport was asked for, else the sent-by port, else 5060).
+    """
+    via = response.top_via
+    host = via.received or (destination[0] if destination is not None else via.host)
+    rport = via.rport
+    if isinstance(rport, int) and rport is not True:
+        port = rport
+    elif rport is True and destination is not None:
+        port = destination[1]
+    else:
+        port = via.port or 5060
+    return host.strip("[]"), port
+
+
+def request_target(request: Request) -> tuple[str, int]:
+    """Where a request without a flow goes (RFC 3261 §8.1.2, §18.1.1): the top Route's
+    URI when there is one, else the Request-URI; its ``maddr`` or host, port 5060 unless
+    given."""
+    routes = request.headers.getlist("Route")
+    text = routes[0].strip() if routes else request.uri
+    if text.startswith("<"):
+        text = text[1 : text.index(">")]
+    uri = SipURI.parse(text)
+    target = uri.maddr
+    port = uri.port if uri.port_given else 5060
+    return str(target.host), port
+
+
+def routable_address(toward: str = "192.0.2.1") -> str:
+    """The local IPv4 address the system routes toward *toward* (no packet is sent:
+    a UDP socket is only connected), for a Via sent-by when bound to 0.0.0.0."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((toward, 9))
+        return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+
+
+@implementer(IUserAgent)
+class SIPDatagramProtocol(DatagramProtocol):
+    """A SIP user agent on one UDP socket (RFC 3261 §18): see the module docstring.
+
+    The arguments are those of :class:`~voiptwisted.sip.protocol.SessionInitiationProtocol`
+    (the same core does the work), plus *peer*: the ``(ip, port)`` requests without a
+    destination go to (a registered flow's registrar), None for a listener.  Inbound
+    dialogs get the core itself as their ``sip``; the protocol provides
+    :class:`~voiptwisted.interfaces.IUserAgent` too, reading what it does not define from
+    its core, so ``Dialog(sip=protocol)`` places calls over it.
+
+    Hooks set by the client service: ``registration`` and ``keepalive``
+    (``connection_made(self)`` / ``connection_lost(self, reason)``).
+    """
+
+    registration: Any = None
+    keepalive: Any = None
+    #: Live transactions beyond which a new request is dropped: over UDP every request,
+    #: spoofed or not, holds a server transaction for up to 64*T1 (Timer J), so a flood
+    #: must not grow the table without bound.  Retransmissions of known ones still match.
+    max_transactions: int = 10000
+
+    def __init__(
+        self,
+        *,
+        aor: SipURI | str,
+        dialog_class: type[Dialog] | None = None,
+        media_config: Any = None,
+        clock: IReactorTime | None = None,
+        instance_id: str | None = None,
+        credentials: Credentials | tuple[str, str] | None = None,
+        max_calls: int | None = None,
+        outbound_proxy: str | None = None,
+        trace: bool = False,
+        media_class: Any = None,
+        peer: Address | None = None,
+        resolve: Callable[[str], Deferred[str]] | None = None,
+        keepalive_interval: float = 30.0,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.core = UserAgentCore(
+            aor=aor,
+            send=self._write,
+            clock=clock,
+            dialog_class=dialog_class,
+            media_class=media_class,
+            media_config=media_config,
+            media_defaults=default_media,
+            credentials=credentials,
+            max_calls=max_calls,
+            outbound_proxy=outbound_proxy,
+        )
+        self.core.reliable = False
+        self.instance_id = instance_id
+        self.trace = trace
+        self.peer = peer
+        self.keepalive_interval = float(keepalive_interval)
+        self._resolve = resolve
+        self.transport: Any = None
+        #: Datagrams dropped (oversized, unparseable responses), for tests and monitoring.
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        return f"<SIPDatagramProtocol aor={self.core.aor!s} dialogs={self.dialog_count}>"
+
+    # -- what the service, the registration and tests read ---------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """IUserAgent's other attributes and methods (``media_config``, ``send_message``,
+        ``register_dialog`` ...) are the core's."""
+        if name.startswith("__") or name == "core":
+            raise AttributeError(name)
+        return getattr(self.core, name)
+
+    @property
+    def aor(self) -> SipURI:
+        return self.core.aor
+
+    @property
+    def timers(self) -> Timers:
+        return self.core.timers
+
+    @property
+    def dialogs(self) -> list[Dialog]:
+        return self.core.dialogs
+
+    @property
+    def dialog_count(self) -> int:
+        return self.core.dialog_count
+
+    @property
+    def transaction_count(self) -> int:
+        return self.core.transaction_count
+
+    @property
+    def pending_timer_count(self) -> int:
+        return self.core.pending_timer_count
+
+    @property
+    def is_connected(self) -> bool:
+        return self.transport is not None
+
+    @property
+    def local_address(self) -> NetworkAddress | None:
+        return self.core.local_address
+
+    @property
+    def contact(self) -> str:
+        """Our Contact (``;transport=udp``), see :meth:`UserAgentCore.contact_for`."""
+        return self.core.contact
+
+    @property
+    def public_address(self) -> NetworkAddress | None:
+        """Our address as the registrar saw it (RFC 3581), or None."""
+        return self.core.public_address
+
+    @public_address.setter
+    def public_address(self, value: NetworkAddress | None) -> None:
+        self.core.public_address = value
+
+    def send_request(
+        self,
+        request: Request,
+        *,
+        provisional_callback: Callable[[Response], None] | None = None,
+        new_branch: bool = True,
+    ) -> Deferred[Response]:
+        """Send *request* in a client transaction of the core (retransmitted, §17.1)."""
+        return self.core.send_request(
+            request, provisional_callback=provisional_callback, new_branch=new_branch
+        )
+
+    def start_client_transaction(
+        self, request: Request, **kwargs: Any
+    ) -> ClientTransaction:
+        """Run a client transaction for *request* in the core and return it (§17.1)."""
+        return self.core.start_client_transaction(request, **kwargs)
+
+    # -- Twisted DatagramProtocol ----------------------------------------------------------
+
+    def startProtocol(self) -> None:
+        """The socket is bound: tell the core our sent-by, then start the hooks."""
+        host = self.transport.getHost()
+        address = host.host
+        if address in _WILDCARDS:
+            address = routable_address(self.peer[0] if self.peer else "192.0.2.1")
+        text = f"[{address}]" if ":" in address else address
+        self.core.connection_made(NetworkAddress.parse(f"{text}:{host.port}"), False)
+        handle = getattr(self.transport, "getHandle", None)
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        log.info("SIP over UDP on {host}:{port}", host=address, port=host.port)
+        for hook in (self.registration, self.keepalive):
+            if hook is not None:
+                hook.connection_made(self)
+
+    def stopProtocol(self) -> None:
+        """The socket is closed: fail pending transactions, stop the hooks."""
+        self.transport = None
+        self.core.connection_lost()
+        for hook in (self.keepalive, self.registration):
+            if hook is not None:
+                hook.connection_lost(self, None)
+
+    def close(self) -> None:
+        """Close the socket."""
+        if self.transport is not None:
+            self.transport.stopListening()
+
+    def flow_failed(self) -> None:
+        """The keep-alive says the flow to the registrar failed: register again on it
+        (RFC 5626 §4.4.2 / §4.5; over UDP the socket itself stays)."""
+        if self.registration is not None and self.transport is not None:
+            self.registration.connection_lost(self, None)
+            self.registration.connection_made(self)
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        """One datagram from *addr*: bound it, parse it, stamp the Via, feed the core."""
+        source = (str(addr[0]), int(addr[1]))
+        if len(data) > MAX_DATAGRAM:
+            self.dropped += 1
+            log.info("dropped a {n}-octet datagram from {host} (over 65,535, RFC 3261 §18.3)",
+                     n=len(data), host=source[0])
+            return
+        if is_stun(data):
+            if self.keepalive is not None and hasattr(self.keepalive, "stun_received"):
+                self.keepalive.stun_received(data, source)
+            return
+        if not data.strip(b"\r\n"):
+            return  # a CRLF keep-alive (RFC 5626 §3.5.1 style): nothing to answer over UDP
+        if self.trace:
+            log.info("received from {peer}:\n{text}", peer=source,
+                     text=redact(data).decode("utf-8", "replace"))
+        try:
+            message = Message.parse(data)
+            if isinstance(message, Request):
+                stamp_via(message, source)
+        except SIPParseError as exc:
+            # §18.3: a request with a Content-Length beyond the datagram (or any unparseable
+            # request) gets 400 when it can be answered; a response is dropped.
+            if not self.core.receive_unparseable(data, exc.status_code or 400, source):
+                self.dropped += 1
+                log.info("dropped unparseable datagram from {host}: {error}",
+                         host=source[0], error=exc)
+            return
+        if (
+            isinstance(message, Request)
+            and message.method != "ACK"
+            and self.core.transaction_count >= self.max_transactions
+            and self.core.transactions.match_request(message) is None
+        ):
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warn("dropping new requests: {n} transactions live (max_transactions)",
+                         n=self.core.transaction_count)
+            return
+        if (
+            isinstance(message, Response)
+            and self.keepalive is not None
+            and message.cseq[1] == "REGISTER"
+            and 200 <= message.status_code < 300
+            and hasattr(self.keepalive, "registered")
+        ):
+            self.keepalive.registered(message)
+        self.core.receive(message, source)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _write(self, message: Request | Response, destination: Any) -> None:
+        """Send what the core hands out (see the module docstring for where it goes)."""
+        if self.transport is None:
+            return
+        try:
+            if isinstance(message, Response):
+                try:
+                    target = response_target(message, destination)
+                except SIPParseError:
+                    if destination is None:
+                        raise
+                    # The answer to an unparseable request: back to its source (§18.2.2).
+                    target = (str(destination[0]), int(destination[1]))
+            elif destination is not None:
+                target = (str(destination[0]), int(destination[1]))
+            elif self.peer is not None:
+                target = self.peer
+            else:
+                target = request_target(message)
+        except (SIPParseError, ValueError) as exc:
+            log.warn("cannot send {message!r} over UDP: {error}", message=message, error=exc)
+            return
+        data = bytes(message)
+        if isinstance(message, Request) and len(data) > MTU_LIMIT:
+            log.warn(
+                "{method} of {n} octets sent over UDP: RFC 3261 §18.1.1 wants requests over "
+                "1300 octets on TCP, which this UDP flow cannot switch to",
+                method=message.method, n=len(data),
+            )
+        if self.trace:
+            log.info("sending to {peer}:\n{text}", peer=target,
+                     text=redact(data).decode("utf-8", "replace"))
+        self.write_to(data, target)
+
+    def write_to(self, data: bytes, target: Address) -> None:
+        """Send *data* to *target*; a host name is resolved first (the reactor's resolver)."""
+        host, port = target
+        if _is_ip(host):
+            if self.transport is not None:
+                try:
+                    self.transport.write(data, (host.strip("[]"), port))
+                except (OSError, MessageLengthError) as exc:
+                    # One unreachable or oversized send must not take down what called it
+                    # (a transaction timer, the core): the transaction's own timers decide.
+                    log.warn("UDP send to {host}:{port} failed: {error}", host=host, port=port,
+                             error=exc)
+            return
+        resolve = self._resolve
+        if resolve is None:
+            from twisted.internet import reactor
+
+            resolve = reactor.resolve  # type: ignore[attr-defined]
+        d = resolve(host)
+        d.addCallback(lambda ip: self.write_to(data, (ip, port)) if _is_ip(ip) else None)
+        d.addErrback(lambda f: log.warn("cannot resolve {host}: {error}", host=host,
+                                        error=f.getErrorMessage()))
+
+
+class DatagramKeepalive:
+    """RFC 5626 §4.4.2 STUN keep-alive for a UDP flow to its registrar.
+
+    Every ``interval`` seconds (80-100 % of it, randomised; the registrar's
+    ``Flow-Timer`` wins through :meth:`set_interval`) a STUN Binding request goes to the
+    protocol's ``peer``.  An unanswered request (``answer_timeout`` seconds) fails the
+    flow -- :meth:`SIPDatagramProtocol.flow_failed` registers again -- only when the
+    registrar signalled outbound (``Require: outbound`` in its REGISTER 2xx, RFC 5626
+    §4.2.1) or already answered a STUN request on this flow; otherwise the requests keep
+    the NAT binding open and the silence is logged once.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime | None = None,
+        interval: float = 30.0,
+        *,
+        answer_timeout: float = 10.0,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("keepalive interval must be positive")
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock: IReactorTime = clock
+        self.interval = float(interval)
+        self.answer_timeout = answer_timeout
+        self._jitter = jitter if jitter is not None else lambda: random.uniform(0.8, 1.0)
+        self.protocol: Any = None
+        self.outbound = False
+        self.answered = False
+        self.requests_sent = 0
+        self._silence_logged = False
+        self._mode_logged: bool | None = None
+        self._next: IDelayedCall | None = None
+        self._stun: StunClient | None = None
+        self._pending: Deferred[Any] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._next is not None or self._pending is not None
+
+    def connection_made(self, protocol: Any) -> None:
+        """Start keeping *protocol*'s flow alive."""
+        self.stop()
+        self.protocol = protocol
+        self.outbound = self.answered = False
+        self._stun = StunClient(
+            lambda data, addr: protocol.write_to(data, addr),
+            self.clock,
+            rto=0.5,
+            timeout=self.answer_timeout,
+        )
+        self._schedule()
+
+    def connection_lost(self, protocol: Any = None, reason: object = None) -> None:
+        if protocol is None or protocol is self.protocol:
+            self.stop()
+            self.protocol = None
+
+    def stop(self) -> None:
+        """Cancel the next request and any pending one; idempotent."""
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        if self._stun is not None:
+            self._stun.cancel_all()
+
+    def set_interval(self, seconds: float) -> None:
+        """The registrar's ``Flow-Timer`` (RFC 5626 §4.4.2) becomes the interval."""
+        if seconds <= 0:
+            return
+        self.interval = float(seconds)
+        if self._next is not None:
+            self._next.cancel()
+            self._schedule()
+
+    def registered(self, response: Response) -> None:
+        """A REGISTER 2xx on this flow: does the registrar do outbound (RFC 5626 §4.2.1)?"""
+        tags = {tag.strip().lower() for tag in response.headers.getlist("Require")}
+        outbound = "outbound" in tags
+        if outbound != self.outbound or self._mode_logged is None:
+            log.info(
+                "UDP flow keep-alive: STUN every {interval:g} s; {mode}",
+                interval=self.interval,
+                mode="an unanswered one fails the flow (registrar signalled outbound)"
+                if outbound
+                else "for the NAT binding only (registrar did not signal outbound)",
+            )
+            self._mode_logged = outbound
+        self.outbound = outbound
+
+    def stun_received(self, data: bytes, source: Address) -> None:
+        """A STUN datagram on the SIP socket: an answer to one of our requests, maybe."""
+        if self._stun is not None:
+            self._stun.datagram_received(data, source)
+
+    def _schedule(self) -> None:
+        fraction = min(1.0, max(0.8, self._jitter()))
+        self._next = self.clock.callLater(self.interval * fraction, self._send)
+
+    def _send(self) -> None:
+        self._next = None
+        peer = getattr(self.protocol, "peer", None)
+        if peer is None or self._stun is None:
+            return
+        self.requests_sent += 1
+        d = self._stun.request(peer)
+        self._pending = d
+        d.addCallbacks(self._answered, self._unanswered)
+
+    def _answered(self, _: object) -> None:
+        self._pending = None
+        self.answered = True
+        self._schedule()
+
+    def _unanswered(self, failure: Failure) -> None:
+        self._pending = None
+        if not failure.check(StunError):
+            return  # cancelled by stop()
+        if not failure.check(StunTimeout):
+            self._answered(None)  # an error response still proves the flow alive
+            return
+        if self.outbound or self.answered:
+            log.warn("UDP flow to {peer} failed: no STUN keep-alive answer (RFC 5626 §4.4.2); "
+                     "registering again", peer=getattr(self.protocol, "peer", None))
+            self.answered = False
+            if self.protocol is not None:
+                self.protocol.flow_failed()
+        elif not self._silence_logged:
+            self._silence_logged = True
+            log.info("registrar does not answer STUN keep-alives and did not signal outbound: "
+                     "sending them for the NAT binding only")
+        if self.protocol is not None:
+            self._schedule()
