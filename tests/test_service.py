@@ -173,6 +173,19 @@ class ListenerTests(ServiceTestCase):
         self.assertEqual(self.reactor.sslServers, [])
         self.assertFalse((self.state / "embedded-tls.pem").exists())
 
+    def test_udp_aor_flow_takes_the_service_protocol_arguments(self) -> None:
+        """A ``;transport=udp`` AOR's flow is built with the arguments every flow gets
+        (``limits`` included): the datagram adapter refused ``limits`` with TypeError, so
+        ``twistd voip --aor 'sip:...;transport=udp'`` never registered."""
+        from voiptwisted.sip.datagram import SIPDatagramProtocol
+
+        service = self.service(
+            aor=SipURI.parse("sip:alice@127.0.0.1:5060;transport=udp"), password="pw"
+        )
+        protocol = service.client._build()
+        self.assertIsInstance(protocol, SIPDatagramProtocol)
+        self.assertIs(protocol.core.media_config, service.media_config)
+
     def test_listen_udp_answers_calls(self) -> None:
         """--listen udp:PORT:interface=... binds SIP over UDP (RFC 3261 §18) with
         reactor.listenUDP, reading datagrams up to 65,535 octets; a call to it is answered

@@ -32,7 +32,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from voiptwisted.codecs import DEFAULT_CODECS, lookup
+from voiptwisted.codecs import DEFAULT_CODECS, lookup, usable
 from voiptwisted.sip.limits import (
     ConnectionLimits,
     RateLimitedWarning,
@@ -159,6 +159,10 @@ class ServiceConfig:
             raise ValueError("max_calls must not be negative")
         # ValueError here for a bad bound, before any socket is opened.
         self.connection_limits()
+        # A default codec whose system library is missing is left out; one named is an error.
+        self.codecs = usable(self.codecs, explicit=self.codecs is not DEFAULT_CODECS)
+        if not lookup(self.codecs):
+            raise ValueError("codecs must name at least one codec")
 
     def connection_limits(self, fds: int | None = None) -> ConnectionLimits:
         """The :class:`ConnectionLimits` of each listener; ``max_connections`` is lowered
@@ -170,8 +174,6 @@ class ServiceConfig:
             idle_timeout=self.idle_timeout,
             message_timeout=self.message_timeout,
         )
-        if not lookup(self.codecs):
-            raise ValueError("codecs must name at least one codec")
 
 
 def _escape(value: str) -> str:

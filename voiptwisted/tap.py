@@ -59,7 +59,7 @@ def _parse_port_range(value: str) -> tuple[int, int]:
 
 def _parse_codecs(value: str) -> tuple[str, ...]:
     """``--codecs opus,g722,pcma,pcmu``: registered codec names, no repeats, at least one."""
-    from voiptwisted.codecs import lookup
+    from voiptwisted.codecs import lookup, usable
 
     names = tuple(name.strip() for name in value.split(",") if name.strip())
     if not names:
@@ -68,6 +68,7 @@ def _parse_codecs(value: str) -> tuple[str, ...]:
         raise usage.UsageError(f"--codecs {value!r} names a codec twice")
     try:
         lookup(names)
+        usable(names, explicit=True)
     except ValueError as e:
         raise usage.UsageError(f"--codecs: {e}") from None
     return names
@@ -136,8 +137,9 @@ class Options(usage.Options):
         [
             "codecs",
             None,
-            "opus,g722,pcma,pcmu",
-            "Audio codecs to offer and accept, in preference order (opus, g722, pcma, pcmu).",
+            None,
+            "Audio codecs to offer and accept, in preference order (default opus,g722,pcma,pcmu; "
+            "opus only where libopus is installed).",
         ],
         [
             "max-calls",
@@ -293,7 +295,7 @@ class Options(usage.Options):
             raise usage.UsageError("--max-connections takes a whole number") from None
         if timeouts["max_connections"] < 1:
             raise usage.UsageError("--max-connections must be at least 1")
-        codecs = _parse_codecs(self["codecs"])
+        codecs = _parse_codecs(self["codecs"]) if self["codecs"] is not None else None
         max_calls = None
         if self["max-calls"] is not None:
             try:
@@ -348,7 +350,7 @@ class Options(usage.Options):
             rtp_ports=_parse_port_range(self["rtp-ports"]),
             srtp=srtp,
             **timeouts,
-            codecs=codecs,
+            **({"codecs": codecs} if codecs is not None else {}),
             max_calls=max_calls,
             dialog_class=self._dialog_class(),
             dial=dial,

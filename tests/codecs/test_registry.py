@@ -169,3 +169,39 @@ class WidebandEntryTests(unittest.SynchronousTestCase):
         _, negotiated = answer_for(offer, local_host="127.0.0.1", port=10000,
                                    codecs=lookup(("PCMA", "G722")))
         self.assertEqual((negotiated.codec.name, negotiated.telephone_event_pt), ("G722", 110))
+
+
+class MissingLibraryTests(unittest.SynchronousTestCase):
+    """A codec whose system library is missing (Opus without libopus0) is left out of the
+    defaults, and naming it is an error that says what to install, in every API."""
+
+    def setUp(self) -> None:
+        import dataclasses
+
+        opus = CODECS["OPUS"]
+        register_codec(dataclasses.replace(opus, missing=lambda: "libopus is not installed"))
+        self.addCleanup(register_codec, opus)
+
+    def test_defaults_leave_it_out(self) -> None:
+        from voiptwisted.media.call import MediaConfig
+        from voiptwisted.service import ServiceConfig
+
+        self.assertEqual(MediaConfig().codecs, ("G722", "PCMA", "PCMU"))
+        self.assertEqual(ServiceConfig().codecs, ("G722", "PCMA", "PCMU"))
+
+    def test_naming_it_is_an_error_saying_what_to_install(self) -> None:
+        from twisted.python import usage
+
+        from voiptwisted.media.call import MediaConfig
+        from voiptwisted.tap import Options
+
+        with self.assertRaisesRegex(ValueError, "libopus is not installed"):
+            MediaConfig(codecs=("opus", "PCMA"))
+        options = Options()
+        with self.assertRaisesRegex(usage.UsageError, "libopus is not installed"):
+            options.parseOptions(["--codecs", "opus,pcma"])
+
+    def test_codecs_without_a_library_check_are_kept(self) -> None:
+        from voiptwisted.codecs import usable
+
+        self.assertEqual(usable(("G722", "pcma"), explicit=True), ("G722", "pcma"))

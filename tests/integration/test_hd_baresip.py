@@ -94,8 +94,12 @@ class WidebandBaresipTests(KamailioCallTestCase):
         )
         await self.register_echo(srtp)
         heard = await self.echo_call(codec, srtp, str(speech), 4.0)
-        peak, lag = xcorr_peak(read_wav(speech), heard)
-        self.assertGreater(peak, 0.7, f"{codec} echo not found (peak {peak:.2f}, lag {lag})")
+        # Each voiced half second found on its own: a packet late under load shifts what
+        # follows it, which one long template would read as a missing echo.
+        peaks = peers.echo_peaks(read_wav(speech), heard, piece=rate // 2)
+        figures = f"{codec} echo: peaks of the voiced pieces {[round(p, 3) for p in peaks]}"
+        self.assertGreaterEqual(len(peaks), 4, figures)
+        self.assertGreater(float(np.median(peaks)), 0.7, figures)
 
     async def test_g722_baresip_hears_its_echo(self) -> None:
         """RFC 3551 §4.5.2: baresip with only G.722 calls our echo and hears itself."""

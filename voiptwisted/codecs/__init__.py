@@ -14,6 +14,16 @@ from voiptwisted.codecs.registry import (
     Encoder,
     lookup,
     register_codec,
+    usable,
 )
 
-__all__ = ["CODECS", "DEFAULT_CODECS", "Codec", "Decoder", "Encoder", "lookup", "register_codec"]
+__all__ = [
+    "CODECS",
+    "DEFAULT_CODECS",
+    "Codec",
+    "Decoder",
+    "Encoder",
+    "lookup",
+    "register_codec",
+    "usable",
+]

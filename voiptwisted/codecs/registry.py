@@ -81,6 +81,8 @@ class Codec:
     """How many 20 ms frames one RTP packet may carry (``a=ptime`` up to 120 ms).  1 for
     Opus: one Opus packet per RTP packet (RFC 7587 §4.2), and we send 20 ms ones."""
     peer_fmtp_aware: bool = False
+    #: Why the codec cannot run on this machine (a system library missing), or None.
+    missing: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
     """True when ``encoder_factory`` takes the peer's ``a=fmtp`` text (Opus: RFC 7587 §6.1
     ``maxplaybackrate``, ``useinbandfec``... shape what we send)."""
 
@@ -128,6 +130,24 @@ def lookup(names: Iterable[str]) -> tuple[Codec, ...]:
             raise ValueError(f"unknown codec {name!r}; register it with register_codec")
         result.append(codec)
     return tuple(result)
+
+
+def usable(names: Iterable[str], *, explicit: bool) -> tuple[str, ...]:
+    r"""*names* less the codecs that cannot run here (their system library is missing).
+
+    Named *explicit*\ ly by the user, such a codec is a ValueError saying what to install;
+    from the defaults it is left out, so a machine without libopus still speaks G.722 and
+    G.711 instead of failing every call that negotiates Opus.
+    """
+    kept = []
+    for name in names:
+        codec = CODECS.get(name.upper())
+        reason = codec.missing() if codec is not None and codec.missing is not None else None
+        if reason is None:
+            kept.append(name)
+        elif explicit:
+            raise ValueError(f"codec {name!r} cannot be used here: {reason}")
+    return tuple(kept)
 
 
 def _g711(name: str) -> Any:
@@ -183,9 +203,18 @@ register_codec(Codec("G722", 8000, 16000, 1, 9, _g722_encoder, _g722_decoder))
 # RFC 7587 §7: always "opus/48000/2" in SDP; a dynamic payload type (RFC 3551 §3); our
 # fmtp says we want and send mono, use in-band FEC and play up to 48 kHz (the same text
 # OpusSettings().fmtp() gives, written out so registering imports no libopus).
+def _libopus_missing() -> str | None:
+    """Why libopus cannot be loaded (opuslib-next needs the system library), or None."""
+    from ctypes.util import find_library
+
+    if find_library("opus") is None:
+        return "libopus is not installed (Debian/Ubuntu: apt-get install libopus0)"
+    return None
+
+
 register_codec(Codec(
     "opus", 48000, 48000, 2, None, _opus_encoder, _opus_decoder,
     fmtp="maxplaybackrate=48000;sprop-maxcapturerate=48000;stereo=0;sprop-stereo=0;"
          "useinbandfec=1",
-    max_frames_per_packet=1, peer_fmtp_aware=True,
+    max_frames_per_packet=1, peer_fmtp_aware=True, missing=_libopus_missing,
 ))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from voiptwisted.codecs import DEFAULT_CODECS, Codec, lookup
+from voiptwisted.codecs import DEFAULT_CODECS, Codec, lookup, usable
 from voiptwisted.media.inactivity import InactivityTimer
 from voiptwisted.rtp.latch import PROBATION, RELATCH_AFTER
 from voiptwisted.rtp.protocol import MediaStats, PortAllocator, RealtimeTransportProtocol
@@ -123,6 +123,8 @@ class MediaConfig:
                 raise ValueError(f"{name} must be 0 or more seconds")
         if self.probation < 1:
             raise ValueError("probation must be at least 1 packet")
+        # A default codec whose system library is missing is left out; one named is an error.
+        self.codecs = usable(self.codecs, explicit=self.codecs is not DEFAULT_CODECS)
         if not lookup(self.codecs):
             raise ValueError("codecs must name at least one codec")
         self.allocator = PortAllocator(self.port_range)

@@ -199,7 +199,12 @@ class SIPDatagramProtocol(DatagramProtocol):
         peer: Address | None = None,
         resolve: Callable[[str], Deferred[str]] | None = None,
         keepalive_interval: float = 30.0,
+        limits: Any = None,
     ) -> None:
+        # *limits* (the stream adapter's ConnectionLimits) is taken so one set of protocol
+        # arguments serves every transport; a UDP socket has no connections to bound, and
+        # its datagrams are bounded by MAX_DATAGRAM and the transaction table cap.
+        del limits
         if clock is None:
             from twisted.internet import reactor as clock
         self.core = UserAgentCore(
