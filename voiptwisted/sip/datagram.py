@@ -58,7 +58,6 @@ from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.headers import SIPParseError
 from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.protocol import default_media, redact
-from voiptwisted.sip.transaction import ClientTransaction, Timers
 from voiptwisted.sip.uri import NetworkAddress, SipURI
 
 __all__ = [
@@ -235,48 +234,16 @@ class SIPDatagramProtocol(DatagramProtocol):
     # -- what the service, the registration and tests read ---------------------------------
 
     def __getattr__(self, name: str) -> Any:
-        """IUserAgent's other attributes and methods (``media_config``, ``send_message``,
-        ``register_dialog`` ...) are the core's."""
+        """IUserAgent's attributes and methods (``aor``, ``dialogs``, ``contact``,
+        ``send_request``, ``start_client_transaction`` ...) are the core's; this adapter
+        defines only what differs (``is_connected``, the ``public_address`` setter)."""
         if name.startswith("__") or name == "core":
             raise AttributeError(name)
         return getattr(self.core, name)
 
     @property
-    def aor(self) -> SipURI:
-        return self.core.aor
-
-    @property
-    def timers(self) -> Timers:
-        return self.core.timers
-
-    @property
-    def dialogs(self) -> list[Dialog]:
-        return self.core.dialogs
-
-    @property
-    def dialog_count(self) -> int:
-        return self.core.dialog_count
-
-    @property
-    def transaction_count(self) -> int:
-        return self.core.transaction_count
-
-    @property
-    def pending_timer_count(self) -> int:
-        return self.core.pending_timer_count
-
-    @property
     def is_connected(self) -> bool:
         return self.transport is not None
-
-    @property
-    def local_address(self) -> NetworkAddress | None:
-        return self.core.local_address
-
-    @property
-    def contact(self) -> str:
-        """Our Contact (``;transport=udp``), see :meth:`UserAgentCore.contact_for`."""
-        return self.core.contact
 
     @property
     def public_address(self) -> NetworkAddress | None:
@@ -286,24 +253,6 @@ class SIPDatagramProtocol(DatagramProtocol):
     @public_address.setter
     def public_address(self, value: NetworkAddress | None) -> None:
         self.core.public_address = value
-
-    def send_request(
-        self,
-        request: Request,
-        *,
-        provisional_callback: Callable[[Response], None] | None = None,
-        new_branch: bool = True,
-    ) -> Deferred[Response]:
-        """Send *request* in a client transaction of the core (retransmitted, §17.1)."""
-        return self.core.send_request(
-            request, provisional_callback=provisional_callback, new_branch=new_branch
-        )
-
-    def start_client_transaction(
-        self, request: Request, **kwargs: Any
-    ) -> ClientTransaction:
-        """Run a client transaction for *request* in the core and return it (§17.1)."""
-        return self.core.start_client_transaction(request, **kwargs)
 
     # -- Twisted DatagramProtocol ----------------------------------------------------------
 
