@@ -67,6 +67,9 @@ class MeasuredEcho(EchoSession):
 
     finished: list[Any] = []
     started = 0
+    #: Frames the echo let go by design: older frames dropped when a burst arrived
+    #: (a late reactor delivers several packets at once), summed over all calls.
+    dropped_frames = 0
 
     def start(self) -> None:
         type(self).started += 1
@@ -75,6 +78,7 @@ class MeasuredEcho(EchoSession):
         stats = self.stats
         if stats is not None:
             type(self).finished.append(stats)
+            type(self).dropped_frames += self.dropped_samples // self.frame_size
 
 
 class MeasuredEchoDialog(EchoDialog):
@@ -89,6 +93,7 @@ class MediaLoadTests(KamailioCallTestCase):
         super().setUp()
         MeasuredEcho.finished = []
         MeasuredEcho.started = 0
+        MeasuredEcho.dropped_frames = 0
 
     def stream_file(self) -> str:
         """One second of a 440 Hz tone as raw PCMA (what SIPp's rtp_stream loops)."""
@@ -135,10 +140,19 @@ class MediaLoadTests(KamailioCallTestCase):
         # 50 calls x 10 s x 50 packets/s; allow for SIPp's start-up and the BYE race.
         self.assertGreater(expected, 0.9 * CALLS * SECONDS * 50)
         self.assertLess(lost / expected, 0.001, f"lost {lost} of {expected} packets")
-        # The echo went back: every call sent about as much as it received.
-        self.assertGreater(sent, 0.95 * received, f"echoed {sent} of {received} packets")
+        # The echo went back: every packet received was sent back, or let go where the
+        # echo drops by design (a burst beyond its 60 ms, a packet too late to play, a
+        # tick the pacer skipped), however loaded the machine is.
+        let_go = MeasuredEcho.dropped_frames + sum(
+            s.late + s.skipped_ticks for s in MeasuredEcho.finished
+        )
+        self.assertGreater(
+            sent + let_go, 0.95 * received,
+            f"echoed {sent} and let go {let_go} of {received} packets",
+        )
         for stats in MeasuredEcho.finished:
             self.assertGreater(stats.packets_received, 0.9 * SECONDS * 50, stats)
+            self.assertGreater(stats.packets_sent, 0, stats)
 
         await self.assertNothingLeft(protocol)
         await eventually(lambda: bound_udp_ports(*PORT_RANGE) == [], 5, "RTP ports released")
