@@ -142,10 +142,10 @@ class MediaLoadTests(KamailioCallTestCase):
         self.assertLess(lost / expected, 0.001, f"lost {lost} of {expected} packets")
         # The echo went back: nearly every packet received was sent back or let go where
         # the echo drops by design (a burst beyond its 60 ms, a packet too late to play, a
-        # tick the pacer skipped); a quiet run echoes 99.7 %, a loaded CI runner once 94.9 %
-        # before counting what was let go.
+        # tick the pacer skipped, a datagram a full socket buffer refused).  A quiet run
+        # echoes 99.7 %; a loaded CI runner once 94.9 % before counting what was let go.
         let_go = MeasuredEcho.dropped_frames + sum(
-            s.late + s.skipped_ticks for s in MeasuredEcho.finished
+            s.late + s.skipped_ticks + s.send_failures for s in MeasuredEcho.finished
         )
         self.assertGreater(
             sent + let_go, 0.9 * received,

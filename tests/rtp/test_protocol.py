@@ -160,6 +160,24 @@ class SendTests(unittest.SynchronousTestCase):
         self.assertEqual(ts, [0, 3 * 160, 4 * 160, 5 * 160])
         self.assertEqual(proto.stats.skipped_ticks, 2)
 
+    def test_refused_send_is_counted(self) -> None:
+        """A datagram the socket refuses (EAGAIN on a full send buffer) is counted as a
+        send failure, not as sent, and the next frame goes out normally."""
+        proto, clock, rtp, _, session = make()
+        refused = [True]
+
+        def write(data: bytes, addr: tuple[str, int]) -> None:
+            if refused.pop() if refused else False:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            rtp.sent.append((data, addr))
+
+        rtp.write = write
+        session.send_audio(frames(2))
+        clock.advance(0.02)
+        clock.advance(0.02)
+        self.assertEqual((proto.stats.send_failures, proto.stats.packets_sent), (1, 1))
+        self.assertEqual(len(rtp.sent), 1)
+
     def test_ptime_40(self) -> None:
         """RFC 4566 §6 a=ptime:40: two frames per packet."""
         _, clock, rtp, _, session = make(ptime=40)

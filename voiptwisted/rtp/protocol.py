@@ -124,6 +124,9 @@ class MediaStats:
     dtmf_received: int = 0
     dtmf_sent: int = 0
     skipped_ticks: int = 0
+    #: Packets the socket refused (a full send buffer under overload, an unreachable
+    #: network): lost on our side, so counted rather than vanishing.
+    send_failures: int = 0
     rtcp_sent: int = 0
     rtcp_received: int = 0
     remote_fraction_lost: int = 0
@@ -718,6 +721,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
             else:
                 transport.write(bytes(packet), self.remote)
         except Exception as exc:
+            self.stats.send_failures += 1
             self.log.debug("RTP send to {remote} failed: {exc}", remote=self.remote, exc=exc)
             return False
         return True
