@@ -179,7 +179,10 @@ class IUserAgent(Interface):
     """
 
     aor = Attribute("Our address of record (SipURI): From of the calls we place.")
-    clock = Attribute("The injected IReactorTime everything times against.")
+    reactor = Attribute(
+        "The injected reactor: IReactorTime for every timer, IReactorUDP for calls' RTP."
+    )
+    clock = Attribute("The same reactor, as the IReactorTime everything times against.")
     timers = Attribute(
         "The Timers set (voiptwisted.sip.transaction.Timers) on that clock: dialog timers"
         " registered there are counted and cancelled with the stack's."

@@ -67,7 +67,7 @@ class DatagramTestCase(SynchronousTestCase):
         self.callee = callee_class(self.callee_action)
         self.proto = SIPDatagramProtocol(
             aor="sip:bob@127.0.0.1",
-            clock=self.clock,
+            reactor=self.clock,
             dialog_class=self.callee,
             media_class=make_media_class(),
             media_config=CONFIG,
@@ -304,7 +304,7 @@ class KeepaliveTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.proto = SIPDatagramProtocol(
-            aor="sip:bob@127.0.0.1", clock=self.clock, peer=("127.0.0.1", 5070)
+            aor="sip:bob@127.0.0.1", reactor=self.clock, peer=("127.0.0.1", 5070)
         )
         self.keepalive = DatagramKeepalive(self.clock, interval=30, jitter=lambda: 1.0)
         self.failed: list[bool] = []

@@ -196,7 +196,7 @@ def make_protocol(
     aor: str, clock: task.Clock, media: Any, **kwargs: Any
 ) -> SessionInitiationProtocol:
     kwargs.setdefault("media_config", CONFIG)
-    return SessionInitiationProtocol(aor=aor, clock=clock, media_class=media, **kwargs)
+    return SessionInitiationProtocol(aor=aor, reactor=clock, media_class=media, **kwargs)
 
 
 def connect(proto: SessionInitiationProtocol, port: int = 5070) -> StringTransport:

@@ -256,7 +256,7 @@ class DispatchTests(ProtocolTestCase):
         session_class = type(
             "MySession", (SessionInitiationProtocol,), {"dialog_class": callee, "dialog_limit": 1}
         )
-        proto = session_class(aor=self.aor, clock=self.clock, media_class=self.media,
+        proto = session_class(aor=self.aor, reactor=self.clock, media_class=self.media,
                               media_config=CONFIG)
         transport = connect(proto)
         self.assertIs(proto.dialog_class, callee)
@@ -267,7 +267,7 @@ class DispatchTests(ProtocolTestCase):
         proto.dialog_limit = 2
         proto.dataReceived(invite_bytes(branch="z9hG4bKinv3", call_id="call-3@example.com"))
         self.assertEqual([m.status_code for m in written(transport)], [100, 180])
-        self.assertIs(SessionInitiationProtocol(aor=self.aor, clock=self.clock).dialog_class,
+        self.assertIs(SessionInitiationProtocol(aor=self.aor, reactor=self.clock).dialog_class,
                       Dialog)
 
     def test_invite_expires_487(self) -> None:
@@ -525,7 +525,7 @@ class ContactTests(SynchronousTestCase):
         """SIPClientFactory builds protocols with its keyword arguments and hooks."""
         hook = Recorder()
         factory = SIPClientFactory(
-            aor="sip:alice@example.com", clock=task.Clock(), registration=hook, max_calls=3
+            aor="sip:alice@example.com", reactor=task.Clock(), registration=hook, max_calls=3
         )
         proto = factory.buildProtocol(None)
         self.assertIsInstance(proto, SessionInitiationProtocol)
@@ -536,7 +536,7 @@ class ContactTests(SynchronousTestCase):
     def test_default_media_class(self) -> None:
         from voiptwisted.media.call import CallMedia
 
-        proto = SessionInitiationProtocol(aor="sip:alice@example.com", clock=task.Clock())
+        proto = SessionInitiationProtocol(aor="sip:alice@example.com", reactor=task.Clock())
         self.assertIs(proto.media_class, CallMedia)
 
 
@@ -619,7 +619,7 @@ class ReconnectTests(SynchronousTestCase):
         self.callee = callee_class("answer")
         self.factory = SIPClientFactory(
             aor="sip:bob@example.com",
-            clock=self.clock,
+            reactor=self.clock,
             media_class=self.media,
             media_config=CONFIG,
             dialog_class=self.callee,

@@ -86,7 +86,7 @@ def make_registration(**kwargs) -> tuple[Registration, FakeProtocol, task.Clock,
     kwargs.setdefault("password", PASSWORD)
     registration = Registration(
         SipURI.parse("sip:alice@example.com:5061"),
-        clock=clock,
+        reactor=clock,
         instance_id=INSTANCE,
         **kwargs,
     )
@@ -147,7 +147,7 @@ class RegisterRequestTests(SynchronousTestCase):
     def test_request_uri_of_default_port_and_ipv6(self) -> None:
         """RFC 3261 §10.2: no user part in the Request-URI; IPv6 hosts in brackets."""
         registration = Registration(
-            SipURI.parse("sips:bob@[::1]"), clock=task.Clock(), instance_id=INSTANCE
+            SipURI.parse("sips:bob@[::1]"), reactor=task.Clock(), instance_id=INSTANCE
         )
         self.assertEqual(registration.request_uri, "sips:[::1]")
 
@@ -183,7 +183,7 @@ class RegisterRequestTests(SynchronousTestCase):
             ValueError,
             Registration,
             SipURI.parse("sip:a@b"),
-            clock=task.Clock(),
+            reactor=task.Clock(),
             instance_id=INSTANCE,
             expires=0,
         )

@@ -46,6 +46,7 @@ from twisted.internet.interfaces import (
     IHostnameResolver,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
@@ -192,7 +193,8 @@ def client_endpoint(
         raise ValueError(f"unsupported SIP transport {transport!r}: use TLS or TCP")
     if resolver is None:
         resolver = ServerLocator(
-            dns_server_resolver(dns_server, reactor) if dns_server is not None else None
+            dns_server_resolver(dns_server, reactor) if dns_server is not None else None,
+            reactor=reactor,
         )
     name_resolver = resolver.hostname_resolver if isinstance(resolver, ServerLocator) else None
     creator = None
@@ -515,14 +517,14 @@ def client_service(
     endpoint: IStreamClientEndpoint,
     factory: IProtocolFactory,
     *,
-    clock: Any = None,
+    reactor: IReactorTime,
     policy: Callable[[int], float] | None = None,
 ) -> ClientService:
-    """``ClientService`` over ``endpoint`` with :func:`retry_policy` backoff."""
-    kwargs: dict[str, Any] = {"retryPolicy": policy or retry_policy()}
-    if clock is not None:
-        kwargs["clock"] = clock
-    return ClientService(endpoint, factory, **kwargs)
+    """``ClientService`` over ``endpoint`` with :func:`retry_policy` backoff, its retries
+    timed on *reactor*."""
+    return ClientService(
+        endpoint, factory, retryPolicy=policy or retry_policy(), clock=reactor
+    )
 
 
 class _FlowFactory(Factory):
@@ -592,7 +594,7 @@ class SIPClientService(Service):
         self._barren_flows = 0
         self._successes_seen = 0
         self.client = client_service(
-            endpoint, self.factory, clock=reactor, policy=self._retry_delay
+            endpoint, self.factory, reactor=reactor, policy=self._retry_delay
         )
         self._stopping: Deferred[Any] | None = None
         if getattr(registration, "failover", False) is None:
@@ -835,7 +837,7 @@ def build_client(
     ca_file: str | None = None,
     verify: bool = True,
     keepalive: float | None = 30.0,
-    reactor: Any = None,
+    reactor: Any,
     instance_id: str | None = None,
     expires: int = 3600,
     resolver: Resolver | None = None,
@@ -850,6 +852,9 @@ def build_client(
 
     Use it directly to embed the UA in a ``MultiService`` (``startService``/``stopService``)
     when a refused registration should keep retrying instead of failing a Deferred.
+    ``reactor`` (required; :func:`run` defaults it to the global one) times everything and
+    makes the connections (``IReactorTime``, ``IReactorTCP``/``IReactorSSL``, or
+    ``IReactorUDP`` for a ``;transport=udp`` AOR).
     ``protocol_kwargs`` are extra ``SessionInitiationProtocol`` arguments (``max_calls``,
     ``trace`` ...); ``on_protocol`` is called with each protocol built (one per flow).
     The registrar is located with DNS SRV (RFC 3263) unless the AOR has a port or an IP
@@ -864,10 +869,6 @@ def build_client(
     A ``sips:`` AOR with a ``media_config`` that explicitly sets ``srtp`` to "off" or
     "optional" raises ValueError: its calls are SRTP only.
     """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
     from voiptwisted.sdp.policy import srtp_policy
 
     # A sips: AOR takes SRTP only (issue 14 finding 11): refuse a contrary explicit policy.
@@ -881,7 +882,8 @@ def build_client(
     if udp:
         if resolver is None:
             resolver = ServerLocator(
-                dns_server_resolver(dns_server, reactor) if dns_server is not None else None
+                dns_server_resolver(dns_server, reactor) if dns_server is not None else None,
+                reactor=reactor,
             )
     else:
         endpoint = client_endpoint(
@@ -901,7 +903,7 @@ def build_client(
         )
     registration = Registration(
         aor,
-        clock=reactor,
+        reactor=reactor,
         expires=expires,
         instance_id=instance,
         credentials=credentials,
@@ -911,13 +913,13 @@ def build_client(
         flow_keepalive = (
             DatagramKeepalive(reactor, interval=keepalive)
             if udp
-            else FlowKeepalive(clock=reactor, interval=keepalive)
+            else FlowKeepalive(reactor=reactor, interval=keepalive)
         )
 
     def build() -> Any:
         kwargs: dict[str, Any] = {
             "aor": aor,
-            "clock": reactor,
+            "reactor": reactor,
             "instance_id": instance,
             "credentials": credentials,
         }
@@ -975,8 +977,13 @@ def run(
     SRV (RFC 3263) unless the AOR has a port or an IP address; ``dns_server`` (``(ip, port)``)
     is the DNS server to ask instead of the system's.  ``auth_realms``,
     ``realm_credentials`` and ``allow_legacy_digest`` say which Digest challenges are
-    answered besides the registrar's, as for :func:`build_client`.
+    answered besides the registrar's, as for :func:`build_client`.  ``reactor`` defaults to
+    the global one: this convenience function is where the library may reach for it.
     """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
     return build_client(
         aor,
         password=password,

@@ -276,7 +276,8 @@ class Dialog:
         self.sip = sip
         self.uac = uac
         #: When this dialog object was made (UTC), on the UA's reactor when there is one.
-        now = sip.clock.seconds() if sip is not None else time.time()
+        clock = getattr(sip, "clock", None)
+        now = clock.seconds() if clock is not None else time.time()
         self.created = datetime.datetime.fromtimestamp(now, datetime.UTC)
         self.call_id = call_id or f"{uuid.uuid4().hex}@voiptwisted"
         self.local_tag = local_tag or _new_tag()

@@ -88,12 +88,12 @@ def redact(data: bytes) -> bytes:
     return _CRYPTO_RE.sub(rb"\1<redacted>", data)
 
 
-def default_media(clock: interfaces.IReactorTime) -> tuple[Any, Any]:
+def default_media(reactor: interfaces.IReactorTime) -> tuple[Any, Any]:
     """The media class and config of calls on a flow given none: ``CallMedia`` with a
-    ``MediaConfig`` on the flow's clock (imported here, on first use: they load numpy)."""
+    ``MediaConfig`` on the flow's reactor (imported here, on first use: they load numpy)."""
     from voiptwisted.media.call import CallMedia, MediaConfig
 
-    return CallMedia, MediaConfig(reactor=clock)
+    return CallMedia, MediaConfig(reactor=reactor)
 
 
 class _CoreAttribute(Generic[T]):
@@ -129,6 +129,11 @@ class SessionInitiationProtocol(Protocol):
     ``media_class`` (default ``voiptwisted.media.call.CallMedia``) configured
     by ``media_config``.  All of it is done by :attr:`core`, the flow's
     :class:`~voiptwisted.sip.core.UserAgentCore`.
+
+    ``reactor`` (required) runs every timer (``IReactorTime``) and binds the RTP sockets
+    of calls with the default media (``IReactorUDP``); whoever builds the protocol (the
+    service, a factory, :meth:`run`) passes its own, so nothing here reaches for the
+    global reactor.
 
     ``credentials`` answer 401/407 challenges to our INVITEs, only for the realms
     they allow (`voiptwisted.sip.digest.Credentials`); a ``(username, password)``
@@ -173,7 +178,7 @@ class SessionInitiationProtocol(Protocol):
         aor: SipURI | str,
         dialog_class: type[Dialog] | None = None,
         media_config: Any = None,
-        clock: interfaces.IReactorTime | None = None,
+        reactor: interfaces.IReactorTime,
         instance_id: str | None = None,
         credentials: Credentials | tuple[str, str] | None = None,
         keepalive_interval: float | timedelta = 30.0,
@@ -183,14 +188,12 @@ class SessionInitiationProtocol(Protocol):
         media_class: Any = None,
         limits: ConnectionLimits | None = None,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         if dialog_class is None:
             dialog_class = self._core_defaults.get("dialog_class")
         self.core = UserAgentCore(
             aor=aor,
             send=self._write,
-            clock=clock,
+            reactor=reactor,
             dialog_class=dialog_class,
             media_class=media_class,
             media_config=media_config,
@@ -223,7 +226,12 @@ class SessionInitiationProtocol(Protocol):
     # -- the core's state, as attributes of the protocol (IUserAgent and monitoring) --------
 
     aor: _CoreAttribute[SipURI] = _CoreAttribute("Our address of record.")
-    clock: _CoreAttribute[interfaces.IReactorTime] = _CoreAttribute("The injected clock.")
+    reactor: _CoreAttribute[interfaces.IReactorTime] = _CoreAttribute(
+        "The injected reactor (IReactorTime for timers, IReactorUDP for calls' RTP)."
+    )
+    clock: _CoreAttribute[interfaces.IReactorTime] = _CoreAttribute(
+        "The same reactor, as the IReactorTime the timers use."
+    )
     credentials: _CoreAttribute[Credentials | None] = _CoreAttribute(
         "The digest Credentials answering 401/407 for the realms they allow, or None."
     )
@@ -695,13 +703,16 @@ class SIPServerFactory(SIPClientFactory):
     budget of buffered octets.
     """
 
-    def __init__(self, *, limits: ConnectionLimits | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        reactor: interfaces.IReactorTime,
+        limits: ConnectionLimits | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(reactor=reactor, **kwargs)
         self.limits = limits if limits is not None else DEFAULT_LIMITS
-        clock = kwargs.get("clock")
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.budget = ConnectionBudget(self.limits, clock)
+        self.budget = ConnectionBudget(self.limits, reactor)
 
     def buildProtocol(self, addr: Any) -> SessionInitiationProtocol:
         proto = super().buildProtocol(addr)

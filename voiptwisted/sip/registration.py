@@ -118,7 +118,7 @@ class Registration:
         *,
         password: str | None = None,
         username: str | None = None,
-        clock: IReactorTime | None = None,
+        reactor: IReactorTime,
         expires: int = 3600,
         instance_id: str,
         reg_id: int = 1,
@@ -128,12 +128,10 @@ class Registration:
         unregister_timeout: float = 5.0,
         credentials: Credentials | None = None,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         if not 0 < expires <= MAX_EXPIRES:
             raise ValueError(f"expires must be in 1..{MAX_EXPIRES}")
         self.aor = aor
-        self.clock: IReactorTime = clock
+        self.clock: IReactorTime = reactor
         self.expires = int(expires)
         self.requested_expires = int(expires)
         self.instance_id = normalize_instance_id(instance_id)
