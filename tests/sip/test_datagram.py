@@ -372,3 +372,18 @@ class KeepaliveTests(SynchronousTestCase):
         self.clock.advance(30)
         self.clock.advance(10)
         self.assertEqual(self.failed, [True])
+
+
+class ReferenceHookTests(DatagramTestCase):
+    """The reference's hooks on the UDP flow too (issue 13)."""
+
+    def test_when_disconnected_fires_when_the_socket_closes(self) -> None:
+        first, second = self.proto.when_disconnected(), self.proto.when_disconnected()
+        self.assertNoResult(first)
+        self.proto.doStop()  # what the port does when it stops listening
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        self.assertIsNone(self.successResultOf(self.proto.when_disconnected()))
+
+    def test_on_registered_is_a_hook_doing_nothing(self) -> None:
+        self.assertIsNone(self.proto.on_registered())

@@ -847,6 +847,7 @@ def build_client(
     auth_realms: Iterable[str] = (),
     realm_credentials: Mapping[str, tuple[str, str]] | None = None,
     allow_legacy_digest: bool = False,
+    protocol_class: type[SessionInitiationProtocol] | None = None,
 ) -> SIPClientService:
     """Build (not start) the :class:`SIPClientService` that :func:`run` starts.
 
@@ -868,6 +869,9 @@ def build_client(
 
     A ``sips:`` AOR with a ``media_config`` that explicitly sets ``srtp`` to "off" or
     "optional" raises ValueError: its calls are SRTP only.
+
+    ``protocol_class`` (a ``SessionInitiationProtocol`` subclass) builds the TLS/TCP flows;
+    a ``;transport=udp`` AOR refuses one (its flows are ``SIPDatagramProtocol``).
     """
     from voiptwisted.sdp.policy import srtp_policy
 
@@ -879,6 +883,8 @@ def build_client(
 
     instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
     udp = aor.transport == "UDP"
+    if udp and protocol_class is not None:
+        raise ValueError("protocol_class builds TLS/TCP flows; a UDP AOR has none")
     if udp:
         if resolver is None:
             resolver = ServerLocator(
@@ -929,7 +935,7 @@ def build_client(
             kwargs["media_config"] = media_config
         if keepalive:
             kwargs["keepalive_interval"] = keepalive
-        cls = SIPDatagramProtocol if udp else SessionInitiationProtocol
+        cls = SIPDatagramProtocol if udp else (protocol_class or SessionInitiationProtocol)
         protocol = cls(**kwargs, **(protocol_kwargs or {}))
         if on_protocol is not None:
             on_protocol(protocol)
@@ -962,6 +968,7 @@ def run(
     auth_realms: Iterable[str] = (),
     realm_credentials: Mapping[str, tuple[str, str]] | None = None,
     allow_legacy_digest: bool = False,
+    protocol_class: type[SessionInitiationProtocol] | None = None,
 ) -> Deferred[Any]:
     """Connect to ``aor``'s registrar, register, and fire with the registered protocol.
 
@@ -977,8 +984,9 @@ def run(
     SRV (RFC 3263) unless the AOR has a port or an IP address; ``dns_server`` (``(ip, port)``)
     is the DNS server to ask instead of the system's.  ``auth_realms``,
     ``realm_credentials`` and ``allow_legacy_digest`` say which Digest challenges are
-    answered besides the registrar's, as for :func:`build_client`.  ``reactor`` defaults to
-    the global one: this convenience function is where the library may reach for it.
+    answered besides the registrar's, and ``protocol_class``, as for :func:`build_client`.
+    ``reactor`` defaults to the global one: this convenience function is where the library
+    may reach for it.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -1002,4 +1010,5 @@ def run(
         auth_realms=auth_realms,
         realm_credentials=realm_credentials,
         allow_legacy_digest=allow_legacy_digest,
+        protocol_class=protocol_class,
     ).start()

@@ -57,7 +57,7 @@ from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.headers import SIPParseError
 from voiptwisted.sip.message import Message, Request, Response
-from voiptwisted.sip.protocol import default_media, redact
+from voiptwisted.sip.protocol import FlowEnd, default_media, redact
 from voiptwisted.sip.uri import NetworkAddress, SipURI
 
 __all__ = [
@@ -225,6 +225,7 @@ class SIPDatagramProtocol(DatagramProtocol):
         self.transport: Any = None
         #: Datagrams dropped (oversized, unparseable responses), for tests and monitoring.
         self.dropped = 0
+        self._end = FlowEnd()
 
     def __repr__(self) -> str:
         return f"<SIPDatagramProtocol aor={self.core.aor!s} dialogs={self.dialog_count}>"
@@ -278,6 +279,15 @@ class SIPDatagramProtocol(DatagramProtocol):
         for hook in (self.keepalive, self.registration):
             if hook is not None:
                 hook.connection_lost(self, None)
+        self._end.fire()
+
+    def on_registered(self) -> None:
+        """Called each time the registrar accepts this flow's binding; see
+        :meth:`SessionInitiationProtocol.on_registered`.  The base does nothing."""
+
+    def when_disconnected(self) -> Deferred[None]:
+        """A Deferred firing with None once the socket is closed (at once if it is)."""
+        return self._end.wait()
 
     def close(self) -> None:
         """Close the socket."""

@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from twisted.internet import interfaces
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -94,6 +94,45 @@ def default_media(reactor: interfaces.IReactorTime) -> tuple[Any, Any]:
     from voiptwisted.media.call import CallMedia, MediaConfig
 
     return CallMedia, MediaConfig(reactor=reactor)
+
+
+def _with_stun(media_config: Any, stun_server: tuple[str, int]) -> Any:
+    """*media_config* (a fresh default one when None) asking *stun_server* for the calls'
+    public RTP address."""
+    import dataclasses
+
+    from voiptwisted.media.call import MediaConfig
+
+    if media_config is None:
+        return MediaConfig(stun_server=stun_server)
+    return dataclasses.replace(media_config, stun_server=stun_server)
+
+
+class FlowEnd:
+    """The end of a flow as Deferreds: the reference's ``disconnected_event``, the Twisted
+    way.  Each :meth:`wait` gets its own Deferred (one waiter's callbacks cannot change
+    another's result), fired with None when the flow ends, at once if it already has."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self._waiters: list[Deferred[None]] = []
+
+    def wait(self) -> Deferred[None]:
+        """A Deferred firing when the flow has ended; cancelling it only stops waiting."""
+        if self.ended:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._waiters.remove)
+        self._waiters.append(waiter)
+        return waiter
+
+    def fire(self) -> None:
+        """The flow has ended: fire every waiter (once; later calls do nothing)."""
+        if self.ended:
+            return
+        self.ended = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
 
 class _CoreAttribute(Generic[T]):
@@ -219,9 +258,25 @@ class SessionInitiationProtocol(Protocol):
         self._to_refresh: list[Dialog] = []
         self._registered_waiter: Deferred[Any] | None = None
         self.guard: FlowGuard | None = None
+        self._end = FlowEnd()
 
     def __repr__(self) -> str:
         return f"<SessionInitiationProtocol aor={self.aor!s} dialogs={self.dialog_count}>"
+
+    # -- the reference's hooks --------------------------------------------------------------
+
+    def on_registered(self) -> None:
+        """Called each time the registrar accepts this flow's binding (RFC 3261 §10.3): on
+        the first 2xx of each flow and after each recovered refusal, not on refreshes.
+
+        Override it to place calls or start other work once reachable (the reference's
+        hook); the base does nothing.  An exception here is logged and the flow stays up.
+        """
+
+    def when_disconnected(self) -> Deferred[None]:
+        """A Deferred firing with None once this flow has ended (at once if it has): the
+        reference's ``disconnected_event``.  Each call returns a new Deferred."""
+        return self._end.wait()
 
     # -- the core's state, as attributes of the protocol (IUserAgent and monitoring) --------
 
@@ -494,6 +549,7 @@ class SessionInitiationProtocol(Protocol):
             self.budget.release()
             self.budget = None
         if not self.admitted:
+            self._end.fire()
             return
         self.core.connection_lost(reason)
         factory = getattr(self, "factory", None)
@@ -507,6 +563,7 @@ class SessionInitiationProtocol(Protocol):
         for hook in (self.keepalive, self.registration):
             if hook is not None:
                 hook.connection_lost(self, reason)
+        self._end.fire()
 
     def dataReceived(self, data: bytes) -> None:
         if self.transport is None or not self.admitted:
@@ -605,15 +662,59 @@ class SessionInitiationProtocol(Protocol):
     # -- library entry point ---------------------------------------------------------------
 
     @classmethod
-    def run(cls, *args: Any, **kwargs: Any) -> Deferred[SessionInitiationProtocol]:
-        """Connect and register; fires with the protocol (``voiptwisted.sip.connect.run``).
+    def run(
+        cls,
+        fn: Callable[[], object] | SipURI | str,
+        aor: SipURI | str | None = None,
+        dialog_class: type[Dialog] | None = None,
+        *,
+        no_verify_tls: bool = False,
+        stun_server: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> Deferred[SessionInitiationProtocol]:
+        """The reference's entry point: connect to *aor*'s registrar, register, call *fn*
+        (no arguments) once registered, then fire with the registered protocol.
 
-        ``sip.connect`` builds protocols, so it sits above this module: the
-        reference's entry point is looked up by module name when called (as the
-        package's lazy exports are), which keeps the import graph free of a cycle.
+        ``MySession.run(fn, aor, MyDialog)`` builds every flow from ``MySession``, so its
+        :meth:`on_registered` runs too.  A password in the AOR (``sip:alice:pw@host``)
+        answers the registrar's challenge; ``no_verify_tls`` turns TLS certificate checks
+        off (insecure, for tests); ``stun_server`` (``(host, port)``) asks that server for
+        the public RTP address of each call (no STUN server unless given).  Other keyword
+        arguments go to :func:`voiptwisted.sip.connect.run`, which does the work
+        (``reactor``, ``ca_file``, ``media_config`` ...).  If *fn* raises, the client is
+        stopped and the Deferred fails with that error.  The older form ``run(aor,
+        **kwargs)`` (no *fn*) is that function with the same arguments.
+
+        ``sip.connect`` builds protocols, so it sits above this module: it is looked up by
+        module name when called, which keeps the import graph free of a cycle.
         """
         connect = importlib.import_module("voiptwisted.sip.connect")
-        return connect.run(*args, **kwargs)  # type: ignore[no-any-return]
+        if isinstance(fn, str):  # SipURI is a str: the older run(aor, **kwargs) form
+            return connect.run(fn, **kwargs)  # type: ignore[no-any-return]
+        if aor is None:
+            raise TypeError("run(fn, aor, dialog_class) needs the AOR")
+        aor = aor if isinstance(aor, SipURI) else SipURI.parse(aor)
+        if aor.password and "password" not in kwargs:
+            kwargs["password"] = aor.password
+        if dialog_class is not None:
+            kwargs["dialog_class"] = dialog_class
+        if no_verify_tls:
+            kwargs["verify"] = False
+        if stun_server is not None:
+            kwargs["media_config"] = _with_stun(kwargs.get("media_config"), stun_server)
+        if cls is not SessionInitiationProtocol:
+            kwargs["protocol_class"] = cls
+        d: Deferred[SessionInitiationProtocol] = connect.run(aor, **kwargs)
+
+        def registered(protocol: SessionInitiationProtocol) -> SessionInitiationProtocol:
+            try:
+                fn()
+            except BaseException:
+                protocol.service.stopService()
+                raise
+            return protocol
+
+        return d.addCallback(registered)
 
     def close(self) -> None:
         """Close the flow; one still in its TLS handshake is aborted (a peer that never

@@ -505,10 +505,22 @@ class Registration:
                 peer=_peer(protocol, self.aor),
                 granted=granted,
             )
+            self._tell_registered(protocol)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(protocol)
         self._follow_public_address(protocol, contact)
+
+    def _tell_registered(self, protocol: Any) -> None:
+        """Call the flow's ``on_registered()`` hook (the reference's), if it has one; an
+        exception there is the application's: logged, the registration carries on."""
+        hook = getattr(protocol, "on_registered", None)
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception:
+            self.log.failure("on_registered() of {protocol!r} failed", protocol=protocol)
 
     def _follow_public_address(self, protocol: Any, contact: str) -> None:
         """Re-register at once when the learned public address changed our Contact.
