@@ -51,6 +51,7 @@ __all__ = [
     "ALLOWED_METHODS",
     "SUPPORTED_OPTIONS",
     "USER_AGENT",
+    "FlowEnd",
     "SIPClientFactory",
     "SIPServerFactory",
     "SessionInitiationProtocol",
