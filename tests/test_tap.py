@@ -7,6 +7,7 @@ import pathlib
 import tempfile
 from typing import Any
 
+from twisted.internet import task
 from twisted.python import usage
 from twisted.trial import unittest
 
@@ -56,7 +57,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.codecs, ("g722", "pcmu"))
         from voiptwisted.service import VoIPService
 
-        service = VoIPService(config)
+        service = VoIPService(config, task.Clock())
         self.assertEqual(service.media_config.codecs, ("g722", "pcmu"))
         self.assertUsage("unknown codec 'speex'", "--codecs", "opus,speex")
         self.assertUsage("twice", "--codecs", "pcma,PCMA")

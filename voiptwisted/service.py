@@ -1,7 +1,7 @@
 """``VoIPService``: registration, keepalive, dialog routing and media wired into one service.
 
 It is what ``twistd voip`` runs and what an existing Twisted application adds to its
-own service tree (``VoIPService(ServiceConfig(...)).setServiceParent(application)``).
+own service tree (``VoIPService(ServiceConfig(...), reactor).setServiceParent(application)``).
 
 Without an AOR and without ``listen`` it is the *embedded default*: TLS on
 127.0.0.1:5061 with a self-signed certificate created once in ``state_dir``,
@@ -458,14 +458,14 @@ class VoIPService(MultiService):
     :meth:`when_listening` fails with :class:`ListenFailed`, :meth:`when_finished` fires
     with 1, and nothing else of this service runs.  The reactor and the rest of the host's
     services are never touched.
+
+    ``reactor`` is the host's (``IReactorTime``, ``IReactorTCP``/``IReactorSSL``,
+    ``IReactorUDP``): given here once, it reaches every flow, registration, keepalive
+    and call's media; nothing below falls back to the global reactor.
     """
 
-    def __init__(self, config: ServiceConfig, reactor: Any = None) -> None:
+    def __init__(self, config: ServiceConfig, reactor: Any) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.reactor = reactor
         self.config = config
         self.exit_status: int | None = None
@@ -721,7 +721,7 @@ class VoIPService(MultiService):
         listener_aor = aor or SipURI.parse("sip:voip@127.0.0.1")
         # The protocol kwargs' ``limits`` become the factory's: every flow gets them inbound.
         factory = _TrackingFactory(
-            self._track_protocol, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
+            self._track_protocol, aor=listener_aor, reactor=self.reactor, **self._protocol_kwargs()
         )
         listener = _Listener(description, self._pem, factory, self.reactor)
         listener.setServiceParent(self)

@@ -431,6 +431,6 @@ def makeService(options: Options | dict[str, Any]) -> VoIPService:
     """
     from twisted.internet import reactor
 
-    service = VoIPService(options.config)  # type: ignore[union-attr]
+    service = VoIPService(options.config, reactor)  # type: ignore[union-attr]
     exit_when_finished(service, reactor)
     return service

@@ -196,7 +196,7 @@ def make_protocol(
     aor: str, clock: task.Clock, media: Any, **kwargs: Any
 ) -> SessionInitiationProtocol:
     kwargs.setdefault("media_config", CONFIG)
-    return SessionInitiationProtocol(aor=aor, clock=clock, media_class=media, **kwargs)
+    return SessionInitiationProtocol(aor=aor, reactor=clock, media_class=media, **kwargs)
 
 
 def connect(proto: SessionInitiationProtocol, port: int = 5070) -> StringTransport:
@@ -1244,3 +1244,74 @@ class CallBoundaryTests(CalleeOnTransport):
         self.assertEqual(len(warnings), 1)
         self.assertEqual([e for e in self.events if e.get("log_failure")], [])
         self.assertEqual(self.bob.dialog_count, 0)
+
+
+class ReferenceAttributeTests(CallPair):
+    """The reference's ``Dialog`` names: ``headers``, ``from_header``, ``to_header``,
+    ``created`` and ``BYE_ACK_TIMEOUT``, with its meaning."""
+
+    def test_headers_are_what_our_in_dialog_requests_carry(self) -> None:
+        """RFC 3261 §12.2.1.1: From is our party with our tag, To the remote party with
+        its tag, and both sides see the same Call-ID."""
+        self.clock.advance(1000)
+        dialog, _d = self.dial()
+        [callee] = self.callee.instances
+        self.assertEqual(dialog.from_header, str(dialog.local_party))
+        self.assertEqual(dialog.to_header, str(dialog.remote_party))
+        self.assertIn(f";tag={dialog.local_tag}", dialog.from_header)
+        self.assertIn(f";tag={dialog.remote_tag}", dialog.to_header)
+        self.assertEqual(
+            dialog.headers,
+            {"From": dialog.from_header, "To": dialog.to_header, "Call-ID": dialog.call_id},
+        )
+        # The callee's From is the caller's To and the other way round.
+        self.assertEqual(callee.from_header, dialog.to_header)
+        self.assertEqual(callee.to_header, dialog.from_header)
+        bye = self.alice.transactions  # the BYE goes out with exactly these values
+        dialog.bye()
+        [request] = [tx.request for tx in bye.client_transactions()]
+        self.assertEqual(
+            {name: request.headers[name] for name in ("From", "To", "Call-ID")}, dialog.headers
+        )
+
+    def test_headers_before_the_dialog_has_parties(self) -> None:
+        dialog = Dialog(sip=self.alice, call_id="c1@x")
+        self.assertIsNone(dialog.from_header)
+        self.assertIsNone(dialog.to_header)
+        self.assertEqual(dialog.headers, {"Call-ID": "c1@x"})
+
+    def test_created_is_the_reactor_time_of_construction(self) -> None:
+        import datetime
+
+        self.clock.advance(1234.5)
+        dialog = Dialog(sip=self.alice)
+        self.clock.advance(60)
+        self.assertEqual(
+            dialog.created,
+            datetime.datetime.fromtimestamp(1234.5, datetime.UTC),
+        )
+        self.assertIsNotNone(Dialog().created.tzinfo)
+
+    def test_bye_ack_timeout_is_64_t1(self) -> None:
+        """RFC 3261 §17.1.2.2: the BYE is given up after Timer F, 64*T1."""
+        import datetime
+
+        self.assertEqual(Dialog.BYE_ACK_TIMEOUT, datetime.timedelta(seconds=64 * T1))
+
+    def test_bye_ends_the_dialog_after_bye_ack_timeout(self) -> None:
+        """A subclass's BYE_ACK_TIMEOUT bounds how long ``bye()`` waits for the answer."""
+        import datetime
+
+        class Impatient(CallerDialog):
+            BYE_ACK_TIMEOUT = datetime.timedelta(seconds=2)
+
+        dialog = Impatient(sip=self.alice)
+        d = dialog.dial("sip:bob@example.com", session_class=FakeSession)
+        self.pump.flush()
+        self.successResultOf(d)
+        bye = dialog.bye()  # not pumped: bob never sees it
+        self.clock.advance(1.9)
+        self.assertNoResult(bye)
+        self.clock.advance(0.2)
+        self.assertIsNone(self.successResultOf(bye))
+        self.assertEqual(self.alice.dialog_count, 0)

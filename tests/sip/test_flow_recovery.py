@@ -91,7 +91,7 @@ class FlowTestCase(SynchronousTestCase):
         self.registration = ControlledRegistration() if self.outbound else None
         self.factory = SIPClientFactory(
             aor="sip:bob@example.com",
-            clock=self.clock,
+            reactor=self.clock,
             media_class=self.media,
             media_config=CONFIG,
             dialog_class=self.callee,

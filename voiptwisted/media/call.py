@@ -103,6 +103,8 @@ class MediaConfig:
     srtp: str | None = None
     public_host: str | None = None
     stun_server: Any = None
+    #: The reactor calls bind RTP on and time against (``IReactorUDP``, ``IReactorTime``);
+    #: None: the one of the UA this config is given to.
     reactor: Any = None
     pacer: Any = None
     #: Interface the RTP sockets bind to; None: the local_host given per call when it
@@ -130,10 +132,16 @@ class MediaConfig:
         self.allocator = PortAllocator(self.port_range)
 
     def get_reactor(self) -> Any:
-        if self.reactor is None:
-            from twisted.internet import reactor
+        """The reactor calls bind their RTP on (``IReactorUDP``, ``IReactorTime``).
 
-            return reactor
+        The UA fills it in from its own when it was left out; a MediaConfig used on its
+        own must be given one.
+        """
+        if self.reactor is None:
+            raise RuntimeError(
+                "MediaConfig has no reactor: pass MediaConfig(reactor=...) or use it through "
+                "a SessionInitiationProtocol/VoIPService, which gives it theirs"
+            )
         return self.reactor
 
 
@@ -187,7 +195,7 @@ class CallMedia:
         self.local_host = local_host
         self.reactor = config.get_reactor()
         self.rtp = RealtimeTransportProtocol(
-            clock=self.reactor, pacer=config.pacer, stun_server=config.stun_server,
+            reactor=self.reactor, pacer=config.pacer, stun_server=config.stun_server,
             probation=getattr(config, "probation", PROBATION),
             relatch_after=getattr(config, "relatch_after", RELATCH_AFTER),
         )

@@ -312,10 +312,11 @@ class RealtimeTransportProtocol(DatagramProtocol):
     noisy = False  # one per call: "Starting/Stopping protocol" would drown the call's lines
 
     def __init__(
-        self, *, clock: IReactorTime, pacer: Any = None, stun_server: Any = None,
+        self, *, reactor: IReactorTime, pacer: Any = None, stun_server: Any = None,
         probation: int = PROBATION, relatch_after: float = RELATCH_AFTER,
     ) -> None:
-        """*probation* and *relatch_after* tune source validation (:class:`SourceLatch`)."""
+        """*reactor* times the stream (and runs the default pacer); *probation* and
+        *relatch_after* tune source validation (:class:`SourceLatch`)."""
         global _LOST
         from voiptwisted.media.jitter import JitterBuffer, Lost
 
@@ -324,8 +325,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if pacer is None:
             from voiptwisted.media.pacer import default_pacer
 
-            pacer = default_pacer(clock)
-        self.clock = clock
+            pacer = default_pacer(reactor)
+        self.clock = reactor
         self.pacer = pacer
         self.ports: tuple[Any, ...] = ()
         #: The ReadMultiplexer reading our sockets, if any (set by PortAllocator.bind).
@@ -396,7 +397,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._running = False
         self._stopped = False
         self._failed = False
-        self.stun = StunClient(self._write_raw, clock) if stun_server is not None else None
+        self.stun = StunClient(self._write_raw, reactor) if stun_server is not None else None
 
     def __repr__(self) -> str:
         return f"<RealtimeTransportProtocol port={self.local_port} remote={self.remote}>"

@@ -159,7 +159,8 @@ class UserAgentCore:
     """The UA core of one local SIP endpoint: routing, transaction and dialog tables.
 
     *send* is called with each message to send and its destination (see the
-    module docstring); *clock* is the injected ``IReactorTime``.  The adapter
+    module docstring); *reactor* is the injected reactor: its ``IReactorTime`` runs every
+    timer, and calls' media binds RTP sockets with its ``IReactorUDP``.  The adapter
     reports its transport through :meth:`connection_made` (our address,
     whether it is secure) and :meth:`connection_lost`; until then requests
     fail at once with ``ConnectionDone``.
@@ -177,7 +178,7 @@ class UserAgentCore:
         *,
         aor: SipURI | str,
         send: SendCallable,
-        clock: IReactorTime,
+        reactor: IReactorTime,
         dialog_class: type[Dialog] | None = None,
         media_class: Any = None,
         media_config: Any = None,
@@ -189,8 +190,8 @@ class UserAgentCore:
     ) -> None:
         self.aor = aor if isinstance(aor, SipURI) else SipURI.parse(aor)
         self._send = send
-        self.clock = clock
-        self.timers = Timers(clock)
+        self.reactor = reactor
+        self.timers = Timers(reactor)
         self.dialog_class: type[Dialog] = dialog_class if dialog_class is not None else Dialog
         self._media_class = media_class
         self._media_config = media_config
@@ -222,6 +223,11 @@ class UserAgentCore:
     def __repr__(self) -> str:
         return f"<UserAgentCore aor={self.aor!s} dialogs={len(self._dialogs)}>"
 
+    @property
+    def clock(self) -> IReactorTime:
+        """:attr:`reactor`, named for what the timers use of it (``IUserAgent.clock``)."""
+        return self.reactor
+
     def _resolve_media(self) -> None:
         """Fill in the media class and config the adapter supplies by default.
 
@@ -233,7 +239,7 @@ class UserAgentCore:
                 "UserAgentCore has no media class: pass media_class= and media_config= "
                 "(or media_defaults=) to answer or place calls with media"
             )
-        media_class, media_config = self._media_defaults(self.clock)
+        media_class, media_config = self._media_defaults(self.reactor)
         if self._media_class is None:
             self._media_class = media_class
         if self._media_config is None:
@@ -252,10 +258,16 @@ class UserAgentCore:
 
     @property
     def media_config(self) -> Any:
-        """The ``MediaConfig`` for calls; the adapter's default one when none was given."""
+        """The ``MediaConfig`` for calls; the adapter's default one when none was given.
+
+        One given without a reactor binds its calls' RTP on this UA's: the reactor is
+        injected once, where the UA is built, and passed down."""
         if self._media_config is None:
             self._resolve_media()
-        return self._media_config
+        config = self._media_config
+        if getattr(config, "reactor", False) is None:
+            config.reactor = self.reactor
+        return config
 
     @media_config.setter
     def media_config(self, value: Any) -> None:

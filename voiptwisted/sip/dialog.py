@@ -18,12 +18,14 @@ that waits uses ``sip.timers``, so a call that ended leaves no timer behind.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 import functools
 import secrets
+import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
@@ -244,6 +246,9 @@ class Dialog:
     #: RFC 3261 §17.1.1.1 / §17.1.2.2 timer values, in seconds.
     T1: float = T1
     T2: float = T2
+    #: The longest :meth:`bye` waits for the BYE's answer before it ends the dialog anyway
+    #: (the reference's name; 64*T1, RFC 3261 §17.1.2.2 Timer F).
+    BYE_ACK_TIMEOUT: ClassVar[datetime.timedelta] = datetime.timedelta(seconds=64 * T1)
     #: Seconds an established call outlives its dead signalling flow if no new flow adopts it.
     orphan_timeout: float = 180.0
     #: Seconds an inbound call may ring unanswered (without a shorter INVITE Expires).
@@ -270,6 +275,10 @@ class Dialog:
     ) -> None:
         self.sip = sip
         self.uac = uac
+        #: When this dialog object was made (UTC), on the UA's reactor when there is one.
+        clock = getattr(sip, "clock", None)
+        now = clock.seconds() if clock is not None else time.time()
+        self.created = datetime.datetime.fromtimestamp(now, datetime.UTC)
         self.call_id = call_id or f"{uuid.uuid4().hex}@voiptwisted"
         self.local_tag = local_tag or _new_tag()
         self.remote_tag = remote_tag
@@ -370,6 +379,25 @@ class Dialog:
         dialog.invite_request = request
         dialog.state = DialogState.EARLY
         return dialog
+
+    @property
+    def from_header(self) -> str | None:
+        """The From value of our requests in this dialog: our party with our tag
+        (RFC 3261 §12.2.1.1), or None before the dialog has parties."""
+        return None if self.local_party is None else str(self.local_party)
+
+    @property
+    def to_header(self) -> str | None:
+        """The To value of our requests in this dialog: the remote party, with its tag
+        once known (RFC 3261 §12.2.1.1), or None before the dialog has parties."""
+        return None if self.remote_party is None else str(self.remote_party)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """From, To and Call-ID of this dialog (RFC 3261 §12: what identifies it), those
+        known so far."""
+        found = {"From": self.from_header, "To": self.to_header, "Call-ID": self.call_id}
+        return {name: value for name, value in found.items() if value is not None}
 
     def __repr__(self) -> str:
         return (
@@ -1556,7 +1584,9 @@ class Dialog:
             self._end()
             self._fire_bye_deferreds()
 
-        self.send_in_dialog(request).addBoth(done)
+        answered = self.send_in_dialog(request)
+        answered.addTimeout(self.BYE_ACK_TIMEOUT.total_seconds(), self.sip.timers.clock)
+        answered.addBoth(done)
 
     def send_in_dialog(self, request: Request) -> Deferred[Response]:
         """Send the in-dialog *request* (BYE, re-INVITE, OPTIONS ...); fire with its final
