@@ -1274,6 +1274,7 @@ class Dialog:
             log.info("call {call_id}: 422, asking for a session interval of {n} s",
                      call_id=self.call_id, n=self.session_timer.min_se)
             self.outbound_cseq += 1
+            self._auth_tried = False  # a proxy may challenge the new INVITE again
             self._send_invite()
             return
         if (
