@@ -258,7 +258,10 @@ class Dialog:
     ``route_set`` (list of Route values, §12.1.1/§12.1.2), ``local_party`` /
     ``remote_party`` (our and their From/To values, as :class:`CallerID`, with
     tags), ``outbound_cseq`` (our last CSeq number, §12.2.1.1), ``sip`` (the
-    protocol) and ``session`` (the ISession once media runs).
+    protocol) and ``session`` (the ISession once media runs).  ``session_timer`` is
+    the call's RFC 4028 session timer (:class:`~voiptwisted.sip.session_timer.SessionTimer`:
+    the interval agreed and whether we refresh); a session that expires unrefreshed ends
+    with BYE and ``hangup_received``.
     """
 
     #: RFC 3261 §17.1.1.1 / §17.1.2.2 timer values, in seconds.
