@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.sip.test_dialog import (
     ANSWER,
     CONFIG,
+    CallPair,
     FakeSession,
     callee_class,
     connect,
@@ -503,3 +504,35 @@ class UACTests(SynchronousTestCase):
         self.alice.dataReceived(respond_to(bye, 200, to_tag=None))
         self.assertEqual((self.alice.dialog_count, self.alice.pending_timer_count), (0, 0))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class TwoUserAgentsTests(CallPair):
+    """Two voiptwisted UAs in memory: the negotiation meets itself."""
+
+    def test_call_kept_up_by_the_answerer(self) -> None:
+        """RFC 4028 §7.1/§9/§10: Alice asks for 1800 s without naming a refresher, Bob (the
+        answerer) takes the role and refreshes by UPDATE (Alice allows it) every 900 s;
+        Alice, not refreshing, restarts her expiry on each and the call outlives many
+        intervals; each side keeps exactly two timers (refresh, expiry) throughout."""
+        dialog, d = self.dial()
+        self.successResultOf(d)
+        [callee] = self.callee.instances
+        self.assertEqual(
+            (dialog.session_timer.interval, dialog.session_timer.we_refresh), (1800, False)
+        )
+        self.assertEqual(
+            (callee.session_timer.interval, callee.session_timer.we_refresh), (1800, True)
+        )
+        cseq = callee.outbound_cseq
+        for _ in range(8 * 36):  # eight hours in 100 s steps
+            self.clock.advance(100)
+            self.pump.flush()
+        self.assertEqual(callee.outbound_cseq - cseq, 32)  # one UPDATE per 900 s
+        self.assertIs(dialog.state, DialogState.CONFIRMED)
+        self.assertIs(callee.state, DialogState.CONFIRMED)
+        self.assertEqual(
+            (self.alice.pending_timer_count, self.bob.pending_timer_count), (1, 2)
+        )
+        dialog.bye()
+        self.pump.flush()
+        self.assertNothingLeft()
