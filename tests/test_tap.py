@@ -7,6 +7,7 @@ import pathlib
 import tempfile
 from typing import Any
 
+from twisted.internet import task
 from twisted.python import usage
 from twisted.trial import unittest
 
@@ -98,7 +99,7 @@ class OptionsTests(unittest.SynchronousTestCase):
 
         self.assertEqual(parse("--state-dir", self.state).config.session_expires, 1800)
         config = parse("--state-dir", self.state, "--session-expires", "90").config
-        self.assertEqual(VoIPService(config).media_config.session_expires, 90)
+        self.assertEqual(VoIPService(config, task.Clock()).media_config.session_expires, 90)
         for bad in ("89", "0", "x", "90.5", "86401"):
             self.assertUsage("--session-expires", "--session-expires", bad)
 
