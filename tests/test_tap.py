@@ -91,6 +91,18 @@ class OptionsTests(unittest.SynchronousTestCase):
             self.assertUsage("--rtp-timeout", "--rtp-timeout", bad)
             self.assertUsage("--rtp-hold-timeout", "--rtp-hold-timeout", bad)
 
+    def test_session_expires(self) -> None:
+        """Issue 11 item 2: --session-expires (default 1800 s, RFC 4028 §4) reaches the
+        service's MediaConfig, which the dialogs read; below the RFC 4028 §5 floor of
+        90 s (or above a day, or not a whole number) it is refused."""
+        from voiptwisted.service import VoIPService
+
+        self.assertEqual(parse("--state-dir", self.state).config.session_expires, 1800)
+        config = parse("--state-dir", self.state, "--session-expires", "90").config
+        self.assertEqual(VoIPService(config, task.Clock()).media_config.session_expires, 90)
+        for bad in ("89", "0", "x", "90.5", "86401"):
+            self.assertUsage("--session-expires", "--session-expires", bad)
+
     def test_password_sources(self) -> None:
         """The password comes from the AOR, --password-file or $SIP_PASSWORD, in that order."""
         self.assertEqual(parse("--aor", "sip:alice:pw1@example.com").config.password, "pw1")

@@ -119,6 +119,8 @@ class ServiceConfig:
     srtp: str | None = None
     rtp_timeout: float = 60.0
     rtp_hold_timeout: float = 0.0
+    #: The session interval calls ask for (RFC 4028, ``--session-expires``); see MediaConfig.
+    session_expires: int = 1800
     codecs: tuple[str, ...] = DEFAULT_CODECS
     max_calls: int | None = None
     max_call_duration: float = 0.0
@@ -157,6 +159,8 @@ class ServiceConfig:
                 raise ValueError(f"{name} must be 0 or more seconds")
         if self.max_calls is not None and self.max_calls < 0:
             raise ValueError("max_calls must not be negative")
+        if not 90 <= self.session_expires <= 86400:
+            raise ValueError("session_expires must be 90 to 86400 seconds (RFC 4028)")
         # ValueError here for a bad bound, before any socket is opened.
         self.connection_limits()
         # A default codec whose system library is missing is left out; one named is an error.
@@ -500,6 +504,7 @@ class VoIPService(MultiService):
             reactor=reactor,
             rtp_timeout=config.rtp_timeout,
             rtp_hold_timeout=config.rtp_hold_timeout,
+            session_expires=config.session_expires,
             codecs=tuple(config.codecs),
         )
         # Left out, the policy follows the AOR ("required" for sips:) for every call.

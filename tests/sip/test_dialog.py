@@ -190,6 +190,8 @@ def callee_class(action: str) -> type[CalleeDialog]:
 
 
 CONFIG = types.SimpleNamespace(srtp="optional", public_host=None)
+#: Timers an established call keeps: its session timer's refresh and expiry (RFC 4028 §10).
+SESSION_TIMERS = 2
 
 
 def make_protocol(
@@ -311,7 +313,8 @@ class AnsweredCallTests(CallPair):
         self.assertEqual(dialog.media.answer, ANSWER)
         self.assertEqual(self.alice.dialog_count, 1)
         self.assertEqual(self.bob.dialog_count, 1)
-        self.assertEqual(self.bob.pending_timer_count, 0)  # ACK stopped the 2xx retransmission
+        # ACK stopped the 2xx retransmission; only the session timer runs
+        self.assertEqual(self.bob.pending_timer_count, SESSION_TIMERS)
 
     def test_caller_hangs_up(self) -> None:
         """RFC 3261 §15.1: caller BYE; callee answers 200, stops media, hangup_received."""
@@ -486,8 +489,9 @@ class WhenEndedTests(CallPair):
     def test_never_fires_while_the_call_is_up(self) -> None:
         dialog, _ = self.dial()
         ended = dialog.when_ended()
-        self.clock.advance(3600)
-        self.pump.flush()
+        for _ in range(36):  # the session timer refreshes it meanwhile (RFC 4028 §10)
+            self.clock.advance(100)
+            self.pump.flush()
         self.assertNoResult(ended)
         dialog.bye()
         self.pump.flush()
@@ -611,7 +615,7 @@ class TimerTests(CalleeOnTransport):
         ack = invite_bytes(method="ACK", branch="z9hG4bKack", body=b"", to_tag=ok.remote_tag)
         self.bob.dataReceived(ack)
         self.assertEqual(callee.session.started, 1)
-        self.assertEqual(self.bob.pending_timer_count, 0)
+        self.assertEqual(self.bob.pending_timer_count, SESSION_TIMERS)
         self.clock.advance(100)
         self.assertEqual(written(self.bob_t), [])
 
@@ -803,7 +807,9 @@ class TimerTests(CalleeOnTransport):
         self.alice.dataReceived(respond_to(bye, 200, to_tag=None))
         self.assertEqual(dialog.remote_tag, "bobtag")
         self.assertEqual(self.alice.dialog_count, 1)
-        self.assertEqual((self.alice.transaction_count, self.alice.pending_timer_count), (0, 0))
+        self.assertEqual(
+            (self.alice.transaction_count, self.alice.pending_timer_count), (0, SESSION_TIMERS)
+        )
 
     def test_dial_timer_b(self) -> None:
         """RFC 3261 §17.1.1.2: no response at all -> Timer B -> CallFailed 408."""

@@ -27,6 +27,7 @@ from tests.sip.test_dialog import (
     ANSWER,
     AVP_OFFER,
     CONFIG,
+    SESSION_TIMERS,
     FakeSession,
     callee_class,
     invite_bytes,
@@ -274,7 +275,7 @@ class TargetRefreshTests(FlowTestCase):
         self.assertEqual(ack.uri, "sip:bob@127.0.0.1:5088;transport=tls")  # §12.2.1.2
         self.assertEqual(self.media.created[0].answer, AVP_OFFER)
         self.assertIs(self.dialog.state, DialogState.CONFIRMED)
-        self.assertEqual(second.pending_timer_count, 0)
+        self.assertEqual(second.pending_timer_count, SESSION_TIMERS)
         second.dataReceived(in_dialog("BYE", self.dialog.local_tag, cseq=2, branch="z9hG4bKb"))
         [ok] = written(transport)
         self.assertEqual(ok.status_code, 200)
@@ -425,7 +426,7 @@ class UpdateRefreshTests(FlowTestCase):
         second.dataReceived(respond_to(update, 200, to_tag="alicetag"))
         self.assertEqual(written(transport), [])  # no ACK for UPDATE
         self.assertEqual(self.media.refresh_offers, 0)
-        self.assertEqual(second.pending_timer_count, 0)
+        self.assertEqual(second.pending_timer_count, SESSION_TIMERS)
         self.assertIs(dialog.state, DialogState.CONFIRMED)
 
 

@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.sip.test_dialog import (
     CONFIG,
     SAVP_OFFER,
+    SESSION_TIMERS,
     FakeSession,
     callee_class,
     connect,
@@ -112,7 +113,7 @@ class DispatchTests(ProtocolTestCase):
         self.assertEqual(ok.status_code, 200)
         self.assertEqual(ok.headers["Allow"], ALLOW)
         self.assertEqual(ok.headers["Accept"], "application/sdp")
-        self.assertEqual(ok.headers["Supported"], "outbound")
+        self.assertEqual(ok.headers["Supported"], "outbound, timer")
         self.assertEqual(ok.headers["User-Agent"], USER_AGENT)
         self.assertEqual(ok.branch, "z9hG4bKopt")
         self.assertEqual(self.proto.transaction_count, 0)
@@ -296,7 +297,7 @@ class DispatchTests(ProtocolTestCase):
         self.feed(invite_bytes(extra="Expires: 30\r\n"))
         self.callee.instances[0].answer(session_class=FakeSession)
         self.feed(invite_bytes(method="ACK", body=b"", to_tag=self.callee.instances[0].local_tag))
-        self.assertCounts(0, 0, 1)
+        self.assertCounts(0, SESSION_TIMERS, 1)
 
     def test_malformed_contact_400(self) -> None:
         """RFC 3261 §21.4.1: a header needed for the dialog that does not parse -> 400."""
@@ -667,7 +668,8 @@ class ReconnectTests(SynchronousTestCase):
         second = self.factory.buildProtocol(None)
         connect(second, 5071)
         self.assertEqual(self.first.pending_timer_count, 0)
-        self.assertEqual(second.pending_timer_count, 0)
+        # the session timer moved with the call
+        self.assertEqual(second.pending_timer_count, SESSION_TIMERS)
 
     def test_adopted_call_without_rtp_timeout_keeps_orphan_timer(self) -> None:
         """Issue 17: the orphan timer is never cancelled without a replacement.  With no
@@ -677,7 +679,7 @@ class ReconnectTests(SynchronousTestCase):
         second = self.factory.buildProtocol(None)
         transport = connect(second, 5071)
         self.assertEqual(self.first.pending_timer_count, 0)
-        self.assertEqual(second.pending_timer_count, 1)
+        self.assertEqual(second.pending_timer_count, 1 + SESSION_TIMERS)
         self.clock.advance(self.dialog.orphan_timeout - 10 - 1)
         self.assertEqual(written(transport), [])
         self.clock.advance(1)

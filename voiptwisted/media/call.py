@@ -41,6 +41,7 @@ from voiptwisted.sdp import (
     redact_sdp,
 )
 from voiptwisted.sdp.policy import SRTP_POLICIES, srtp_policy
+from voiptwisted.sip.session_timer import MAX_SESSION_EXPIRES, MIN_SE, SESSION_EXPIRES
 
 if TYPE_CHECKING:
     from voiptwisted.sdp.negotiation import NegotiatedMedia, NegotiationFailed, SRTPParams
@@ -90,7 +91,9 @@ class MediaConfig:
     RTP or RTCP from the peer; ``rtp_hold_timeout`` does the same for a call on hold
     (our direction not ``sendrecv``).  0 turns either off.  ``relatch_after`` (seconds
     of silence) and ``probation`` (packets in sequence) tune RTP source validation
-    (:class:`~voiptwisted.rtp.latch.SourceLatch`).
+    (:class:`~voiptwisted.rtp.latch.SourceLatch`).  ``session_expires`` is the session
+    interval (RFC 4028) calls ask for and the longest they accept, at least 90 s: the
+    refresher refreshes the call at half of it, the other side hangs up when it is not.
     """
 
     port_range: tuple[int, int] = (10000, 20000)
@@ -114,6 +117,7 @@ class MediaConfig:
     rtp_hold_timeout: float = HOLD_TIMEOUT
     relatch_after: float = RELATCH_AFTER
     probation: int = PROBATION
+    session_expires: int = SESSION_EXPIRES
     allocator: PortAllocator = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +129,10 @@ class MediaConfig:
                 raise ValueError(f"{name} must be 0 or more seconds")
         if self.probation < 1:
             raise ValueError("probation must be at least 1 packet")
+        if not MIN_SE <= self.session_expires <= MAX_SESSION_EXPIRES:
+            raise ValueError(
+                f"session_expires must be {MIN_SE} to {MAX_SESSION_EXPIRES} seconds (RFC 4028)"
+            )
         # A default codec whose system library is missing is left out; one named is an error.
         self.codecs = usable(self.codecs, explicit=self.codecs is not DEFAULT_CODECS)
         if not lookup(self.codecs):

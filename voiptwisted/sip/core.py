@@ -3,7 +3,7 @@
 The core takes parsed messages with where they came from
 (:meth:`UserAgentCore.receive`), routes requests to server transactions and
 dialogs and responses to client transactions (RFC 3261 §17), answers what
-the UA core answers itself (OPTIONS, 400, 405, 415, 420, 481, 482, 486,
+the UA core answers itself (OPTIONS, 400, 405, 415, 420, 422, 481, 482, 486,
 487, 500, 503, 513), builds Via and Contact, and hands every message to send
 to one ``send(message, destination)`` callable given by its adapter.  Time
 comes only from the injected ``IReactorTime``; it imports no transport and
@@ -39,10 +39,11 @@ from zope.interface import implementer
 
 from voiptwisted import __version__
 from voiptwisted.interfaces import IUserAgent
-from voiptwisted.sip.dialog import Dialog
+from voiptwisted.sip.dialog import SUPPORTED_OPTIONS, Dialog
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.headers import SIPParseError, find_tag
 from voiptwisted.sip.message import Message, Request, Response
+from voiptwisted.sip.session_timer import TOO_SMALL_PHRASE, session_interval_too_small
 from voiptwisted.sip.status import SIPMethod
 from voiptwisted.sip.transaction import (
     ClientInviteTransaction,
@@ -82,8 +83,6 @@ ALLOWED_METHODS = (
     SIPMethod.INFO,
     SIPMethod.UPDATE,
 )
-#: Option tags we support (RFC 3261 §8.2.2.3 / §20.37); no 100rel, timer or replaces yet.
-SUPPORTED_OPTIONS = frozenset({"outbound"})
 
 _MINIMAL_HEADERS = {
     "via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
@@ -695,6 +694,12 @@ class UserAgentCore:
         if len(self._dialogs) >= self.dialog_limit:
             log.warn("503 to INVITE: {n} calls on this flow", n=len(self._dialogs))
             tx.respond(self.reply(request, 503, headers=[("Retry-After", "30")]))
+            return
+        floor = session_interval_too_small(request)
+        if floor is not None:
+            # RFC 4028 §9: the session interval asked for is below our Min-SE.
+            headers = [("Min-SE", str(floor))]
+            tx.respond(self.reply(request, 422, TOO_SMALL_PHRASE, headers=headers))
             return
         expires = request.expires
         dialog = self.dialog_class.from_request(request, sip=self.agent)
