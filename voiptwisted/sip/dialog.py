@@ -35,6 +35,7 @@ from voiptwisted.interfaces import IDialog
 from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.limits import rate_limited_warning
 from voiptwisted.sip.message import Request, Response
+from voiptwisted.sip.refer import TransferMixin
 from voiptwisted.sip.status import SIPStatus
 from voiptwisted.sip.transaction import (
     T1,
@@ -230,7 +231,7 @@ def _uri_of(value: str) -> str:
 
 
 @implementer(IDialog)
-class Dialog:
+class Dialog(TransferMixin):
     """A SIP dialog (RFC 3261 §12) and the call it carries.
 
     Attributes follow the reference: ``call_id``, ``local_tag``,
@@ -337,6 +338,8 @@ class Dialog:
         self._refresh_attempts = 0
         #: The methods the peer's Allow listed (RFC 3261 §20.5), from its INVITE or 2xx.
         self.remote_allow: frozenset[str] = frozenset()
+        #: More headers of our INVITE (a transfer's Replaces and Referred-By, RFC 3891 §4).
+        self._extra_invite_headers: list[tuple[str, str]] = []
 
     # -- construction --------------------------------------------------------------------
 
@@ -392,7 +395,12 @@ class Dialog:
     def deliver_call(self) -> None:
         """Hand this new inbound call to the application: :meth:`call_received`, guarded
         like every application hook (an exception is logged and ends the call with 500).
-        The UA core calls it once, after the 100 Trying (RFC 3261 §13.3)."""
+        The UA core calls it once, after the 100 Trying (RFC 3261 §13.3).  A call that
+        replaces one of ours (INVITE with Replaces, RFC 3891 §3) is answered at once
+        instead, like the call it replaces."""
+        if self.replacing is not None:
+            self._call_app(self._take_over)
+            return
         self._call_app(self.call_received)
 
     def invite_failed(self) -> None:
@@ -629,7 +637,8 @@ class Dialog:
         if self._bye_after_ack:
             self._send_bye()
             return
-        self._start_session()
+        if self._start_session() is None and self.replacing is not None:
+            self._replaced()
 
     def _start_session(self) -> Failure | None:
         """Create ``session_class(dialog=self, **kwargs)`` and start the media with it.
@@ -705,6 +714,10 @@ class Dialog:
             self._info_received(request, transaction)
         elif method == "UPDATE":
             self._update_received(request, transaction)
+        elif method == "REFER":
+            self._refer_received(request, transaction)
+        elif method == "NOTIFY":
+            self._notify_received(request, transaction)
         else:
             assert self.sip is not None
             transaction.respond(self.sip.method_not_allowed_response(request))
@@ -1131,6 +1144,7 @@ class Dialog:
             ("Contact", sip.contact_for(self._target, top_route)),
             ("Allow", sip.allow_header),
             ("Supported", "outbound"),
+            *self._extra_invite_headers,
             ("Content-Type", "application/sdp"),
         ]
         if authorization is not None:
@@ -1643,6 +1657,7 @@ class Dialog:
         # §15.1.2: requests still pending on an ending dialog are answered, 487 recommended.
         self._end_reinvite(SIPStatus.REQUEST_TERMINATED)
         self._end_update()
+        self._end_transfers()
         self._stop_ok_retransmission()
         self._cancel_expiry()
         if self.sip is not None:
