@@ -388,6 +388,14 @@ class TransferSentTests(BobOnTransport):
         with self.assertRaises(ValueError):
             Dialog.transfer(callee, "http://example.com")
 
+    def test_attended_needs_established_call(self) -> None:
+        """RFC 3891 §4: a Replaces names a dialog with both tags: a call not established
+        (no remote tag yet) cannot be the target of an attended transfer."""
+        callee, _ = self.establish()
+        ringing = Dialog(sip=self.bob)
+        with self.assertRaises(ValueError):
+            callee.attended_transfer(ringing)
+
 
 class ReplacesReceivedTests(BobOnTransport):
     """An INVITE with Replaces for one of Bob's calls (RFC 3891 §3)."""

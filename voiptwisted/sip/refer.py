@@ -229,7 +229,6 @@ class _Sent:
         #: The first REFER of the dialog: its NOTIFYs may come without ``id`` (§2.4.6).
         self.first = first
         self.timer: Any = None
-        self.last: tuple[int, str] | None = None
 
 
 class TransferMixin:
@@ -415,7 +414,6 @@ class TransferMixin:
         ):
             request.headers.add(name, value)
         request.body = sipfrag(code)
-        request.headers["Content-Length"] = str(len(request.body))
 
         def answered(result: Response | Failure) -> None:
             if isinstance(result, Failure):
@@ -444,6 +442,8 @@ class TransferMixin:
         if self.state.value != "confirmed" or self.ending or self.sip is None:
             raise RuntimeError("transfer() needs an established call")
         if isinstance(target, TransferMixin):
+            if target.state.value != "confirmed" or target.remote_tag is None:
+                raise ValueError("an attended transfer needs another established call")
             uri = target.remote_contact or NameAddr.parse(str(target.remote_party)).uri
             refer_to = refer_to_value(uri, Replaces.of(target))
         else:
@@ -517,8 +517,6 @@ class TransferMixin:
             return
         transaction.respond(Response.from_request(request, 200))
         status = parse_sipfrag(request.body)
-        if status is not None:
-            sent.last = status
         if status is not None and status[0] >= 200:
             self._transfer_finished(sent, status[0])
         elif _terminated(request):
