@@ -235,8 +235,8 @@ class TransferMixin:
     """REFER and NOTIFY in a dialog (RFC 3515, RFC 4488), and INVITE with Replaces taking
     over a call (RFC 3891); a base class of ``Dialog``.
 
-    One transfer at a time each way per dialog: a second REFER while ours or theirs is in
-    progress gets 491 Request Pending.
+    One transfer at a time each way per dialog: a REFER while one of the far end's is in
+    progress gets 491 Request Pending; ``transfer`` while one of ours is raises.
     """
 
     #: Seconds a transfer may take (see :data:`TRANSFER_TIMEOUT`).
@@ -527,7 +527,8 @@ class TransferMixin:
         received, self._refer_in = self._refer_in, None
         if received is not None:
             received.done = True
-            self.sip.timers.cancel(received.timer)
+            if self.sip is not None:
+                self.sip.timers.cancel(received.timer)
         sent = self._refer_out
         if sent is not None:
             self._transfer_finished(sent, TransferFailed(487, "Call ended"))
