@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import task
+from twisted.internet.defer import CancelledError
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -472,7 +473,7 @@ class ReplacesReceivedTests(BobOnTransport):
         """RFC 3891 §3: an early dialog we initiated is replaced: the new call is answered
         and the old INVITE cancelled (CANCEL)."""
         outgoing = self.callee(sip=self.bob)
-        outgoing.dial("sip:carol@example.com", session_class=FakeSession)
+        dialled = outgoing.dial("sip:carol@example.com", session_class=FakeSession)
         [invite] = written(self.transport)
         self.answer(invite, 180, to_tag="caroltag")
         sent = self.feed(invite_bytes(
@@ -485,6 +486,7 @@ class ReplacesReceivedTests(BobOnTransport):
             to_tag=sent[-1].remote_tag,
         )))
         self.assertEqual((cancel.method, cancel.call_id), ("CANCEL", invite.call_id))
+        self.failureResultOf(dialled, CancelledError)
 
     def test_malformed_or_double_replaces_400(self) -> None:
         """RFC 3891 §3: more than one Replaces, or a malformed one, gets 400."""
