@@ -1,11 +1,12 @@
-"""A real phone transfers our echo call to another phone (RFC 3515 blind transfer).
+"""Transfer with a real phone, both ways (RFC 3515 blind transfer), through Kamailio.
 
-baresip (account bob) calls our AOR through Kamailio over TLS and is answered by our echo;
-then its ``transfer`` command sends us a REFER to carol (a second account of the same
-baresip, auto-answering).  We answer 202, call carol through Kamailio with the echo session
-class, NOTIFY bob of the outcome and hang bob's call up.  carol's speech must come back to
-her: her ``sndfile`` dumps (what she sent, what she heard) are cross-correlated, piece by
-piece, as the other baresip tests do.
+One baresip runs two accounts: bob calls our AOR (answered by our echo) and carol answers
+any call by herself.  bob transfers us: its ``transfer`` command sends us a REFER to carol;
+we answer 202, call carol through Kamailio with the echo session class, NOTIFY bob 100 then
+200 and hang bob's call up; carol's speech must come back to her (her ``sndfile`` dumps,
+what she sent and what she heard, cross-correlated piece by piece as the other baresip
+tests do).  We transfer bob: our ``transfer()`` sends him a REFER to carol, baresip calls
+her, and its NOTIFYs fire our Deferred with 200.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from typing import Any
 
 import numpy as np
-from twisted.internet import threads
+from twisted.internet import reactor, threads
 
 from tests.integration import peers
 from tests.integration.peers import Baresip, echo_peaks, make_speech_wav, read_wav
@@ -52,10 +53,9 @@ class BaresipTransferTests(KamailioCallTestCase):
         result = await threads.deferToThread(ua.command, command, params)
         self.assertTrue(result.get("ok"), f"baresip {command} {params}: {result}")
 
-    async def test_baresip_transfers_our_echo_call(self) -> None:
-        """RFC 3515 §2.4: bob's REFER makes us call carol; she hears her own echo; bob's call
-        with us ends; our NOTIFYs told bob 100 Trying and then 200 OK."""
-        protocol = await self.register_us(EchoDialog, port_range=PORT_RANGE, srtp="optional")
+    async def start_baresip(self) -> Baresip:
+        """One baresip with accounts bob (calls us) and carol (answers any call), both
+        registered at our Kamailio."""
         speech = make_speech_wav(os.path.join(self.tmpdir(), "speech.wav"), SPEECH)
         ua = Baresip(
             self.tmpdir(),
@@ -72,15 +72,41 @@ class BaresipTransferTests(KamailioCallTestCase):
             await threads.deferToThread(
                 ua.wait_for, rf"{user}@\S+: \S+ 200 OK\b.*\[\d+ bindings?\]", 10
             )
+        return ua
+
+    async def bob_calls_us(self, ua: Baresip, protocol: Any) -> Any:
+        """bob calls our AOR; returns our dialog once its media runs."""
         host, port = self.kamailio.address("tls")
         start = len(ua.events)
         await self.command(ua, "uafind", f"sip:bob@{host}:{port}")
         await self.command(ua, "dial", self.kamailio.uri("alice"))
         await threads.deferToThread(ua.wait_for_event, "CALL_ESTABLISHED", 15, start)
-        [bob_call] = await eventually(
+        [call] = await eventually(
             lambda: [d for d in protocol.dialogs if d.session is not None], 10, "bob's call"
         )
+        return call
 
+    async def test_we_transfer_baresip(self) -> None:
+        """RFC 3515 §2.4.3, §2.4.5: our ``transfer()`` sends bob a REFER to carol; baresip
+        accepts it (202), calls carol, and its NOTIFYs fire our Deferred with 200."""
+        protocol = await self.register_us(EchoDialog, port_range=PORT_RANGE, srtp="optional")
+        ua = await self.start_baresip()
+        call = await self.bob_calls_us(ua, protocol)
+        start = len(ua.events)
+        status = await call.transfer(self.kamailio.uri("carol")).addTimeout(30, reactor)
+        self.assertEqual(status, 200)
+        await threads.deferToThread(ua.wait_for_event, "CALL_ESTABLISHED", 15, start)
+        await call.bye()
+        await threads.deferToThread(ua.stop)
+        await self.assertNothingLeft(protocol)
+
+    async def test_baresip_transfers_our_echo_call(self) -> None:
+        """RFC 3515 §2.4: bob's REFER makes us call carol; she hears her own echo; bob's call
+        with us ends; our NOTIFYs told bob 100 Trying and then 200 OK."""
+        protocol = await self.register_us(EchoDialog, port_range=PORT_RANGE, srtp="optional")
+        ua = await self.start_baresip()
+        bob_call = await self.bob_calls_us(ua, protocol)
+        host, port = self.kamailio.address("tls")
         # sndfile names its dumps after the second a call's audio starts: bob's call runs
         # a second and a half first, so carol's dumps are new files, and bob hears the echo.
         [bob_heard] = await eventually(
