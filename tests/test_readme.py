@@ -70,10 +70,25 @@ class ReadmeTests(unittest.SynchronousTestCase):
         self.assertEqual(answered, [myapp.Beeper])
 
 
+class TransferExampleTests(unittest.SynchronousTestCase):
+    def test_transfer_hook_example(self) -> None:
+        """The README's Transfer example declines a foreign target (None: 603) and hands
+        the others to ``transfer_call`` (RFC 3515 §2.4.2: the hook decides)."""
+        block = next(b for b in python_blocks() if "class Desk(Dialog)" in b)
+        module = types.ModuleType("desk")
+        exec(compile(block, "README.md desk", "exec"), module.__dict__)  # noqa: S102
+        desk = module.Desk()
+        dialled: list[tuple[str, object]] = []
+        desk.transfer_call = lambda target, replaces=None: dialled.append((target, replaces))
+        self.assertIsNone(desk.transfer_received("sip:mallory@elsewhere.example"))
+        desk.transfer_received("sip:carol@example.com")
+        self.assertEqual(dialled, [("sip:carol@example.com", None)])
+
+
 class SupportTableTests(unittest.SynchronousTestCase):
     def test_methods_and_option_tags_listed(self) -> None:
         """RFC 3261 §20.5 / §20.37: "What the UA supports" names every method in our Allow
-        and every option tag in our Supported, and says 100rel and REFER are not."""
+        and every option tag in our Supported, and says 100rel is not."""
         from voiptwisted.sip.core import ALLOWED_METHODS, SUPPORTED_OPTIONS
 
         text = README.read_text()
@@ -84,6 +99,6 @@ class SupportTableTests(unittest.SynchronousTestCase):
         for tag in SUPPORTED_OPTIONS:
             self.assertIn(f"| `{tag}` |", section)
         not_yet = section[section.index("**Not supported yet**"):]
-        for missing in ("100rel", "REFER", "replaces"):
+        for missing in ("100rel",):
             self.assertIn(missing, not_yet)
             self.assertNotIn(missing, SUPPORTED_OPTIONS | {str(m) for m in ALLOWED_METHODS})

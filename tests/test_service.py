@@ -777,3 +777,25 @@ class CallBoundsTests(ServiceTestCase):
         service.protocols.add(stuck)
         service.stopService()
         self.assertTrue(transport.disconnecting)
+
+
+class ReplacesAcrossFlowsTests(ServiceTestCase):
+    def test_invite_with_replaces_on_another_flow(self) -> None:
+        """RFC 3891 §3: the call an INVITE with Replaces names is looked up over every flow
+        of the service (the transfer target is often reached on a connection of its own):
+        the new call on the second flow is answered, the old one gets BYE on its flow."""
+        service = self.service()
+        service.startService()
+        first, first_t = self.answered_call(service)
+        [old] = first.dialogs
+        second, second_t = self.connect_caller(service)
+        replacing = invite("call-new@test", "z9hG4bKnew").replace(
+            b"CSeq: 1 INVITE\r\n",
+            f"CSeq: 1 INVITE\r\nReplaces: {old.call_id};to-tag={old.local_tag};"
+            f"from-tag=alicetag\r\n".encode(),
+        )
+        second.dataReceived(replacing)
+        ok = [m for m in written(second_t) if getattr(m, "status_code", 0) == 200][-1]
+        second.dataReceived(ack_for(ok).replace(b"call-0@test", b"call-new@test"))
+        [bye] = [m for m in written(first_t) if getattr(m, "method", None) == "BYE"]
+        self.assertEqual(bye.call_id, old.call_id)

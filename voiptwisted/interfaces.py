@@ -89,6 +89,29 @@ class IDialog(Interface):
         before the answer.  Optional; the base class does nothing.
         """
 
+    def transfer_received(target: str, replaces: object = None) -> object:
+        """Called when the remote party transfers this call (REFER, RFC 3515): call *target*.
+
+        voiptwisted has already answered the REFER 202 and, unless it said
+        ``Refer-Sub: false`` (RFC 4488), sent NOTIFY ``SIP/2.0 100 Trying``.  Return a
+        Deferred that fires once the new call is answered, or fails with ``CallFailed``
+        carrying its status; the final NOTIFY reports that status (RFC 3515 §2.4.5) and
+        on success this call ends with BYE.  Return None to decline (603).  *replaces*
+        (a ``voiptwisted.sip.refer.Replaces``, for an attended transfer) goes into the new
+        INVITE (RFC 3891).  The base class dials *target* over the same UA with this
+        call's session class and arguments (``transfer_call``).
+        """
+
+    def transfer(target: object) -> object:
+        """Transfer the remote party of this established call to *target* (REFER).
+
+        *target* is a URI (blind transfer) or another of our calls (attended: the
+        Refer-To carries its ``Replaces``, RFC 3891).  Returns a Deferred firing with the
+        final status the remote party's NOTIFYs report (200 on success), failing with
+        ``voiptwisted.sip.refer.TransferFailed`` when the REFER is refused or no final
+        status arrives in time.
+        """
+
 
 class ISession(Interface):
     """The media of one call: decoded audio and DTMF in, audio and DTMF out.

@@ -631,6 +631,7 @@ class VoIPService(MultiService):
         if core is not None:
             core.admission = self.admission
             core.observer = self.observer
+            core.replaces_lookup = self.find_dialog
 
     def admission(self, request: Any) -> int | None:
         """The cores' admission check: None while we take calls, else a Retry-After.
@@ -944,6 +945,16 @@ class VoIPService(MultiService):
                 if dialog.state is not DialogState.TERMINATED:
                     found.append(dialog)
         return found
+
+    def find_dialog(self, call_id: str, local_tag: str, remote_tag: str) -> Any:
+        """One of our calls on any flow by its IDs (RFC 3891 §3: the call an INVITE with
+        Replaces takes the place of may have come over another flow), or None."""
+        for protocol in list(self.protocols):
+            core = getattr(protocol, "core", protocol)
+            dialog = core.find_dialog(call_id, local_tag, remote_tag)
+            if dialog is not None:
+                return dialog
+        return None
 
     def bound_duration(self, dialog: Any) -> None:
         """Hang *dialog* up (BYE, or 480 while ringing) ``max_call_duration`` seconds from

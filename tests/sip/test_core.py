@@ -35,7 +35,7 @@ from voiptwisted.sip.transaction import T1
 from voiptwisted.sip.uri import NetworkAddress
 
 #: RFC 3261 §20.5: the methods we implement, INFO (RFC 6086) and UPDATE (RFC 3311) too.
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO, REFER, UPDATE"
 
 #: Where the test's requests "come from": an opaque token for the core.
 PEER = ("127.0.0.1", 5061)

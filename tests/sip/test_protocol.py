@@ -41,7 +41,7 @@ from voiptwisted.sip.transaction import T1, TransactionTimeout
 from voiptwisted.sip.uri import NetworkAddress
 
 #: RFC 3261 §20.5: the methods we implement, INFO (RFC 6086) and UPDATE (RFC 3311) too.
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO, REFER, UPDATE"
 
 
 def options_bytes(
@@ -113,7 +113,7 @@ class DispatchTests(ProtocolTestCase):
         self.assertEqual(ok.status_code, 200)
         self.assertEqual(ok.headers["Allow"], ALLOW)
         self.assertEqual(ok.headers["Accept"], "application/sdp")
-        self.assertEqual(ok.headers["Supported"], "outbound, timer")
+        self.assertEqual(ok.headers["Supported"], "norefersub, outbound, replaces, timer")
         self.assertEqual(ok.headers["User-Agent"], USER_AGENT)
         self.assertEqual(ok.branch, "z9hG4bKopt")
         self.assertEqual(self.proto.transaction_count, 0)

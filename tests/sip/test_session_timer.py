@@ -221,7 +221,7 @@ class UASTests(SynchronousTestCase):
         """RFC 4028 §9 / issue 11: ``Require: timer`` is accepted (no 420); the 2xx has
         Supported: timer, the agreed Session-Expires and Require: timer."""
         _, ok = self.establish("Require: timer\r\nSupported: timer\r\nSession-Expires: 600\r\n")
-        self.assertEqual(ok.headers.getlist("Supported"), ["outbound", "timer"])
+        self.assertIn("timer", ok.headers.getlist("Supported"))
         self.assertEqual(ok.headers["Session-Expires"], "600;refresher=uas")
         self.assertEqual(ok.headers["Require"], "timer")
 
@@ -392,7 +392,7 @@ class UACTests(SynchronousTestCase):
     def test_invite_asks_for_a_session_timer(self) -> None:
         """RFC 4028 §7.1: Supported: timer, our Session-Expires (no refresher) and Min-SE."""
         _, _, invite = self.dial()
-        self.assertEqual(invite.headers.getlist("Supported"), ["outbound", "timer"])
+        self.assertIn("timer", invite.headers.getlist("Supported"))
         self.assertEqual(invite.headers["Session-Expires"], "1800")
         self.assertEqual(invite.headers["Min-SE"], "90")
 

@@ -43,6 +43,7 @@ from voiptwisted.sip.dialog import SUPPORTED_OPTIONS, Dialog
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.headers import SIPParseError, find_tag
 from voiptwisted.sip.message import Message, Request, Response
+from voiptwisted.sip.refer import replaced_dialog
 from voiptwisted.sip.session_timer import TOO_SMALL_PHRASE, session_interval_too_small
 from voiptwisted.sip.status import SIPMethod
 from voiptwisted.sip.transaction import (
@@ -72,15 +73,18 @@ log = Logger()
 USER_AGENT = f"voiptwisted/{__version__}"
 
 #: Methods this UA handles, in Allow order (RFC 3261 §20.5): exactly those implemented.
-#: INFO (RFC 6086, DTMF bodies) and UPDATE (RFC 3311) are answered by the dialog; outside
-#: one they get 481 like any in-dialog request without its dialog.
+#: INFO (RFC 6086, DTMF bodies), UPDATE (RFC 3311), REFER and NOTIFY (RFC 3515 transfer)
+#: are answered by the dialog; outside one they get 481 like any in-dialog request without
+#: its dialog (a REFER outside a dialog 403).
 ALLOWED_METHODS = (
     SIPMethod.INVITE,
     SIPMethod.ACK,
     SIPMethod.BYE,
     SIPMethod.CANCEL,
     SIPMethod.OPTIONS,
+    SIPMethod.NOTIFY,
     SIPMethod.INFO,
+    SIPMethod.REFER,
     SIPMethod.UPDATE,
 )
 
@@ -214,6 +218,10 @@ class UserAgentCore:
         #: INVITE and out-of-dialog OPTIONS, it returns None to take it or the seconds of a
         #: Retry-After to answer 503 with (RFC 3261 §21.5.4, §11.2): draining, or full.
         self.admission: Callable[[Request], int | None] | None = None
+        #: Finds one of the UA's dialogs by ``(call_id, local_tag, remote_tag)`` for an
+        #: INVITE with Replaces (RFC 3891 §3), over every flow of a host that runs several
+        #: cores; None: this core's own (:meth:`find_dialog`).
+        self.replaces_lookup: Callable[[str, str, str], Dialog | None] | None = None
         #: An optional observer (a hook for metrics and call records): its
         #: ``message_in(message)`` / ``message_out(message)`` see every message received and
         #: sent, ``dialog_registered(dialog)`` every dialog this core starts tracking.
@@ -641,6 +649,10 @@ class UserAgentCore:
             return
         if method == "INVITE":
             self._new_call(request, tx)
+        elif method == "REFER":
+            # RFC 3515 §2.4.2: we take transfers only inside a call (no implicit
+            # subscription outside one).
+            tx.respond(self.reply(request, 403, "REFER Only In A Dialog"))
         elif method == "OPTIONS":
             retry_after = self.admission(request) if self.admission is not None else None
             if retry_after is not None:
@@ -687,7 +699,19 @@ class UserAgentCore:
             log.info("503 to INVITE: not taking calls (Retry-After {n})", n=retry_after)
             tx.respond(self.reply(request, 503, headers=[("Retry-After", str(retry_after))]))
             return
-        if self.max_calls is not None and len(self._dialogs) >= self.max_calls:
+        replaced = None
+        if "Replaces" in request.headers:
+            # RFC 3891 §3: the call it replaces must be one of ours; it takes no new slot.
+            replaced, refusal = replaced_dialog(request, self.replaces_lookup or self.find_dialog)
+            if refusal is not None:
+                log.info("{code} to INVITE with Replaces", code=refusal)
+                tx.respond(self.reply(request, refusal))
+                return
+        if (
+            replaced is None
+            and self.max_calls is not None
+            and len(self._dialogs) >= self.max_calls
+        ):
             log.info("486 to INVITE: max_calls={n} reached", n=self.max_calls)
             tx.respond(self.reply(request, 486))
             return
@@ -704,6 +728,7 @@ class UserAgentCore:
         expires = request.expires
         dialog = self.dialog_class.from_request(request, sip=self.agent)
         dialog.invite_transaction = tx
+        dialog.replacing = replaced
         tx.tu = dialog
         self.register_dialog(dialog)
         dialog.expire_after(expires)

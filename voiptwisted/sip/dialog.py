@@ -37,6 +37,7 @@ from voiptwisted.interfaces import IDialog
 from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.limits import rate_limited_warning
 from voiptwisted.sip.message import Request, Response
+from voiptwisted.sip.refer import TransferMixin
 from voiptwisted.sip.session_timer import (
     OPTION_TAG,
     SESSION_EXPIRES,
@@ -68,8 +69,9 @@ log = Logger()
 #: Responses that may mean "your SRTP offer is not acceptable" (issue 5: retry with RTP/AVP).
 _SRTP_REFUSALS = frozenset({415, 488, 606})
 #: Option tags we support (RFC 3261 §8.2.2.3 / §20.37): our Supported header, and what a
-#: Require may name without a 420.  Session timers (RFC 4028) are the dialog's.
-SUPPORTED_OPTIONS = frozenset({"outbound", OPTION_TAG})
+#: Require may name without a 420: session timers (RFC 4028), ``replaces`` (RFC 3891) and
+#: ``norefersub`` (RFC 4488).
+SUPPORTED_OPTIONS = frozenset({"norefersub", "outbound", "replaces", OPTION_TAG})
 #: The Supported value of our INVITEs and 2xx responses.
 _SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
 #: Retry-After (seconds) of the 503 a call gets when no RTP port is free.
@@ -252,7 +254,7 @@ def _uri_of(value: str) -> str:
 
 
 @implementer(IDialog)
-class Dialog:
+class Dialog(TransferMixin):
     """A SIP dialog (RFC 3261 §12) and the call it carries.
 
     Attributes follow the reference: ``call_id``, ``local_tag``,
@@ -374,6 +376,8 @@ class Dialog:
         self._session_refresh_timer: IDelayedCall | None = None
         self._session_expiry_timer: IDelayedCall | None = None
         self._timer_refresh_due = False
+        #: More headers of our INVITE (a transfer's Replaces and Referred-By, RFC 3891 §4).
+        self._extra_invite_headers: list[tuple[str, str]] = []
 
     # -- construction --------------------------------------------------------------------
 
@@ -448,7 +452,12 @@ class Dialog:
     def deliver_call(self) -> None:
         """Hand this new inbound call to the application: :meth:`call_received`, guarded
         like every application hook (an exception is logged and ends the call with 500).
-        The UA core calls it once, after the 100 Trying (RFC 3261 §13.3)."""
+        The UA core calls it once, after the 100 Trying (RFC 3261 §13.3).  A call that
+        replaces one of ours (INVITE with Replaces, RFC 3891 §3) is answered at once
+        instead, like the call it replaces."""
+        if self.replacing is not None:
+            self._call_app(self._take_over)
+            return
         self._call_app(self.call_received)
 
     def invite_failed(self) -> None:
@@ -688,7 +697,8 @@ class Dialog:
         if self._bye_after_ack:
             self._send_bye()
             return
-        self._start_session()
+        if self._start_session() is None and self.replacing is not None:
+            self._replaced()
 
     def _start_session(self) -> Failure | None:
         """Create ``session_class(dialog=self, **kwargs)`` and start the media with it.
@@ -764,6 +774,10 @@ class Dialog:
             self._info_received(request, transaction)
         elif method == "UPDATE":
             self._update_received(request, transaction)
+        elif method == "REFER":
+            self._refer_received(request, transaction)
+        elif method == "NOTIFY":
+            self._notify_received(request, transaction)
         else:
             assert self.sip is not None
             transaction.respond(self.sip.method_not_allowed_response(request))
@@ -1203,6 +1217,7 @@ class Dialog:
             ("Allow", sip.allow_header),
             ("Supported", _SUPPORTED),
             *self.session_timer.request_headers(),
+            *self._extra_invite_headers,
             ("Content-Type", "application/sdp"),
         ]
         if authorization is not None:
@@ -1727,6 +1742,7 @@ class Dialog:
         # §15.1.2: requests still pending on an ending dialog are answered, 487 recommended.
         self._end_reinvite(SIPStatus.REQUEST_TERMINATED)
         self._end_update()
+        self._end_transfers()
         self._stop_ok_retransmission()
         self._cancel_expiry()
         if self.sip is not None:
