@@ -873,7 +873,8 @@ class VoIPService(MultiService):
 
         ``session_class`` defaults to the dialog class's ``session_class`` (the
         ``--app``'s) or ``EchoSession``.  Fails with ``CallFailed`` carrying the final
-        status when the call is not answered.  Cancelling the Deferred ends the attempt
+        status when the call is not answered, and with the :class:`ListenFailed` of a
+        service that could not start.  Cancelling the Deferred ends the attempt
         wherever it is: stops waiting for the registration or the connection, or cancels
         the INVITE (CANCEL once a provisional response arrived, RFC 3261 §9.1); it then
         fails with ``CancelledError``.
@@ -881,6 +882,8 @@ class VoIPService(MultiService):
         from voiptwisted.media.session import EchoSession
         from voiptwisted.sip.uri import InvalidURI
 
+        if self.start_failure is not None:
+            return defer.fail(self.start_failure)
         if session_class is None:
             session_class = getattr(self.dialog_class, "session_class", EchoSession)
             session_kwargs = {**getattr(self.dialog_class, "session_kwargs", {}), **session_kwargs}
