@@ -67,7 +67,8 @@ RETRY_AFTER = 30
 SAMPLE_INTERVAL = 5.0
 #: The embedded default's TLS port on 127.0.0.1 (the SIP-over-TLS port, RFC 3261 §19.1.2).
 EMBEDDED_PORT = 5061
-#: Seconds a flow opened for direct calls (no registrar) stays open without a call.
+#: How often (seconds) a flow opened for direct calls (no registrar) is checked; one that
+#: carries no call nor transaction then is closed.
 DIRECT_FLOW_IDLE = 32.0
 
 
@@ -936,8 +937,8 @@ class VoIPService(MultiService):
         An open flow to the same destination (scheme, transport, host, port, ``maddr``)
         is reused, and callers asking while it connects share that connection attempt
         (:func:`voiptwisted.sip.connect.connect` makes it: RFC 3263, TLS verified against
-        the target's host unless ``config.verify_tls`` is False).  A flow left without
-        calls for :data:`DIRECT_FLOW_IDLE` seconds is closed.  Cancelling the Deferred
+        the target's host unless ``config.verify_tls`` is False).  A flow found without
+        calls (checked every :data:`DIRECT_FLOW_IDLE` seconds) is closed.  Cancelling the Deferred
         stops this caller's wait; the attempt itself is given up once no caller waits.
         Raises ValueError for a target that cannot be reached that way (UDP).
         """
@@ -986,7 +987,7 @@ class VoIPService(MultiService):
         return d.addCallback(connected)
 
     def _close_when_idle(self, protocol: Any) -> None:
-        """Close a direct flow once it has carried no call for DIRECT_FLOW_IDLE seconds."""
+        """Every DIRECT_FLOW_IDLE seconds: close the direct flow if it carries nothing."""
 
         def check() -> None:
             if not protocol.is_connected:
