@@ -879,6 +879,7 @@ class DirectCallTests(ServiceTestCase):
         self.failureResultOf(d, CallFailed)
         self.reactor.advance(DIRECT_FLOW_IDLE)
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(service._direct_flows, {})
 
     def test_cancel_while_connecting(self) -> None:
         """Cancelling place_call before the flow is up gives up the connection attempt

@@ -981,22 +981,23 @@ class VoIPService(MultiService):
         def connected(protocol: Any) -> Any:
             self._track_protocol(protocol)
             self._direct_flows[key] = protocol
-            self._close_when_idle(protocol)
+            self._close_when_idle(protocol, key)
             return protocol
 
         return d.addCallback(connected)
 
-    def _close_when_idle(self, protocol: Any) -> None:
+    def _close_when_idle(self, protocol: Any, key: tuple[Any, ...]) -> None:
         """Every DIRECT_FLOW_IDLE seconds: close the direct flow if it carries nothing."""
 
         def check() -> None:
-            if not protocol.is_connected:
-                return
-            if protocol.dialog_count or protocol.transaction_count:
+            if protocol.is_connected and (protocol.dialog_count or protocol.transaction_count):
                 self.reactor.callLater(DIRECT_FLOW_IDLE, check)
                 return
-            log.info("closing the idle flow to {peer}", peer=protocol.peer_host)
-            protocol.close()
+            if self._direct_flows.get(key) is protocol:
+                del self._direct_flows[key]
+            if protocol.is_connected:
+                log.info("closing the idle flow to {peer}", peer=protocol.peer_host)
+                protocol.close()
 
         self.reactor.callLater(DIRECT_FLOW_IDLE, check)
 
