@@ -727,21 +727,57 @@ class RunCancelTests(SynchronousTestCase):
 
     make = ServiceTests.make
 
-    def test_cancel_while_registering_stops_and_closes_the_flow(self) -> None:
-        """Before: the flow stayed open and the REGISTER went on (retried ~32 s later)."""
+    def test_cancel_while_registering_unregisters_and_closes_the_flow(self) -> None:
+        """RFC 3261 §10.2: the REGISTER in flight is not abandoned; once the registrar
+        answers it 200 the binding is removed (Expires: 0), then the flow is closed and
+        nothing more is sent.  Before: the flow stayed open and the UA kept registering."""
         service, clock = self.make()
         d = service.start()
         proto = service.registration.protocol
         self.assertEqual(len(proto.sent), 1)
         d.cancel()
         self.failureResultOf(d, CancelledError)
-        self.assertFalse(service.running)
+        self.assertFalse(proto.transport.disconnecting)
+        answer(proto, 200)
+        unregister = proto.sent[-1][0]
+        self.assertEqual((len(proto.sent), unregister.headers["Expires"]), (2, "0"))
+        answer(proto, 200)
         clock.advance(0)
+        self.assertFalse(service.running)
+        self.assertTrue(proto.transport.disconnecting)
+        clock.advance(3600)
+        self.assertEqual(len(proto.sent), 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancel_while_registering_registrar_silent(self) -> None:
+        """A registrar that never answers the REGISTER in flight holds the cancel for at
+        most ``unregister_timeout``; then the flow is closed without another REGISTER."""
+        service, clock = self.make()
+        d = service.start()
+        proto = service.registration.protocol
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        clock.advance(service.registration.unregister_timeout)
+        clock.advance(0)
+        self.assertFalse(service.running)
         self.assertTrue(proto.transport.disconnecting)
         clock.advance(3600)
         self.assertEqual(len(proto.sent), 1)
-        self.assertEqual(service.registration.pending_timer_count, 0)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancel_while_registering_refused(self) -> None:
+        """A refusal of the REGISTER in flight: nothing to remove, the flow is closed."""
+        service, clock = self.make()
+        d = service.start()
+        proto = service.registration.protocol
+        d.cancel()
+        answer(proto, 403)
+        clock.advance(0)
+        self.assertFalse(service.running)
+        self.assertTrue(proto.transport.disconnecting)
+        clock.advance(3600)
+        self.assertEqual(len(proto.sent), 1)
+        self.failureResultOf(d, CancelledError)
 
     def test_cancel_while_connecting_gives_up_the_attempt(self) -> None:
         service, clock = self.make()

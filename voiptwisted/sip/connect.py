@@ -713,18 +713,21 @@ class SIPClientService(Service):
         certificate is refused before the first registration, or if the registrar refuses
         us (``RegistrationFailed``).  After the first success, reconnects are silent.
 
-        Cancelling the Deferred before it fired stops the service (:meth:`stopService`):
-        no more connect attempts nor REGISTERs (the one underway is abandoned), the
-        connection attempt or flow closed; it fails with ``CancelledError``.  Once it
-        has fired the registration is up and ``stopService`` removes it.
+        Cancelling the Deferred before it fired fails it with ``CancelledError`` at once
+        and stops the service (:meth:`stopService`): no further connect attempt nor
+        REGISTER, and the flow is closed.  A REGISTER already sent is not abandoned
+        (RFC 3261 §10.2: its registrar may bind us before its answer arrives): its final
+        answer is awaited, for up to the registration's ``unregister_timeout``, so that a
+        binding it made is removed (``Expires: 0``) before the flow closes.
         """
         done: list[bool] = []
 
         def cancel(_: Deferred[Any]) -> None:
-            if not done:
-                done.append(True)
-                self.endpoint.tls_failure_observers.remove(on_tls)
-                self.stopService()
+            if done:
+                return
+            done.append(True)
+            self.endpoint.tls_failure_observers.remove(on_tls)
+            _stop_after_register(self, self.registration, self.reactor)
 
         ready: Deferred[Any] = Deferred(cancel)
 
@@ -852,14 +855,14 @@ class SIPDatagramClientService(Service):
 
     def start(self) -> Deferred[Any]:
         """Start and fire with the registered protocol; fail (and stop) if the registrar
-        cannot be located or refuses us.  Cancelling it stops the service (as
-        :meth:`SIPClientService.start`)."""
+        cannot be located or refuses us.  Cancelling it stops the service, after the
+        answer to a REGISTER in flight (as :meth:`SIPClientService.start`)."""
         done: list[bool] = []
 
         def cancel(_: Deferred[Any]) -> None:
             if not done:
                 done.append(True)
-                self.stopService()
+                _stop_after_register(self, self.registration, self.reactor)
 
         ready: Deferred[Any] = Deferred(cancel)
 
@@ -879,6 +882,18 @@ class SIPDatagramClientService(Service):
         assert self._bound is not None
         self._bound.addErrback(fail_once)
         return ready
+
+
+def _stop_after_register(service: Service, registration: Registration, reactor: Any) -> None:
+    """Stop *service* (a cancelled ``start``): at once, or, while a REGISTER is in flight,
+    once it is answered or ``unregister_timeout`` has passed, so that ``stopService``
+    removes a binding it made (RFC 3261 §10.2: no new REGISTER before that answer)."""
+    if not registration.in_flight:
+        service.stopService()
+        return
+    answered = registration.when_registered()
+    answered.addTimeout(registration.unregister_timeout, reactor)
+    answered.addBoth(lambda _: service.stopService())
 
 
 def _when_done_with(d: Deferred[Any]) -> Deferred[Any]:
