@@ -913,6 +913,16 @@ class DirectCallTests(ServiceTestCase):
         self.assertEqual([m.method for m in written(transport)], ["ACK"])
         self.assertEqual(protocol.dialog_count, 0)
 
+    def test_dial_without_aor_goes_straight_to_the_target(self) -> None:
+        """config.dial without an AOR is placed once the listeners listen, directly."""
+        service = self.running(dial=SipURI.parse("sip:bob@127.0.0.1:5080;transport=tcp"))
+        [(target, _, _)] = self.connects
+        self.assertEqual(target, service.config.dial)
+        finished = service.when_finished()
+        _, transport = self.flow_up()
+        self.assertEqual([m.method for m in written(transport)], ["INVITE"])
+        self.assertNoResult(finished)
+
     def test_udp_target_refused(self) -> None:
         from voiptwisted.sip import connect as connect_module
 

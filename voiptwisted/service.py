@@ -453,7 +453,8 @@ class VoIPService(MultiService):
     with backoff, RFC 5626 keepalive); with ``config.listen`` (or neither: the embedded
     default on TLS 127.0.0.1:5061) it also accepts calls sent straight to it.  Inbound
     calls go to ``config.dialog_class``, at most ``config.max_calls`` at a time over all
-    flows (486 Busy Here beyond).  ``config.dial`` places one call once registered;
+    flows (486 Busy Here beyond).  ``config.dial`` places one call once registered (straight
+    to it without an AOR, see :meth:`place_call`);
     :meth:`when_finished` fires with 0 when it was answered and has ended, 1 otherwise.
 
     Listeners bind in ``privilegedStartService`` (or ``startService`` when the host does
@@ -824,7 +825,7 @@ class VoIPService(MultiService):
         if self.client is not None:
             waiting = self.client.client.whenConnected(failAfterFailures=1)
             waiting.addErrback(self._first_connection_failed)
-        if self.config.dial is not None and self.client is not None:
+        if self.config.dial is not None:
             self._dial()
 
     def _start_failed(self, failure: Failure) -> None:
