@@ -959,13 +959,7 @@ class VoIPService(MultiService):
         from voiptwisted.sip.connect import DIRECT_AOR, connect
         from voiptwisted.sip.digest import Credentials
 
-        config = self.config
-        if not config.verify_tls:
-            log.warn(
-                "TLS certificate verification is OFF (--no-verify-tls): anyone on the path "
-                "can impersonate {host} and read the call",
-                host=str(target.host),
-            )
+        config = self.config  # without verify_tls the endpoint warns on every connect
         kwargs = self._protocol_kwargs()
         if config.password is not None or config.realm_credentials:
             kwargs["credentials"] = Credentials(
