@@ -295,7 +295,7 @@ class SIPClientEndpoint:
         if self.insecure:
             log.warn(
                 "TLS certificate verification is DISABLED for {aor}: anyone on the path can "
-                "impersonate the registrar",
+                "impersonate the server",
                 aor=self.aor.aor,
             )
         factory = _ReportingFactory(protocolFactory, self)
