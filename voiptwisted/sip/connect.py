@@ -397,7 +397,9 @@ class _ReportingProxy:
         self.endpoint = endpoint
         self.transport: Any = None
         # The flow's verification outcome (see when_verified): None while it is open.
-        self._verified: Failure | bool | None = None if endpoint.is_tls else True
+        self._verified: Failure | bool | None = (
+            None if getattr(endpoint, "is_tls", False) else True
+        )
         self._verify_waiters: list[Deferred[Any]] = []
 
     def when_verified(self) -> Deferred[Any]:
