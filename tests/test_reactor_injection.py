@@ -28,9 +28,11 @@ from voiptwisted.sip.protocol import SessionInitiationProtocol
 PACKAGE = Path(voiptwisted.__file__).resolve().parent
 
 #: Where the global reactor may be imported: (module, enclosing function).  ``run`` is the
-#: Twisted form of the reference's one-call entry point; ``makeService`` is twistd's.
+#: Twisted form of the reference's one-call entry point, ``connect`` its one-flow sibling
+#: for library users; ``makeService`` is twistd's.
 ALLOWED = {
     ("voiptwisted.sip.connect", "run"),
+    ("voiptwisted.sip.connect", "connect"),
     ("voiptwisted.tap", "makeService"),
 }
 

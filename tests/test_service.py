@@ -567,7 +567,7 @@ class PlaceCallTests(ServiceTestCase):
         self.failureResultOf(service.place_call("sip:bob@127.0.0.1"), CallFailed)
         self.assertEqual(len(moved), 1)
 
-    def test_place_call_needs_aor(self) -> None:
+    def test_place_call_without_aor_needs_a_running_service(self) -> None:
         self.failureResultOf(self.service().place_call("sip:bob@127.0.0.1"), RuntimeError)
 
     def test_dial_answered_then_ended_exit_status_0(self) -> None:
@@ -799,3 +799,234 @@ class ReplacesAcrossFlowsTests(ServiceTestCase):
         second.dataReceived(ack_for(ok).replace(b"call-0@test", b"call-new@test"))
         [bye] = [m for m in written(first_t) if getattr(m, "method", None) == "BYE"]
         self.assertEqual(bye.call_id, old.call_id)
+
+
+class DirectCallTests(ServiceTestCase):
+    """Issue 13: without an AOR place_call goes straight to the target (connect())."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from voiptwisted.sip import connect as connect_module
+
+        self.connects: list[tuple[Any, dict[str, Any], defer.Deferred[Any]]] = []
+        self.cancelled: list[Any] = []
+        self.real_connect = connect_module.connect
+
+        def fake_connect(target: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            attempt: defer.Deferred[Any] = defer.Deferred(lambda _: self.cancelled.append(target))
+            self.connects.append((target, kwargs, attempt))
+            return attempt
+
+        self.patch(connect_module, "connect", fake_connect)
+
+    def running(self, **kwargs: Any) -> VoIPService:
+        service = self.service(listen="tcp:5070", **kwargs)
+        service.startService()
+        self.assertTrue(service.running)
+        return service
+
+    def flow_up(self, n: int = -1) -> tuple[Any, StringTransport]:
+        """Complete connect attempt *n* with a real protocol on a StringTransport."""
+        from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+        _, kwargs, attempt = self.connects[n]
+        kwargs = dict(kwargs)
+        for name in ("reactor", "ca_file", "verify", "dns_server"):
+            kwargs.pop(name)
+        protocol = SessionInitiationProtocol(reactor=self.reactor, **kwargs)
+        protocol.media_class = FakeMedia
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 5080),
+        )
+        protocol.makeConnection(transport)
+        attempt.callback(protocol)
+        return protocol, transport
+
+    def respond(self, protocol: Any, request: Any, code: int, **kwargs: Any) -> None:
+        response = Response.from_request(request, code, **kwargs)
+        if code > 100:
+            response.headers["To"] = f"{request.headers['To']};tag=bobtag"
+        protocol.dataReceived(bytes(response))
+
+    def test_call_goes_straight_to_the_target(self) -> None:
+        """No registrar: the target's URI is connected to (its host located and, over
+        TLS, verified with the service's CA and verify settings) and dialled; before,
+        place_call failed with "place_call needs a registered AOR"."""
+        service = self.running(ca_file="/ca.pem")
+        d = service.place_call("sip:bob@127.0.0.1:5080;transport=tcp")
+        [(target, kwargs, _)] = self.connects
+        self.assertEqual(str(target), str(SipURI.parse("sip:bob@127.0.0.1:5080;transport=tcp")))
+        self.assertEqual((kwargs["ca_file"], kwargs["verify"]), ("/ca.pem", True))
+        self.assertIs(kwargs["media_config"], service.media_config)
+        protocol, transport = self.flow_up()
+        self.assertIn(protocol, service.protocols)
+        [invite] = written(transport)
+        self.assertEqual(
+            (invite.method, invite.uri), ("INVITE", "sip:bob@127.0.0.1:5080;transport=tcp")
+        )
+        self.respond(protocol, invite, 200, body=OFFER, headers=[
+            ("Contact", "<sip:bob@127.0.0.1:5080;transport=tcp>"),
+            ("Content-Type", "application/sdp"),
+        ])  # fmt: skip
+        dialog = self.successResultOf(d)
+        self.assertEqual(dialog.state, DialogState.CONFIRMED)
+        self.assertEqual([m.method for m in written(transport)], ["ACK"])
+
+    def test_flow_to_the_same_destination_is_reused(self) -> None:
+        """A second call to the same destination shares the connection attempt, a third
+        one the open flow; another destination gets its own flow."""
+        service = self.running()
+        service.place_call("sip:bob@127.0.0.1:5080;transport=tcp")
+        service.place_call("sip:carol@127.0.0.1:5080;transport=tcp")
+        self.assertEqual(len(self.connects), 1)
+        protocol, transport = self.flow_up()
+        self.assertEqual([m.method for m in written(transport)], ["INVITE", "INVITE"])
+        service.place_call("sip:dave@127.0.0.1:5080;transport=tcp")
+        self.assertEqual(len(self.connects), 1)
+        self.assertEqual(protocol.dialog_count, 3)
+        service.place_call("sip:bob@127.0.0.1:5081;transport=tcp")
+        self.assertEqual(len(self.connects), 2)
+
+    def test_idle_direct_flow_is_closed(self) -> None:
+        from voiptwisted.service import DIRECT_FLOW_IDLE
+
+        service = self.running()
+        d = service.place_call("sip:bob@127.0.0.1:5080;transport=tcp")
+        protocol, transport = self.flow_up()
+        [invite] = written(transport)
+        self.reactor.advance(DIRECT_FLOW_IDLE)
+        self.assertFalse(transport.disconnecting)  # a call is still on it
+        self.respond(protocol, invite, 486)
+        self.failureResultOf(d, CallFailed)
+        self.reactor.advance(DIRECT_FLOW_IDLE)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(service._direct_flows, {})
+
+    def test_cancel_while_connecting(self) -> None:
+        """Cancelling place_call before the flow is up gives up the connection attempt
+        (once no other call waits on it) and fails with CancelledError."""
+        service = self.running()
+        first = service.place_call("sip:bob@127.0.0.1:5080;transport=tcp")
+        second = service.place_call("sip:bob@127.0.0.1:5080;transport=tcp")
+        [(_, _, attempt)] = self.connects
+        first.cancel()
+        self.failureResultOf(first, defer.CancelledError)
+        self.assertEqual(self.cancelled, [])
+        second.cancel()
+        self.failureResultOf(second, defer.CancelledError)
+        self.assertEqual(len(self.cancelled), 1)
+        self.assertTrue(attempt.called)
+
+    def test_cancel_after_ringing_sends_cancel(self) -> None:
+        """RFC 3261 §9.1: cancelling place_call once a provisional arrived sends CANCEL
+        for the INVITE; the 487 is ACKed and nothing is left."""
+        service = self.running()
+        d = service.place_call("sip:bob@127.0.0.1:5080;transport=tcp")
+        protocol, transport = self.flow_up()
+        [invite] = written(transport)
+        self.respond(protocol, invite, 180)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
+        [cancel] = written(transport)
+        self.assertEqual((cancel.method, cancel.branch), ("CANCEL", invite.branch))
+        self.respond(protocol, cancel, 200)
+        self.respond(protocol, invite, 487)
+        self.assertEqual([m.method for m in written(transport)], ["ACK"])
+        self.assertEqual(protocol.dialog_count, 0)
+
+    def test_dial_without_aor_goes_straight_to_the_target(self) -> None:
+        """config.dial without an AOR is placed once the listeners listen, directly."""
+        service = self.running(dial=SipURI.parse("sip:bob@127.0.0.1:5080;transport=tcp"))
+        [(target, _, _)] = self.connects
+        self.assertEqual(target, service.config.dial)
+        finished = service.when_finished()
+        _, transport = self.flow_up()
+        self.assertEqual([m.method for m in written(transport)], ["INVITE"])
+        self.assertNoResult(finished)
+
+    def test_udp_target_refused(self) -> None:
+        from voiptwisted.sip import connect as connect_module
+
+        self.patch(connect_module, "connect", self.real_connect)
+        service = self.running()
+        self.failureResultOf(service.place_call("sip:bob@127.0.0.1;transport=udp"), ValueError)
+
+    def test_stop_hangs_up_direct_calls_and_closes_their_flow(self) -> None:
+        service = self.running()
+        d = service.place_call("sip:bob@127.0.0.1:5080;transport=tcp")
+        protocol, transport = self.flow_up()
+        [invite] = written(transport)
+        self.respond(protocol, invite, 200, body=OFFER, headers=[
+            ("Contact", "<sip:bob@127.0.0.1:5080;transport=tcp>"),
+            ("Content-Type", "application/sdp"),
+        ])  # fmt: skip
+        self.successResultOf(d)
+        written(transport)
+        stopped = service.stopService()
+        [bye] = written(transport)
+        self.assertEqual(bye.method, "BYE")
+        protocol.dataReceived(bytes(Response.from_request(bye, 200)))
+        self.successResultOf(stopped)
+        self.assertTrue(transport.disconnecting)
+
+
+class WaitingTests(ServiceTestCase):
+    """Issue 13: when_registered() and when_disconnected() for embedding applications."""
+
+    def aor_service(self) -> VoIPService:
+        return self.service(aor=SipURI.parse("sip:alice@127.0.0.1:5061;transport=tcp"))
+
+    def test_when_registered(self) -> None:
+        """Several waiters fire on the registration; once registered it fires at once;
+        a cancelled waiter is forgotten; without an AOR it fails at once."""
+        service = self.aor_service()
+        registration = service.client.registration
+        first, second, dropped = (service.when_registered() for _ in range(3))
+        dropped.cancel()
+        self.failureResultOf(dropped, defer.CancelledError)
+        self.assertEqual(len(registration._waiters), 2)
+        protocol = service.client.factory.buildProtocol(None)
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 5061),
+        )
+        protocol.makeConnection(transport)
+        [register] = written(transport)
+        self.assertNoResult(first)
+        contact = f"{register.headers['Contact']};expires=3600"
+        protocol.dataReceived(
+            bytes(Response.from_request(register, 200, headers=[("Contact", contact)]))
+        )
+        self.assertIs(self.successResultOf(first), protocol)
+        self.assertIs(self.successResultOf(second), protocol)
+        self.assertIs(self.successResultOf(service.when_registered()), protocol)
+        self.failureResultOf(self.service().when_registered(), RuntimeError)
+
+    def test_when_disconnected_fires_when_the_registrars_flow_is_lost(self) -> None:
+        from twisted.python.failure import Failure
+
+        from voiptwisted.sip.connect import _ReportingProxy
+
+        service = self.aor_service()
+        waiters = [service.when_disconnected() for _ in range(2)]
+        dropped = service.when_disconnected()
+        dropped.cancel()
+        self.failureResultOf(dropped, defer.CancelledError)
+        protocol = service.client.factory.buildProtocol(None)
+        proxy = _ReportingProxy(protocol, service.client.endpoint)
+        proxy.makeConnection(StringTransport())
+        for waiter in waiters:
+            self.assertNoResult(waiter)
+        proxy.connectionLost(Failure(ConnectionError("gone")))
+        for waiter in waiters:
+            self.assertIsNone(self.successResultOf(waiter))
+        self.assertNoResult(service.when_disconnected())
+
+    def test_when_disconnected_fires_once_stopped(self) -> None:
+        service = self.service(listen="tcp:5070")
+        service.startService()
+        waiter = service.when_disconnected()
+        self.assertNoResult(waiter)
+        self.successResultOf(service.stopService())
+        self.successResultOf(waiter)

@@ -44,6 +44,7 @@ from voiptwisted.sip.protocol import SIPServerFactory
 from voiptwisted.sip.uri import SipURI
 
 __all__ = [
+    "DIRECT_FLOW_IDLE",
     "EMBEDDED_PORT",
     "RETRY_AFTER",
     "STOP_TIMEOUT",
@@ -66,6 +67,9 @@ RETRY_AFTER = 30
 SAMPLE_INTERVAL = 5.0
 #: The embedded default's TLS port on 127.0.0.1 (the SIP-over-TLS port, RFC 3261 §19.1.2).
 EMBEDDED_PORT = 5061
+#: How often (seconds) a flow opened for direct calls (no registrar) is checked; one that
+#: carries no call nor transaction then is closed.
+DIRECT_FLOW_IDLE = 32.0
 
 
 @dataclasses.dataclass
@@ -453,7 +457,8 @@ class VoIPService(MultiService):
     with backoff, RFC 5626 keepalive); with ``config.listen`` (or neither: the embedded
     default on TLS 127.0.0.1:5061) it also accepts calls sent straight to it.  Inbound
     calls go to ``config.dialog_class``, at most ``config.max_calls`` at a time over all
-    flows (486 Busy Here beyond).  ``config.dial`` places one call once registered;
+    flows (486 Busy Here beyond).  ``config.dial`` places one call once registered (straight
+    to it without an AOR, see :meth:`place_call`);
     :meth:`when_finished` fires with 0 when it was answered and has ended, 1 otherwise.
 
     Listeners bind in ``privilegedStartService`` (or ``startService`` when the host does
@@ -483,6 +488,10 @@ class VoIPService(MultiService):
         self.start_failure: ListenFailed | None = None
         self._unsaved_instance_id: str | None = None
         self._finished: list[defer.Deferred[int]] = []
+        #: Direct flows (no registrar) by destination, and those still connecting.
+        self._direct_flows: dict[tuple[Any, ...], Any] = {}
+        self._connecting: dict[tuple[Any, ...], _SharedAttempt] = {}
+        self._disconnect_waiters: list[defer.Deferred[None]] = []
         #: True once :meth:`drain` (or stopService) started: new calls get 503.
         self.draining = False
         self._drained: list[defer.Deferred[None]] | None = None
@@ -683,6 +692,9 @@ class VoIPService(MultiService):
             allow_legacy_digest=self.config.allow_legacy_digest,
         )
         self.client.setServiceParent(self)
+        observers = getattr(self.client.endpoint, "flow_lost_observers", None)
+        if observers is not None:
+            observers.append(self._flow_lost)
 
     def _instance_id(self) -> str:
         """The stable ``+sip.instance`` (RFC 5626 §4.1) kept in ``state_dir``, read only.
@@ -819,7 +831,7 @@ class VoIPService(MultiService):
         if self.client is not None:
             waiting = self.client.client.whenConnected(failAfterFailures=1)
             waiting.addErrback(self._first_connection_failed)
-        if self.config.dial is not None and self.client is not None:
+        if self.config.dial is not None:
             self._dial()
 
     def _start_failed(self, failure: Failure) -> None:
@@ -851,28 +863,38 @@ class VoIPService(MultiService):
     def place_call(
         self, target: str | SipURI, session_class: type | None = None, **session_kwargs: Any
     ) -> defer.Deferred[Any]:
-        """Call *target* through the registered flow; fires with the answered dialog.
+        """Call *target*; fires with the answered dialog (``dialog_class``'s instance).
 
-        Waits for the registration first.  ``session_class`` defaults to the dialog class's
-        ``session_class`` (the ``--app``'s) or ``EchoSession``.  Fails with ``CallFailed``
-        carrying the final status when the call is not answered, or with
-        ``RegistrationFailed`` when the registrar refuses us.
-
-        RFC 3263 §4.3: when our server fails the INVITE itself (503, 408 or the flow
-        dying before any early dialog), the flow moves to the next server of the
+        With ``config.aor`` the call goes through the registered flow: it waits for the
+        registration first, and fails with ``RegistrationFailed`` when the registrar
+        refuses us.  RFC 3263 §4.3: when our server fails the INVITE itself (503, 408 or
+        the flow dying before any early dialog), the flow moves to the next server of the
         registrar's DNS list, registers there and the call is placed again; a 503's
         Retry-After keeps that server out of the list until it has passed.
-        """
-        if self.client is None:
-            return defer.fail(RuntimeError("place_call needs a registered AOR (config.aor)"))
-        from voiptwisted.media.session import EchoSession
 
+        Without an AOR the call goes straight to *target* (:meth:`direct_flow`): its host
+        is located with RFC 3263 (DNS SRV unless it has a port or an IP address), the
+        flow is TLS unless the URI says ``;transport=tcp`` and the certificate is
+        verified against the target's host (``config.ca_file`` trusted besides the
+        platform's CAs; ``config.verify_tls`` False turns that off).  A flow already open
+        to the same destination is reused.  We are ``sip:voip@127.0.0.1`` on it.
+
+        ``session_class`` defaults to the dialog class's ``session_class`` (the
+        ``--app``'s) or ``EchoSession``.  Fails with ``CallFailed`` carrying the final
+        status when the call is not answered, and with the :class:`ListenFailed` of a
+        service that could not start.  Cancelling the Deferred ends the attempt
+        wherever it is: stops waiting for the registration or the connection, or cancels
+        the INVITE (CANCEL once a provisional response arrived, RFC 3261 §9.1); it then
+        fails with ``CancelledError``.
+        """
+        from voiptwisted.media.session import EchoSession
+        from voiptwisted.sip.uri import InvalidURI
+
+        if self.start_failure is not None:
+            return defer.fail(self.start_failure)
         if session_class is None:
             session_class = getattr(self.dialog_class, "session_class", EchoSession)
             session_kwargs = {**getattr(self.dialog_class, "session_kwargs", {}), **session_kwargs}
-
-        client = self.client
-        moves = [max(1, getattr(client.endpoint, "target_count", 1) - 1)]
 
         def dial(protocol: Any) -> defer.Deferred[Any]:
             dialog = self.dialog_class(sip=protocol)
@@ -880,7 +902,19 @@ class VoIPService(MultiService):
             dialog.follow_redirects = self.config.follow_redirects
             self.bound_duration(dialog)
             d = dialog.dial(target, session_class=session_class, **session_kwargs)
-            return d.addErrback(server_failed, protocol, dialog)
+            if client is not None:
+                d.addErrback(server_failed, protocol, dialog)
+            return d
+
+        client = self.client
+        if client is None:
+            try:
+                uri = target if isinstance(target, SipURI) else SipURI.parse(str(target))
+                flow = self.direct_flow(uri)
+            except (InvalidURI, ValueError) as e:
+                return defer.fail(e)
+            return flow.addCallback(dial)
+        moves = [max(1, getattr(client.endpoint, "target_count", 1) - 1)]
 
         def server_failed(failure: Any, protocol: Any, dialog: Any) -> Any:
             from voiptwisted.apps import shown_party
@@ -903,6 +937,99 @@ class VoIPService(MultiService):
             return client.registration.when_registered().addCallback(dial)
 
         return client.registration.when_registered().addCallback(dial)
+
+    def direct_flow(self, target: SipURI) -> defer.Deferred[Any]:
+        """A flow straight to *target*'s server (no registrar): fires with its protocol.
+
+        An open flow to the same destination (scheme, transport, host, port, ``maddr``)
+        is reused, and callers asking while it connects share that connection attempt
+        (:func:`voiptwisted.sip.connect.connect` makes it: RFC 3263, TLS verified against
+        the target's host unless ``config.verify_tls`` is False).  A flow found without
+        calls (checked every :data:`DIRECT_FLOW_IDLE` seconds) is closed.  Cancelling the Deferred
+        stops this caller's wait; the attempt itself is given up once no caller waits.
+        Raises ValueError for a target that cannot be reached that way (UDP).
+        """
+        if not self.running:
+            return defer.fail(RuntimeError("the VoIPService is not running"))
+        key = _destination(target)
+        protocol = self._direct_flows.get(key)
+        if protocol is not None and protocol.is_connected:
+            return defer.succeed(protocol)
+        attempt = self._connecting.get(key)
+        if attempt is None:
+            attempt = _SharedAttempt(self._connect_direct(target), self._connecting, key)
+            self._connecting[key] = attempt
+        return attempt.wait()
+
+    def _connect_direct(self, target: SipURI) -> defer.Deferred[Any]:
+        from voiptwisted.sip.connect import DIRECT_AOR, connect
+        from voiptwisted.sip.digest import Credentials
+
+        config = self.config  # without verify_tls the endpoint warns on every connect
+        kwargs = self._protocol_kwargs()
+        if config.password is not None or config.realm_credentials:
+            kwargs["credentials"] = Credentials(
+                "", config.password, realms=config.auth_realms,
+                table=config.realm_credentials,
+                allow_legacy_digest=config.allow_legacy_digest,
+            )  # fmt: skip
+        d = connect(
+            target, aor=DIRECT_AOR, reactor=self.reactor, ca_file=config.ca_file,
+            verify=config.verify_tls, dns_server=config.dns_server, **kwargs,
+        )  # fmt: skip
+        key = _destination(target)
+
+        def connected(protocol: Any) -> Any:
+            self._track_protocol(protocol)
+            self._direct_flows[key] = protocol
+            self._close_when_idle(protocol, key)
+            return protocol
+
+        return d.addCallback(connected)
+
+    def _close_when_idle(self, protocol: Any, key: tuple[Any, ...]) -> None:
+        """Every DIRECT_FLOW_IDLE seconds: close the direct flow if it carries nothing."""
+
+        def check() -> None:
+            if protocol.is_connected and (protocol.dialog_count or protocol.transaction_count):
+                self.reactor.callLater(DIRECT_FLOW_IDLE, check)
+                return
+            if self._direct_flows.get(key) is protocol:
+                del self._direct_flows[key]
+            if protocol.is_connected:
+                log.info("closing the idle flow to {peer}", peer=protocol.peer_host)
+                protocol.close()
+
+        self.reactor.callLater(DIRECT_FLOW_IDLE, check)
+
+    def when_registered(self) -> defer.Deferred[Any]:
+        """Fires with the registered flow's protocol: at once when registered, else on the
+        next success.  Any number of waiters.
+
+        Fails with ``RegistrationFailed`` when the registrar refuses us (the service keeps
+        retrying, so a later call may succeed) or the service stops, and at once with
+        RuntimeError without ``config.aor``.  Cancelling it only stops that wait.
+        """
+        if self.client is None:
+            return defer.fail(RuntimeError("no AOR to register (config.aor is None)"))
+        return self.client.registration.when_registered()  # type: ignore[no-any-return]
+
+    def when_disconnected(self) -> defer.Deferred[None]:
+        """Fires with None the next time the registrar's flow is lost or, at the latest,
+        once the service has stopped.  Any number of waiters.
+
+        The service reconnects and registers again by itself after a lost flow: wait with
+        :meth:`when_registered`.  Without an AOR it fires when the service has stopped.
+        Cancelling it only stops that wait.
+        """
+        waiter: defer.Deferred[None] = defer.Deferred(self._disconnect_waiters.remove)
+        self._disconnect_waiters.append(waiter)
+        return waiter
+
+    def _flow_lost(self, protocol: Any = None) -> None:
+        waiters, self._disconnect_waiters = self._disconnect_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _dial(self) -> None:
         from voiptwisted.apps import shown_party
@@ -1058,11 +1185,17 @@ class VoIPService(MultiService):
         ended.addCallback(lambda _: self._stop_children())
         ended.addCallback(lambda _: self._close_flows())
         ended.addBoth(self._stop_records)
+        ended.addBoth(self._stopped)
         ended.addTimeout(STOP_TIMEOUT, self.reactor)
         ended.addErrback(
             lambda f: log.warn("stopping took too long: {why}", why=f.getErrorMessage())
         )
         return ended
+
+    def _stopped(self, result: Any) -> Any:
+        """Everything is closed: :meth:`when_disconnected` waiters learn it."""
+        self._flow_lost()
+        return result
 
     def _stop_records(self, result: Any) -> Any:
         """Stop sampling; close the call record file once every call has been written."""
@@ -1098,6 +1231,48 @@ class VoIPService(MultiService):
                 closing.append(_when_closed(protocol))
             protocol.close()
         return defer.DeferredList(closing)
+
+
+def _destination(uri: SipURI) -> tuple[Any, ...]:
+    """What makes two targets the same destination for a direct flow: the scheme (what
+    the certificate is checked against follows it), transport, host, port and maddr."""
+    return (
+        uri.scheme, uri.transport, str(uri.host).lower(), uri.port,
+        uri.parameters.get("maddr"),
+    )  # fmt: skip
+
+
+class _SharedAttempt:
+    """One connection attempt several callers wait on; each may stop waiting
+    (cancel) and the attempt is cancelled once nobody waits any more."""
+
+    def __init__(
+        self, attempt: defer.Deferred[Any], table: dict[Any, _SharedAttempt], key: Any
+    ) -> None:
+        self.attempt = attempt
+        self.waiters: list[defer.Deferred[Any]] = []
+        self._table, self._key = table, key
+        attempt.addBoth(self._settled)
+
+    def wait(self) -> defer.Deferred[Any]:
+        waiter: defer.Deferred[Any] = defer.Deferred(self._left)
+        self.waiters.append(waiter)
+        return waiter
+
+    def _left(self, waiter: defer.Deferred[Any]) -> None:
+        self.waiters.remove(waiter)
+        if not self.waiters and not self.attempt.called:
+            self.attempt.cancel()
+
+    def _settled(self, result: Any) -> None:
+        if self._table.get(self._key) is self:
+            del self._table[self._key]
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
 
 def _when_closed(protocol: Any) -> defer.Deferred[None]:

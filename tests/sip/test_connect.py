@@ -8,8 +8,9 @@ import tempfile
 
 from twisted.internet import protocol as tw_protocol
 from twisted.internet import reactor, ssl, task
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -707,3 +708,211 @@ class FailoverTests(SynchronousTestCase):
         first.dialog_count = 1
         answer(first, 503)
         self.assertFalse(first.transport.disconnecting)
+
+
+class PendingTargetEndpoint:
+    """A target whose connection attempt never completes (until cancelled)."""
+
+    def __init__(self, attempts: list[Deferred]) -> None:
+        self.attempts = attempts
+
+    def connect(self, factory):
+        attempt: Deferred = Deferred()
+        self.attempts.append(attempt)
+        return attempt
+
+
+class RunCancelTests(SynchronousTestCase):
+    """Issue 13: cancelling what run()/start() returns stops the UA, with nothing left."""
+
+    make = ServiceTests.make
+
+    def test_cancel_while_registering_unregisters_and_closes_the_flow(self) -> None:
+        """RFC 3261 §10.2: the REGISTER in flight is not abandoned; once the registrar
+        answers it 200 the binding is removed (Expires: 0), then the flow is closed and
+        nothing more is sent.  Before: the flow stayed open and the UA kept registering."""
+        service, clock = self.make()
+        d = service.start()
+        proto = service.registration.protocol
+        self.assertEqual(len(proto.sent), 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertFalse(proto.transport.disconnecting)
+        answer(proto, 200)
+        unregister = proto.sent[-1][0]
+        self.assertEqual((len(proto.sent), unregister.headers["Expires"]), (2, "0"))
+        answer(proto, 200)
+        clock.advance(0)
+        self.assertFalse(service.running)
+        self.assertTrue(proto.transport.disconnecting)
+        clock.advance(3600)
+        self.assertEqual(len(proto.sent), 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancel_while_registering_registrar_silent(self) -> None:
+        """A registrar that never answers the REGISTER in flight holds the cancel for at
+        most ``unregister_timeout``; then the flow is closed without another REGISTER."""
+        service, clock = self.make()
+        d = service.start()
+        proto = service.registration.protocol
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        clock.advance(service.registration.unregister_timeout)
+        clock.advance(0)
+        self.assertFalse(service.running)
+        self.assertTrue(proto.transport.disconnecting)
+        clock.advance(3600)
+        self.assertEqual(len(proto.sent), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancel_while_registering_refused(self) -> None:
+        """A refusal of the REGISTER in flight: nothing to remove, the flow is closed."""
+        service, clock = self.make()
+        d = service.start()
+        proto = service.registration.protocol
+        d.cancel()
+        answer(proto, 403)
+        clock.advance(0)
+        self.assertFalse(service.running)
+        self.assertTrue(proto.transport.disconnecting)
+        clock.advance(3600)
+        self.assertEqual(len(proto.sent), 1)
+        self.failureResultOf(d, CancelledError)
+
+    def test_cancel_while_connecting_gives_up_the_attempt(self) -> None:
+        service, clock = self.make()
+        attempts: list[Deferred] = []
+        service.endpoint.target_endpoint = lambda host, port: PendingTargetEndpoint(attempts)
+        d = service.start()
+        self.assertEqual(len(attempts), 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        clock.advance(0)
+        self.assertTrue(attempts[0].called)  # cancelled by ClientService.stopService
+        clock.advance(3600)
+        self.assertEqual(len(attempts), 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancel_after_registered_is_a_no_op(self) -> None:
+        service, _clock = self.make()
+        d = service.start()
+        answer(service.registration.protocol, 200)
+        proto = self.successResultOf(d)
+        d.cancel()
+        self.assertTrue(service.running)
+        self.assertTrue(service.registration.registered)
+        self.assertIs(service.registration.protocol, proto)
+
+
+class WaitingServer(tw_protocol.Protocol):
+    """Accepts and says nothing (a TLS handshake to it never completes)."""
+
+    lost: list = []
+
+    def connectionLost(self, reason=None) -> None:
+        type(self).lost.append(reason)
+
+
+class ConnectTests(TestCase):
+    """connect(): one flow straight to an endpoint or a URI, no registrar (issue 13)."""
+
+    timeout = 20
+
+    def listen_tcp(self, protocol_class=Registrar) -> int:
+        port = reactor.listenTCP(
+            0, tw_protocol.Factory.forProtocol(protocol_class), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def close_after(self, protocol) -> None:
+        async def close() -> None:
+            if protocol.transport is not None:
+                lost = Deferred()
+                original = protocol.connectionLost
+
+                def connection_lost(reason=None):
+                    original(reason)
+                    lost.callback(None)
+
+                protocol.connectionLost = connection_lost
+                protocol.close()
+                await lost
+
+        self.addCleanup(lambda: Deferred.fromCoroutine(close()))
+
+    async def test_uri_over_tcp(self) -> None:
+        """A sip: URI with transport=tcp: a plain TCP flow to its host and port; we are
+        DIRECT_AOR on it unless told otherwise, and the protocol arguments reach it."""
+        from voiptwisted.sip import connect as module
+        from voiptwisted.sip.connect import DIRECT_AOR, connect
+        from voiptwisted.sip.protocol import SessionInitiationProtocol
+
+        self.assertIn("connect", module.__all__)
+        port = self.listen_tcp()
+        protocol = await connect(
+            f"sip:bob@127.0.0.1:{port};transport=tcp", reactor=reactor, max_calls=2
+        )
+        self.close_after(protocol)
+        self.assertIsInstance(protocol, SessionInitiationProtocol)
+        self.assertTrue(protocol.is_connected)
+        self.assertEqual(protocol.aor, SipURI.parse(DIRECT_AOR))
+        self.assertEqual(protocol.max_calls, 2)
+        self.assertEqual(protocol.transport.getPeer().port, port)
+
+    async def test_endpoint(self) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        from voiptwisted.sip.connect import connect
+
+        port = self.listen_tcp()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        protocol = await connect(endpoint, aor="sip:carol@example.com", reactor=reactor)
+        self.close_after(protocol)
+        self.assertEqual(protocol.aor, SipURI.parse("sip:carol@example.com"))
+        self.assertTrue(protocol.is_connected)
+
+    def test_udp_and_other_objects_refused(self) -> None:
+        from voiptwisted.sip.connect import connect
+
+        with self.assertRaises(ValueError):
+            connect("sip:bob@127.0.0.1:5060;transport=udp", reactor=reactor)
+        with self.assertRaises(TypeError):
+            connect(object(), reactor=reactor)  # type: ignore[arg-type]
+
+    def tls_listen(self, pair) -> int:
+        return RealTLSTests.listen(self, pair)
+
+    async def test_tls_verified_against_the_targets_host(self) -> None:
+        """RFC 5922 §7.2: fires once the handshake verified the target's certificate; a
+        certificate for another name fails it with TLSVerificationFailed."""
+        from voiptwisted.sip.connect import connect
+
+        pki = get_pki()
+        port = self.tls_listen(pki.server)
+        protocol = await connect(
+            f"sips:bob@127.0.0.1:{port}", reactor=reactor, ca_file=pki.ca_cert
+        )
+        self.close_after(protocol)
+        self.assertFalse(protocol.guard.handshaking)
+        capture_logs(self)
+        port = self.tls_listen(pki.wrong_host)
+        with self.assertRaises(TLSVerificationFailed) as caught:
+            await connect(f"sips:bob@127.0.0.1:{port}", reactor=reactor, ca_file=pki.ca_cert)
+        self.assertIn("hostname mismatch", str(caught.exception))
+
+    async def test_cancel_during_the_handshake_drops_the_flow(self) -> None:
+        """Cancelling while the TLS handshake runs: CancelledError and the flow closed."""
+        from voiptwisted.sip.connect import connect
+
+        WaitingServer.lost = []
+        port = self.listen_tcp(WaitingServer)
+        d = connect(f"sips:bob@127.0.0.1:{port}", reactor=reactor, ca_file=get_pki().ca_cert)
+        while not hasattr(d, "result") and not d.paused:
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.05, lambda: None)
+        d.cancel()
+        with self.assertRaises(CancelledError):
+            await d
+        while not WaitingServer.lost:
+            await deferLater(reactor, 0.01, lambda: None)

@@ -83,3 +83,28 @@ class BuildClientUDPTests(SynchronousTestCase):
         service.stopService().addCallback(stopped.append)
         [(unregister, _)] = reactor.transports[0].written[1:]
         self.assertIn(b"Expires: 0", unregister)
+
+    def test_cancelling_start_closes_the_socket(self) -> None:
+        """Issue 13: cancelling start() while the REGISTER is unanswered stops the UA once
+        ``unregister_timeout`` has passed: the socket is closed, nothing is sent after."""
+        from twisted.internet.defer import CancelledError
+
+        reactor = UDPReactor()
+        service = build_client(
+            SipURI.parse("sip:alice@registrar.test;transport=udp"),
+            password="secret", reactor=reactor,
+            resolver=lambda aor: [("127.0.0.1", 5070)],
+        )
+        d = service.start()
+        transport = reactor.transports[0]
+        transport.stopListening = reactor.udp[0][1].doStop  # as a real port tells it
+        self.assertEqual(len(transport.written), 1)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        reactor.advance(service.registration.unregister_timeout)
+        self.assertFalse(service.running)
+        self.assertIsNone(service.port)
+        sent = len(transport.written)
+        reactor.advance(3600)
+        self.assertEqual(len(transport.written), sent)
+        self.assertEqual(reactor.getDelayedCalls(), [])

@@ -352,6 +352,28 @@ class AnsweredCallTests(CallPair):
         self.successResultOf(dialog.bye())
         self.assertNothingLeft()
 
+    def test_bye_with_nothing_to_end_fires_at_once(self) -> None:
+        """Issue 13: bye() on a dialog that never dialled (with or without a UA) fires at
+        once; before, its Deferred never fired.  Nothing is sent."""
+        self.successResultOf(Dialog().bye())
+        idle = CallerDialog(sip=self.alice)
+        self.successResultOf(idle.bye())
+        self.pump.flush()
+        self.assertEqual(self.callee.instances, [])
+        self.assertNothingLeft()
+
+    def test_cancelled_bye_still_ends_the_call(self) -> None:
+        """Cancelling bye()'s Deferred stops only the wait: the BYE goes out and is
+        answered, and the call ends on both sides."""
+        dialog, _ = self.dial()
+        waiting = dialog.bye()
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        self.pump.flush()
+        self.assertEqual(dialog.state, dialog_module.DialogState.TERMINATED)
+        self.assertEqual(self.callee.instances[0].state, dialog_module.DialogState.TERMINATED)
+        self.assertNothingLeft()
+
     def test_hundred_sequential_calls_leave_nothing(self) -> None:
         """Issue 3: 100 calls in a row leave no dialog, transaction or timer behind."""
         for i in range(100):

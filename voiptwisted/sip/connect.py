@@ -13,6 +13,8 @@
   (1 s doubling to 60 s, with jitter); every new flow re-registers through the protocol's
   ``registration`` hook.
 * :func:`run` is the library entry point: connect, register, fire with the protocol.
+* :func:`connect` opens one flow to an endpoint or straight to a ``sip:``/``sips:`` URI,
+  without registering (a direct call needs no registrar).
 * ``sip:...;transport=udp`` registers over UDP instead (RFC 3261 §18):
   :class:`SIPDatagramClientService` binds one socket with the datagram adapter
   (:mod:`voiptwisted.sip.datagram`) and keeps it alive with RFC 5626 §4.4.2 STUN.
@@ -59,11 +61,12 @@ from voiptwisted.sip.datagram import DatagramKeepalive, SIPDatagramProtocol
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.keepalive import FlowKeepalive
 from voiptwisted.sip.locate import ServerLocator, dns_server_resolver, with_name_resolver
-from voiptwisted.sip.protocol import SessionInitiationProtocol
+from voiptwisted.sip.protocol import SessionInitiationProtocol, SIPClientFactory
 from voiptwisted.sip.registration import Registration, RegistrationFailed, normalize_instance_id
 from voiptwisted.sip.uri import SipURI
 
 __all__ = [
+    "DIRECT_AOR",
     "RegistrationFailed",
     "SIPClientEndpoint",
     "SIPClientService",
@@ -72,6 +75,7 @@ __all__ = [
     "build_client",
     "client_endpoint",
     "client_service",
+    "connect",
     "describe_tls_failure",
     "load_instance_id",
     "retry_policy",
@@ -252,6 +256,8 @@ class SIPClientEndpoint:
         self.ca_file = ca_file
         self.timeout = timeout
         self.tls_failure_observers: list[Callable[[TLSVerificationFailed], None]] = []
+        #: Called with each flow's protocol when that flow is lost (``when_disconnected``).
+        self.flow_lost_observers: list[Callable[[Any], None]] = []
         #: The target the latest connect reached, and how many the resolver gave.
         self.current: tuple[str, int] | None = None
         self.target_count = 0
@@ -279,10 +285,19 @@ class SIPClientEndpoint:
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """Connect to the first resolved target that accepts (RFC 3263 §4.3 order)."""
+        return self._connect(protocolFactory).addCallback(lambda proxy: proxy.wrapped)
+
+    def connect_verified(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
+        """Like :meth:`connect`, but over TLS fires only once the handshake has verified the
+        server (RFC 5922 §7.2); fails with :class:`TLSVerificationFailed` when it is refused
+        and with the connection's error when the flow is lost before that."""
+        return self._connect(protocolFactory).addCallback(lambda proxy: proxy.when_verified())
+
+    def _connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
         if self.insecure:
             log.warn(
                 "TLS certificate verification is DISABLED for {aor}: anyone on the path can "
-                "impersonate the registrar",
+                "impersonate the server",
                 aor=self.aor.aor,
             )
         factory = _ReportingFactory(protocolFactory, self)
@@ -314,7 +329,6 @@ class SIPClientEndpoint:
             return next_target(None)
 
         d.addCallback(attempt)
-        d.addCallback(lambda proxy: proxy.wrapped)
         return d
 
     def _order(self, targets: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -341,16 +355,18 @@ class SIPClientEndpoint:
             self._demoted.add(current)
         return True
 
-    def report(self, transport: Any, reason: Failure) -> None:
-        """Log one line for a certificate failure on ``transport`` and tell the observers."""
+    def report(self, transport: Any, reason: Failure) -> TLSVerificationFailed | None:
+        """Log one line for a certificate failure on ``transport`` and tell the observers;
+        returns that failure (None when the flow was not lost to one)."""
         text = describe_tls_failure(reason, transport, ca_file=self.ca_file)
         if text is None:
-            return
+            return None
         peer = _peer_text(transport)
         error = TLSVerificationFailed(f"TLS to {peer} refused: {text}")
         log.error("{error}", error=str(error))
         for observer in list(self.tls_failure_observers):
             observer(error)
+        return error
 
 
 @implementer(IProtocolFactory)
@@ -382,6 +398,39 @@ class _ReportingProxy:
         self.wrapped = wrapped
         self.endpoint = endpoint
         self.transport: Any = None
+        # The flow's verification outcome (see when_verified): None while it is open.
+        self._verified: Failure | bool | None = (
+            None if getattr(endpoint, "is_tls", False) else True
+        )
+        self._verify_waiters: list[Deferred[Any]] = []
+
+    def when_verified(self) -> Deferred[Any]:
+        """Fires with the wrapped protocol once the flow is usable (at once over TCP; over
+        TLS once the handshake verified the server), or fails with why it was lost."""
+        if self._verified is True:
+            return succeed(self.wrapped)
+        if isinstance(self._verified, Failure):
+            return fail(self._verified)
+        waiter: Deferred[Any] = Deferred(lambda d: self._abort_unverified(d))
+        self._verify_waiters.append(waiter)
+        return waiter
+
+    def _abort_unverified(self, waiter: Deferred[Any]) -> None:
+        """Cancelled while the handshake runs: the flow is of no use to anyone, drop it."""
+        self._verify_waiters.remove(waiter)
+        if self.transport is not None:
+            getattr(self.transport, "abortConnection", self.transport.loseConnection)()
+
+    def _settle(self, outcome: Failure | bool) -> None:
+        if self._verified is not None:
+            return
+        self._verified = outcome
+        waiters, self._verify_waiters = self._verify_waiters, []
+        for waiter in waiters:
+            if isinstance(outcome, Failure):
+                waiter.errback(outcome)
+            else:
+                waiter.callback(self.wrapped)
 
     def makeConnection(self, transport: Any) -> None:
         self.transport = transport
@@ -403,13 +452,18 @@ class _ReportingProxy:
         listener = getattr(self.wrapped, "handshakeCompleted", None)
         if callable(listener):
             listener()
+        self._settle(True)
 
     def connectionLost(self, reason: Failure) -> None:
+        refused = None
         try:
             if self.endpoint.is_tls:
-                self.endpoint.report(self.transport, reason)
+                refused = self.endpoint.report(self.transport, reason)
         finally:
             self.wrapped.connectionLost(reason)
+            self._settle(Failure(refused) if refused is not None else reason)
+            for observer in list(self.endpoint.flow_lost_observers):
+                observer(self.wrapped)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.wrapped, name)
@@ -662,9 +716,24 @@ class SIPClientService(Service):
         Fails (and stops the service) if the first connection attempt fails, if the
         certificate is refused before the first registration, or if the registrar refuses
         us (``RegistrationFailed``).  After the first success, reconnects are silent.
+
+        Cancelling the Deferred before it fired fails it with ``CancelledError`` at once
+        and stops the service (:meth:`stopService`): no further connect attempt nor
+        REGISTER, and the flow is closed.  A REGISTER already sent is not abandoned
+        (RFC 3261 §10.2: its registrar may bind us before its answer arrives): its final
+        answer is awaited, for up to the registration's ``unregister_timeout``, so that a
+        binding it made is removed (``Expires: 0``) before the flow closes.
         """
-        ready: Deferred[Any] = Deferred()
-        done = []
+        done: list[bool] = []
+
+        def cancel(_: Deferred[Any]) -> None:
+            if done:
+                return
+            done.append(True)
+            self.endpoint.tls_failure_observers.remove(on_tls)
+            _stop_after_register(self, self.registration, self.reactor)
+
+        ready: Deferred[Any] = Deferred(cancel)
 
         def succeed_once(protocol: Any) -> None:
             if not done:
@@ -790,9 +859,16 @@ class SIPDatagramClientService(Service):
 
     def start(self) -> Deferred[Any]:
         """Start and fire with the registered protocol; fail (and stop) if the registrar
-        cannot be located or refuses us."""
-        ready: Deferred[Any] = Deferred()
+        cannot be located or refuses us.  Cancelling it stops the service, after the
+        answer to a REGISTER in flight (as :meth:`SIPClientService.start`)."""
         done: list[bool] = []
+
+        def cancel(_: Deferred[Any]) -> None:
+            if not done:
+                done.append(True)
+                _stop_after_register(self, self.registration, self.reactor)
+
+        ready: Deferred[Any] = Deferred(cancel)
 
         def succeed_once(protocol: Any) -> None:
             if not done:
@@ -810,6 +886,18 @@ class SIPDatagramClientService(Service):
         assert self._bound is not None
         self._bound.addErrback(fail_once)
         return ready
+
+
+def _stop_after_register(service: Service, registration: Registration, reactor: Any) -> None:
+    """Stop *service* (a cancelled ``start``): at once, or, while a REGISTER is in flight,
+    once it is answered or ``unregister_timeout`` has passed, so that ``stopService``
+    removes a binding it made (RFC 3261 §10.2: no new REGISTER before that answer)."""
+    if not registration.in_flight:
+        service.stopService()
+        return
+    answered = registration.when_registered()
+    answered.addTimeout(registration.unregister_timeout, reactor)
+    answered.addBoth(lambda _: service.stopService())
 
 
 def _when_done_with(d: Deferred[Any]) -> Deferred[Any]:
@@ -947,6 +1035,67 @@ def build_client(
             reactor, aor, resolver, build, registration, flow_keepalive
         )
     return SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
+
+
+#: Who we are on a flow :func:`connect` opens without an ``aor``: the From of its calls.
+DIRECT_AOR = "sip:voip@127.0.0.1"
+
+
+def connect(
+    endpoint_or_uri: IStreamClientEndpoint | SipURI | str,
+    *,
+    aor: SipURI | str | None = None,
+    reactor: Any = None,
+    ca_file: str | None = None,
+    verify: bool = True,
+    resolver: Resolver | None = None,
+    dns_server: tuple[str, int] | None = None,
+    timeout: float = 30.0,
+    **protocol_kwargs: Any,
+) -> Deferred[SessionInitiationProtocol]:
+    """Open one SIP flow, without registering; fires with its
+    :class:`~voiptwisted.sip.protocol.SessionInitiationProtocol`.
+
+    *endpoint_or_uri* is where to connect: any ``IStreamClientEndpoint``, or the
+    ``sip:``/``sips:`` URI of the party to call (``"sips:bob@example.com"``).  A URI is
+    located as a registrar's would be (:func:`client_endpoint`: RFC 3263 DNS SRV on its
+    host unless it has a port or an IP address, targets tried in order; TLS unless it
+    says ``;transport=tcp``; UDP is refused) and the server's certificate is verified
+    against the URI's host (RFC 5922 §7.2), with ``ca_file`` added to the platform's
+    trust store; ``verify=False`` turns verification off (logged on every connect).
+    Over TLS the Deferred fires once the handshake has verified the server, or fails
+    with :class:`TLSVerificationFailed`; over an endpoint you built it fires once
+    connected.  ``aor`` is who we are on the flow (the From of its calls; default
+    :data:`DIRECT_AOR`); *protocol_kwargs* go to the protocol (``dialog_class``,
+    ``media_config``, ``credentials``, ``trace`` ...).
+
+    Place a call on it with ``Dialog(sip=protocol).dial(uri, session_class=...)``; close
+    it with ``protocol.close()``.  Cancelling the Deferred gives up the DNS lookup, the
+    connection attempt or the TLS handshake underway (the flow is dropped) and fails it
+    with ``CancelledError``.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    identity = SipURI.parse(aor or DIRECT_AOR) if not isinstance(aor, SipURI) else aor
+    factory = SIPClientFactory(aor=identity, reactor=reactor, **protocol_kwargs)
+    factory.noisy = False
+    if isinstance(endpoint_or_uri, str | SipURI):
+        uri = endpoint_or_uri
+        if isinstance(uri, str):
+            uri = SipURI.parse(uri)
+        endpoint = client_endpoint(
+            reactor, uri, ca_file=ca_file, verify=verify, resolver=resolver,
+            dns_server=dns_server, timeout=timeout,
+        )  # fmt: skip
+        return endpoint.connect_verified(factory)
+    if not IStreamClientEndpoint.providedBy(endpoint_or_uri):
+        raise TypeError(
+            f"connect() takes an IStreamClientEndpoint or a sip:/sips: URI, "
+            f"not {type(endpoint_or_uri).__name__}"
+        )
+    return endpoint_or_uri.connect(factory)  # type: ignore[no-any-return]
 
 
 def run(

@@ -1614,10 +1614,13 @@ class Dialog(TransferMixin):
         Media stops at once and the dialog is dropped either way.  Before the
         ACK of our 2xx arrived the BYE waits for it (§15: a UAS must not send
         BYE before).  An unanswered inbound call is rejected with 480; an
-        outbound call not yet answered is cancelled.
+        outbound call not yet answered is cancelled (CANCEL once a provisional
+        response arrived, §9.1).  With nothing to end (never dialled nor
+        received, or already ended) it fires at once.  Cancelling the Deferred
+        only stops the wait: the BYE goes on and the call ends all the same.
         """
         deferred: Deferred[None] = Deferred()
-        if self.state is DialogState.TERMINATED:
+        if self.state in (DialogState.TERMINATED, DialogState.INIT):
             deferred.callback(None)
             return deferred
         if self._pending_invite:

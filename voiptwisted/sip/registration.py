@@ -179,6 +179,11 @@ class Registration:
         """True while the registrar holds a binding for the current flow."""
         return self.state in (RegistrationState.REGISTERED, RegistrationState.REFRESHING)
 
+    @property
+    def in_flight(self) -> bool:
+        """True while a first REGISTER of the current flow awaits its final answer."""
+        return self.state is RegistrationState.REGISTERING and self._pending is not None
+
     def when_registered(self) -> Deferred[Any]:
         """A Deferred firing with the protocol on the next success (at once if registered).
 
