@@ -71,19 +71,20 @@ log = Logger()
 USER_AGENT = f"voiptwisted/{__version__}"
 
 #: Methods this UA handles, in Allow order (RFC 3261 §20.5): exactly those implemented.
-#: INFO (RFC 6086, DTMF bodies) and UPDATE (RFC 3311) are answered by the dialog; outside
-#: one they get 481 like any in-dialog request without its dialog.
+#: INFO (RFC 6086, DTMF bodies), UPDATE (RFC 3311) and PRACK (RFC 3262) are answered by
+#: the dialog; outside one they get 481 like any in-dialog request without its dialog.
 ALLOWED_METHODS = (
     SIPMethod.INVITE,
     SIPMethod.ACK,
     SIPMethod.BYE,
     SIPMethod.CANCEL,
     SIPMethod.OPTIONS,
+    SIPMethod.PRACK,
     SIPMethod.INFO,
     SIPMethod.UPDATE,
 )
-#: Option tags we support (RFC 3261 §8.2.2.3 / §20.37); no 100rel, timer or replaces yet.
-SUPPORTED_OPTIONS = frozenset({"outbound"})
+#: Option tags we support (RFC 3261 §8.2.2.3 / §20.37); no timer or replaces yet.
+SUPPORTED_OPTIONS = frozenset({"outbound", "100rel"})
 
 _MINIMAL_HEADERS = {
     "via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
