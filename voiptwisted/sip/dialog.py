@@ -665,7 +665,7 @@ class Dialog:
             headers=[
                 *self._dialog_headers(),
                 ("Allow", sip.allow_header),
-                ("Supported", "outbound"),
+                ("Supported", "outbound, 100rel"),
                 ("Content-Type", "application/sdp"),
             ],
             body=media.local_sdp,
@@ -935,10 +935,9 @@ class Dialog:
         the answer goes in the 200; a refusal (488) leaves the call as it was.  §5.2:
         491 when an offer of ours is outstanding (glare; the peer retries after the
         §14.1 delay), 500 with a Retry-After of 0-10 s when an offer of the peer's is
-        not answered yet.  In an early dialog that is always so: without reliable
-        provisionals (no 100rel) the INVITE's offer is answered only in our 2xx, so an
-        UPDATE offer before it gets 500 with Retry-After (an inbound call) or 491 (our
-        outbound call, whose offer is unanswered); RFC 3311 §5.1 forbids such an UPDATE.
+        not answered yet.  We take no offer in an early dialog (even after a reliable
+        18x completed an offer/answer, RFC 3262): an UPDATE offer before the 2xx gets 500
+        with Retry-After (an inbound call) or 491 (our outbound call).
         """
         if self._bye_sent or self.state is DialogState.TERMINATED:
             transaction.respond(Response.from_request(request, 481))
@@ -1004,7 +1003,7 @@ class Dialog:
         headers = [
             ("Contact", sip.contact_for(request.uri)),
             ("Allow", sip.allow_header),
-            ("Supported", "outbound"),
+            ("Supported", "outbound, 100rel"),
         ]
         if local_sdp:
             headers.append(("Content-Type", "application/sdp"))
@@ -1110,7 +1109,7 @@ class Dialog:
             headers=[
                 ("Contact", sip.contact_for(request.uri)),
                 ("Allow", sip.allow_header),
-                ("Supported", "outbound"),
+                ("Supported", "outbound, 100rel"),
                 ("Content-Type", "application/sdp"),
             ],
             body=local_sdp,
@@ -1956,7 +1955,7 @@ class Dialog:
             # §12.1.1 / §8.1.1.8: a SIPS dialog keeps a SIPS Contact.
             ("Contact", sip.contact_for(*uris)),
             ("Allow", sip.allow_header),
-            ("Supported", "outbound"),
+            ("Supported", "outbound, 100rel"),
         ]
         body = b""
         if method == "INVITE":
