@@ -437,13 +437,15 @@ class UASTests(SynchronousTestCase):
         self.assertEqual(cls.hangups, 0)
 
     def test_offer_in_prack_488(self) -> None:
-        """RFC 3262 §5: a PRACK may carry a new offer; we take none early: 488."""
-        self.bob(callee("progress-only"))
+        """RFC 3262 §5: a PRACK may carry a new offer; we take none early: 488.  It still
+        acknowledges the 183 (no more retransmissions) and the 200 waiting for it goes."""
+        self.bob(callee("progress"))
         _trying, progress = self.receive(invite_bytes(extra=REQUIRE))
-        [response] = self.receive(
+        response, ok = self.receive(
             prack(progress.remote_tag, progress.headers["RSeq"], body=AVP_OFFER)
         )
-        self.assertEqual(response.status_code, 488)
+        self.assertEqual((response.status_code, ok.status_code), (488, 200))
+        self.assertEqual(ok.cseq, (1, "INVITE"))
 
     def test_unreliable_183_with_sdp(self) -> None:
         """RFC 3960: without 100rel ``session_progress`` sends an unreliable 183 with our

@@ -525,8 +525,8 @@ class Dialog:
         """A PRACK (RFC 3262 §3): 200 when its RAck matches our unacknowledged reliable 18x,
         else 481.  The 18x that carried our offer takes its answer from the PRACK (§5); a
         PRACK without it ends the call (488 to the INVITE).  An offer of the peer's in a
-        PRACK is refused with 488 (we make no early re-negotiation).  The 2xx that waited
-        for this acknowledgement goes out now."""
+        PRACK is refused with 488 (we make no early re-negotiation), yet the PRACK still
+        acknowledges its 18x.  The 2xx that waited for this acknowledgement goes out now."""
         reliable = self._reliable
         rack = parse_rack(request.headers.get("RAck"))
         acked = reliable.acknowledge(rack) if reliable is not None and rack else None
@@ -534,7 +534,9 @@ class Dialog:
             transaction.respond(Response.from_request(request, 481))
             return
         content_type = (request.content_type or "").split(";")[0].strip().lower()
+        new_offer = bool(request.body)
         if self._offer_in_provisional and acked.body:
+            new_offer = False
             self._offer_in_provisional = False
             try:
                 if content_type != "application/sdp":
@@ -548,10 +550,8 @@ class Dialog:
                 self.reject(SIPStatus.NOT_ACCEPTABLE_HERE)
                 return
             self._late_offer = False
-        elif request.body:
-            transaction.respond(Response.from_request(request, 488))
-            return
-        transaction.respond(Response.from_request(request, 200))
+        # the 18x is acknowledged either way; only a new offer in the PRACK is refused
+        transaction.respond(Response.from_request(request, 488 if new_offer else 200))
         waiting = self._ok_waiting
         if waiting is not None and reliable is not None and not reliable.sdp_unacknowledged:
             self._ok_waiting = None
