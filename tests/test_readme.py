@@ -87,3 +87,14 @@ class SupportTableTests(unittest.SynchronousTestCase):
         for missing in ("timer", "REFER", "replaces"):
             self.assertIn(missing, not_yet)
             self.assertNotIn(missing, SUPPORTED_OPTIONS | {str(m) for m in ALLOWED_METHODS})
+
+    def test_100rel_policy_documented(self) -> None:
+        """RFC 3262 §3: the README names the option that makes our 18x reliable when the
+        INVITE only supports 100rel, with its real default (only when required)."""
+        from voiptwisted.sip.dialog import Dialog
+
+        text = README.read_text()
+        self.assertIn("`Dialog.reliable_when_supported = True` (default `False`", text)
+        self.assertIs(Dialog.reliable_when_supported, False)
+        self.assertTrue(callable(Dialog.session_progress))
+        self.assertIn("`Dialog.session_progress()`", text)
