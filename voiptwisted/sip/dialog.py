@@ -1955,7 +1955,8 @@ class Dialog:
             # §12.1.1 / §8.1.1.8: a SIPS dialog keeps a SIPS Contact.
             ("Contact", sip.contact_for(*uris)),
             ("Allow", sip.allow_header),
-            ("Supported", "outbound, 100rel"),
+            # no 100rel: the 18x of this refresh are not PRACKed (only the call's INVITE's)
+            ("Supported", "outbound"),
         ]
         body = b""
         if method == "INVITE":
