@@ -156,7 +156,7 @@ class EchoCall:
         self.peer = SRTPContext(theirs, ours) if mode == "srtp" else None
         context: Any = {"plain": None, "srtp-null": _PassThroughSRTP(),
                         "srtp": SRTPContext(ours, theirs) if mode == "srtp" else None}[mode]
-        self.rtp = RealtimeTransportProtocol(clock=clock, pacer=_NoPacer())
+        self.rtp = RealtimeTransportProtocol(reactor=clock, pacer=_NoPacer())
         self.transport = _SinkTransport()
         self.rtp.transport = self.transport
         self.rtp.ports = (self.transport, self.transport)

@@ -81,7 +81,7 @@ def main(port: str) -> None:
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-    root = make_services(VoIPService(config), f"tcp:{port}:interface=127.0.0.1")
+    root = make_services(VoIPService(config, reactor), f"tcp:{port}:interface=127.0.0.1")
     root.startService()
     reactor.addSystemEventTrigger("before", "shutdown", root.stopService)
     reactor.run()

@@ -9,6 +9,7 @@ import os
 import pathlib
 
 from twisted.application import service
+from twisted.internet import reactor
 
 from voiptwisted.service import ServiceConfig, VoIPService
 from voiptwisted.sip.uri import SipURI
@@ -25,4 +26,4 @@ if os.environ.get("VOIP_STATE_DIR"):
     config.state_dir = pathlib.Path(os.environ["VOIP_STATE_DIR"])
 
 application = service.Application("voiptwisted")
-VoIPService(config).setServiceParent(application)
+VoIPService(config, reactor).setServiceParent(application)

@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "voiptwisted.sip.transaction": 1,
     "voiptwisted.sip.dialog": 1,
     "voiptwisted.sip.reliable": 1,
+    "voiptwisted.sip.session_timer": 1,
     "voiptwisted.sip.registration": 1,
     "voiptwisted.sip.keepalive": 1,
     "voiptwisted.sip.core": 1,

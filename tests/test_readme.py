@@ -73,7 +73,7 @@ class ReadmeTests(unittest.SynchronousTestCase):
 class SupportTableTests(unittest.SynchronousTestCase):
     def test_methods_and_option_tags_listed(self) -> None:
         """RFC 3261 §20.5 / §20.37: "What the UA supports" names every method in our Allow
-        and every option tag in our Supported, and says timer and REFER are not."""
+        and every option tag in our Supported, and says REFER is not."""
         from voiptwisted.sip.core import ALLOWED_METHODS, SUPPORTED_OPTIONS
 
         text = README.read_text()
@@ -84,7 +84,7 @@ class SupportTableTests(unittest.SynchronousTestCase):
         for tag in SUPPORTED_OPTIONS:
             self.assertIn(f"| `{tag}` |", section)
         not_yet = section[section.index("**Not supported yet**"):]
-        for missing in ("timer", "REFER", "replaces"):
+        for missing in ("REFER", "replaces"):
             self.assertIn(missing, not_yet)
             self.assertNotIn(missing, SUPPORTED_OPTIONS | {str(m) for m in ALLOWED_METHODS})
 

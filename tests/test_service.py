@@ -770,7 +770,7 @@ class CallBoundsTests(ServiceTestCase):
         service = self.service()
         SlowToStop().setServiceParent(service)
         service.startService()
-        stuck = SessionInitiationProtocol(aor="sips:alice@example.com", clock=self.reactor)
+        stuck = SessionInitiationProtocol(aor="sips:alice@example.com", reactor=self.reactor)
         transport = StringTransport()
         directlyProvides(transport, interfaces.ISSLTransport)
         stuck.makeConnection(transport)

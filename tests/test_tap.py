@@ -7,6 +7,7 @@ import pathlib
 import tempfile
 from typing import Any
 
+from twisted.internet import task
 from twisted.python import usage
 from twisted.trial import unittest
 
@@ -56,7 +57,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.codecs, ("g722", "pcmu"))
         from voiptwisted.service import VoIPService
 
-        service = VoIPService(config)
+        service = VoIPService(config, task.Clock())
         self.assertEqual(service.media_config.codecs, ("g722", "pcmu"))
         self.assertUsage("unknown codec 'speex'", "--codecs", "opus,speex")
         self.assertUsage("twice", "--codecs", "pcma,PCMA")
@@ -89,6 +90,18 @@ class OptionsTests(unittest.SynchronousTestCase):
         for bad in ("-1", "x", "nan", "1e9"):
             self.assertUsage("--rtp-timeout", "--rtp-timeout", bad)
             self.assertUsage("--rtp-hold-timeout", "--rtp-hold-timeout", bad)
+
+    def test_session_expires(self) -> None:
+        """Issue 11 item 2: --session-expires (default 1800 s, RFC 4028 §4) reaches the
+        service's MediaConfig, which the dialogs read; below the RFC 4028 §5 floor of
+        90 s (or above a day, or not a whole number) it is refused."""
+        from voiptwisted.service import VoIPService
+
+        self.assertEqual(parse("--state-dir", self.state).config.session_expires, 1800)
+        config = parse("--state-dir", self.state, "--session-expires", "90").config
+        self.assertEqual(VoIPService(config, task.Clock()).media_config.session_expires, 90)
+        for bad in ("89", "0", "x", "90.5", "86401"):
+            self.assertUsage("--session-expires", "--session-expires", bad)
 
     def test_password_sources(self) -> None:
         """The password comes from the AOR, --password-file or $SIP_PASSWORD, in that order."""

@@ -25,6 +25,10 @@ class IDialog(Interface):
     remote_tag = Attribute("The remote party's tag (str), or None before it is known.")
     remote_party = Attribute("The remote party's From/To value as a CallerID, or None.")
     session = Attribute("The ISession running this call's media, or None before answer.")
+    created = Attribute("When the dialog object was made (an aware UTC datetime).")
+    from_header = Attribute("The From value of our in-dialog requests, or None before known.")
+    to_header = Attribute("The To value of our in-dialog requests, or None before known.")
+    headers = Attribute("From, To and Call-ID of the dialog, those known (dict).")
 
     def call_received() -> None:
         """Called by the protocol once for each new inbound INVITE.
@@ -182,7 +186,10 @@ class IUserAgent(Interface):
     """
 
     aor = Attribute("Our address of record (SipURI): From of the calls we place.")
-    clock = Attribute("The injected IReactorTime everything times against.")
+    reactor = Attribute(
+        "The injected reactor: IReactorTime for every timer, IReactorUDP for calls' RTP."
+    )
+    clock = Attribute("The same reactor, as the IReactorTime everything times against.")
     timers = Attribute(
         "The Timers set (voiptwisted.sip.transaction.Timers) on that clock: dialog timers"
         " registered there are counted and cancelled with the stack's."

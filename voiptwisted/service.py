@@ -1,7 +1,7 @@
 """``VoIPService``: registration, keepalive, dialog routing and media wired into one service.
 
 It is what ``twistd voip`` runs and what an existing Twisted application adds to its
-own service tree (``VoIPService(ServiceConfig(...)).setServiceParent(application)``).
+own service tree (``VoIPService(ServiceConfig(...), reactor).setServiceParent(application)``).
 
 Without an AOR and without ``listen`` it is the *embedded default*: TLS on
 127.0.0.1:5061 with a self-signed certificate created once in ``state_dir``,
@@ -119,6 +119,8 @@ class ServiceConfig:
     srtp: str | None = None
     rtp_timeout: float = 60.0
     rtp_hold_timeout: float = 0.0
+    #: The session interval calls ask for (RFC 4028, ``--session-expires``); see MediaConfig.
+    session_expires: int = 1800
     codecs: tuple[str, ...] = DEFAULT_CODECS
     max_calls: int | None = None
     max_call_duration: float = 0.0
@@ -157,6 +159,8 @@ class ServiceConfig:
                 raise ValueError(f"{name} must be 0 or more seconds")
         if self.max_calls is not None and self.max_calls < 0:
             raise ValueError("max_calls must not be negative")
+        if not 90 <= self.session_expires <= 86400:
+            raise ValueError("session_expires must be 90 to 86400 seconds (RFC 4028)")
         # ValueError here for a bad bound, before any socket is opened.
         self.connection_limits()
         # A default codec whose system library is missing is left out; one named is an error.
@@ -458,14 +462,14 @@ class VoIPService(MultiService):
     :meth:`when_listening` fails with :class:`ListenFailed`, :meth:`when_finished` fires
     with 1, and nothing else of this service runs.  The reactor and the rest of the host's
     services are never touched.
+
+    ``reactor`` is the host's (``IReactorTime``, ``IReactorTCP``/``IReactorSSL``,
+    ``IReactorUDP``): given here once, it reaches every flow, registration, keepalive
+    and call's media; nothing below falls back to the global reactor.
     """
 
-    def __init__(self, config: ServiceConfig, reactor: Any = None) -> None:
+    def __init__(self, config: ServiceConfig, reactor: Any) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor
         self.reactor = reactor
         self.config = config
         self.exit_status: int | None = None
@@ -500,6 +504,7 @@ class VoIPService(MultiService):
             reactor=reactor,
             rtp_timeout=config.rtp_timeout,
             rtp_hold_timeout=config.rtp_hold_timeout,
+            session_expires=config.session_expires,
             codecs=tuple(config.codecs),
         )
         # Left out, the policy follows the AOR ("required" for sips:) for every call.
@@ -721,7 +726,7 @@ class VoIPService(MultiService):
         listener_aor = aor or SipURI.parse("sip:voip@127.0.0.1")
         # The protocol kwargs' ``limits`` become the factory's: every flow gets them inbound.
         factory = _TrackingFactory(
-            self._track_protocol, aor=listener_aor, clock=self.reactor, **self._protocol_kwargs()
+            self._track_protocol, aor=listener_aor, reactor=self.reactor, **self._protocol_kwargs()
         )
         listener = _Listener(description, self._pem, factory, self.reactor)
         listener.setServiceParent(self)

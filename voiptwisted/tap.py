@@ -135,6 +135,13 @@ class Options(usage.Options):
             "The same for a call on hold (inactive/sendonly/recvonly; 0: never).",
         ],
         [
+            "session-expires",
+            None,
+            "1800",
+            "Session interval in seconds calls ask for (RFC 4028 session timers, 90-86400): "
+            "the refresher refreshes at half of it, else the call ends with BYE.",
+        ],
+        [
             "codecs",
             None,
             None,
@@ -295,6 +302,12 @@ class Options(usage.Options):
             raise usage.UsageError("--max-connections takes a whole number") from None
         if timeouts["max_connections"] < 1:
             raise usage.UsageError("--max-connections must be at least 1")
+        try:
+            timeouts["session_expires"] = int(self["session-expires"])
+        except ValueError:
+            raise usage.UsageError("--session-expires takes a whole number of seconds") from None
+        if not 90 <= timeouts["session_expires"] <= 86400:
+            raise usage.UsageError("--session-expires must be between 90 and 86400 seconds")
         codecs = _parse_codecs(self["codecs"]) if self["codecs"] is not None else None
         max_calls = None
         if self["max-calls"] is not None:
@@ -431,6 +444,6 @@ def makeService(options: Options | dict[str, Any]) -> VoIPService:
     """
     from twisted.internet import reactor
 
-    service = VoIPService(options.config)  # type: ignore[union-attr]
+    service = VoIPService(options.config, reactor)  # type: ignore[union-attr]
     exit_when_finished(service, reactor)
     return service

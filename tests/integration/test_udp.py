@@ -133,7 +133,7 @@ class DirectUDPTests(UDPTestCase):
         """RFC 3261 §18: SIPp calls our udp: listener directly; 100/180/200 go back to its
         source address (RFC 3581), its ACK and BYE are answered; nothing is left."""
         protocol = SIPDatagramProtocol(
-            aor="sip:echo@127.0.0.1", clock=reactor, dialog_class=Answering, media_config=media()
+            aor="sip:echo@127.0.0.1", reactor=reactor, dialog_class=Answering, media_config=media()
         )
         port = free_port("udp")
         listening = reactor.listenUDP(port, protocol, interface="127.0.0.1",

@@ -98,6 +98,7 @@ class LoopbackCallTests(unittest.TestCase):
         kwargs.setdefault("port_range", (31000, 31200))
         # These tests compare G.711's waveform sample by sample (white noise survives it).
         kwargs.setdefault("codecs", ("PCMA", "PCMU"))
+        kwargs.setdefault("reactor", reactor)
         return MediaConfig(**kwargs)  # type: ignore[arg-type]
 
     async def echo_call(self, config: MediaConfig, host: str = "127.0.0.1") -> tuple:
@@ -160,6 +161,7 @@ class LoopbackCallTests(unittest.TestCase):
 class CallMediaTests(unittest.TestCase):
     def config(self, **kwargs: object) -> MediaConfig:
         kwargs.setdefault("port_range", (32000, 32200))
+        kwargs.setdefault("reactor", reactor)
         return MediaConfig(**kwargs)  # type: ignore[arg-type]
 
     def test_answer_sdp_and_port(self) -> None:

@@ -217,7 +217,7 @@ class DialogTimeoutTests(SynchronousTestCase):
         caller = CallMedia.create_offer(config, "127.0.0.1")
         self.addCleanup(caller.stop)
         bob = SessionInitiationProtocol(
-            aor="sip:bob@example.com", clock=clock, media_config=config, dialog_class=EchoDialog
+            aor="sip:bob@example.com", reactor=clock, media_config=config, dialog_class=EchoDialog
         )
         transport = connect(bob)
         bob.dataReceived(invite_bytes(body=caller.local_sdp))

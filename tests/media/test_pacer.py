@@ -263,8 +263,3 @@ class DefaultPacerTests(SynchronousTestCase):
         self.assertIsNot(default_pacer(clock), default_pacer(Clock()))
         self.assertEqual(default_pacer(clock).interval, 0.02)
 
-    def test_global_reactor_resolved_lazily(self) -> None:
-        from twisted.internet import reactor
-
-        self.assertIs(default_pacer(), default_pacer(reactor))
-        self.assertFalse(default_pacer().running)

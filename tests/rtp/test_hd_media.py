@@ -40,7 +40,7 @@ class Wideband16k(Recorder):
 
 def make(codec: str, session_class: type[Session] = Recorder, ptime: int = 20, **kwargs):
     clock = task.Clock()
-    proto = RealtimeTransportProtocol(clock=clock, pacer=Pacer(clock))
+    proto = RealtimeTransportProtocol(reactor=clock, pacer=Pacer(clock))
     rtp = FakePort()
     proto.transport = rtp
     proto.ports = (rtp, FakePort())

@@ -91,7 +91,7 @@ class Recorder(Session):
 def make(srtp: SRTPContext | None = None, **config: object):
     clock = task.Clock()
     pacer = Pacer(clock)
-    proto = RealtimeTransportProtocol(clock=clock, pacer=pacer)
+    proto = RealtimeTransportProtocol(reactor=clock, pacer=pacer)
     rtp, rtcp = FakePort(), FakePort()
     proto.transport = rtp
     proto.ports = (rtp, rtcp)
@@ -160,6 +160,24 @@ class SendTests(unittest.SynchronousTestCase):
         self.assertEqual(ts, [0, 3 * 160, 4 * 160, 5 * 160])
         self.assertEqual(proto.stats.skipped_ticks, 2)
 
+    def test_refused_send_is_counted(self) -> None:
+        """A datagram the socket refuses (EAGAIN on a full send buffer) is counted as a
+        send failure, not as sent, and the next frame goes out normally."""
+        proto, clock, rtp, _, session = make()
+        refused = [True]
+
+        def write(data: bytes, addr: tuple[str, int]) -> None:
+            if refused.pop() if refused else False:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            rtp.sent.append((data, addr))
+
+        rtp.write = write
+        session.send_audio(frames(2))
+        clock.advance(0.02)
+        clock.advance(0.02)
+        self.assertEqual((proto.stats.send_failures, proto.stats.packets_sent), (1, 1))
+        self.assertEqual(len(rtp.sent), 1)
+
     def test_ptime_40(self) -> None:
         """RFC 4566 §6 a=ptime:40: two frames per packet."""
         _, clock, rtp, _, session = make(ptime=40)
@@ -204,7 +222,7 @@ class SendTests(unittest.SynchronousTestCase):
     def test_dtmf_queued_before_start(self) -> None:
         """Digits sent before media starts are delivered once the session is attached."""
         clock = task.Clock()
-        proto = RealtimeTransportProtocol(clock=clock, pacer=Pacer(clock))
+        proto = RealtimeTransportProtocol(reactor=clock, pacer=Pacer(clock))
         port = FakePort()
         proto.transport, proto.ports = port, (port, FakePort())
         proto.configure(remote=SDP_PEER, codec=CODECS["PCMA"], payload_type=8,
@@ -587,7 +605,7 @@ class PortTests(unittest.TestCase):
         allocator = PortAllocator((41000, 41020))
         protos = []
         for _ in range(5):
-            proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+            proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
             port = allocator.bind(reactor, proto, "127.0.0.1")
             protos.append(proto)
             self.assertEqual(port % 2, 0)
@@ -603,9 +621,9 @@ class PortTests(unittest.TestCase):
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 42000))
         allocator = PortAllocator((42000, 42004))
-        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
         self.assertEqual(allocator.bind(reactor, proto, "127.0.0.1"), 42002)
-        other = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        other = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
         with self.assertRaises(CannotListenError):
             allocator.bind(reactor, other, "127.0.0.1")
         proto.stop()
@@ -617,7 +635,7 @@ class PortTests(unittest.TestCase):
         memory = UDPReactor()
         ports = []
         for _ in range(20):
-            proto = RealtimeTransportProtocol(clock=task.Clock(), pacer=Pacer(task.Clock()))
+            proto = RealtimeTransportProtocol(reactor=task.Clock(), pacer=Pacer(task.Clock()))
             ports.append(allocator.bind(memory, proto, "127.0.0.1"))
         self.assertTrue(all(port % 2 == 0 and 20000 <= port < 60000 for port in ports))
         self.assertEqual(len(set(ports)), 20)
@@ -637,7 +655,7 @@ class PortTests(unittest.TestCase):
                 raise CannotListenError(interface, port, "busy")
 
         allocator = PortAllocator((20000, 60000), attempts=16)
-        proto = RealtimeTransportProtocol(clock=task.Clock(), pacer=Pacer(task.Clock()))
+        proto = RealtimeTransportProtocol(reactor=task.Clock(), pacer=Pacer(task.Clock()))
         with self.assertRaises(CannotListenError):
             allocator.bind(Busy(), proto, "127.0.0.1")
         self.assertEqual(len(tried), 16)
@@ -664,7 +682,7 @@ class PortTests(unittest.TestCase):
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
         PortAllocator((45000, 45100), multiplex=False).bind(reactor, proto, "127.0.0.1")
         stopped = [defer.maybeDeferred(port.stopListening) for port in proto.ports]
 
@@ -677,7 +695,7 @@ class PortTests(unittest.TestCase):
 
     def test_ipv6(self) -> None:
         """IPv6 sockets work the same way (::1)."""
-        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
         port = PortAllocator((43000, 43100)).bind(reactor, proto, "::1")
         self.assertEqual(proto.ports[0].getHost().host, "::1")
         self.assertEqual(proto.ports[0].getHost().port, port)
@@ -685,7 +703,7 @@ class PortTests(unittest.TestCase):
 
     def test_receive_buffer_enlarged(self) -> None:
         """notes/performance.md: RTP sockets ask for a larger SO_RCVBUF than the default."""
-        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
         PortAllocator((44000, 44100)).bind(reactor, proto, "127.0.0.1")
         size = proto.ports[0].socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         default = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -697,14 +715,14 @@ class PortTests(unittest.TestCase):
         """Issue 4 item 1: 2000 open/close cycles leave no socket open."""
         allocator = PortAllocator((45000, 47000))
         pacer = Pacer(task.Clock())
-        warm_up = RealtimeTransportProtocol(clock=reactor, pacer=pacer)
+        warm_up = RealtimeTransportProtocol(reactor=reactor, pacer=pacer)
         allocator.bind(reactor, warm_up, "127.0.0.1")
         warm_up.stop()
         await task.deferLater(reactor, 0.05, lambda: None)
         before = open_fds()
         for _batch in range(20):
             for _ in range(100):
-                proto = RealtimeTransportProtocol(clock=reactor, pacer=pacer)
+                proto = RealtimeTransportProtocol(reactor=reactor, pacer=pacer)
                 allocator.bind(reactor, proto, "127.0.0.1")
                 proto.stop()
             await task.deferLater(reactor, 0, lambda: None)
@@ -717,7 +735,7 @@ class PortTests(unittest.TestCase):
         mux = read_multiplexer(reactor)
         self.assertIsNotNone(mux)
         allocator = PortAllocator((48000, 48100))
-        protos = [RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        protos = [RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
                   for _ in range(3)]
         for proto in protos:
             allocator.bind(reactor, proto, "127.0.0.1")
@@ -771,7 +789,7 @@ class PortTests(unittest.TestCase):
 
     async def test_unmultiplexed_ports_still_work(self) -> None:
         """multiplex=False leaves the sockets to the reactor; packets still arrive."""
-        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
         PortAllocator((48200, 48300), multiplex=False).bind(reactor, proto, "127.0.0.1")
         self.addCleanup(proto.stop)
         self.assertIsNone(proto.multiplexer)
@@ -793,7 +811,7 @@ class PortTests(unittest.TestCase):
         sessions = []
         sender = self.receiver()
         for _ in range(5):
-            proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+            proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
             allocator.bind(reactor, proto, "127.0.0.1")
             self.addCleanup(proto.stop)
             proto.configure(remote=sender.getsockname(), codec=CODECS["PCMA"], payload_type=8)
@@ -811,7 +829,7 @@ class PortTests(unittest.TestCase):
     def real_sender(self, remote: tuple[str, int], **config: object):
         """A protocol on a real loopback socket, sending one queued frame per pacer tick."""
         clock = task.Clock()
-        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(clock))
+        proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(clock))
         PortAllocator((47000, 47100)).bind(reactor, proto, "127.0.0.1")
         self.addCleanup(proto.stop)
         proto.configure(remote=remote, codec=CODECS["PCMA"], payload_type=8, **config)
@@ -875,7 +893,7 @@ class PortTests(unittest.TestCase):
         """Real datagrams over loopback reach the session through the socket; with no SDP
         address (remote None) the sender is latched after the probation run."""
         allocator = PortAllocator((46000, 46100))
-        proto = RealtimeTransportProtocol(clock=reactor, pacer=Pacer(task.Clock()))
+        proto = RealtimeTransportProtocol(reactor=reactor, pacer=Pacer(task.Clock()))
         allocator.bind(reactor, proto, "127.0.0.1")
         self.addCleanup(proto.stop)
         proto.configure(remote=None, codec=CODECS["PCMA"], payload_type=8)

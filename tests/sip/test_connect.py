@@ -235,7 +235,7 @@ class PolicyAndStateTests(SynchronousTestCase):
         service = client_service(
             Refusing(),
             tw_protocol.Factory.forProtocol(tw_protocol.Protocol),
-            clock=clock,
+            reactor=clock,
             policy=retry_policy(jitter=lambda: 0.0),
         )
         service.startService()
@@ -303,8 +303,8 @@ class ServiceTests(SynchronousTestCase):
         aor = SipURI.parse("sips:alice@example.com")
         endpoint = client_endpoint(clock, aor, resolver=no_dns)
         with_fake_targets(endpoint, refuse={("example.com", 5061)} if refuse else ())
-        registration = Registration(aor, password="pw", clock=clock, instance_id=INSTANCE)
-        keepalive = FlowKeepalive(clock=clock, interval=30)
+        registration = Registration(aor, password="pw", reactor=clock, instance_id=INSTANCE)
+        keepalive = FlowKeepalive(reactor=clock, interval=30)
         service = SIPClientService(clock, endpoint, HookProtocol, registration, keepalive)
         return service, clock
 
@@ -636,7 +636,7 @@ class FailoverTests(SynchronousTestCase):
             clock, aor, resolver=lambda uri: list(targets or self.TARGETS)
         )
         attempts = with_fake_targets(endpoint)
-        registration = Registration(aor, password="pw", clock=clock, instance_id=INSTANCE)
+        registration = Registration(aor, password="pw", reactor=clock, instance_id=INSTANCE)
         service = SIPClientService(clock, endpoint, protocol_class, registration, None)
         service.startService()
         self.addCleanup(service.stopService)

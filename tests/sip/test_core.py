@@ -59,7 +59,7 @@ class CoreTestCase(SynchronousTestCase):
         self.core = UserAgentCore(
             aor="sip:bob@example.com",
             send=lambda message, destination: self.sent.append((message, destination)),
-            clock=self.clock,
+            reactor=self.clock,
             dialog_class=self.callee,
             media_class=self.media,
             media_config=CONFIG,
@@ -100,7 +100,7 @@ class SeamTests(CoreTestCase):
         keeps working; dialogs it creates get the protocol as ``sip``."""
         from voiptwisted.sip.protocol import SessionInitiationProtocol
 
-        proto = SessionInitiationProtocol(aor="sip:bob@example.com", clock=self.clock)
+        proto = SessionInitiationProtocol(aor="sip:bob@example.com", reactor=self.clock)
         self.assertTrue(verifyObject(IUserAgent, proto))
         self.assertIs(proto.core.agent, proto)
         self.assertFalse(proto.is_connected)

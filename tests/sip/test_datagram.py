@@ -67,7 +67,7 @@ class DatagramTestCase(SynchronousTestCase):
         self.callee = callee_class(self.callee_action)
         self.proto = SIPDatagramProtocol(
             aor="sip:bob@127.0.0.1",
-            clock=self.clock,
+            reactor=self.clock,
             dialog_class=self.callee,
             media_class=make_media_class(),
             media_config=CONFIG,
@@ -304,7 +304,7 @@ class KeepaliveTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.proto = SIPDatagramProtocol(
-            aor="sip:bob@127.0.0.1", clock=self.clock, peer=("127.0.0.1", 5070)
+            aor="sip:bob@127.0.0.1", reactor=self.clock, peer=("127.0.0.1", 5070)
         )
         self.keepalive = DatagramKeepalive(self.clock, interval=30, jitter=lambda: 1.0)
         self.failed: list[bool] = []
@@ -372,3 +372,18 @@ class KeepaliveTests(SynchronousTestCase):
         self.clock.advance(30)
         self.clock.advance(10)
         self.assertEqual(self.failed, [True])
+
+
+class ReferenceHookTests(DatagramTestCase):
+    """The reference's hooks on the UDP flow too (issue 13)."""
+
+    def test_when_disconnected_fires_when_the_socket_closes(self) -> None:
+        first, second = self.proto.when_disconnected(), self.proto.when_disconnected()
+        self.assertNoResult(first)
+        self.proto.doStop()  # what the port does when it stops listening
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        self.assertIsNone(self.successResultOf(self.proto.when_disconnected()))
+
+    def test_on_registered_is_a_hook_doing_nothing(self) -> None:
+        self.assertIsNone(self.proto.on_registered())

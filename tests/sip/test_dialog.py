@@ -190,13 +190,15 @@ def callee_class(action: str) -> type[CalleeDialog]:
 
 
 CONFIG = types.SimpleNamespace(srtp="optional", public_host=None)
+#: Timers an established call keeps: its session timer's refresh and expiry (RFC 4028 §10).
+SESSION_TIMERS = 2
 
 
 def make_protocol(
     aor: str, clock: task.Clock, media: Any, **kwargs: Any
 ) -> SessionInitiationProtocol:
     kwargs.setdefault("media_config", CONFIG)
-    return SessionInitiationProtocol(aor=aor, clock=clock, media_class=media, **kwargs)
+    return SessionInitiationProtocol(aor=aor, reactor=clock, media_class=media, **kwargs)
 
 
 def connect(proto: SessionInitiationProtocol, port: int = 5070) -> StringTransport:
@@ -311,7 +313,8 @@ class AnsweredCallTests(CallPair):
         self.assertEqual(dialog.media.answer, ANSWER)
         self.assertEqual(self.alice.dialog_count, 1)
         self.assertEqual(self.bob.dialog_count, 1)
-        self.assertEqual(self.bob.pending_timer_count, 0)  # ACK stopped the 2xx retransmission
+        # ACK stopped the 2xx retransmission; only the session timer runs
+        self.assertEqual(self.bob.pending_timer_count, SESSION_TIMERS)
 
     def test_caller_hangs_up(self) -> None:
         """RFC 3261 §15.1: caller BYE; callee answers 200, stops media, hangup_received."""
@@ -486,8 +489,9 @@ class WhenEndedTests(CallPair):
     def test_never_fires_while_the_call_is_up(self) -> None:
         dialog, _ = self.dial()
         ended = dialog.when_ended()
-        self.clock.advance(3600)
-        self.pump.flush()
+        for _ in range(36):  # the session timer refreshes it meanwhile (RFC 4028 §10)
+            self.clock.advance(100)
+            self.pump.flush()
         self.assertNoResult(ended)
         dialog.bye()
         self.pump.flush()
@@ -611,7 +615,7 @@ class TimerTests(CalleeOnTransport):
         ack = invite_bytes(method="ACK", branch="z9hG4bKack", body=b"", to_tag=ok.remote_tag)
         self.bob.dataReceived(ack)
         self.assertEqual(callee.session.started, 1)
-        self.assertEqual(self.bob.pending_timer_count, 0)
+        self.assertEqual(self.bob.pending_timer_count, SESSION_TIMERS)
         self.clock.advance(100)
         self.assertEqual(written(self.bob_t), [])
 
@@ -803,7 +807,9 @@ class TimerTests(CalleeOnTransport):
         self.alice.dataReceived(respond_to(bye, 200, to_tag=None))
         self.assertEqual(dialog.remote_tag, "bobtag")
         self.assertEqual(self.alice.dialog_count, 1)
-        self.assertEqual((self.alice.transaction_count, self.alice.pending_timer_count), (0, 0))
+        self.assertEqual(
+            (self.alice.transaction_count, self.alice.pending_timer_count), (0, SESSION_TIMERS)
+        )
 
     def test_dial_timer_b(self) -> None:
         """RFC 3261 §17.1.1.2: no response at all -> Timer B -> CallFailed 408."""
@@ -1244,3 +1250,74 @@ class CallBoundaryTests(CalleeOnTransport):
         self.assertEqual(len(warnings), 1)
         self.assertEqual([e for e in self.events if e.get("log_failure")], [])
         self.assertEqual(self.bob.dialog_count, 0)
+
+
+class ReferenceAttributeTests(CallPair):
+    """The reference's ``Dialog`` names: ``headers``, ``from_header``, ``to_header``,
+    ``created`` and ``BYE_ACK_TIMEOUT``, with its meaning."""
+
+    def test_headers_are_what_our_in_dialog_requests_carry(self) -> None:
+        """RFC 3261 §12.2.1.1: From is our party with our tag, To the remote party with
+        its tag, and both sides see the same Call-ID."""
+        self.clock.advance(1000)
+        dialog, _d = self.dial()
+        [callee] = self.callee.instances
+        self.assertEqual(dialog.from_header, str(dialog.local_party))
+        self.assertEqual(dialog.to_header, str(dialog.remote_party))
+        self.assertIn(f";tag={dialog.local_tag}", dialog.from_header)
+        self.assertIn(f";tag={dialog.remote_tag}", dialog.to_header)
+        self.assertEqual(
+            dialog.headers,
+            {"From": dialog.from_header, "To": dialog.to_header, "Call-ID": dialog.call_id},
+        )
+        # The callee's From is the caller's To and the other way round.
+        self.assertEqual(callee.from_header, dialog.to_header)
+        self.assertEqual(callee.to_header, dialog.from_header)
+        bye = self.alice.transactions  # the BYE goes out with exactly these values
+        dialog.bye()
+        [request] = [tx.request for tx in bye.client_transactions()]
+        self.assertEqual(
+            {name: request.headers[name] for name in ("From", "To", "Call-ID")}, dialog.headers
+        )
+
+    def test_headers_before_the_dialog_has_parties(self) -> None:
+        dialog = Dialog(sip=self.alice, call_id="c1@x")
+        self.assertIsNone(dialog.from_header)
+        self.assertIsNone(dialog.to_header)
+        self.assertEqual(dialog.headers, {"Call-ID": "c1@x"})
+
+    def test_created_is_the_reactor_time_of_construction(self) -> None:
+        import datetime
+
+        self.clock.advance(1234.5)
+        dialog = Dialog(sip=self.alice)
+        self.clock.advance(60)
+        self.assertEqual(
+            dialog.created,
+            datetime.datetime.fromtimestamp(1234.5, datetime.UTC),
+        )
+        self.assertIsNotNone(Dialog().created.tzinfo)
+
+    def test_bye_ack_timeout_is_64_t1(self) -> None:
+        """RFC 3261 §17.1.2.2: the BYE is given up after Timer F, 64*T1."""
+        import datetime
+
+        self.assertEqual(Dialog.BYE_ACK_TIMEOUT, datetime.timedelta(seconds=64 * T1))
+
+    def test_bye_ends_the_dialog_after_bye_ack_timeout(self) -> None:
+        """A subclass's BYE_ACK_TIMEOUT bounds how long ``bye()`` waits for the answer."""
+        import datetime
+
+        class Impatient(CallerDialog):
+            BYE_ACK_TIMEOUT = datetime.timedelta(seconds=2)
+
+        dialog = Impatient(sip=self.alice)
+        d = dialog.dial("sip:bob@example.com", session_class=FakeSession)
+        self.pump.flush()
+        self.successResultOf(d)
+        bye = dialog.bye()  # not pumped: bob never sees it
+        self.clock.advance(1.9)
+        self.assertNoResult(bye)
+        self.clock.advance(0.2)
+        self.assertIsNone(self.successResultOf(bye))
+        self.assertEqual(self.alice.dialog_count, 0)

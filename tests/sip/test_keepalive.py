@@ -32,7 +32,7 @@ def make(interval: float = 30.0, jitter: float = 1.0, outbound: bool = True):
     clock = task.Clock()
     protocol = FakeProtocol()
     events: list[dict] = []
-    keepalive = FlowKeepalive(clock=clock, interval=interval, jitter=lambda: jitter)
+    keepalive = FlowKeepalive(reactor=clock, interval=interval, jitter=lambda: jitter)
     keepalive.log = Logger(observer=events.append)
     keepalive.connection_made(protocol)
     keepalive.registrar_outbound(outbound)
@@ -69,7 +69,7 @@ class KeepaliveTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(protocol.transport.value(), PING)
         random.seed(1234)
-        default = FlowKeepalive(clock=task.Clock(), interval=10)
+        default = FlowKeepalive(reactor=task.Clock(), interval=10)
         delays = [default._next_delay() for _ in range(200)]
         self.assertTrue(all(8.0 <= d <= 10.0 for d in delays))
         self.assertGreater(max(delays) - min(delays), 1.0)
@@ -136,7 +136,7 @@ class KeepaliveTests(SynchronousTestCase):
         self.assertEqual(protocol.transport.value(), b"")
 
     def test_invalid_interval(self) -> None:
-        self.assertRaises(ValueError, FlowKeepalive, clock=task.Clock(), interval=0)
+        self.assertRaises(ValueError, FlowKeepalive, reactor=task.Clock(), interval=0)
 
 
 class RegistrarModeTests(SynchronousTestCase):

@@ -45,7 +45,7 @@ class Flows(SynchronousTestCase):
         self.clock = task.Clock()
         self.media = make_media_class()
         self.factory = SIPServerFactory(
-            limits=self.limits, aor="sip:bob@example.com", clock=self.clock,
+            limits=self.limits, aor="sip:bob@example.com", reactor=self.clock,
             media_class=self.media, media_config=CONFIG, dialog_class=callee_class("answer"),
         )
         self.events: list[dict[str, Any]] = []
@@ -118,7 +118,7 @@ class HandshakeTimeoutTests(Flows):
     def test_outbound_tls_handshake_times_out(self) -> None:
         """Finding 12: a sips: UA against a plain-TCP "registrar" sat in "TLS handshake"
         forever; our own flows time the handshake out too (and close() aborts it)."""
-        protocol = SessionInitiationProtocol(aor="sips:alice@example.com", clock=self.clock)
+        protocol = SessionInitiationProtocol(aor="sips:alice@example.com", reactor=self.clock)
         transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 5070),
             peerAddress=IPv4Address("TCP", "127.0.0.1", 5061),
@@ -131,7 +131,7 @@ class HandshakeTimeoutTests(Flows):
 
     def test_outbound_flow_is_never_idle_closed(self) -> None:
         """Our RFC 5626 flow to the registrar is exempt from the inbound timeouts."""
-        protocol = SessionInitiationProtocol(aor="sip:alice@example.com", clock=self.clock)
+        protocol = SessionInitiationProtocol(aor="sip:alice@example.com", reactor=self.clock)
         transport = StringTransport()
         protocol.makeConnection(transport)
         protocol.dataReceived(OPTIONS[:30])

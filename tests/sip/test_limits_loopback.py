@@ -62,7 +62,7 @@ class HandshakeLoopbackTests(TestCase):
         self.addCleanup(port.stopListening)
         aor = SipURI.parse(f"sips:alice@127.0.0.1:{port.getHost().port}")
         endpoint = client_endpoint(reactor, aor, ca_file=get_pki().ca_cert)
-        flow = Watched(aor=aor, limits=SHORT)
+        flow = Watched(aor=aor, limits=SHORT, reactor=reactor)
         await endpoint.connect(tw_protocol.Factory.forProtocol(lambda: flow))
         await flow.lost
         self.assertFalse(flow.is_connected)
@@ -73,7 +73,7 @@ class HandshakeLoopbackTests(TestCase):
         with open(pair.cert, "rb") as c, open(pair.key, "rb") as k:
             cert = ssl.PrivateCertificate.loadPEM(c.read() + k.read())
         factory = SIPServerFactory(
-            limits=SHORT, aor="sip:bob@127.0.0.1", protocol_class=Watched, clock=reactor
+            limits=SHORT, aor="sip:bob@127.0.0.1", protocol_class=Watched, reactor=reactor
         )
         port = reactor.listenSSL(0, factory, cert.options(), interface="127.0.0.1")
         self.addCleanup(port.stopListening)

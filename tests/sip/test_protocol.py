@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
@@ -16,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.sip.test_dialog import (
     CONFIG,
     SAVP_OFFER,
+    SESSION_TIMERS,
     FakeSession,
     callee_class,
     connect,
@@ -111,7 +113,7 @@ class DispatchTests(ProtocolTestCase):
         self.assertEqual(ok.status_code, 200)
         self.assertEqual(ok.headers["Allow"], ALLOW)
         self.assertEqual(ok.headers["Accept"], "application/sdp")
-        self.assertEqual(ok.headers["Supported"], "100rel, outbound")
+        self.assertEqual(ok.headers["Supported"], "100rel, outbound, timer")
         self.assertEqual(ok.headers["User-Agent"], USER_AGENT)
         self.assertEqual(ok.branch, "z9hG4bKopt")
         self.assertEqual(self.proto.transaction_count, 0)
@@ -256,7 +258,7 @@ class DispatchTests(ProtocolTestCase):
         session_class = type(
             "MySession", (SessionInitiationProtocol,), {"dialog_class": callee, "dialog_limit": 1}
         )
-        proto = session_class(aor=self.aor, clock=self.clock, media_class=self.media,
+        proto = session_class(aor=self.aor, reactor=self.clock, media_class=self.media,
                               media_config=CONFIG)
         transport = connect(proto)
         self.assertIs(proto.dialog_class, callee)
@@ -267,7 +269,7 @@ class DispatchTests(ProtocolTestCase):
         proto.dialog_limit = 2
         proto.dataReceived(invite_bytes(branch="z9hG4bKinv3", call_id="call-3@example.com"))
         self.assertEqual([m.status_code for m in written(transport)], [100, 180])
-        self.assertIs(SessionInitiationProtocol(aor=self.aor, clock=self.clock).dialog_class,
+        self.assertIs(SessionInitiationProtocol(aor=self.aor, reactor=self.clock).dialog_class,
                       Dialog)
 
     def test_invite_expires_487(self) -> None:
@@ -295,7 +297,7 @@ class DispatchTests(ProtocolTestCase):
         self.feed(invite_bytes(extra="Expires: 30\r\n"))
         self.callee.instances[0].answer(session_class=FakeSession)
         self.feed(invite_bytes(method="ACK", body=b"", to_tag=self.callee.instances[0].local_tag))
-        self.assertCounts(0, 0, 1)
+        self.assertCounts(0, SESSION_TIMERS, 1)
 
     def test_malformed_contact_400(self) -> None:
         """RFC 3261 §21.4.1: a header needed for the dialog that does not parse -> 400."""
@@ -525,7 +527,7 @@ class ContactTests(SynchronousTestCase):
         """SIPClientFactory builds protocols with its keyword arguments and hooks."""
         hook = Recorder()
         factory = SIPClientFactory(
-            aor="sip:alice@example.com", clock=task.Clock(), registration=hook, max_calls=3
+            aor="sip:alice@example.com", reactor=task.Clock(), registration=hook, max_calls=3
         )
         proto = factory.buildProtocol(None)
         self.assertIsInstance(proto, SessionInitiationProtocol)
@@ -536,7 +538,7 @@ class ContactTests(SynchronousTestCase):
     def test_default_media_class(self) -> None:
         from voiptwisted.media.call import CallMedia
 
-        proto = SessionInitiationProtocol(aor="sip:alice@example.com", clock=task.Clock())
+        proto = SessionInitiationProtocol(aor="sip:alice@example.com", reactor=task.Clock())
         self.assertIs(proto.media_class, CallMedia)
 
 
@@ -619,7 +621,7 @@ class ReconnectTests(SynchronousTestCase):
         self.callee = callee_class("answer")
         self.factory = SIPClientFactory(
             aor="sip:bob@example.com",
-            clock=self.clock,
+            reactor=self.clock,
             media_class=self.media,
             media_config=CONFIG,
             dialog_class=self.callee,
@@ -666,7 +668,8 @@ class ReconnectTests(SynchronousTestCase):
         second = self.factory.buildProtocol(None)
         connect(second, 5071)
         self.assertEqual(self.first.pending_timer_count, 0)
-        self.assertEqual(second.pending_timer_count, 0)
+        # the session timer moved with the call
+        self.assertEqual(second.pending_timer_count, SESSION_TIMERS)
 
     def test_adopted_call_without_rtp_timeout_keeps_orphan_timer(self) -> None:
         """Issue 17: the orphan timer is never cancelled without a replacement.  With no
@@ -676,7 +679,7 @@ class ReconnectTests(SynchronousTestCase):
         second = self.factory.buildProtocol(None)
         transport = connect(second, 5071)
         self.assertEqual(self.first.pending_timer_count, 0)
-        self.assertEqual(second.pending_timer_count, 1)
+        self.assertEqual(second.pending_timer_count, 1 + SESSION_TIMERS)
         self.clock.advance(self.dialog.orphan_timeout - 10 - 1)
         self.assertEqual(written(transport), [])
         self.clock.advance(1)
@@ -698,3 +701,118 @@ class RunTests(SynchronousTestCase):
         result = SessionInitiationProtocol.run("sip:alice@example.com", password="pw")
         self.assertEqual(result, "deferred")
         self.assertEqual(calls, [(("sip:alice@example.com",), {"password": "pw"})])
+
+    def fake_connect_run(self) -> tuple[list[tuple[Any, ...]], Deferred[Any]]:
+        import voiptwisted.sip.connect as connect_module
+
+        calls: list[tuple[Any, ...]] = []
+        d: Deferred[Any] = Deferred()
+        self.patch(connect_module, "run", lambda *a, **kw: calls.append((a, kw)) or d)
+        return calls, d
+
+    def test_the_reference_call_works_as_written(self) -> None:
+        """Issue 13: ``run(fn, aor, dialog_class, *, no_verify_tls, stun_server)`` raised
+        TypeError; now it registers, calls *fn* once registered, then fires with the
+        protocol.  The AOR's password answers the registrar."""
+        from voiptwisted.sip.uri import SipURI
+
+        calls, d = self.fake_connect_run()
+        ready: list[str] = []
+        aor = SipURI.parse("sips:alice:pw@example.com")
+        result = SessionInitiationProtocol.run(
+            lambda: ready.append("ready"), aor, Dialog,
+            no_verify_tls=True, stun_server=("192.0.2.1", 3478),
+        )
+        [(args, kwargs)] = calls
+        self.assertEqual(args, (aor,))
+        media_config = kwargs.pop("media_config")
+        self.assertEqual(media_config.stun_server, ("192.0.2.1", 3478))
+        self.assertEqual(kwargs, {"password": "pw", "dialog_class": Dialog, "verify": False})
+        self.assertNoResult(result)
+        self.assertEqual(ready, [])
+        protocol = make_protocol("sip:alice@example.com", task.Clock(), make_media_class())
+        d.callback(protocol)
+        self.assertEqual(ready, ["ready"])
+        self.assertIs(self.successResultOf(result), protocol)
+
+    def test_defaults_verify_tls_and_ask_no_stun_server(self) -> None:
+        calls, _d = self.fake_connect_run()
+        SessionInitiationProtocol.run(lambda: None, "sip:alice@example.com", None)
+        [((aor,), kwargs)] = calls
+        self.assertEqual((aor.aor, aor.port_given, kwargs), ("sip:alice@example.com", False, {}))
+
+    def test_a_subclass_builds_the_flows(self) -> None:
+        """``MySession.run(...)`` registers flows of MySession, so its on_registered runs."""
+
+        class MySession(SessionInitiationProtocol):
+            pass
+
+        calls, _d = self.fake_connect_run()
+        MySession.run(lambda: None, "sip:alice@example.com", Dialog)
+        self.assertIs(calls[0][1]["protocol_class"], MySession)
+
+    def test_fn_raising_stops_the_client_and_fails(self) -> None:
+        _calls, d = self.fake_connect_run()
+        stopped: list[bool] = []
+
+        def broken() -> None:
+            raise RuntimeError("application bug")
+
+        result = SessionInitiationProtocol.run(broken, "sip:alice@example.com", Dialog)
+        protocol = make_protocol("sip:alice@example.com", task.Clock(), make_media_class())
+        protocol.service = types.SimpleNamespace(stopService=lambda: stopped.append(True))
+        d.callback(protocol)
+        self.failureResultOf(result, RuntimeError)
+        self.assertEqual(stopped, [True])
+
+    def test_build_client_builds_the_protocol_class(self) -> None:
+        from voiptwisted.sip.connect import build_client
+        from voiptwisted.sip.uri import SipURI
+
+        class MySession(SessionInitiationProtocol):
+            pass
+
+        def no_dns(aor: Any) -> Deferred[Any]:
+            return Deferred()
+
+        client = build_client(
+            SipURI.parse("sips:alice@example.com"), reactor=task.Clock(), keepalive=None,
+            resolver=no_dns, protocol_class=MySession,
+        )
+        self.assertIsInstance(client.factory.buildProtocol(None), MySession)
+        self.assertRaises(
+            ValueError, build_client, SipURI.parse("sip:alice@example.com;transport=udp"),
+            reactor=task.Clock(), protocol_class=MySession,
+        )
+
+
+class ReferenceHookTests(ProtocolTestCase):
+    """The reference's ``on_registered`` and ``disconnected_event``, the Twisted way."""
+
+    def test_when_disconnected_fires_when_the_flow_ends(self) -> None:
+        first, second = self.proto.when_disconnected(), self.proto.when_disconnected()
+        self.assertNoResult(first)
+        first.addCallback(lambda _: "changed")  # one waiter's callbacks are its own
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(first), "changed")
+        self.assertIsNone(self.successResultOf(second))
+        self.assertIsNone(self.successResultOf(self.proto.when_disconnected()))
+
+    def test_cancelling_a_waiter_only_stops_waiting(self) -> None:
+        waiter = self.proto.when_disconnected()
+        waiter.cancel()
+        self.failureResultOf(waiter, CancelledError)
+        later = self.proto.when_disconnected()
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(self.successResultOf(later))
+
+    def test_a_refused_connection_is_disconnected_too(self) -> None:
+        proto = make_protocol(self.aor, self.clock, self.media)
+        proto.admitted = False
+        waiter = proto.when_disconnected()
+        connect(proto)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(self.successResultOf(waiter))
+
+    def test_on_registered_is_a_hook_doing_nothing(self) -> None:
+        self.assertIsNone(self.proto.on_registered())

@@ -86,7 +86,7 @@ def make_registration(**kwargs) -> tuple[Registration, FakeProtocol, task.Clock,
     kwargs.setdefault("password", PASSWORD)
     registration = Registration(
         SipURI.parse("sip:alice@example.com:5061"),
-        clock=clock,
+        reactor=clock,
         instance_id=INSTANCE,
         **kwargs,
     )
@@ -147,7 +147,7 @@ class RegisterRequestTests(SynchronousTestCase):
     def test_request_uri_of_default_port_and_ipv6(self) -> None:
         """RFC 3261 §10.2: no user part in the Request-URI; IPv6 hosts in brackets."""
         registration = Registration(
-            SipURI.parse("sips:bob@[::1]"), clock=task.Clock(), instance_id=INSTANCE
+            SipURI.parse("sips:bob@[::1]"), reactor=task.Clock(), instance_id=INSTANCE
         )
         self.assertEqual(registration.request_uri, "sips:[::1]")
 
@@ -183,7 +183,7 @@ class RegisterRequestTests(SynchronousTestCase):
             ValueError,
             Registration,
             SipURI.parse("sip:a@b"),
-            clock=task.Clock(),
+            reactor=task.Clock(),
             instance_id=INSTANCE,
             expires=0,
         )
@@ -720,3 +720,43 @@ class PublicAddressTests(SynchronousTestCase):
         self.assertEqual(protocol.last.headers["Contact"], registration.registered_contact)
         protocol.answer(200)
         self.successResultOf(stopped)
+
+
+class OnRegisteredTests(SynchronousTestCase):
+    """The reference's ``on_registered()`` hook of the protocol (issue 13)."""
+
+    def test_called_once_per_flow_registration_not_on_refresh(self) -> None:
+        """Each accepted REGISTER of a new flow calls it; refreshes (RFC 3261 §10.2.4) do not."""
+        registration, protocol, clock, _ = make_registration()
+        calls: list[str] = []
+        protocol.on_registered = lambda: calls.append(  # type: ignore[attr-defined]
+            str(registration.state.value)
+        )
+        registration.connection_made(protocol)
+        self.assertEqual(calls, [])
+        protocol.answer(200, ("Expires", "100"))
+        self.assertEqual(calls, ["registered"])  # the hook sees the registered state
+        clock.advance(refresh_delay(100))
+        protocol.answer(200, ("Expires", "100"))
+        self.assertEqual(calls, ["registered"])
+        registration.connection_lost(protocol)
+        second = FakeProtocol()
+        second.on_registered = lambda: calls.append("second")  # type: ignore[attr-defined]
+        registration.connection_made(second)
+        second.answer(200, ("Expires", "100"))
+        self.assertEqual(calls, ["registered", "second"])
+
+    def test_an_exception_in_the_hook_is_logged_and_registration_carries_on(self) -> None:
+        registration, protocol, _, events = make_registration()
+
+        def broken() -> None:
+            raise RuntimeError("application bug")
+
+        protocol.on_registered = broken  # type: ignore[attr-defined]
+        waiter = registration.when_registered()
+        registration.connection_made(protocol)
+        protocol.answer(200, ("Expires", "100"))
+        self.assertIs(self.successResultOf(waiter), protocol)
+        self.assertTrue(registration.registered)
+        [failure] = [e["log_failure"] for e in events if "log_failure" in e]
+        self.assertIsInstance(failure.value, RuntimeError)

@@ -16,6 +16,7 @@ from tests.sip.test_dialog import (
     ANSWER,
     AVP_OFFER,
     OFFER,
+    SESSION_TIMERS,
     callee_class,
     connect,
     invite_bytes,
@@ -147,7 +148,7 @@ class ReinviteTests(SynchronousTestCase):
         self.clock.advance(4 * T1)
         self.assertEqual([m.status_code for m in written(self.transport)], [200])
         self.ack(tag)
-        self.assertEqual(self.bob.pending_timer_count, 0)
+        self.assertEqual(self.bob.pending_timer_count, SESSION_TIMERS)
         self.clock.advance(60)
         self.assertEqual(written(self.transport), [])
 
@@ -209,7 +210,7 @@ class ReinviteTests(SynchronousTestCase):
         self.ack(tag, body=answer)
         self.assertEqual(media.answer, answer)
         self.assertEqual(callee.session.changes, ["recvonly"])
-        self.assertEqual(self.bob.pending_timer_count, 0)
+        self.assertEqual(self.bob.pending_timer_count, SESSION_TIMERS)
 
     def test_reinvite_without_sdp_unusable_answer_sends_bye(self) -> None:
         """RFC 3261 §13.2.1: the ACK must carry the answer to our offer; without a usable

@@ -41,6 +41,7 @@ from voiptwisted.sdp import (
     redact_sdp,
 )
 from voiptwisted.sdp.policy import SRTP_POLICIES, srtp_policy
+from voiptwisted.sip.session_timer import MAX_SESSION_EXPIRES, MIN_SE, SESSION_EXPIRES
 
 if TYPE_CHECKING:
     from voiptwisted.sdp.negotiation import NegotiatedMedia, NegotiationFailed, SRTPParams
@@ -90,7 +91,9 @@ class MediaConfig:
     RTP or RTCP from the peer; ``rtp_hold_timeout`` does the same for a call on hold
     (our direction not ``sendrecv``).  0 turns either off.  ``relatch_after`` (seconds
     of silence) and ``probation`` (packets in sequence) tune RTP source validation
-    (:class:`~voiptwisted.rtp.latch.SourceLatch`).
+    (:class:`~voiptwisted.rtp.latch.SourceLatch`).  ``session_expires`` is the session
+    interval (RFC 4028) calls ask for and the longest they accept, at least 90 s: the
+    refresher refreshes the call at half of it, the other side hangs up when it is not.
     """
 
     port_range: tuple[int, int] = (10000, 20000)
@@ -103,6 +106,8 @@ class MediaConfig:
     srtp: str | None = None
     public_host: str | None = None
     stun_server: Any = None
+    #: The reactor calls bind RTP on and time against (``IReactorUDP``, ``IReactorTime``);
+    #: None: the one of the UA this config is given to.
     reactor: Any = None
     pacer: Any = None
     #: Interface the RTP sockets bind to; None: the local_host given per call when it
@@ -112,6 +117,7 @@ class MediaConfig:
     rtp_hold_timeout: float = HOLD_TIMEOUT
     relatch_after: float = RELATCH_AFTER
     probation: int = PROBATION
+    session_expires: int = SESSION_EXPIRES
     allocator: PortAllocator = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +129,10 @@ class MediaConfig:
                 raise ValueError(f"{name} must be 0 or more seconds")
         if self.probation < 1:
             raise ValueError("probation must be at least 1 packet")
+        if not MIN_SE <= self.session_expires <= MAX_SESSION_EXPIRES:
+            raise ValueError(
+                f"session_expires must be {MIN_SE} to {MAX_SESSION_EXPIRES} seconds (RFC 4028)"
+            )
         # A default codec whose system library is missing is left out; one named is an error.
         self.codecs = usable(self.codecs, explicit=self.codecs is not DEFAULT_CODECS)
         if not lookup(self.codecs):
@@ -130,10 +140,16 @@ class MediaConfig:
         self.allocator = PortAllocator(self.port_range)
 
     def get_reactor(self) -> Any:
-        if self.reactor is None:
-            from twisted.internet import reactor
+        """The reactor calls bind their RTP on (``IReactorUDP``, ``IReactorTime``).
 
-            return reactor
+        The UA fills it in from its own when it was left out; a MediaConfig used on its
+        own must be given one.
+        """
+        if self.reactor is None:
+            raise RuntimeError(
+                "MediaConfig has no reactor: pass MediaConfig(reactor=...) or use it through "
+                "a SessionInitiationProtocol/VoIPService, which gives it theirs"
+            )
         return self.reactor
 
 
@@ -187,7 +203,7 @@ class CallMedia:
         self.local_host = local_host
         self.reactor = config.get_reactor()
         self.rtp = RealtimeTransportProtocol(
-            clock=self.reactor, pacer=config.pacer, stun_server=config.stun_server,
+            reactor=self.reactor, pacer=config.pacer, stun_server=config.stun_server,
             probation=getattr(config, "probation", PROBATION),
             relatch_after=getattr(config, "relatch_after", RELATCH_AFTER),
         )

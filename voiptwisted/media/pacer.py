@@ -184,14 +184,10 @@ class Pacer:
 _defaults: weakref.WeakKeyDictionary[object, Pacer] = weakref.WeakKeyDictionary()
 
 
-def default_pacer(reactor: IReactorTime | None = None) -> Pacer:
-    """The shared 20 ms pacer for *reactor* (default: the global reactor, resolved here)."""
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor  # type: ignore[assignment]
+def default_pacer(reactor: IReactorTime) -> Pacer:
+    """The shared 20 ms pacer of *reactor*: one per reactor, made on first use."""
     pacer = _defaults.get(reactor)
     if pacer is None:
-        pacer = Pacer(reactor)  # type: ignore[arg-type]
+        pacer = Pacer(reactor)
         _defaults[reactor] = pacer
     return pacer

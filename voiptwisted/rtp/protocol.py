@@ -124,6 +124,9 @@ class MediaStats:
     dtmf_received: int = 0
     dtmf_sent: int = 0
     skipped_ticks: int = 0
+    #: Packets the socket refused (a full send buffer under overload, an unreachable
+    #: network): lost on our side, so counted rather than vanishing.
+    send_failures: int = 0
     rtcp_sent: int = 0
     rtcp_received: int = 0
     remote_fraction_lost: int = 0
@@ -309,10 +312,11 @@ class RealtimeTransportProtocol(DatagramProtocol):
     noisy = False  # one per call: "Starting/Stopping protocol" would drown the call's lines
 
     def __init__(
-        self, *, clock: IReactorTime, pacer: Any = None, stun_server: Any = None,
+        self, *, reactor: IReactorTime, pacer: Any = None, stun_server: Any = None,
         probation: int = PROBATION, relatch_after: float = RELATCH_AFTER,
     ) -> None:
-        """*probation* and *relatch_after* tune source validation (:class:`SourceLatch`)."""
+        """*reactor* times the stream (and runs the default pacer); *probation* and
+        *relatch_after* tune source validation (:class:`SourceLatch`)."""
         global _LOST
         from voiptwisted.media.jitter import JitterBuffer, Lost
 
@@ -321,8 +325,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if pacer is None:
             from voiptwisted.media.pacer import default_pacer
 
-            pacer = default_pacer(clock)
-        self.clock = clock
+            pacer = default_pacer(reactor)
+        self.clock = reactor
         self.pacer = pacer
         self.ports: tuple[Any, ...] = ()
         #: The ReadMultiplexer reading our sockets, if any (set by PortAllocator.bind).
@@ -393,7 +397,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._running = False
         self._stopped = False
         self._failed = False
-        self.stun = StunClient(self._write_raw, clock) if stun_server is not None else None
+        self.stun = StunClient(self._write_raw, reactor) if stun_server is not None else None
 
     def __repr__(self) -> str:
         return f"<RealtimeTransportProtocol port={self.local_port} remote={self.remote}>"
@@ -718,6 +722,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
             else:
                 transport.write(bytes(packet), self.remote)
         except Exception as exc:
+            self.stats.send_failures += 1
             self.log.debug("RTP send to {remote} failed: {exc}", remote=self.remote, exc=exc)
             return False
         return True

@@ -46,6 +46,7 @@ from twisted.internet.interfaces import (
     IHostnameResolver,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
@@ -192,7 +193,8 @@ def client_endpoint(
         raise ValueError(f"unsupported SIP transport {transport!r}: use TLS or TCP")
     if resolver is None:
         resolver = ServerLocator(
-            dns_server_resolver(dns_server, reactor) if dns_server is not None else None
+            dns_server_resolver(dns_server, reactor) if dns_server is not None else None,
+            reactor=reactor,
         )
     name_resolver = resolver.hostname_resolver if isinstance(resolver, ServerLocator) else None
     creator = None
@@ -515,14 +517,14 @@ def client_service(
     endpoint: IStreamClientEndpoint,
     factory: IProtocolFactory,
     *,
-    clock: Any = None,
+    reactor: IReactorTime,
     policy: Callable[[int], float] | None = None,
 ) -> ClientService:
-    """``ClientService`` over ``endpoint`` with :func:`retry_policy` backoff."""
-    kwargs: dict[str, Any] = {"retryPolicy": policy or retry_policy()}
-    if clock is not None:
-        kwargs["clock"] = clock
-    return ClientService(endpoint, factory, **kwargs)
+    """``ClientService`` over ``endpoint`` with :func:`retry_policy` backoff, its retries
+    timed on *reactor*."""
+    return ClientService(
+        endpoint, factory, retryPolicy=policy or retry_policy(), clock=reactor
+    )
 
 
 class _FlowFactory(Factory):
@@ -592,7 +594,7 @@ class SIPClientService(Service):
         self._barren_flows = 0
         self._successes_seen = 0
         self.client = client_service(
-            endpoint, self.factory, clock=reactor, policy=self._retry_delay
+            endpoint, self.factory, reactor=reactor, policy=self._retry_delay
         )
         self._stopping: Deferred[Any] | None = None
         if getattr(registration, "failover", False) is None:
@@ -835,7 +837,7 @@ def build_client(
     ca_file: str | None = None,
     verify: bool = True,
     keepalive: float | None = 30.0,
-    reactor: Any = None,
+    reactor: Any,
     instance_id: str | None = None,
     expires: int = 3600,
     resolver: Resolver | None = None,
@@ -845,11 +847,15 @@ def build_client(
     auth_realms: Iterable[str] = (),
     realm_credentials: Mapping[str, tuple[str, str]] | None = None,
     allow_legacy_digest: bool = False,
+    protocol_class: type[SessionInitiationProtocol] | None = None,
 ) -> SIPClientService:
     """Build (not start) the :class:`SIPClientService` that :func:`run` starts.
 
     Use it directly to embed the UA in a ``MultiService`` (``startService``/``stopService``)
     when a refused registration should keep retrying instead of failing a Deferred.
+    ``reactor`` (required; :func:`run` defaults it to the global one) times everything and
+    makes the connections (``IReactorTime``, ``IReactorTCP``/``IReactorSSL``, or
+    ``IReactorUDP`` for a ``;transport=udp`` AOR).
     ``protocol_kwargs`` are extra ``SessionInitiationProtocol`` arguments (``max_calls``,
     ``trace`` ...); ``on_protocol`` is called with each protocol built (one per flow).
     The registrar is located with DNS SRV (RFC 3263) unless the AOR has a port or an IP
@@ -863,11 +869,10 @@ def build_client(
 
     A ``sips:`` AOR with a ``media_config`` that explicitly sets ``srtp`` to "off" or
     "optional" raises ValueError: its calls are SRTP only.
-    """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
 
-        reactor = default_reactor
+    ``protocol_class`` (a ``SessionInitiationProtocol`` subclass) builds the TLS/TCP flows;
+    a ``;transport=udp`` AOR refuses one (its flows are ``SIPDatagramProtocol``).
+    """
     from voiptwisted.sdp.policy import srtp_policy
 
     # A sips: AOR takes SRTP only (issue 14 finding 11): refuse a contrary explicit policy.
@@ -878,10 +883,13 @@ def build_client(
 
     instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
     udp = aor.transport == "UDP"
+    if udp and protocol_class is not None:
+        raise ValueError("protocol_class builds TLS/TCP flows; a UDP AOR has none")
     if udp:
         if resolver is None:
             resolver = ServerLocator(
-                dns_server_resolver(dns_server, reactor) if dns_server is not None else None
+                dns_server_resolver(dns_server, reactor) if dns_server is not None else None,
+                reactor=reactor,
             )
     else:
         endpoint = client_endpoint(
@@ -901,7 +909,7 @@ def build_client(
         )
     registration = Registration(
         aor,
-        clock=reactor,
+        reactor=reactor,
         expires=expires,
         instance_id=instance,
         credentials=credentials,
@@ -911,13 +919,13 @@ def build_client(
         flow_keepalive = (
             DatagramKeepalive(reactor, interval=keepalive)
             if udp
-            else FlowKeepalive(clock=reactor, interval=keepalive)
+            else FlowKeepalive(reactor=reactor, interval=keepalive)
         )
 
     def build() -> Any:
         kwargs: dict[str, Any] = {
             "aor": aor,
-            "clock": reactor,
+            "reactor": reactor,
             "instance_id": instance,
             "credentials": credentials,
         }
@@ -927,7 +935,7 @@ def build_client(
             kwargs["media_config"] = media_config
         if keepalive:
             kwargs["keepalive_interval"] = keepalive
-        cls = SIPDatagramProtocol if udp else SessionInitiationProtocol
+        cls = SIPDatagramProtocol if udp else (protocol_class or SessionInitiationProtocol)
         protocol = cls(**kwargs, **(protocol_kwargs or {}))
         if on_protocol is not None:
             on_protocol(protocol)
@@ -960,6 +968,7 @@ def run(
     auth_realms: Iterable[str] = (),
     realm_credentials: Mapping[str, tuple[str, str]] | None = None,
     allow_legacy_digest: bool = False,
+    protocol_class: type[SessionInitiationProtocol] | None = None,
 ) -> Deferred[Any]:
     """Connect to ``aor``'s registrar, register, and fire with the registered protocol.
 
@@ -975,8 +984,14 @@ def run(
     SRV (RFC 3263) unless the AOR has a port or an IP address; ``dns_server`` (``(ip, port)``)
     is the DNS server to ask instead of the system's.  ``auth_realms``,
     ``realm_credentials`` and ``allow_legacy_digest`` say which Digest challenges are
-    answered besides the registrar's, as for :func:`build_client`.
+    answered besides the registrar's, and ``protocol_class``, as for :func:`build_client`.
+    ``reactor`` defaults to the global one: this convenience function is where the library
+    may reach for it.
     """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
     return build_client(
         aor,
         password=password,
@@ -995,4 +1010,5 @@ def run(
         auth_realms=auth_realms,
         realm_credentials=realm_credentials,
         allow_legacy_digest=allow_legacy_digest,
+        protocol_class=protocol_class,
     ).start()

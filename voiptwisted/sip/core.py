@@ -3,7 +3,7 @@
 The core takes parsed messages with where they came from
 (:meth:`UserAgentCore.receive`), routes requests to server transactions and
 dialogs and responses to client transactions (RFC 3261 §17), answers what
-the UA core answers itself (OPTIONS, 400, 405, 415, 420, 481, 482, 486,
+the UA core answers itself (OPTIONS, 400, 405, 415, 420, 422, 481, 482, 486,
 487, 500, 503, 513), builds Via and Contact, and hands every message to send
 to one ``send(message, destination)`` callable given by its adapter.  Time
 comes only from the injected ``IReactorTime``; it imports no transport and
@@ -39,10 +39,11 @@ from zope.interface import implementer
 
 from voiptwisted import __version__
 from voiptwisted.interfaces import IUserAgent
-from voiptwisted.sip.dialog import Dialog
+from voiptwisted.sip.dialog import SUPPORTED_OPTIONS, Dialog
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.headers import SIPParseError, find_tag
 from voiptwisted.sip.message import Message, Request, Response
+from voiptwisted.sip.session_timer import TOO_SMALL_PHRASE, session_interval_too_small
 from voiptwisted.sip.status import SIPMethod
 from voiptwisted.sip.transaction import (
     ClientInviteTransaction,
@@ -83,8 +84,6 @@ ALLOWED_METHODS = (
     SIPMethod.INFO,
     SIPMethod.UPDATE,
 )
-#: Option tags we support (RFC 3261 §8.2.2.3 / §20.37); no timer or replaces yet.
-SUPPORTED_OPTIONS = frozenset({"outbound", "100rel"})
 
 _MINIMAL_HEADERS = {
     "via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
@@ -160,7 +159,8 @@ class UserAgentCore:
     """The UA core of one local SIP endpoint: routing, transaction and dialog tables.
 
     *send* is called with each message to send and its destination (see the
-    module docstring); *clock* is the injected ``IReactorTime``.  The adapter
+    module docstring); *reactor* is the injected reactor: its ``IReactorTime`` runs every
+    timer, and calls' media binds RTP sockets with its ``IReactorUDP``.  The adapter
     reports its transport through :meth:`connection_made` (our address,
     whether it is secure) and :meth:`connection_lost`; until then requests
     fail at once with ``ConnectionDone``.
@@ -178,7 +178,7 @@ class UserAgentCore:
         *,
         aor: SipURI | str,
         send: SendCallable,
-        clock: IReactorTime,
+        reactor: IReactorTime,
         dialog_class: type[Dialog] | None = None,
         media_class: Any = None,
         media_config: Any = None,
@@ -190,8 +190,8 @@ class UserAgentCore:
     ) -> None:
         self.aor = aor if isinstance(aor, SipURI) else SipURI.parse(aor)
         self._send = send
-        self.clock = clock
-        self.timers = Timers(clock)
+        self.reactor = reactor
+        self.timers = Timers(reactor)
         self.dialog_class: type[Dialog] = dialog_class if dialog_class is not None else Dialog
         self._media_class = media_class
         self._media_config = media_config
@@ -223,6 +223,11 @@ class UserAgentCore:
     def __repr__(self) -> str:
         return f"<UserAgentCore aor={self.aor!s} dialogs={len(self._dialogs)}>"
 
+    @property
+    def clock(self) -> IReactorTime:
+        """:attr:`reactor`, named for what the timers use of it (``IUserAgent.clock``)."""
+        return self.reactor
+
     def _resolve_media(self) -> None:
         """Fill in the media class and config the adapter supplies by default.
 
@@ -234,7 +239,7 @@ class UserAgentCore:
                 "UserAgentCore has no media class: pass media_class= and media_config= "
                 "(or media_defaults=) to answer or place calls with media"
             )
-        media_class, media_config = self._media_defaults(self.clock)
+        media_class, media_config = self._media_defaults(self.reactor)
         if self._media_class is None:
             self._media_class = media_class
         if self._media_config is None:
@@ -253,10 +258,16 @@ class UserAgentCore:
 
     @property
     def media_config(self) -> Any:
-        """The ``MediaConfig`` for calls; the adapter's default one when none was given."""
+        """The ``MediaConfig`` for calls; the adapter's default one when none was given.
+
+        One given without a reactor binds its calls' RTP on this UA's: the reactor is
+        injected once, where the UA is built, and passed down."""
         if self._media_config is None:
             self._resolve_media()
-        return self._media_config
+        config = self._media_config
+        if getattr(config, "reactor", False) is None:
+            config.reactor = self.reactor
+        return config
 
     @media_config.setter
     def media_config(self, value: Any) -> None:
@@ -684,6 +695,12 @@ class UserAgentCore:
         if len(self._dialogs) >= self.dialog_limit:
             log.warn("503 to INVITE: {n} calls on this flow", n=len(self._dialogs))
             tx.respond(self.reply(request, 503, headers=[("Retry-After", "30")]))
+            return
+        floor = session_interval_too_small(request)
+        if floor is not None:
+            # RFC 4028 §9: the session interval asked for is below our Min-SE.
+            headers = [("Min-SE", str(floor))]
+            tx.respond(self.reply(request, 422, TOO_SMALL_PHRASE, headers=headers))
             return
         expires = request.expires
         dialog = self.dialog_class.from_request(request, sip=self.agent)

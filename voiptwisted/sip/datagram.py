@@ -57,7 +57,7 @@ from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.headers import SIPParseError
 from voiptwisted.sip.message import Message, Request, Response
-from voiptwisted.sip.protocol import default_media, redact
+from voiptwisted.sip.protocol import FlowEnd, default_media, redact
 from voiptwisted.sip.uri import NetworkAddress, SipURI
 
 __all__ = [
@@ -188,7 +188,7 @@ class SIPDatagramProtocol(DatagramProtocol):
         aor: SipURI | str,
         dialog_class: type[Dialog] | None = None,
         media_config: Any = None,
-        clock: IReactorTime | None = None,
+        reactor: IReactorTime,
         instance_id: str | None = None,
         credentials: Credentials | tuple[str, str] | None = None,
         max_calls: int | None = None,
@@ -204,12 +204,10 @@ class SIPDatagramProtocol(DatagramProtocol):
         # arguments serves every transport; a UDP socket has no connections to bound, and
         # its datagrams are bounded by MAX_DATAGRAM and the transaction table cap.
         del limits
-        if clock is None:
-            from twisted.internet import reactor as clock
         self.core = UserAgentCore(
             aor=aor,
             send=self._write,
-            clock=clock,
+            reactor=reactor,
             dialog_class=dialog_class,
             media_class=media_class,
             media_config=media_config,
@@ -227,6 +225,7 @@ class SIPDatagramProtocol(DatagramProtocol):
         self.transport: Any = None
         #: Datagrams dropped (oversized, unparseable responses), for tests and monitoring.
         self.dropped = 0
+        self._end = FlowEnd()
 
     def __repr__(self) -> str:
         return f"<SIPDatagramProtocol aor={self.core.aor!s} dialogs={self.dialog_count}>"
@@ -280,6 +279,15 @@ class SIPDatagramProtocol(DatagramProtocol):
         for hook in (self.keepalive, self.registration):
             if hook is not None:
                 hook.connection_lost(self, None)
+        self._end.fire()
+
+    def on_registered(self) -> None:
+        """Called each time the registrar accepts this flow's binding; see
+        :meth:`SessionInitiationProtocol.on_registered`.  The base does nothing."""
+
+    def when_disconnected(self) -> Deferred[None]:
+        """A Deferred firing with None once the socket is closed (at once if it is)."""
+        return self._end.wait()
 
     def close(self) -> None:
         """Close the socket."""
@@ -394,9 +402,7 @@ class SIPDatagramProtocol(DatagramProtocol):
             return
         resolve = self._resolve
         if resolve is None:
-            from twisted.internet import reactor
-
-            resolve = reactor.resolve  # type: ignore[attr-defined]
+            resolve = self.core.reactor.resolve  # type: ignore[attr-defined]
         d = resolve(host)
         d.addCallback(lambda ip: self.write_to(data, (ip, port)) if _is_ip(ip) else None)
         d.addErrback(lambda f: log.warn("cannot resolve {host}: {error}", host=host,
@@ -417,7 +423,7 @@ class DatagramKeepalive:
 
     def __init__(
         self,
-        clock: IReactorTime | None = None,
+        reactor: IReactorTime,
         interval: float = 30.0,
         *,
         answer_timeout: float = 10.0,
@@ -425,9 +431,7 @@ class DatagramKeepalive:
     ) -> None:
         if interval <= 0:
             raise ValueError("keepalive interval must be positive")
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock: IReactorTime = clock
+        self.clock: IReactorTime = reactor
         self.interval = float(interval)
         self.answer_timeout = answer_timeout
         self._jitter = jitter if jitter is not None else lambda: random.uniform(0.8, 1.0)

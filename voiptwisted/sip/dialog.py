@@ -18,12 +18,14 @@ that waits uses ``sip.timers``, so a call that ended leaves no timer behind.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import enum
 import functools
 import secrets
+import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
@@ -35,6 +37,7 @@ from voiptwisted.interfaces import IDialog
 from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.limits import rate_limited_warning
 from voiptwisted.sip.message import Request, Response
+from voiptwisted.sip.reliable import OPTION_TAG as RELIABLE_TAG
 from voiptwisted.sip.reliable import (
     ProvisionalSequence,
     ReliableProvisionals,
@@ -42,6 +45,13 @@ from voiptwisted.sip.reliable import (
     prack_for,
     requires_reliable,
     wants_reliable,
+)
+from voiptwisted.sip.session_timer import (
+    OPTION_TAG,
+    SESSION_EXPIRES,
+    TOO_SMALL_PHRASE,
+    SessionTimer,
+    session_interval_too_small,
 )
 from voiptwisted.sip.status import SIPStatus
 from voiptwisted.sip.transaction import (
@@ -60,12 +70,20 @@ if TYPE_CHECKING:
 
     from voiptwisted.interfaces import IUserAgent
 
-__all__ = ["CallFailed", "Dialog", "DialogState"]
+__all__ = ["SUPPORTED_OPTIONS", "CallFailed", "Dialog", "DialogState"]
 
 log = Logger()
 
 #: Responses that may mean "your SRTP offer is not acceptable" (issue 5: retry with RTP/AVP).
 _SRTP_REFUSALS = frozenset({415, 488, 606})
+#: Option tags we support (RFC 3261 §8.2.2.3 / §20.37): our Supported header, and what a
+#: Require may name without a 420.  Session timers (RFC 4028) and reliable provisionals
+#: (RFC 3262) are the dialog's.
+SUPPORTED_OPTIONS = frozenset({"outbound", OPTION_TAG, RELIABLE_TAG})
+#: The Supported value of our INVITEs and 2xx responses.
+_SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
+#: The Supported value of our refresh requests: their 18x are not PRACKed.
+_SUPPORTED_REFRESH = ", ".join(sorted(SUPPORTED_OPTIONS - {RELIABLE_TAG}))
 #: Retry-After (seconds) of the 503 a call gets when no RTP port is free.
 RETRY_AFTER_NO_PORT = 30
 
@@ -229,6 +247,14 @@ def _methods(message: Request | Response) -> frozenset[str]:
     )
 
 
+def _interval_too_small(request: Request) -> Response | None:
+    """422 with our Min-SE when *request* asks for a shorter session interval (RFC 4028 §9)."""
+    floor = session_interval_too_small(request)
+    if floor is None:
+        return None
+    return Response.from_request(request, 422, TOO_SMALL_PHRASE, headers=[("Min-SE", str(floor))])
+
+
 def _uri_of(value: str) -> str:
     """The URI inside a From/To/Contact/Route value, or the value itself."""
     try:
@@ -246,12 +272,18 @@ class Dialog:
     ``route_set`` (list of Route values, §12.1.1/§12.1.2), ``local_party`` /
     ``remote_party`` (our and their From/To values, as :class:`CallerID`, with
     tags), ``outbound_cseq`` (our last CSeq number, §12.2.1.1), ``sip`` (the
-    protocol) and ``session`` (the ISession once media runs).
+    protocol) and ``session`` (the ISession once media runs).  ``session_timer`` is
+    the call's RFC 4028 session timer (:class:`~voiptwisted.sip.session_timer.SessionTimer`:
+    the interval agreed and whether we refresh); a session that expires unrefreshed ends
+    with BYE and ``hangup_received``.
     """
 
     #: RFC 3261 §17.1.1.1 / §17.1.2.2 timer values, in seconds.
     T1: float = T1
     T2: float = T2
+    #: The longest :meth:`bye` waits for the BYE's answer before it ends the dialog anyway
+    #: (the reference's name; 64*T1, RFC 3261 §17.1.2.2 Timer F).
+    BYE_ACK_TIMEOUT: ClassVar[datetime.timedelta] = datetime.timedelta(seconds=64 * T1)
     #: Seconds an established call outlives its dead signalling flow if no new flow adopts it.
     orphan_timeout: float = 180.0
     #: Seconds an inbound call may ring unanswered (without a shorter INVITE Expires).
@@ -281,6 +313,10 @@ class Dialog:
     ) -> None:
         self.sip = sip
         self.uac = uac
+        #: When this dialog object was made (UTC), on the UA's reactor when there is one.
+        clock = getattr(sip, "clock", None)
+        now = clock.seconds() if clock is not None else time.time()
+        self.created = datetime.datetime.fromtimestamp(now, datetime.UTC)
         self.call_id = call_id or f"{uuid.uuid4().hex}@voiptwisted"
         self.local_tag = local_tag or _new_tag()
         self.remote_tag = remote_tag
@@ -356,6 +392,11 @@ class Dialog:
         self._offer_in_provisional = False
         self._progressing = False
         self._provisionals = ProvisionalSequence()
+        #: This call's session timer (RFC 4028): the interval agreed and who refreshes.
+        self.session_timer = SessionTimer()
+        self._session_refresh_timer: IDelayedCall | None = None
+        self._session_expiry_timer: IDelayedCall | None = None
+        self._timer_refresh_due = False
 
     # -- construction --------------------------------------------------------------------
 
@@ -389,6 +430,25 @@ class Dialog:
         dialog.invite_request = request
         dialog.state = DialogState.EARLY
         return dialog
+
+    @property
+    def from_header(self) -> str | None:
+        """The From value of our requests in this dialog: our party with our tag
+        (RFC 3261 §12.2.1.1), or None before the dialog has parties."""
+        return None if self.local_party is None else str(self.local_party)
+
+    @property
+    def to_header(self) -> str | None:
+        """The To value of our requests in this dialog: the remote party, with its tag
+        once known (RFC 3261 §12.2.1.1), or None before the dialog has parties."""
+        return None if self.remote_party is None else str(self.remote_party)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """From, To and Call-ID of this dialog (RFC 3261 §12: what identifies it), those
+        known so far."""
+        found = {"From": self.from_header, "To": self.to_header, "Call-ID": self.call_id}
+        return {name: value for name, value in found.items() if value is not None}
 
     def __repr__(self) -> str:
         return (
@@ -601,6 +661,7 @@ class Dialog:
             return
         assert self.invite_request is not None
         self._answering = True
+        self.session_timer = self._new_session_timer()
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
         if self._progressing:
@@ -665,7 +726,8 @@ class Dialog:
             headers=[
                 *self._dialog_headers(),
                 ("Allow", sip.allow_header),
-                ("Supported", "outbound, 100rel"),
+                ("Supported", _SUPPORTED),
+                *self.session_timer.answer(self.invite_request),
                 ("Content-Type", "application/sdp"),
             ],
             body=media.local_sdp,
@@ -676,6 +738,7 @@ class Dialog:
         if self._reliable is not None:
             self._reliable.stop()
         self._retransmit_until_ack(ok)
+        self._restart_session_timer()
 
     def _retransmit_until_ack(self, ok: Response) -> None:
         """Keep *ok* (a 2xx to an INVITE or re-INVITE) until its ACK (§13.3.1.4, §14.2)."""
@@ -948,6 +1011,10 @@ class Dialog:
                 Response.from_request(request, 415, headers=[("Accept", "application/sdp")])
             )
             return
+        too_small = _interval_too_small(request)
+        if too_small is not None:
+            transaction.respond(too_small)
+            return
         contacts = request.contact  # a target refresh (§5.2); malformed: 400 (§21.4.1)
         if not request.body:
             self._update_accepted(b"", request, transaction, contacts, None)
@@ -1003,11 +1070,16 @@ class Dialog:
         headers = [
             ("Contact", sip.contact_for(request.uri)),
             ("Allow", sip.allow_header),
-            ("Supported", "outbound, 100rel"),
+            ("Supported", _SUPPORTED),
         ]
+        refreshed = self.state is DialogState.CONFIRMED
+        if refreshed:
+            headers += self.session_timer.answer(request)
         if local_sdp:
             headers.append(("Content-Type", "application/sdp"))
         transaction.respond(Response.from_request(request, 200, headers=headers, body=local_sdp))
+        if refreshed:
+            self._restart_session_timer()
         # That 2xx carried our current Contact: the peer's target is fresh (§12.2.1.2).
         self._stale_contact = False
         if local_sdp:
@@ -1065,7 +1137,7 @@ class Dialog:
         content_type = (request.content_type or "").split(";")[0].strip().lower()
         if request.body and content_type != "application/sdp":
             return Response.from_request(request, 415, headers=[("Accept", "application/sdp")])
-        return None
+        return _interval_too_small(request)
 
     def _reinvite_received(self, request: Request, transaction: ServerTransaction) -> None:
         """A re-INVITE: answer its offer, or offer in the 2xx when it has none (§14.2).
@@ -1109,12 +1181,14 @@ class Dialog:
             headers=[
                 ("Contact", sip.contact_for(request.uri)),
                 ("Allow", sip.allow_header),
-                ("Supported", "outbound, 100rel"),
+                ("Supported", _SUPPORTED),
+                *self.session_timer.answer(request),
                 ("Content-Type", "application/sdp"),
             ],
             body=local_sdp,
         )
         transaction.respond(ok)
+        self._restart_session_timer()
         # That 2xx carried our current Contact: the peer's target is fresh (§12.2.1.2).
         self._stale_contact = False
         self._ok_reinvite = True
@@ -1231,6 +1305,7 @@ class Dialog:
         self._tried = {self._target_key(target)}
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
+        self.session_timer = self._new_session_timer()
         self._dial_deferred = Deferred(canceller=self._cancel_dial)
         self.state = DialogState.EARLY
         sip.register_dialog(self)
@@ -1270,7 +1345,8 @@ class Dialog:
             # RFC 3261 §8.1.1.8: a SIPS Request-URI or top Route needs a SIPS Contact.
             ("Contact", sip.contact_for(self._target, top_route)),
             ("Allow", sip.allow_header),
-            ("Supported", "outbound, 100rel"),
+            ("Supported", _SUPPORTED),
+            *self.session_timer.request_headers(),
             ("Content-Type", "application/sdp"),
         ]
         if authorization is not None:
@@ -1398,6 +1474,14 @@ class Dialog:
             self._answered(response)
             return
         if not cancelled and code in (401, 407) and self._retry_with_credentials(response):
+            return
+        if not cancelled and code == 422 and self.session_timer.retry_after_422(response):
+            # RFC 4028 §7.4: the INVITE again (next CSeq) asking for the 422's Min-SE.
+            log.info("call {call_id}: 422, asking for a session interval of {n} s",
+                     call_id=self.call_id, n=self.session_timer.min_se)
+            self.outbound_cseq += 1
+            self._auth_tried = False  # a proxy may challenge the new INVITE again
+            self._send_invite()
             return
         if (
             not cancelled
@@ -1542,6 +1626,8 @@ class Dialog:
         self.route_set = list(reversed(response.headers.getlist("Record-Route")))
         self.remote_allow = _methods(response)
         self.state = DialogState.CONFIRMED
+        self.session_timer.answered(response)
+        self._restart_session_timer()
         self._ack = self._ack_for_2xx(self.invite_request)
         sip.send_stateless(self._ack)
         deferred = self._dial_deferred
@@ -1727,7 +1813,9 @@ class Dialog:
             self._end()
             self._fire_bye_deferreds()
 
-        self.send_in_dialog(request).addBoth(done)
+        answered = self.send_in_dialog(request)
+        answered.addTimeout(self.BYE_ACK_TIMEOUT.total_seconds(), self.sip.timers.clock)
+        answered.addBoth(done)
 
     def send_in_dialog(self, request: Request) -> Deferred[Response]:
         """Send the in-dialog *request* (BYE, re-INVITE, OPTIONS ...); fire with its final
@@ -1822,6 +1910,7 @@ class Dialog:
             self.sip.timers.cancel(self._orphan_timer)
             self.sip.timers.cancel(self._refresh_timer)
         self._orphan_timer = self._refresh_timer = None
+        self._cancel_session_timer()
         self._stop_media()
         if self.sip is not None:
             self.sip.drop_dialog(self)
@@ -1875,6 +1964,20 @@ class Dialog:
         if timer is not None and not getattr(self.media, "bounded", False):
             remaining = max(0.0, timer.getTime() - sip.timers.clock.seconds())
             self._orphan_timer = sip.timers.call_later(remaining, self._orphaned)
+        # The session timer (RFC 4028) keeps its deadlines on the new flow's clock.
+        refresh, expiry = self._session_refresh_timer, self._session_expiry_timer
+        if old is not None:
+            old.timers.cancel(refresh)
+            old.timers.cancel(expiry)
+        now = sip.timers.clock.seconds()
+        if refresh is not None:
+            self._session_refresh_timer = sip.timers.call_later(
+                max(0.0, refresh.getTime() - now), self._session_refresh
+            )
+        if expiry is not None:
+            self._session_expiry_timer = sip.timers.call_later(
+                max(0.0, expiry.getTime() - now), self._session_expired
+            )
 
     @_call_boundary
     def _orphaned(self) -> None:
@@ -1933,7 +2036,7 @@ class Dialog:
         self._refresh_timer = None
         sip = self.sip
         if (
-            not self._stale_contact
+            not (self._stale_contact or self._timer_refresh_due)
             or self.state is not DialogState.CONFIRMED
             or self._bye_sent
             or sip is None
@@ -1955,8 +2058,9 @@ class Dialog:
             # §12.1.1 / §8.1.1.8: a SIPS dialog keeps a SIPS Contact.
             ("Contact", sip.contact_for(*uris)),
             ("Allow", sip.allow_header),
-            # no 100rel: the 18x of this refresh are not PRACKed (only the call's INVITE's)
-            ("Supported", "outbound"),
+            # no 100rel: the 18x of a refresh are not PRACKed (only the call's INVITE's)
+            ("Supported", _SUPPORTED_REFRESH),
+            *self.session_timer.request_headers(),
         ]
         body = b""
         if method == "INVITE":
@@ -1968,9 +2072,10 @@ class Dialog:
             headers.append(("Content-Type", "application/sdp"))
         request = Request(method, base.uri, headers, body=body)
         log.info(
-            "call {call_id}: {method} with our new Contact (target refresh)",
+            "call {call_id}: {method} ({why})",
             call_id=self.call_id,
             method=method,
+            why="target refresh" if self._stale_contact else "session refresh, RFC 4028 §10",
         )
         tx = sip.start_client_transaction(request)
         self._refresh_tx = tx
@@ -2000,6 +2105,13 @@ class Dialog:
             self._retry_refresh()
         elif code in (408, 481):
             self._refresh_ends_call(f"{code} {response.phrase}")
+        elif (
+            code == 422
+            and self.state is DialogState.CONFIRMED
+            and self.session_timer.retry_after_422(response)
+        ):
+            # RFC 4028 §7.4: refresh again asking for the 422's Min-SE.
+            self._send_refresh()
         else:
             log.info(
                 "call {call_id}: target refresh refused ({code} {phrase}); call unchanged",
@@ -2026,7 +2138,7 @@ class Dialog:
             sip.send_stateless(self._refresh_ack)
         if not confirmed or self._bye_sent:
             return
-        self._stale_contact = False
+        stale, self._stale_contact = self._stale_contact, False
         sip.timers.cancel(self._orphan_timer)
         self._orphan_timer = None
         if request.method == "INVITE":
@@ -2035,7 +2147,12 @@ class Dialog:
             except Exception as exc:
                 self._refresh_ends_call(f"unusable SDP answer: {exc}")
                 return
-        log.info("call {call_id}: target refreshed, reachable again", call_id=self.call_id)
+        # RFC 4028 §7.2 / §10: every 2xx to a re-INVITE or UPDATE refreshes the session.
+        self._timer_refresh_due = False
+        self.session_timer.answered(response)
+        self._restart_session_timer()
+        if stale:
+            log.info("call {call_id}: target refreshed, reachable again", call_id=self.call_id)
 
     def _refresh_failed(self, failure: Failure, tx: ClientTransaction) -> None:
         """No final response: a timeout is a 408 (§12.2.1.2); a dead flow leaves the call
@@ -2070,6 +2187,60 @@ class Dialog:
             delay = (210 + secrets.randbelow(191)) / 100
         sip.timers.cancel(self._refresh_timer)
         self._refresh_timer = sip.timers.call_later(delay, self._send_refresh)
+
+    # -- session timer (RFC 4028) ----------------------------------------------------------
+
+    def _new_session_timer(self) -> SessionTimer:
+        """A session timer asking for the configured interval (``session_expires`` of the
+        media config, default :data:`~voiptwisted.sip.session_timer.SESSION_EXPIRES`)."""
+        config = self.sip.media_config if self.sip is not None else None
+        return SessionTimer(int(getattr(config, "session_expires", SESSION_EXPIRES)))
+
+    def _restart_session_timer(self) -> None:
+        """A 2xx refreshed the session (RFC 4028 §10): our refresh at half the interval
+        when we are the refresher, and the BYE for an unrefreshed session, start over."""
+        sip = self.sip
+        self._cancel_session_timer()
+        if sip is None:
+            return
+        refresh, expiry = self.session_timer.refresh_after, self.session_timer.expires_after
+        if refresh is not None:
+            self._session_refresh_timer = sip.timers.call_later(refresh, self._session_refresh)
+        if expiry is not None:
+            self._session_expiry_timer = sip.timers.call_later(expiry, self._session_expired)
+
+    def _cancel_session_timer(self) -> None:
+        if self.sip is not None:
+            self.sip.timers.cancel(self._session_refresh_timer)
+            self.sip.timers.cancel(self._session_expiry_timer)
+        self._session_refresh_timer = self._session_expiry_timer = None
+
+    @_call_boundary
+    def _session_refresh(self) -> None:
+        """Half the session interval has passed and we are the refresher (RFC 4028 §10):
+        an UPDATE when the peer allows it, else a re-INVITE with the SDP unchanged (same
+        ``o=`` version), through the target-refresh machinery (491 retried, 408/481 BYE)."""
+        self._session_refresh_timer = None
+        if self.state is not DialogState.CONFIRMED or self._bye_sent:
+            return
+        self._timer_refresh_due = True
+        self._refresh_attempts = 0
+        if self._refresh_tx is None and self._refresh_timer is None:
+            self._send_refresh()
+
+    @_call_boundary
+    def _session_expired(self) -> None:
+        """No refresh came in time (RFC 4028 §10): the session is over, end it with BYE."""
+        self._session_expiry_timer = None
+        if self.state is not DialogState.CONFIRMED or self._bye_sent:
+            return
+        log.info(
+            "call {call_id}: session expired after {n} s without a refresh, hanging up",
+            call_id=self.call_id,
+            n=self.session_timer.interval,
+        )
+        self.bye()
+        self._call_app(self.hangup_received)
 
     def _call_app(self, function: Any, *args: Any) -> None:
         """Run application code; an exception is logged with the Call-ID and ends the call."""

@@ -43,17 +43,15 @@ class FlowKeepalive:
     def __init__(
         self,
         protocol: Any = None,
-        clock: IReactorTime | None = None,
-        interval: float = 30.0,
         *,
+        reactor: IReactorTime,
+        interval: float = 30.0,
         pong_timeout: float = PONG_TIMEOUT,
         jitter: Callable[[], float] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError("keepalive interval must be positive")
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock: IReactorTime = clock
+        self.clock: IReactorTime = reactor
         self.interval = float(interval)
         self.pong_timeout = float(pong_timeout)
         self._jitter = jitter if jitter is not None else lambda: random.uniform(0.8, 1.0)

@@ -137,8 +137,9 @@ def _describe_dns_failure(failure: Failure) -> tuple[str, bool]:
     return f"{type(failure.value).__name__}: {failure.getErrorMessage()}", False
 
 
-def dns_server_resolver(server: tuple[str, int], reactor: Any = None) -> Any:
-    """An ``IResolver`` asking only ``server`` (an IP address and port), UDP then TCP."""
+def dns_server_resolver(server: tuple[str, int], reactor: Any) -> Any:
+    """An ``IResolver`` asking only ``server`` (an IP address and port), UDP then TCP, on
+    *reactor* (``IReactorUDP``, ``IReactorTCP``, ``IReactorTime``)."""
     return client.Resolver(servers=[server], reactor=reactor, timeout=DNS_TIMEOUT)
 
 
@@ -255,7 +256,8 @@ class ServerLocator:
 
     ``dns_resolver`` is the ``twisted.names`` ``IResolver`` for SRV lookups; None (the
     default) uses the system's ``/etc/resolv.conf`` and ``/etc/hosts`` through
-    ``client.createResolver()``, made at the first lookup, and leaves the targets' A/AAAA
+    ``client.createResolver(reactor=reactor)``, made at the first lookup (so ``reactor``
+    is then required: it is never the global one by default), and leaves the targets' A/AAAA
     lookups to the reactor's resolver.  With a given ``dns_resolver`` the targets are resolved
     through it too (:attr:`hostname_resolver`).  ``rng`` is the random source of the
     RFC 2782 weighting.
@@ -265,11 +267,15 @@ class ServerLocator:
         self,
         dns_resolver: Any = None,
         *,
+        reactor: Any = None,
         rng: random.Random | None = None,
         timeout: Sequence[int] = DNS_TIMEOUT,
         max_targets: int = MAX_TARGETS,
     ) -> None:
+        if dns_resolver is None and reactor is None:
+            raise TypeError("ServerLocator needs a dns_resolver or the reactor= to make one on")
         self._dns_resolver = dns_resolver
+        self._reactor = reactor
         self.rng = rng or random.Random()
         self.timeout = tuple(timeout)
         self.max_targets = max_targets
@@ -281,7 +287,7 @@ class ServerLocator:
     def dns_resolver(self) -> ResolverBase:
         """The ``IResolver`` asked for SRV records (the system's unless one was given)."""
         if self._dns_resolver is None:
-            self._dns_resolver = client.createResolver()
+            self._dns_resolver = client.createResolver(reactor=self._reactor)
         return self._dns_resolver
 
     def __call__(self, aor: SipURI) -> Deferred[list[tuple[str, int]]]:

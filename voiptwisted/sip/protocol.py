@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from twisted.internet import interfaces
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -51,6 +51,7 @@ __all__ = [
     "ALLOWED_METHODS",
     "SUPPORTED_OPTIONS",
     "USER_AGENT",
+    "FlowEnd",
     "SIPClientFactory",
     "SIPServerFactory",
     "SessionInitiationProtocol",
@@ -88,12 +89,51 @@ def redact(data: bytes) -> bytes:
     return _CRYPTO_RE.sub(rb"\1<redacted>", data)
 
 
-def default_media(clock: interfaces.IReactorTime) -> tuple[Any, Any]:
+def default_media(reactor: interfaces.IReactorTime) -> tuple[Any, Any]:
     """The media class and config of calls on a flow given none: ``CallMedia`` with a
-    ``MediaConfig`` on the flow's clock (imported here, on first use: they load numpy)."""
+    ``MediaConfig`` on the flow's reactor (imported here, on first use: they load numpy)."""
     from voiptwisted.media.call import CallMedia, MediaConfig
 
-    return CallMedia, MediaConfig(reactor=clock)
+    return CallMedia, MediaConfig(reactor=reactor)
+
+
+def _with_stun(media_config: Any, stun_server: tuple[str, int]) -> Any:
+    """*media_config* (a fresh default one when None) asking *stun_server* for the calls'
+    public RTP address."""
+    import dataclasses
+
+    from voiptwisted.media.call import MediaConfig
+
+    if media_config is None:
+        return MediaConfig(stun_server=stun_server)
+    return dataclasses.replace(media_config, stun_server=stun_server)
+
+
+class FlowEnd:
+    """The end of a flow as Deferreds: the reference's ``disconnected_event``, the Twisted
+    way.  Each :meth:`wait` gets its own Deferred (one waiter's callbacks cannot change
+    another's result), fired with None when the flow ends, at once if it already has."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self._waiters: list[Deferred[None]] = []
+
+    def wait(self) -> Deferred[None]:
+        """A Deferred firing when the flow has ended; cancelling it only stops waiting."""
+        if self.ended:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._waiters.remove)
+        self._waiters.append(waiter)
+        return waiter
+
+    def fire(self) -> None:
+        """The flow has ended: fire every waiter (once; later calls do nothing)."""
+        if self.ended:
+            return
+        self.ended = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
 
 class _CoreAttribute(Generic[T]):
@@ -129,6 +169,11 @@ class SessionInitiationProtocol(Protocol):
     ``media_class`` (default ``voiptwisted.media.call.CallMedia``) configured
     by ``media_config``.  All of it is done by :attr:`core`, the flow's
     :class:`~voiptwisted.sip.core.UserAgentCore`.
+
+    ``reactor`` (required) runs every timer (``IReactorTime``) and binds the RTP sockets
+    of calls with the default media (``IReactorUDP``); whoever builds the protocol (the
+    service, a factory, :meth:`run`) passes its own, so nothing here reaches for the
+    global reactor.
 
     ``credentials`` answer 401/407 challenges to our INVITEs, only for the realms
     they allow (`voiptwisted.sip.digest.Credentials`); a ``(username, password)``
@@ -173,7 +218,7 @@ class SessionInitiationProtocol(Protocol):
         aor: SipURI | str,
         dialog_class: type[Dialog] | None = None,
         media_config: Any = None,
-        clock: interfaces.IReactorTime | None = None,
+        reactor: interfaces.IReactorTime,
         instance_id: str | None = None,
         credentials: Credentials | tuple[str, str] | None = None,
         keepalive_interval: float | timedelta = 30.0,
@@ -183,14 +228,12 @@ class SessionInitiationProtocol(Protocol):
         media_class: Any = None,
         limits: ConnectionLimits | None = None,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         if dialog_class is None:
             dialog_class = self._core_defaults.get("dialog_class")
         self.core = UserAgentCore(
             aor=aor,
             send=self._write,
-            clock=clock,
+            reactor=reactor,
             dialog_class=dialog_class,
             media_class=media_class,
             media_config=media_config,
@@ -216,14 +259,35 @@ class SessionInitiationProtocol(Protocol):
         self._to_refresh: list[Dialog] = []
         self._registered_waiter: Deferred[Any] | None = None
         self.guard: FlowGuard | None = None
+        self._end = FlowEnd()
 
     def __repr__(self) -> str:
         return f"<SessionInitiationProtocol aor={self.aor!s} dialogs={self.dialog_count}>"
 
+    # -- the reference's hooks --------------------------------------------------------------
+
+    def on_registered(self) -> None:
+        """Called each time the registrar accepts this flow's binding (RFC 3261 §10.3): on
+        the first 2xx of each flow and after each recovered refusal, not on refreshes.
+
+        Override it to place calls or start other work once reachable (the reference's
+        hook); the base does nothing.  An exception here is logged and the flow stays up.
+        """
+
+    def when_disconnected(self) -> Deferred[None]:
+        """A Deferred firing with None once this flow has ended (at once if it has): the
+        reference's ``disconnected_event``.  Each call returns a new Deferred."""
+        return self._end.wait()
+
     # -- the core's state, as attributes of the protocol (IUserAgent and monitoring) --------
 
     aor: _CoreAttribute[SipURI] = _CoreAttribute("Our address of record.")
-    clock: _CoreAttribute[interfaces.IReactorTime] = _CoreAttribute("The injected clock.")
+    reactor: _CoreAttribute[interfaces.IReactorTime] = _CoreAttribute(
+        "The injected reactor (IReactorTime for timers, IReactorUDP for calls' RTP)."
+    )
+    clock: _CoreAttribute[interfaces.IReactorTime] = _CoreAttribute(
+        "The same reactor, as the IReactorTime the timers use."
+    )
     credentials: _CoreAttribute[Credentials | None] = _CoreAttribute(
         "The digest Credentials answering 401/407 for the realms they allow, or None."
     )
@@ -486,6 +550,7 @@ class SessionInitiationProtocol(Protocol):
             self.budget.release()
             self.budget = None
         if not self.admitted:
+            self._end.fire()
             return
         self.core.connection_lost(reason)
         factory = getattr(self, "factory", None)
@@ -499,6 +564,7 @@ class SessionInitiationProtocol(Protocol):
         for hook in (self.keepalive, self.registration):
             if hook is not None:
                 hook.connection_lost(self, reason)
+        self._end.fire()
 
     def dataReceived(self, data: bytes) -> None:
         if self.transport is None or not self.admitted:
@@ -597,15 +663,59 @@ class SessionInitiationProtocol(Protocol):
     # -- library entry point ---------------------------------------------------------------
 
     @classmethod
-    def run(cls, *args: Any, **kwargs: Any) -> Deferred[SessionInitiationProtocol]:
-        """Connect and register; fires with the protocol (``voiptwisted.sip.connect.run``).
+    def run(
+        cls,
+        fn: Callable[[], object] | SipURI | str,
+        aor: SipURI | str | None = None,
+        dialog_class: type[Dialog] | None = None,
+        *,
+        no_verify_tls: bool = False,
+        stun_server: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> Deferred[SessionInitiationProtocol]:
+        """The reference's entry point: connect to *aor*'s registrar, register, call *fn*
+        (no arguments) once registered, then fire with the registered protocol.
 
-        ``sip.connect`` builds protocols, so it sits above this module: the
-        reference's entry point is looked up by module name when called (as the
-        package's lazy exports are), which keeps the import graph free of a cycle.
+        ``MySession.run(fn, aor, MyDialog)`` builds every flow from ``MySession``, so its
+        :meth:`on_registered` runs too.  A password in the AOR (``sip:alice:pw@host``)
+        answers the registrar's challenge; ``no_verify_tls`` turns TLS certificate checks
+        off (insecure, for tests); ``stun_server`` (``(host, port)``) asks that server for
+        the public RTP address of each call (no STUN server unless given).  Other keyword
+        arguments go to :func:`voiptwisted.sip.connect.run`, which does the work
+        (``reactor``, ``ca_file``, ``media_config`` ...).  If *fn* raises, the client is
+        stopped and the Deferred fails with that error.  The older form ``run(aor,
+        **kwargs)`` (no *fn*) is that function with the same arguments.
+
+        ``sip.connect`` builds protocols, so it sits above this module: it is looked up by
+        module name when called, which keeps the import graph free of a cycle.
         """
         connect = importlib.import_module("voiptwisted.sip.connect")
-        return connect.run(*args, **kwargs)  # type: ignore[no-any-return]
+        if isinstance(fn, str):  # SipURI is a str: the older run(aor, **kwargs) form
+            return connect.run(fn, **kwargs)  # type: ignore[no-any-return]
+        if aor is None:
+            raise TypeError("run(fn, aor, dialog_class) needs the AOR")
+        aor = aor if isinstance(aor, SipURI) else SipURI.parse(aor)
+        if aor.password and "password" not in kwargs:
+            kwargs["password"] = aor.password
+        if dialog_class is not None:
+            kwargs["dialog_class"] = dialog_class
+        if no_verify_tls:
+            kwargs["verify"] = False
+        if stun_server is not None:
+            kwargs["media_config"] = _with_stun(kwargs.get("media_config"), stun_server)
+        if cls is not SessionInitiationProtocol:
+            kwargs["protocol_class"] = cls
+        d: Deferred[SessionInitiationProtocol] = connect.run(aor, **kwargs)
+
+        def registered(protocol: SessionInitiationProtocol) -> SessionInitiationProtocol:
+            try:
+                fn()
+            except BaseException:
+                protocol.service.stopService()
+                raise
+            return protocol
+
+        return d.addCallback(registered)
 
     def close(self) -> None:
         """Close the flow; one still in its TLS handshake is aborted (a peer that never
@@ -695,13 +805,16 @@ class SIPServerFactory(SIPClientFactory):
     budget of buffered octets.
     """
 
-    def __init__(self, *, limits: ConnectionLimits | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        reactor: interfaces.IReactorTime,
+        limits: ConnectionLimits | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(reactor=reactor, **kwargs)
         self.limits = limits if limits is not None else DEFAULT_LIMITS
-        clock = kwargs.get("clock")
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.budget = ConnectionBudget(self.limits, clock)
+        self.budget = ConnectionBudget(self.limits, reactor)
 
     def buildProtocol(self, addr: Any) -> SessionInitiationProtocol:
         proto = super().buildProtocol(addr)

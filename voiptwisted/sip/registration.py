@@ -118,7 +118,7 @@ class Registration:
         *,
         password: str | None = None,
         username: str | None = None,
-        clock: IReactorTime | None = None,
+        reactor: IReactorTime,
         expires: int = 3600,
         instance_id: str,
         reg_id: int = 1,
@@ -128,12 +128,10 @@ class Registration:
         unregister_timeout: float = 5.0,
         credentials: Credentials | None = None,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
         if not 0 < expires <= MAX_EXPIRES:
             raise ValueError(f"expires must be in 1..{MAX_EXPIRES}")
         self.aor = aor
-        self.clock: IReactorTime = clock
+        self.clock: IReactorTime = reactor
         self.expires = int(expires)
         self.requested_expires = int(expires)
         self.instance_id = normalize_instance_id(instance_id)
@@ -507,10 +505,22 @@ class Registration:
                 peer=_peer(protocol, self.aor),
                 granted=granted,
             )
+            self._tell_registered(protocol)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(protocol)
         self._follow_public_address(protocol, contact)
+
+    def _tell_registered(self, protocol: Any) -> None:
+        """Call the flow's ``on_registered()`` hook (the reference's), if it has one; an
+        exception there is the application's: logged, the registration carries on."""
+        hook = getattr(protocol, "on_registered", None)
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception:
+            self.log.failure("on_registered() of {protocol!r} failed", protocol=protocol)
 
     def _follow_public_address(self, protocol: Any, contact: str) -> None:
         """Re-register at once when the learned public address changed our Contact.
