@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     # state machines on an injected clock
     "voiptwisted.sip.transaction": 1,
     "voiptwisted.sip.dialog": 1,
+    "voiptwisted.sip.reliable": 1,
     "voiptwisted.sip.session_timer": 1,
     "voiptwisted.sip.refer": 1,
     "voiptwisted.sip.registration": 1,

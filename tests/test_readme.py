@@ -88,7 +88,7 @@ class TransferExampleTests(unittest.SynchronousTestCase):
 class SupportTableTests(unittest.SynchronousTestCase):
     def test_methods_and_option_tags_listed(self) -> None:
         """RFC 3261 §20.5 / §20.37: "What the UA supports" names every method in our Allow
-        and every option tag in our Supported, and says 100rel is not."""
+        and every option tag in our Supported, and says SUBSCRIBE, MESSAGE and PUBLISH are not."""
         from voiptwisted.sip.core import ALLOWED_METHODS, SUPPORTED_OPTIONS
 
         text = README.read_text()
@@ -99,6 +99,17 @@ class SupportTableTests(unittest.SynchronousTestCase):
         for tag in SUPPORTED_OPTIONS:
             self.assertIn(f"| `{tag}` |", section)
         not_yet = section[section.index("**Not supported yet**"):]
-        for missing in ("100rel",):
+        for missing in ("SUBSCRIBE", "MESSAGE", "PUBLISH"):
             self.assertIn(missing, not_yet)
             self.assertNotIn(missing, SUPPORTED_OPTIONS | {str(m) for m in ALLOWED_METHODS})
+
+    def test_100rel_policy_documented(self) -> None:
+        """RFC 3262 §3: the README names the option that makes our 18x reliable when the
+        INVITE only supports 100rel, with its real default (only when required)."""
+        from voiptwisted.sip.dialog import Dialog
+
+        text = README.read_text()
+        self.assertIn("`Dialog.reliable_when_supported = True` (default `False`", text)
+        self.assertIs(Dialog.reliable_when_supported, False)
+        self.assertTrue(callable(Dialog.session_progress))
+        self.assertIn("`Dialog.session_progress()`", text)

@@ -45,6 +45,13 @@ class IDialog(Interface):
         Optional; idempotent once the call is answered or rejected.
         """
 
+    def session_progress() -> None:
+        """Send 183 Session Progress with our SDP for the pending inbound INVITE.
+
+        Reliably (RFC 3262) when the INVITE requires ``100rel``: ``answer()`` then keeps
+        the media agreed here and sends its 200 once the 183 is PRACKed.  Optional.
+        """
+
     def answer(*, session_class: type, **session_kwargs: object) -> None:
         """Accept the pending inbound INVITE and start its media.
 

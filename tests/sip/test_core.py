@@ -35,7 +35,7 @@ from voiptwisted.sip.transaction import T1
 from voiptwisted.sip.uri import NetworkAddress
 
 #: RFC 3261 §20.5: the methods we implement, INFO (RFC 6086) and UPDATE (RFC 3311) too.
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO, REFER, UPDATE"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, PRACK, INFO, REFER, UPDATE"
 
 #: Where the test's requests "come from": an opaque token for the core.
 PEER = ("127.0.0.1", 5061)
@@ -138,10 +138,10 @@ class AnswersTests(CoreTestCase):
 
     def test_unsupported_require_420(self) -> None:
         """RFC 3261 §8.2.2.3: a Require we do not support gets 420 listing it in Unsupported."""
-        self.receive(invite_bytes(extra="Require: 100rel, outbound\r\n"))
+        self.receive(invite_bytes(extra="Require: precondition, outbound\r\n"))
         trying, response = self.take()
         self.assertEqual((trying.status_code, response.status_code), (100, 420))
-        self.assertEqual(response.headers["Unsupported"], "100rel")
+        self.assertEqual(response.headers["Unsupported"], "precondition")
         self.assertEqual(self.callee.instances, [])
 
     def test_unknown_dialog_481(self) -> None:
@@ -419,7 +419,7 @@ class InteropMustTests(CoreTestCase):
         cases: list[tuple[bytes, int]] = [
             (invite_bytes(method="OPTIONS", body=b"", branch="z9hG4bKo"), 200),
             (invite_bytes(method="SUBSCRIBE", body=b"", branch="z9hG4bKs"), 405),
-            (invite_bytes(extra="Require: 100rel\r\n", call_id="c420", branch="z9hG4bKr"), 420),
+            (invite_bytes(extra="Require: nosuchtag\r\n", call_id="c420", branch="z9hG4bKr"), 420),
             (invite_bytes(method="BYE", body=b"", call_id="c481", branch="z9hG4bKb"), 481),
             (invite_bytes(method="CANCEL", body=b"", call_id="c481c", branch="z9hG4bKno"), 481),
         ]

@@ -268,6 +268,8 @@ class TargetRefreshTests(FlowTestCase):
         self.assertEqual(reinvite.local_tag, self.dialog.local_tag)
         self.assertEqual(reinvite.body, ANSWER)
         self.assertEqual(reinvite.headers["Content-Type"], "application/sdp")
+        # RFC 3262 §4: this re-INVITE's 18x would not be PRACKed, so it offers no 100rel
+        self.assertNotIn("100rel", reinvite.headers.getlist("Supported"))
         second.dataReceived(respond_to(reinvite, 200, to_tag="alicetag", body=AVP_OFFER,
                                        headers=[("Content-Type", "application/sdp")]))
         [ack] = written(transport)

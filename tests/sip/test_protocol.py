@@ -41,7 +41,7 @@ from voiptwisted.sip.transaction import T1, TransactionTimeout
 from voiptwisted.sip.uri import NetworkAddress
 
 #: RFC 3261 §20.5: the methods we implement, INFO (RFC 6086) and UPDATE (RFC 3311) too.
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, INFO, REFER, UPDATE"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, PRACK, INFO, REFER, UPDATE"
 
 
 def options_bytes(
@@ -113,7 +113,7 @@ class DispatchTests(ProtocolTestCase):
         self.assertEqual(ok.status_code, 200)
         self.assertEqual(ok.headers["Allow"], ALLOW)
         self.assertEqual(ok.headers["Accept"], "application/sdp")
-        self.assertEqual(ok.headers["Supported"], "norefersub, outbound, replaces, timer")
+        self.assertEqual(ok.headers["Supported"], "100rel, norefersub, outbound, replaces, timer")
         self.assertEqual(ok.headers["User-Agent"], USER_AGENT)
         self.assertEqual(ok.branch, "z9hG4bKopt")
         self.assertEqual(self.proto.transaction_count, 0)
@@ -151,9 +151,9 @@ class DispatchTests(ProtocolTestCase):
 
     def test_require_unknown_extension_420(self) -> None:
         """RFC 3261 §8.2.2.3: Require with an unsupported option tag -> 420 with Unsupported."""
-        [resp] = self.feed(options_bytes(extra="Require: 100rel, outbound\r\n"))
+        [resp] = self.feed(options_bytes(extra="Require: precondition, outbound\r\n"))
         self.assertEqual(resp.status_code, 420)
-        self.assertEqual(resp.headers["Unsupported"], "100rel")
+        self.assertEqual(resp.headers["Unsupported"], "precondition")
 
     def test_invite_with_foreign_body_415(self) -> None:
         """RFC 3261 §8.2.3: a body type we do not understand -> 415 with Accept."""

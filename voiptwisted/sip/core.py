@@ -73,9 +73,9 @@ log = Logger()
 USER_AGENT = f"voiptwisted/{__version__}"
 
 #: Methods this UA handles, in Allow order (RFC 3261 §20.5): exactly those implemented.
-#: INFO (RFC 6086, DTMF bodies), UPDATE (RFC 3311), REFER and NOTIFY (RFC 3515 transfer)
-#: are answered by the dialog; outside one they get 481 like any in-dialog request without
-#: its dialog (a REFER outside a dialog 403).
+#: INFO (RFC 6086, DTMF bodies), UPDATE (RFC 3311), PRACK (RFC 3262), REFER and NOTIFY
+#: (RFC 3515 transfer) are answered by the dialog; outside one they get 481 like any
+#: in-dialog request without its dialog (a REFER outside a dialog 403).
 ALLOWED_METHODS = (
     SIPMethod.INVITE,
     SIPMethod.ACK,
@@ -83,6 +83,7 @@ ALLOWED_METHODS = (
     SIPMethod.CANCEL,
     SIPMethod.OPTIONS,
     SIPMethod.NOTIFY,
+    SIPMethod.PRACK,
     SIPMethod.INFO,
     SIPMethod.REFER,
     SIPMethod.UPDATE,

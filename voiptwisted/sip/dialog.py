@@ -38,6 +38,15 @@ from voiptwisted.sip.headers import NameAddr, SIPParseError
 from voiptwisted.sip.limits import rate_limited_warning
 from voiptwisted.sip.message import Request, Response
 from voiptwisted.sip.refer import TransferMixin
+from voiptwisted.sip.reliable import OPTION_TAG as RELIABLE_TAG
+from voiptwisted.sip.reliable import (
+    ProvisionalSequence,
+    ReliableProvisionals,
+    parse_rack,
+    prack_for,
+    requires_reliable,
+    wants_reliable,
+)
 from voiptwisted.sip.session_timer import (
     OPTION_TAG,
     SESSION_EXPIRES,
@@ -69,11 +78,13 @@ log = Logger()
 #: Responses that may mean "your SRTP offer is not acceptable" (issue 5: retry with RTP/AVP).
 _SRTP_REFUSALS = frozenset({415, 488, 606})
 #: Option tags we support (RFC 3261 §8.2.2.3 / §20.37): our Supported header, and what a
-#: Require may name without a 420: session timers (RFC 4028), ``replaces`` (RFC 3891) and
-#: ``norefersub`` (RFC 4488).
-SUPPORTED_OPTIONS = frozenset({"norefersub", "outbound", "replaces", OPTION_TAG})
+#: Require may name without a 420: session timers (RFC 4028), reliable provisionals
+#: (RFC 3262), ``replaces`` (RFC 3891) and ``norefersub`` (RFC 4488).
+SUPPORTED_OPTIONS = frozenset({"norefersub", "outbound", "replaces", OPTION_TAG, RELIABLE_TAG})
 #: The Supported value of our INVITEs and 2xx responses.
 _SUPPORTED = ", ".join(sorted(SUPPORTED_OPTIONS))
+#: The Supported value of our refresh requests: their 18x are not PRACKed.
+_SUPPORTED_REFRESH = ", ".join(sorted(SUPPORTED_OPTIONS - {RELIABLE_TAG}))
 #: Retry-After (seconds) of the 503 a call gets when no RTP port is free.
 RETRY_AFTER_NO_PORT = 30
 
@@ -283,6 +294,9 @@ class Dialog(TransferMixin):
     #: Whether ``dial`` follows 3xx redirects (RFC 3261 §8.1.3.4); ``dial(...,
     #: follow_redirects=False)`` turns it off for one call.
     follow_redirects: bool = True
+    #: Send our 18x reliably (RFC 3262) also when the INVITE only lists ``100rel`` in
+    #: ``Supported``; False (the default): only when it ``Require``s it.
+    reliable_when_supported: bool = False
 
     def __init__(
         self,
@@ -371,6 +385,14 @@ class Dialog(TransferMixin):
         self._refresh_attempts = 0
         #: The methods the peer's Allow listed (RFC 3261 §20.5), from its INVITE or 2xx.
         self.remote_allow: frozenset[str] = frozenset()
+        # RFC 3262: our reliable 18x (inbound), the media whose 2xx waits for their PRACKs
+        # (§3), whether our offer went in a reliable 18x (§5: the answer is in its PRACK);
+        # the RSeq sequences of the reliable 18x we PRACK (outbound, §4).
+        self._reliable: ReliableProvisionals | None = None
+        self._ok_waiting: Any = None
+        self._offer_in_provisional = False
+        self._progressing = False
+        self._provisionals = ProvisionalSequence()
         #: This call's session timer (RFC 4028): the interval agreed and who refreshes.
         self.session_timer = SessionTimer()
         self._session_refresh_timer: IDelayedCall | None = None
@@ -492,8 +514,116 @@ class Dialog(TransferMixin):
         """Send 180 Ringing with our To tag (RFC 3261 §13.3.1.1); ignored once answered."""
         if not self._pending_invite:
             return
+        self._send_provisional(self._response(180, headers=self._dialog_headers()))
+
+    def session_progress(self) -> None:
+        """Send 183 Session Progress with our SDP for the pending INVITE (RFC 3960, RFC 3262).
+
+        With reliable provisionals (the INVITE requires ``100rel``, or supports it and
+        ``reliable_when_supported``) the 183 carries our answer to the INVITE's offer, or
+        our offer when it had none (its answer then comes in the PRACK, RFC 3262 §5), and
+        :meth:`answer` sends its 200 only once that 183 is acknowledged (§3).  Unreliably
+        it carries our answer, or no SDP when the INVITE had no offer.  Either way the
+        media is agreed here and :meth:`answer` keeps it; our session (and our RTP) starts
+        at the ACK as for any call.  Once per call; ignored once answered.
+        """
+        if not self._pending_invite or self._answering or self._progressing:
+            return
+        invite = self.invite_request
+        assert invite is not None
+        reliable = wants_reliable(invite, self.reliable_when_supported)
+        if self.media is not None or (not invite.body and not reliable):
+            self._send_provisional(self._response(183, headers=self._dialog_headers()))
+            return
+        self._progressing = True
+        self._srtp = self._srtp_policy(invite.uri, explicit=False)
+        self._late_offer = not invite.body
+        d = self._new_media(invite.body or None)
+        d.addCallbacks(self._send_progress, self._answer_failed)
+
+    @_call_boundary
+    def _send_progress(self, media: Any) -> None:
+        """The media for :meth:`session_progress` is ready: 183 with its SDP (then the
+        200, when :meth:`answer` was called meanwhile)."""
+        self._progressing = False
+        if not self._pending_invite:
+            media.stop()
+            return
+        self.media = media
+        self._offer_in_provisional = self._late_offer
+        self._send_provisional(self._response(
+            183,
+            headers=[*self._dialog_headers(), ("Content-Type", "application/sdp")],
+            body=media.local_sdp,
+        ))
+        if self._answering:
+            self._send_ok(media)
+
+    def _send_provisional(self, response: Response) -> None:
+        """Send a 101-199 to the pending INVITE: reliably (RFC 3262 §3) when the INVITE
+        requires ``100rel`` (or supports it and ``reliable_when_supported``), else as is."""
+        tx, invite, sip = self.invite_transaction, self.invite_request, self.sip
+        assert tx is not None and invite is not None and sip is not None
+        if not wants_reliable(invite, self.reliable_when_supported):
+            tx.respond(response)
+            return
+        if self._reliable is None:
+            self._reliable = ReliableProvisionals(
+                invite, timers=sip.timers, t1=self.T1, transmit=tx.respond,
+                on_timeout=self._prack_timed_out,
+            )
+        if not self._reliable.send(response):
+            log.info("call {call_id}: {code} dropped: too many reliable 18x queued",
+                     call_id=self.call_id, code=response.status_code)
+
+    @_call_boundary
+    def _prack_timed_out(self) -> None:
+        """RFC 3262 §3: a reliable 18x unacknowledged for 64*T1: the INVITE gets 5xx."""
+        if not self._pending_invite:
+            return
+        log.info("call {call_id}: no PRACK within 64*T1, 500 to the INVITE",
+                 call_id=self.call_id)
         assert self.invite_transaction is not None
-        self.invite_transaction.respond(self._response(180, headers=self._dialog_headers()))
+        self.invite_transaction.respond(self._response(SIPStatus.SERVER_INTERNAL_ERROR))
+        self.invite_transaction = None
+        self._end()
+        self._call_app(self.hangup_received)
+
+    def _prack_received(self, request: Request, transaction: ServerTransaction) -> None:
+        """A PRACK (RFC 3262 §3): 200 when its RAck matches our unacknowledged reliable 18x,
+        else 481.  The 18x that carried our offer takes its answer from the PRACK (§5); a
+        PRACK without it ends the call (488 to the INVITE).  An offer of the peer's in a
+        PRACK is refused with 488 (we make no early re-negotiation), yet the PRACK still
+        acknowledges its 18x.  The 2xx that waited for this acknowledgement goes out now."""
+        reliable = self._reliable
+        rack = parse_rack(request.headers.get("RAck"))
+        acked = reliable.acknowledge(rack) if reliable is not None and rack else None
+        if acked is None:
+            transaction.respond(Response.from_request(request, 481))
+            return
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        new_offer = bool(request.body)
+        if self._offer_in_provisional and acked.body:
+            new_offer = False
+            self._offer_in_provisional = False
+            try:
+                if content_type != "application/sdp":
+                    raise ValueError("no SDP answer in the PRACK")
+                self.media.accept_answer(request.body)
+            except Exception as exc:
+                log.info("call {call_id}: unusable answer in PRACK: {exc}",
+                         call_id=self.call_id, exc=exc)
+                transaction.respond(Response.from_request(request, 200))
+                self._ok_waiting = None
+                self.reject(SIPStatus.NOT_ACCEPTABLE_HERE)
+                return
+            self._late_offer = False
+        # the 18x is acknowledged either way; only a new offer in the PRACK is refused
+        transaction.respond(Response.from_request(request, 488 if new_offer else 200))
+        waiting = self._ok_waiting
+        if waiting is not None and reliable is not None and not reliable.sdp_unacknowledged:
+            self._ok_waiting = None
+            self._send_ok(waiting)
 
     def _new_media(self, offer: bytes | None, secure: bool | None = None) -> Deferred[Any]:
         """Set up this call's media through the CallMedia contract; fires with the media.
@@ -542,6 +672,12 @@ class Dialog(TransferMixin):
         self.session_timer = self._new_session_timer()
         self._session_class = session_class
         self._session_kwargs = dict(session_kwargs)
+        if self._progressing:
+            return  # _send_progress sends the 200 after its 183
+        if self.media is not None:
+            # session_progress() agreed the media already
+            self._send_ok(self.media)
+            return
         self._late_offer = not self.invite_request.body
         self._srtp = self._srtp_policy(self.invite_request.uri, explicit=False)
         d = self._new_media(None if self._late_offer else self.invite_request.body)
@@ -549,7 +685,7 @@ class Dialog(TransferMixin):
 
     @_call_boundary
     def _answer_failed(self, failure: Failure) -> None:
-        self._answering = False
+        self._answering = self._progressing = False
         code = self._failure_status(failure, "media negotiation failed", "cannot set up media")
         if code == SIPStatus.SERVICE_UNAVAILABLE:
             self.reject(code, retry_after=RETRY_AFTER_NO_PORT)
@@ -587,8 +723,12 @@ class Dialog(TransferMixin):
             return
         sip = self.sip
         assert sip is not None and self.invite_transaction is not None
-        self._cancel_expiry()
         self.media = media
+        if self._reliable is not None and self._reliable.sdp_unacknowledged:
+            # RFC 3262 §3: no 2xx before the PRACK of a reliable 18x with SDP
+            self._ok_waiting = media
+            return
+        self._cancel_expiry()
         ok = self._response(
             200,
             headers=[
@@ -603,6 +743,8 @@ class Dialog(TransferMixin):
         self.state = DialogState.CONFIRMED
         self.invite_transaction.respond(ok)
         self.invite_transaction = None
+        if self._reliable is not None:
+            self._reliable.stop()
         self._retransmit_until_ack(ok)
         self._restart_session_timer()
 
@@ -778,6 +920,8 @@ class Dialog(TransferMixin):
             self._refer_received(request, transaction)
         elif method == "NOTIFY":
             self._notify_received(request, transaction)
+        elif method == "PRACK":
+            self._prack_received(request, transaction)
         else:
             assert self.sip is not None
             transaction.respond(self.sip.method_not_allowed_response(request))
@@ -867,10 +1011,9 @@ class Dialog(TransferMixin):
         the answer goes in the 200; a refusal (488) leaves the call as it was.  §5.2:
         491 when an offer of ours is outstanding (glare; the peer retries after the
         §14.1 delay), 500 with a Retry-After of 0-10 s when an offer of the peer's is
-        not answered yet.  In an early dialog that is always so: without reliable
-        provisionals (no 100rel) the INVITE's offer is answered only in our 2xx, so an
-        UPDATE offer before it gets 500 with Retry-After (an inbound call) or 491 (our
-        outbound call, whose offer is unanswered); RFC 3311 §5.1 forbids such an UPDATE.
+        not answered yet.  We take no offer in an early dialog (even after a reliable
+        18x completed an offer/answer, RFC 3262): an UPDATE offer before the 2xx gets 500
+        with Retry-After (an inbound call) or 491 (our outbound call).
         """
         if self._bye_sent or self.state is DialogState.TERMINATED:
             transaction.respond(Response.from_request(request, 481))
@@ -1224,6 +1367,7 @@ class Dialog(TransferMixin):
             headers.append(authorization)
         invite = Request("INVITE", self._target, headers, body=self.media.local_sdp)
         self.invite_request = invite
+        self._provisionals.clear()
         self._provisional_seen = False
         self._cancel_sent = False
         tx = sip.start_client_transaction(invite, on_provisional=self._provisional_received)
@@ -1240,10 +1384,40 @@ class Dialog(TransferMixin):
         if self._cancel_requested and not self._cancel_sent:
             self._send_cancel()
             return
+        if code > 100 and requires_reliable(response) and not self._prack(response):
+            return
         if code > 100:
             self._early_media(response)
             if self.state is DialogState.EARLY:
                 self._call_app(self.progress_received, code)
+
+    def _prack(self, response: Response) -> bool:
+        """PRACK the reliable 18x *response* (RFC 3262 §4); False when it is to be ignored:
+        a retransmission, out of order (its RSeq not the next of its early dialog), or
+        without a usable RSeq, Contact or Record-Route."""
+        sip, invite = self.sip, self.invite_request
+        assert sip is not None and invite is not None
+        rseq = self._provisionals.accept(response)
+        if rseq is None:
+            return False
+        try:
+            prack = prack_for(invite, response, rseq, self.outbound_cseq + 1)
+        except (SIPParseError, ValueError) as exc:
+            log.info("call {call_id}: cannot PRACK {code}: {exc}", call_id=self.call_id,
+                     code=response.status_code, exc=exc)
+            return False
+        self.outbound_cseq += 1
+
+        def answered(result: Response | Failure) -> None:
+            if isinstance(result, Failure):
+                log.info("call {call_id}: PRACK failed: {f}", call_id=self.call_id,
+                         f=result.value)
+            elif result.status_code >= 300:
+                log.info("call {call_id}: PRACK answered {code}", call_id=self.call_id,
+                         code=result.status_code)
+
+        self.send_in_dialog(prack).addBoth(answered)
+        return True
 
     def _early_media(self, response: Response) -> None:
         """RFC 3261 §13.2.1 / RFC 3960: the first 18x with an SDP answer starts this call's
@@ -1748,6 +1922,8 @@ class Dialog(TransferMixin):
         self._end_transfers()
         self._stop_ok_retransmission()
         self._cancel_expiry()
+        if self._reliable is not None:
+            self._reliable.stop()
         if self.sip is not None:
             self.sip.timers.cancel(self._orphan_timer)
             self.sip.timers.cancel(self._refresh_timer)
@@ -1900,7 +2076,8 @@ class Dialog(TransferMixin):
             # §12.1.1 / §8.1.1.8: a SIPS dialog keeps a SIPS Contact.
             ("Contact", sip.contact_for(*uris)),
             ("Allow", sip.allow_header),
-            ("Supported", _SUPPORTED),
+            # no 100rel: the 18x of a refresh are not PRACKed (only the call's INVITE's)
+            ("Supported", _SUPPORTED_REFRESH),
             *self.session_timer.request_headers(),
         ]
         body = b""
