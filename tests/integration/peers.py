@@ -330,6 +330,7 @@ class Kamailio:
     ``crlf_ping=False`` makes it ignore CRLF keepalive pings (``tcp_crlf_ping=no``, a
     registrar without RFC 5626 outbound); ``challenge_bye=True`` answers an in-dialog BYE
     from a configured user without credentials with 407 (RFC 3261 §22.3).
+    ``tcp_on_udp_port=True`` puts the TCP listener on the UDP listener's port.
     """
 
     def __init__(
@@ -353,6 +354,7 @@ class Kamailio:
         shm_mb: int = 64,
         crlf_ping: bool = True,
         challenge_bye: bool = False,
+        tcp_on_udp_port: bool = False,
     ):
         if algorithm not in ("MD5", "SHA-256"):
             raise ValueError("Kamailio 5.6 supports algorithm MD5 or SHA-256")
@@ -375,6 +377,13 @@ class Kamailio:
         tls, tcp = free_ports(2, "tcp")
         self.tls_port, self.tcp_port = tls, tcp
         self.udp_port = free_port("udp")
+        if tcp_on_udp_port:
+            # One port for UDP and TCP, as most servers listen: where RFC 3261 §18.1.1 sends
+            # a large request ("the same destination" over TCP).
+            self.udp_port = self.tcp_port = _pick(
+                lambda p: p != tls and not (_port_in_use(p, "udp") or _port_in_use(p, "tcp")),
+                "port free for UDP and TCP",
+            )
         self.cfg_path = self.dir / "kamailio.cfg"
         self.tls_cfg_path = self.dir / "tls.cfg"
         self.ctl_socket = self.dir / "ctl.sock"
