@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
+from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.integration.dnsserver import MemoryZone
 from tests.sip.test_datagram import FakeDatagramTransport
-from voiptwisted.sip.connect import SIPClientService, SIPDatagramClientService, build_client
+from voiptwisted.sip.connect import (
+    SIPClientService,
+    SIPDatagramClientService,
+    TransportChoosingService,
+    build_client,
+)
 from voiptwisted.sip.datagram import READ_SIZE, DatagramKeepalive, SIPDatagramProtocol
+from voiptwisted.sip.keepalive import FlowKeepalive
+from voiptwisted.sip.locate import ServerLocator
 from voiptwisted.sip.message import Message, Response
 from voiptwisted.sip.uri import SipURI
 
@@ -83,3 +92,77 @@ class BuildClientUDPTests(SynchronousTestCase):
         service.stopService().addCallback(stopped.append)
         [(unregister, _)] = reactor.transports[0].written[1:]
         self.assertIn(b"Expires: 0", unregister)
+
+
+def naptr_zone(service: str, srv_name: str, port: int) -> MemoryZone:
+    return MemoryZone("voip.test", {
+        "voip.test": [dns.Record_NAPTR(10, 10, b"s", service.encode(), b"", srv_name)],
+        srv_name: [dns.Record_SRV(0, 0, port, "registrar.voip.test")],
+        "registrar.voip.test": [dns.Record_A("127.0.0.1")],
+    })
+
+
+class NAPTRClientTests(SynchronousTestCase):
+    """RFC 3263 §4.1: an AOR naming no transport and no port gets the one NAPTR chooses."""
+
+    def test_naptr_udp_registers_over_udp_rfc3263_4_1(self) -> None:
+        """SIP+D2U: the UA binds a UDP socket to the target of the SRV name the NAPTR
+        record gave (its address from the same DNS), and REGISTER goes there over UDP;
+        the registration waited on before the choice is the one that completes."""
+        reactor = UDPReactor()
+        service = build_client(
+            SipURI.parse("sip:alice@voip.test"), password="secret", reactor=reactor,
+            resolver=ServerLocator(naptr_zone("SIP+D2U", "_sip._udp.voip.test", 5090)),
+        )
+        self.assertIsInstance(service, TransportChoosingService)
+        waiting = service.registration.when_registered()
+        registered: list[Any] = []
+        service.start().addCallback(registered.append)
+        self.assertIsInstance(service.inner, SIPDatagramClientService)
+        self.assertIsInstance(service.keepalive, DatagramKeepalive)
+        [(_, protocol, _, _)] = reactor.udp
+        self.assertEqual(protocol.peer, ("127.0.0.1", 5090))
+        [(data, addr)] = reactor.transports[0].written
+        register = Message.parse(data)
+        self.assertEqual((register.method, addr), ("REGISTER", ("127.0.0.1", 5090)))
+        self.assertEqual(register.top_via.transport, "UDP")
+        ok = Response.from_request(register, 200, to_tag="reg", headers=[
+            ("Contact", register.headers["Contact"] + ";expires=3600"),
+        ])
+        protocol.datagramReceived(bytes(ok), ("127.0.0.1", 5090))
+        self.assertEqual(registered, [protocol])
+        self.assertEqual(self.successResultOf(waiting), protocol)
+
+    def test_naptr_tcp_connects_without_tls_rfc3263_4_1(self) -> None:
+        """SIP+D2T: a plain TCP flow to the NAPTR record's SRV target."""
+        reactor = UDPReactor()
+        service = build_client(
+            SipURI.parse("sip:alice@voip.test"), password="secret", reactor=reactor,
+            resolver=ServerLocator(naptr_zone("SIP+D2T", "tcp.voip.test", 5070)),
+        )
+        service.startService()
+        self.assertIsInstance(service.inner, SIPClientService)
+        self.assertFalse(service.endpoint.is_tls)
+        self.assertIsInstance(service.keepalive, FlowKeepalive)
+        self.assertEqual(service.endpoint.tried, ["registrar.voip.test:5070"])
+        self.assertEqual(reactor.udp, [])
+
+    def test_sips_aor_stays_tls_whatever_naptr_says_rfc3263_4_1(self) -> None:
+        """A sips: AOR never takes the SIP+D2U record: TLS, via the _sips._tcp SRV name."""
+        reactor = UDPReactor()
+        service = build_client(
+            SipURI.parse("sips:alice@voip.test"), password="secret", reactor=reactor,
+            resolver=ServerLocator(naptr_zone("SIP+D2U", "_sip._udp.voip.test", 5090)),
+        )
+        service.startService()
+        self.assertIsInstance(service.inner, SIPClientService)
+        self.assertTrue(service.endpoint.is_tls)
+        self.assertEqual(reactor.udp, [])
+
+    def test_given_resolver_callable_skips_naptr(self) -> None:
+        """A resolver that is not a ServerLocator keeps the AOR's transport (TLS)."""
+        service = build_client(
+            SipURI.parse("sip:alice@voip.test"), password="secret", reactor=UDPReactor(),
+            resolver=lambda aor: [("127.0.0.1", 5061)],
+        )
+        self.assertIsInstance(service, SIPClientService)

@@ -16,6 +16,9 @@
 * ``sip:...;transport=udp`` registers over UDP instead (RFC 3261 §18):
   :class:`SIPDatagramClientService` binds one socket with the datagram adapter
   (:mod:`voiptwisted.sip.datagram`) and keeps it alive with RFC 5626 §4.4.2 STUN.
+* An AOR naming no transport and no port takes the transport DNS NAPTR chooses (RFC 3263
+  §4.1, :meth:`voiptwisted.sip.locate.ServerLocator.choose_transport`; a ``sips:`` AOR only
+  ever TLS): :class:`TransportChoosingService` builds the flow's service once it is known.
 
 Which name is verified: the AOR's host (a domain, or an IP literal checked against the
 certificate's IP SANs).  When the AOR carries ``;maddr=`` we connect there; if that maddr is a
@@ -57,7 +60,12 @@ from zope.interface import implementer
 from voiptwisted.sip.datagram import DatagramKeepalive, SIPDatagramProtocol
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.keepalive import FlowKeepalive
-from voiptwisted.sip.locate import ServerLocator, dns_server_resolver, with_name_resolver
+from voiptwisted.sip.locate import (
+    ServerLocator,
+    dns_server_resolver,
+    naptr_applies,
+    with_name_resolver,
+)
 from voiptwisted.sip.protocol import SessionInitiationProtocol
 from voiptwisted.sip.registration import Registration, RegistrationFailed, normalize_instance_id
 from voiptwisted.sip.uri import SipURI
@@ -174,6 +182,7 @@ def client_endpoint(
     resolver: Resolver | None = None,
     dns_server: tuple[str, int] | None = None,
     timeout: float = 30.0,
+    transport: str | None = None,
 ) -> SIPClientEndpoint:
     """An endpoint for the flow to ``aor``'s registrar.
 
@@ -185,9 +194,10 @@ def client_endpoint(
     targets' addresses are then looked up there too.  Any callable taking the AOR and
     returning (or firing with) a list of ``(host, port)`` to try in order can replace it.
     ``ca_file`` adds a private CA to the platform trust store; ``verify=False`` disables
-    certificate checks and logs a warning on every connect.
+    certificate checks and logs a warning on every connect.  ``transport`` ("TLS" or
+    "TCP") overrides the AOR's: what RFC 3263 §4.1 NAPTR chose for it.
     """
-    transport = aor.transport
+    transport = transport or aor.transport
     if transport not in ("TLS", "TCP"):
         raise ValueError(f"unsupported SIP transport {transport!r}: use TLS or TCP")
     if resolver is None:
@@ -740,9 +750,12 @@ class SIPDatagramClientService(Service):
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            return self.reactor.resolve(host).addCallback(  # type: ignore[no-any-return]
-                lambda ip: (ip, port)
-            )
+            # A locator asking a given DNS server resolves its SRV targets there too.
+            if isinstance(self.resolver, ServerLocator) and self.resolver.hostname_resolver:
+                resolving = self.resolver.dns_resolver.getHostByName(host)
+            else:
+                resolving = self.reactor.resolve(host)
+            return resolving.addCallback(lambda ip: (ip, port))  # type: ignore[no-any-return]
         return succeed((host, port))
 
     def _bind(self, peer: tuple[str, int]) -> Any:
@@ -845,7 +858,7 @@ def build_client(
     auth_realms: Iterable[str] = (),
     realm_credentials: Mapping[str, tuple[str, str]] | None = None,
     allow_legacy_digest: bool = False,
-) -> SIPClientService:
+) -> SIPClientService | SIPDatagramClientService | TransportChoosingService:
     """Build (not start) the :class:`SIPClientService` that :func:`run` starts.
 
     Use it directly to embed the UA in a ``MultiService`` (``startService``/``stopService``)
@@ -854,7 +867,10 @@ def build_client(
     ``trace`` ...); ``on_protocol`` is called with each protocol built (one per flow).
     The registrar is located with DNS SRV (RFC 3263) unless the AOR has a port or an IP
     address; ``dns_server`` (``(ip, port)``) asks that DNS server instead of the system's,
-    ``resolver`` replaces the lookup altogether (see :func:`client_endpoint`).
+    ``resolver`` replaces the lookup altogether (see :func:`client_endpoint`).  A ``sip:``
+    or ``sips:`` AOR naming no transport and no port, located by a ``ServerLocator``, gets
+    its transport from DNS NAPTR at start (RFC 3263 §4.1): a
+    :class:`TransportChoosingService` is returned then.
 
     Digest credentials go only to the registrar's realm (bound by its first challenge),
     to ``auth_realms`` (same username and password) and to the realms of
@@ -877,17 +893,6 @@ def build_client(
     )
 
     instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
-    udp = aor.transport == "UDP"
-    if udp:
-        if resolver is None:
-            resolver = ServerLocator(
-                dns_server_resolver(dns_server, reactor) if dns_server is not None else None
-            )
-    else:
-        endpoint = client_endpoint(
-            reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver,
-            dns_server=dns_server,
-        )
     credentials = None
     if password is not None or realm_credentials:
         # One object for the registration and every flow's dialogs: the registrar's
@@ -906,39 +911,153 @@ def build_client(
         instance_id=instance,
         credentials=credentials,
     )
-    flow_keepalive: Any = None
-    if keepalive:
-        flow_keepalive = (
-            DatagramKeepalive(reactor, interval=keepalive)
-            if udp
-            else FlowKeepalive(clock=reactor, interval=keepalive)
+    if resolver is None:
+        resolver = ServerLocator(
+            dns_server_resolver(dns_server, reactor) if dns_server is not None else None
         )
 
-    def build() -> Any:
-        kwargs: dict[str, Any] = {
-            "aor": aor,
-            "clock": reactor,
-            "instance_id": instance,
-            "credentials": credentials,
-        }
-        if dialog_class is not None:
-            kwargs["dialog_class"] = dialog_class
-        if media_config is not None:
-            kwargs["media_config"] = media_config
-        if keepalive:
-            kwargs["keepalive_interval"] = keepalive
-        cls = SIPDatagramProtocol if udp else SessionInitiationProtocol
-        protocol = cls(**kwargs, **(protocol_kwargs or {}))
-        if on_protocol is not None:
-            on_protocol(protocol)
-        return protocol
-
-    if udp:
+    def make(transport: str) -> SIPClientService | SIPDatagramClientService:
+        """The service for the flow over *transport* ("TLS", "TCP" or "UDP")."""
         assert resolver is not None
-        return SIPDatagramClientService(
-            reactor, aor, resolver, build, registration, flow_keepalive
+        udp = transport == "UDP"
+        flow_keepalive: Any = None
+        if keepalive:
+            flow_keepalive = (
+                DatagramKeepalive(reactor, interval=keepalive)
+                if udp
+                else FlowKeepalive(clock=reactor, interval=keepalive)
+            )
+
+        def build() -> Any:
+            kwargs: dict[str, Any] = {
+                "aor": aor,
+                "clock": reactor,
+                "instance_id": instance,
+                "credentials": credentials,
+            }
+            if dialog_class is not None:
+                kwargs["dialog_class"] = dialog_class
+            if media_config is not None:
+                kwargs["media_config"] = media_config
+            if keepalive:
+                kwargs["keepalive_interval"] = keepalive
+            cls = SIPDatagramProtocol if udp else SessionInitiationProtocol
+            protocol = cls(**kwargs, **(protocol_kwargs or {}))
+            if on_protocol is not None:
+                on_protocol(protocol)
+            return protocol
+
+        if udp:
+            return SIPDatagramClientService(
+                reactor, aor, resolver, build, registration, flow_keepalive
+            )
+        endpoint = client_endpoint(
+            reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver,
+            dns_server=dns_server, transport=transport,
         )
-    return SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
+        return SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
+
+    if isinstance(resolver, ServerLocator) and naptr_applies(aor):
+        return TransportChoosingService(reactor, aor, resolver, make, registration)
+    return make(aor.transport)
+
+
+class TransportChoosingService(Service):
+    """The running UA for an AOR whose transport DNS NAPTR chooses (RFC 3263 §4.1).
+
+    Starting asks :meth:`ServerLocator.choose_transport
+    <voiptwisted.sip.locate.ServerLocator.choose_transport>`, then builds and starts the
+    :class:`SIPClientService` (TLS, TCP) or :class:`SIPDatagramClientService` (UDP) for
+    the transport chosen -- :attr:`inner` -- with the one ``registration`` built up front
+    (so waiting on it works before the choice is made).  It offers what the service reads
+    of those: :meth:`start`, ``registration``, ``keepalive``, ``client.whenConnected``,
+    ``endpoint.tried``, :meth:`fail_over`.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        aor: SipURI,
+        locator: ServerLocator,
+        make: Callable[[str], Any],
+        registration: Registration,
+    ) -> None:
+        self.reactor = reactor
+        self.aor = aor
+        self.locator = locator
+        self.registration = registration
+        self._make = make
+        #: The service for the chosen transport, once chosen.
+        self.inner: Any = None
+        #: The targets tried (before the choice: none).
+        self.tried: list[str] = []
+        self.target_count = 0
+        self._choosing: Deferred[Any] | None = None
+
+    @property
+    def endpoint(self) -> Any:
+        """The inner service's endpoint (``tried``, ``target_count``), else this."""
+        return self.inner.endpoint if self.inner is not None else self
+
+    @property
+    def client(self) -> Any:
+        """The inner service's ``ClientService`` (``whenConnected``), else this."""
+        return self.inner.client if self.inner is not None else self
+
+    @property
+    def keepalive(self) -> Any:
+        """The inner service's keep-alive (None before the choice)."""
+        return self.inner.keepalive if self.inner is not None else None
+
+    def _choose(self) -> Deferred[Any]:
+        """Fires with :attr:`inner`, building it after the NAPTR lookup (once)."""
+        if self._choosing is None:
+            self._choosing = self.locator.choose_transport(self.aor)
+            self._choosing.addCallback(self._chosen)
+        return _when_done_with(self._choosing)
+
+    def _chosen(self, transport: str) -> Any:
+        self.inner = self._make(transport)
+        return self.inner
+
+    def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[Any]:
+        """The inner ``ClientService``'s ``whenConnected``, once the transport is chosen."""
+        return self._choose().addCallback(
+            lambda inner: inner.client.whenConnected(failAfterFailures=failAfterFailures)
+        )
+
+    def fail_over(self, protocol: Any, retry_after: float | None = None) -> bool:
+        """The inner service's RFC 3263 §4.3 failover (False when it has none)."""
+        inner_fail_over = getattr(self.inner, "fail_over", None)
+        return bool(inner_fail_over is not None and inner_fail_over(protocol, retry_after))
+
+    def startService(self) -> None:
+        """Choose the transport, then start the inner service (unless stopped meanwhile)."""
+        super().startService()
+
+        def start(inner: Any) -> None:
+            if self.running and not inner.running:
+                inner.startService()
+
+        self._choose().addCallback(start).addErrback(
+            lambda f: log.error("cannot start {aor}: {why}", aor=self.aor.aor,
+                                why=f.getErrorMessage())
+        )
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the inner service (un-register, close the flow)."""
+        super().stopService()
+        if self.inner is None:
+            return succeed(None)
+        return self.inner.stopService()  # type: ignore[no-any-return]
+
+    def start(self) -> Deferred[Any]:
+        """Choose the transport, start the inner service and fire with the registered
+        protocol (see :meth:`SIPClientService.start`)."""
+        super().startService()
+        d = self._choose()
+        d.addCallback(lambda inner: inner.start())
+        return d
 
 
 def run(
