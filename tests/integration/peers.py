@@ -331,6 +331,9 @@ class Kamailio:
     registrar without RFC 5626 outbound); ``challenge_bye=True`` answers an in-dialog BYE
     from a configured user without credentials with 407 (RFC 3261 §22.3).
     ``tcp_on_udp_port=True`` puts the TCP listener on the UDP listener's port.
+    ``reject=(status, retry_after)`` answers every initial request of ``reject_methods``
+    with that status (503 or 408; ``Retry-After`` when not None): a failing server for the
+    RFC 3263 §4.3 failover tests.
     """
 
     def __init__(
@@ -355,6 +358,8 @@ class Kamailio:
         crlf_ping: bool = True,
         challenge_bye: bool = False,
         tcp_on_udp_port: bool = False,
+        reject: tuple[int, int | None] | None = None,
+        reject_methods: tuple[str, ...] = ("REGISTER", "INVITE"),
     ):
         if algorithm not in ("MD5", "SHA-256"):
             raise ValueError("Kamailio 5.6 supports algorithm MD5 or SHA-256")
@@ -399,6 +404,8 @@ class Kamailio:
             debug=debug,
             crlf_ping=crlf_ping,
             challenge_bye=challenge_bye,
+            reject=reject,
+            reject_methods=reject_methods,
         )
         self._proc: ManagedProcess | None = None
         self._started_once = False
@@ -438,6 +445,15 @@ class Kamailio:
                 '\t\t\txlog("L_INFO", "BYE authenticated\\n");\n'
                 "\t\t\tconsume_credentials();\n\t\t}"
             )
+        reject = ""
+        if o["reject"] is not None:
+            status, retry_after = o["reject"]
+            reason = {503: "Service Unavailable", 408: "Request Timeout"}[status]
+            methods = "|".join(o["reject_methods"])
+            reject = f'\tif (!has_totag() && is_method("{methods}")) {{\n'
+            if retry_after is not None:
+                reject += f'\t\tappend_to_reply("Retry-After: {int(retry_after)}\\r\\n");\n'
+            reject += f'\t\tsl_send_reply("{status}", "{reason}");\n\t\texit;\n\t}}'
         values = {
             "DEBUG": str(o["debug"]),
             "TLS_PORT": str(self.tls_port),
@@ -462,6 +478,7 @@ class Kamailio:
             "INVITE_AUTH": invite_auth,
             "BYE_AUTH": bye_auth,
             "TCP_CRLF_PING": "yes" if o["crlf_ping"] else "no",
+            "REJECT": reject,
         }
         text = KAMAILIO_TEMPLATE.read_text()
         for key, value in values.items():

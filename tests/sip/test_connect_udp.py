@@ -166,3 +166,86 @@ class NAPTRClientTests(SynchronousTestCase):
             resolver=lambda aor: [("127.0.0.1", 5061)],
         )
         self.assertIsInstance(service, SIPClientService)
+
+
+class UDPFailoverTests(SynchronousTestCase):
+    """RFC 3263 §4.3 over UDP: 503/408/no answer move the socket's peer to the next target."""
+
+    def setUp(self) -> None:
+        self.reactor = UDPReactor()
+        self.service = build_client(
+            SipURI.parse("sip:alice@registrar.test;transport=udp"),
+            password="secret", reactor=self.reactor, keepalive=None,
+            resolver=lambda aor: [("127.0.0.1", 5070), ("127.0.0.1", 5080)],
+        )
+        self.registered: list[Any] = []
+        self.service.start().addCallback(self.registered.append)
+        [(_, self.protocol, _, _)] = self.reactor.udp
+        self.transport = self.reactor.transports[0]
+
+    def sent(self) -> list[tuple[Any, tuple[str, int]]]:
+        out = [(Message.parse(data), addr) for data, addr in self.transport.written]
+        self.transport.written.clear()
+        return out
+
+    def answer(self, register: Any, code: int, *headers: tuple[str, str]) -> None:
+        extra = list(headers)
+        if code == 200:
+            extra.append(("Contact", register.headers["Contact"] + ";expires=3600"))
+        response = Response.from_request(register, code, to_tag="reg", headers=extra)
+        self.protocol.datagramReceived(bytes(response), self.protocol.peer)
+
+    def test_503_moves_to_the_next_target_rfc3263_4_3(self) -> None:
+        """A 503 from the first target: the next REGISTER goes to the second, which
+        registers us."""
+        [(register, addr)] = self.sent()
+        self.assertEqual(addr, ("127.0.0.1", 5070))
+        self.answer(register, 503)
+        self.reactor.advance(0)
+        [(register, addr)] = self.sent()
+        self.assertEqual((register.method, addr), ("REGISTER", ("127.0.0.1", 5080)))
+        self.assertEqual(self.protocol.peer, ("127.0.0.1", 5080))
+        self.answer(register, 200)
+        self.assertEqual(self.registered, [self.protocol])
+        self.assertEqual(self.service.endpoint.tried, ["127.0.0.1:5070", "127.0.0.1:5080"])
+
+    def test_408_moves_to_the_next_target_rfc3263_4_3(self) -> None:
+        """A 408 from the first target moves on too."""
+        [(register, _)] = self.sent()
+        self.answer(register, 408)
+        self.reactor.advance(0)
+        [(_, addr)] = self.sent()
+        self.assertEqual(addr, ("127.0.0.1", 5080))
+
+    def test_no_answer_moves_to_the_next_target_rfc3263_4_3(self) -> None:
+        """No answer at all (Timer F, 64*T1): the next target is tried."""
+        self.reactor.advance(32.5)
+        self.reactor.advance(0)
+        addrs = [addr for _, addr in self.sent()]
+        self.assertEqual(addrs[-1], ("127.0.0.1", 5080))
+        self.assertEqual(set(addrs[:-1]), {("127.0.0.1", 5070)})
+
+    def test_retry_after_target_skipped_until_it_expires_rfc3261_21_5_4(self) -> None:
+        """503 with Retry-After: 60 from the first: while it runs, a 503 from the second
+        does not send us back (the second is retried after its own delay); once it has
+        passed, a 503 to a refresh moves us to the first again."""
+        [(register, _)] = self.sent()
+        self.answer(register, 503, ("Retry-After", "60"))
+        self.reactor.advance(0)
+        [(register, addr)] = self.sent()
+        self.assertEqual(addr, ("127.0.0.1", 5080))
+        self.answer(register, 503, ("Retry-After", "5"))
+        self.reactor.advance(0)
+        self.assertEqual(self.sent(), [])
+        self.reactor.advance(5)
+        [(register, addr)] = self.sent()
+        self.assertEqual(addr, ("127.0.0.1", 5080))
+        self.answer(register, 200)
+        self.assertEqual(self.registered, [self.protocol])
+        self.reactor.advance(3600)  # the refresh, long after the first's Retry-After
+        [(register, addr)] = self.sent()
+        self.assertEqual(addr, ("127.0.0.1", 5080))
+        self.answer(register, 503)
+        self.reactor.advance(0)
+        [(_, addr)] = self.sent()
+        self.assertEqual(addr, ("127.0.0.1", 5070))

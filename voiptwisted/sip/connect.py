@@ -706,8 +706,12 @@ class SIPDatagramClientService(Service):
     registrar or outbound proxy relays our calls).  The socket binds an ephemeral port on the
     local address that routes to the registrar.  It offers what the service reads of a
     :class:`SIPClientService`: :meth:`start`, ``registration``, ``keepalive``,
-    ``client.whenConnected`` and ``endpoint.tried``.  Failover to a later target (RFC 3263
-    §4.3) is not done over UDP yet: the first target is used.
+    ``client.whenConnected`` and ``endpoint.tried``.
+
+    Failover (RFC 3263 §4.3, :meth:`fail_over`): when the registrar answers 503 or 408, or
+    does not answer, the socket's peer moves to the next target of the RFC 3263 list and
+    the registration starts again there; a target that sent Retry-After is skipped until
+    it has passed (RFC 3261 §21.5.4).
     """
 
     def __init__(
@@ -725,6 +729,8 @@ class SIPDatagramClientService(Service):
         self.registration = registration
         self.keepalive = keepalive
         self._build = build_protocol
+        if getattr(registration, "failover", False) is None:
+            registration.failover = self.fail_over
         self.port: Any = None
         self.protocol: Any = None
         #: The targets tried (``endpoint.tried`` of the stream service).
@@ -733,6 +739,15 @@ class SIPDatagramClientService(Service):
         self.client = self
         self._bound: Deferred[Any] | None = None
         self._stopping: Deferred[Any] | None = None
+        #: The RFC 3263 targets, the one in use, and those skipped until a time (Retry-After).
+        self._targets: list[tuple[str, int]] = []
+        self._current = 0
+        self._skip_until: dict[tuple[str, int], float] = {}
+
+    @property
+    def target_count(self) -> int:
+        """How many RFC 3263 targets the registrar's domain gave."""
+        return len(self._targets)
 
     def startService(self) -> None:
         """Locate the registrar, bind the socket; the registration starts on it."""
@@ -745,8 +760,16 @@ class SIPDatagramClientService(Service):
     def _first_address(self, targets: Sequence[tuple[str, int]]) -> Deferred[tuple[str, int]]:
         if not targets:
             raise ValueError(f"resolver returned no address for {self.aor.aor}")
-        host, port = targets[0]
-        self.tried = [f"{host}:{port}"]
+        self._targets = [(str(host), int(port)) for host, port in list(targets)[:16]]
+        self._current = 0
+        self.tried = []
+        return self._address_of(self._targets[0])
+
+    def _address_of(self, target: tuple[str, int]) -> Deferred[tuple[str, int]]:
+        """The ``(ip, port)`` of *target*, its host name resolved (the locator's DNS server
+        when it has one, else the reactor's resolver)."""
+        host, port = target
+        self.tried.append(f"{host}:{port}")
         try:
             ipaddress.ip_address(host)
         except ValueError:
@@ -757,6 +780,51 @@ class SIPDatagramClientService(Service):
                 resolving = self.reactor.resolve(host)
             return resolving.addCallback(lambda ip: (ip, port))  # type: ignore[no-any-return]
         return succeed((host, port))
+
+    def fail_over(self, protocol: Any, retry_after: float | None = None) -> bool:
+        """Move to the next RFC 3263 target after a 503/408/no answer (§4.3); True when
+        moving (the registration then registers there).
+
+        *retry_after* keeps the current target out of the choice until it has passed.  A
+        socket still carrying calls stays where it is (moving it would strand them).
+        """
+        if (
+            protocol is not self.protocol
+            or getattr(protocol, "dialog_count", 0)
+            or len(self._targets) < 2
+        ):
+            return False
+        now = self.reactor.seconds()
+        self._skip_until = {t: end for t, end in self._skip_until.items() if end > now}
+        current = self._targets[self._current]
+        if retry_after:
+            self._skip_until[current] = now + retry_after
+        count = len(self._targets)
+        for step in range(1, count):
+            index = (self._current + step) % count
+            if self._targets[index] not in self._skip_until:
+                break
+        else:
+            return False
+        self._current = index
+        target = self._targets[index]
+        log.info("UDP flow of {aor}: moving to {host}:{port} (RFC 3263 §4.3)",
+                 aor=self.aor.aor, host=target[0], port=target[1])
+        d = self._address_of(target)
+        # Never re-register from inside the registration's own response handling.
+        d.addCallback(lambda peer: self.reactor.callLater(0, self._move, protocol, peer))
+        d.addErrback(lambda f: log.warn("cannot resolve {host}: {why}", host=target[0],
+                                        why=f.getErrorMessage()))
+        return True
+
+    def _move(self, protocol: Any, peer: tuple[str, int]) -> None:
+        """Point the socket at *peer* and register there (the old server's binding is left
+        to expire: it failed us)."""
+        if protocol is not self.protocol or not self.running:
+            return
+        protocol.peer = peer
+        self.registration.connection_lost(protocol)
+        self.registration.connection_made(protocol)
 
     def _bind(self, peer: tuple[str, int]) -> Any:
         from voiptwisted.sip.datagram import READ_SIZE, routable_address
