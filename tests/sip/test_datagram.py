@@ -288,6 +288,27 @@ class LargeRequestTests(DatagramTestCase):
         self.assertEqual([r.status_code for r in results], [200])
         self.assertEqual(self.warnings(), [])
 
+    def test_idle_tcp_connection_closed(self) -> None:
+        """The TCP connection of §18.1.1 is closed after STREAM_IDLE_TIMEOUT seconds without
+        a byte either way (bounded: a peer never closing it does not keep it forever); the
+        next large request opens a new one."""
+        from voiptwisted.sip.datagram import STREAM_IDLE_TIMEOUT
+
+        timeouts: list[Any] = []
+        self.proto.send_request(big_request()).addErrback(timeouts.append)
+        stream = self.connector.accept()
+        leg = self.connector.attempts[0][1]
+        self.clock.advance(STREAM_IDLE_TIMEOUT - 1)
+        leg.dataReceived(b"\r\n\r\n")  # bytes from the peer: the timer starts over
+        self.clock.advance(STREAM_IDLE_TIMEOUT - 1)
+        self.assertFalse(stream.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(stream.disconnecting)
+        leg.connectionLost()
+        self.assertEqual(len(timeouts), 1)  # Timer F: TCP answered nothing
+        self.proto.send_request(big_request("INFO"))
+        self.assertEqual(len(self.connector.attempts), 2)
+
     def test_small_request_stays_on_udp(self) -> None:
         """§18.1.1: at or under 1300 octets a request goes over UDP as usual."""
         self.proto.send_request(big_request(size=200))

@@ -93,6 +93,9 @@ STREAM_CONNECT_TIMEOUT = 5.0
 STREAM_RETRY_AFTER = 64 * 0.5
 #: At most this many TCP connections for large requests at once (more go over UDP).
 MAX_STREAMS = 32
+#: Seconds without a byte either way after which such a connection is closed (long enough
+#: for an INVITE that rings for minutes to get its final response on it).
+STREAM_IDLE_TIMEOUT = 300.0
 #: At most this many transactions remembered as sent over TCP (their CANCEL/ACK follow).
 MAX_STREAM_BRANCHES = 1024
 #: What the socket reads at most (one more than accepted, so an oversized datagram is seen).
@@ -192,22 +195,38 @@ class _StreamLeg(Protocol):
     before it connected, frames what comes back and hands each message to the adapter as
     if it were a datagram from *target*."""
 
-    def __init__(self, owner: SIPDatagramProtocol, target: Address) -> None:
+    def __init__(self, owner: SIPDatagramProtocol, target: Address, clock: IReactorTime) -> None:
         self.owner = owner
         self.target = target
+        self.clock = clock
         self.framer = StreamFramer()
         #: (TCP octets, UDP octets, branch) sent before the connection is up.
         self.pending: list[tuple[bytes, bytes, str]] = []
         self.up = False
+        self._idle: IDelayedCall | None = None
 
     def send(self, stream_data: bytes, datagram: bytes, branch: str) -> None:
         if self.up and self.transport is not None:
+            self._busy()
             self.transport.write(stream_data)
         else:
             self.pending.append((stream_data, datagram, branch))
 
+    def _busy(self) -> None:
+        """Bytes moved: the idle timer starts over."""
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(STREAM_IDLE_TIMEOUT)
+        else:
+            self._idle = self.clock.callLater(STREAM_IDLE_TIMEOUT, self._close_idle)
+
+    def _close_idle(self) -> None:
+        self._idle = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
     def connectionMade(self) -> None:
         self.up = True
+        self._busy()
         log.info("large requests to {host}:{port} go over TCP (RFC 3261 §18.1.1)",
                  host=self.target[0], port=self.target[1])
         pending, self.pending = self.pending, []
@@ -215,6 +234,7 @@ class _StreamLeg(Protocol):
             self.transport.write(stream_data)
 
     def dataReceived(self, data: bytes) -> None:
+        self._busy()
         try:
             frames = self.framer.feed(data)
         except FramingError as exc:
@@ -228,6 +248,9 @@ class _StreamLeg(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.up = False
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
         self.owner._stream_closed(self)
 
 
@@ -503,7 +526,7 @@ class SIPDatagramProtocol(DatagramProtocol):
             if len(self._streams) >= MAX_STREAMS:
                 self._warn_udp(message, data, target, "too many TCP connections are open")
                 return False
-            leg = _StreamLeg(self, target)
+            leg = _StreamLeg(self, target, self._clock)
             self._streams[target] = leg
             self.stream_connector(target, leg).addErrback(self._stream_failed, leg)
         if branch not in self._stream_branches:
@@ -527,7 +550,10 @@ class SIPDatagramProtocol(DatagramProtocol):
         """The TCP connection could not be made: §18.1.1 says send over UDP after all."""
         if self._streams.get(leg.target) is leg:
             del self._streams[leg.target]
-        self._no_stream_until[leg.target] = self._clock.seconds() + STREAM_RETRY_AFTER
+        now = self._clock.seconds()
+        self._no_stream_until = {t: end for t, end in self._no_stream_until.items() if end > now}
+        if len(self._no_stream_until) < MAX_STREAM_BRANCHES:
+            self._no_stream_until[leg.target] = now + STREAM_RETRY_AFTER
         pending, leg.pending = leg.pending, []
         for _, datagram, branch in pending:
             if branch in self._stream_branches:
