@@ -769,7 +769,7 @@ class SIPDatagramClientService(Service):
         """The ``(ip, port)`` of *target*, its host name resolved (the locator's DNS server
         when it has one, else the reactor's resolver)."""
         host, port = target
-        self.tried.append(f"{host}:{port}")
+        self.tried = [*self.tried[-15:], f"{host}:{port}"]  # bounded: moves may recur
         try:
             ipaddress.ip_address(host)
         except ValueError:

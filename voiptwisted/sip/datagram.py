@@ -74,6 +74,8 @@ __all__ = [
     "STREAM_CONNECT_TIMEOUT",
     "DatagramKeepalive",
     "SIPDatagramProtocol",
+    "connect_stream",
+    "over_stream",
     "stamp_via",
 ]
 
