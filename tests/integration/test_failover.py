@@ -5,8 +5,9 @@ transport -- ``_sips._tcp`` and ``_sip._udp`` SRV records, priority 10 for ``bad
 (a Kamailio answering 503 or 408 to REGISTER and/or INVITE) and 20 for ``good.voip.test`` (a
 plain Kamailio registrar and proxy).  Our UA must move from the first to the second: for
 REGISTER on 503 (with and without Retry-After; a Retry-After server is then skipped until it
-expires) and 408, and for an initial INVITE on 503, over TLS and over UDP.  (A server that
-refuses the connection is ``test_dns_srv.test_fails_over_to_the_next_srv_target``.)
+expires), 408 and no answer at all (UDP), and for an initial INVITE on 503 and 408, over TLS
+and over UDP.  (A TLS server refusing the connection is
+``test_dns_srv.test_fails_over_to_the_next_srv_target``.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.integration.certs import SIP_DOMAIN
 from tests.integration.dnsserver import MemoryZone, start_dns_server
-from tests.integration.peers import Kamailio, Sipp
+from tests.integration.peers import Kamailio, Sipp, free_port
 from tests.integration.support import eventually, sleep
 from tests.integration.test_registration import INSTANCE
 from voiptwisted.service import ServiceConfig, VoIPService
@@ -64,6 +65,7 @@ class FailoverTestCase(TestCase):
                 GOOD: [dns.Record_A("127.0.0.1")],
             },
         )
+        self.dns_zone = zone
         self.dns = start_dns_server(reactor, zone)
         self.addCleanup(self.dns.stop)
 
@@ -76,7 +78,7 @@ class FailoverTestCase(TestCase):
             dns_server=self.dns.address,
             reactor=reactor,
             keepalive=None,
-        ).addTimeout(60, reactor)
+        ).addTimeout(90, reactor)
         self.addCleanup(protocol.service.stopService)
         await eventually(lambda: self.good.bindings("alice"), 15, "alice's binding at good")
         return protocol
@@ -139,8 +141,10 @@ class InviteFailoverTests(FailoverTestCase):
     """An initial INVITE refused 503 by our server moves the flow to the next server, which
     registers us and carries the call (RFC 3263 §4.3; ``VoIPService.place_call``)."""
 
-    async def call_through_failover(self, aor: str) -> None:
-        self.start_servers((503, None), ("INVITE",))
+    async def call_through_failover(
+        self, aor: str, reject: tuple[int, int | None] = (503, None)
+    ) -> None:
+        self.start_servers(reject, ("INVITE",))
         uas = Sipp("uas", service="bob", timeout=30)
         self.addCleanup(uas.cleanup)
         uas.start()
@@ -180,3 +184,33 @@ class InviteFailoverTests(FailoverTestCase):
     async def test_invite_503_moves_the_call_to_the_next_server_udp(self) -> None:
         """RFC 3263 §4.3 over UDP: the same with the socket's peer moving to good."""
         await self.call_through_failover(f"sip:alice@{SIP_DOMAIN};transport=udp")
+
+    async def test_invite_408_moves_the_call_to_the_next_server_udp(self) -> None:
+        """RFC 3263 §4.3 over UDP: a 408 to the INVITE moves the call as well."""
+        await self.call_through_failover(f"sip:alice@{SIP_DOMAIN};transport=udp", (408, None))
+
+    async def test_invite_503_retry_after_moves_the_call_tls(self) -> None:
+        """RFC 3263 §4.3: a 503 with Retry-After to the INVITE moves the call over TLS."""
+        await self.call_through_failover(f"sip:alice@{SIP_DOMAIN}", (503, 120))
+
+
+class SilentServerFailoverTests(FailoverTestCase):
+    """A first server that never answers (nothing listens on its UDP port)."""
+
+    timeout = 150
+
+    async def test_no_answer_moves_register_to_the_next_server_udp(self) -> None:
+        """RFC 3263 §4.3 over UDP: REGISTER to a port where nothing listens gets no answer;
+        after Timer F (64*T1 = 32 s, RFC 3261 §17.1.2.2) the next server registers us."""
+        self.start_servers((503, None), ("REGISTER",))
+        silent = free_port("udp")
+        zone_records = self.dns_zone.records
+        zone_records[f"_sip._udp.{SIP_DOMAIN}".encode()] = [
+            dns.Record_SRV(10, 0, silent, BAD, ttl=60),
+            dns.Record_SRV(20, 0, self.good.udp_port, GOOD, ttl=60),
+        ]
+        protocol = await self.register(f"sip:alice@{SIP_DOMAIN};transport=udp")
+        self.assertEqual(protocol.peer, ("127.0.0.1", self.good.udp_port))
+        self.assertEqual(protocol.service.endpoint.tried,
+                         [f"{BAD}:{silent}", f"{GOOD}:{self.good.udp_port}"])
+        self.assertEqual(registers(self.bad), 0)
