@@ -249,3 +249,29 @@ class UDPFailoverTests(SynchronousTestCase):
         self.reactor.advance(0)
         [(_, addr)] = self.sent()
         self.assertEqual(addr, ("127.0.0.1", 5070))
+
+
+class TransportChoosingStopTests(SynchronousTestCase):
+    def test_stopped_while_choosing_starts_nothing(self) -> None:
+        """Stopped before the NAPTR answer: no flow is built or started afterwards, and
+        start() fails instead of firing."""
+        from twisted.internet.defer import Deferred
+
+        class Pending:
+            def __init__(self) -> None:
+                self.answer: Deferred[Any] = Deferred()
+
+            def lookupNamingAuthorityPointer(self, name: str, timeout: Any = None) -> Any:
+                return self.answer
+
+        dns_resolver = Pending()
+        reactor = UDPReactor()
+        service = build_client(
+            SipURI.parse("sip:alice@voip.test"), password="secret", reactor=reactor,
+            resolver=ServerLocator(dns_resolver),
+        )
+        started = service.start()
+        self.successResultOf(service.stopService())
+        dns_resolver.answer.callback(([], [], []))
+        self.failureResultOf(started, RuntimeError)
+        self.assertEqual((reactor.udp, reactor.tcpClients), ([], []))

@@ -1123,9 +1123,13 @@ class TransportChoosingService(Service):
         """Choose the transport, start the inner service and fire with the registered
         protocol (see :meth:`SIPClientService.start`)."""
         super().startService()
-        d = self._choose()
-        d.addCallback(lambda inner: inner.start())
-        return d
+
+        def start(inner: Any) -> Deferred[Any]:
+            if not self.running:
+                return fail(RuntimeError(f"{self.aor.aor}: stopped before it started"))
+            return inner.start()  # type: ignore[no-any-return]
+
+        return self._choose().addCallback(start)
 
 
 def run(
