@@ -309,6 +309,26 @@ class LargeRequestTests(DatagramTestCase):
         self.proto.send_request(big_request("INFO"))
         self.assertEqual(len(self.connector.attempts), 2)
 
+    def test_stream_response_address_not_learned_rfc3581(self) -> None:
+        """A response over the §18.1.1 TCP connection carries that connection's
+        received/rport: the core (and the registration learning our public address from
+        the Via, RFC 3581) gets it without them, so the UDP Contact stays."""
+        results: list[Response] = []
+        request = big_request("REGISTER")
+        self.proto.send_request(request).addCallback(results.append)
+        stream = self.connector.accept()
+        sent = Message.parse(stream.value())
+        via = f"{sent.headers['Via']}".replace(";rport", ";received=127.0.0.1;rport=45678")
+        response = (
+            f"SIP/2.0 200 OK\r\nVia: {via}\r\n"
+            f"From: <sip:bob@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>;tag=2\r\n"
+            f"Call-ID: big\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        self.connector.attempts[0][1].dataReceived(response)
+        [ok] = results
+        self.assertNotIn("rport", ok.top_via.params)
+        self.assertNotIn("received", ok.top_via.params)
+
     def test_small_request_stays_on_udp(self) -> None:
         """§18.1.1: at or under 1300 octets a request goes over UDP as usual."""
         self.proto.send_request(big_request(size=200))

@@ -181,6 +181,24 @@ def over_stream(data: bytes) -> bytes:
     return bytes(request)
 
 
+def _without_stream_address(frame: bytes) -> bytes:
+    """A response that came back over the TCP connection of §18.1.1 without ``received``
+    and ``rport`` on its top Via: they give that connection's address, not the UDP flow's,
+    and must not become our public address (RFC 3581) -- the Contact would move to a TCP
+    port nothing reads UDP on."""
+    if frame.startswith(b"SIP/"):
+        with contextlib.suppress(SIPParseError):
+            response = Message.parse(frame)
+            top = response.top_via
+            if "received" in top.params or "rport" in top.params:
+                top.params.pop("received", None)
+                top.params.pop("rport", None)
+                vias = response.headers.getlist("Via")
+                response.headers["Via"] = ", ".join([str(top), *vias[1:]])
+                return bytes(response)
+    return frame
+
+
 def connect_stream(target: Address, protocol: Protocol) -> Deferred[Protocol]:
     """Open a TCP connection to *target* (an IP literal and port) for *protocol*, with the
     global reactor and :data:`STREAM_CONNECT_TIMEOUT`."""
@@ -246,7 +264,7 @@ class _StreamLeg(Protocol):
             return
         for frame in frames:
             if frame not in (PING, PONG):
-                self.owner.datagramReceived(frame, self.target)
+                self.owner.datagramReceived(_without_stream_address(frame), self.target)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.up = False
