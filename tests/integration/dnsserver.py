@@ -1,6 +1,7 @@
 """An in-memory DNS zone, and a real DNS server for it on 127.0.0.1 (UDP + TCP, one port).
 
-:class:`MemoryZone` is a ``twisted.names`` authority built from Python records: the unit tests
+:class:`MemoryZone` is a ``twisted.names`` authority built from Python records (any type:
+A, AAAA, SRV, NAPTR for RFC 3263 §4.1 ...): the unit tests
 use it directly as an ``IResolver`` (answers, NXDOMAIN for names of the zone it lacks), the
 integration tests serve it with :func:`start_dns_server` to a client that speaks DNS on the
 wire (``--dns-server 127.0.0.1:PORT``).

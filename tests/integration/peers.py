@@ -330,6 +330,10 @@ class Kamailio:
     ``crlf_ping=False`` makes it ignore CRLF keepalive pings (``tcp_crlf_ping=no``, a
     registrar without RFC 5626 outbound); ``challenge_bye=True`` answers an in-dialog BYE
     from a configured user without credentials with 407 (RFC 3261 §22.3).
+    ``tcp_on_udp_port=True`` puts the TCP listener on the UDP listener's port.
+    ``reject=(status, retry_after)`` answers every initial request of ``reject_methods``
+    with that status (503 or 408; ``Retry-After`` when not None): a failing server for the
+    RFC 3263 §4.3 failover tests.
     """
 
     def __init__(
@@ -353,6 +357,9 @@ class Kamailio:
         shm_mb: int = 64,
         crlf_ping: bool = True,
         challenge_bye: bool = False,
+        tcp_on_udp_port: bool = False,
+        reject: tuple[int, int | None] | None = None,
+        reject_methods: tuple[str, ...] = ("REGISTER", "INVITE"),
     ):
         if algorithm not in ("MD5", "SHA-256"):
             raise ValueError("Kamailio 5.6 supports algorithm MD5 or SHA-256")
@@ -375,6 +382,13 @@ class Kamailio:
         tls, tcp = free_ports(2, "tcp")
         self.tls_port, self.tcp_port = tls, tcp
         self.udp_port = free_port("udp")
+        if tcp_on_udp_port:
+            # One port for UDP and TCP, as most servers listen: where RFC 3261 §18.1.1 sends
+            # a large request ("the same destination" over TCP).
+            self.udp_port = self.tcp_port = _pick(
+                lambda p: p != tls and not (_port_in_use(p, "udp") or _port_in_use(p, "tcp")),
+                "port free for UDP and TCP",
+            )
         self.cfg_path = self.dir / "kamailio.cfg"
         self.tls_cfg_path = self.dir / "tls.cfg"
         self.ctl_socket = self.dir / "ctl.sock"
@@ -390,6 +404,8 @@ class Kamailio:
             debug=debug,
             crlf_ping=crlf_ping,
             challenge_bye=challenge_bye,
+            reject=reject,
+            reject_methods=reject_methods,
         )
         self._proc: ManagedProcess | None = None
         self._started_once = False
@@ -429,6 +445,15 @@ class Kamailio:
                 '\t\t\txlog("L_INFO", "BYE authenticated\\n");\n'
                 "\t\t\tconsume_credentials();\n\t\t}"
             )
+        reject = ""
+        if o["reject"] is not None:
+            status, retry_after = o["reject"]
+            reason = {503: "Service Unavailable", 408: "Request Timeout"}[status]
+            methods = "|".join(o["reject_methods"])
+            reject = f'\tif (!has_totag() && is_method("{methods}")) {{\n'
+            if retry_after is not None:
+                reject += f'\t\tappend_to_reply("Retry-After: {int(retry_after)}\\r\\n");\n'
+            reject += f'\t\tsl_send_reply("{status}", "{reason}");\n\t\texit;\n\t}}'
         values = {
             "DEBUG": str(o["debug"]),
             "TLS_PORT": str(self.tls_port),
@@ -453,6 +478,7 @@ class Kamailio:
             "INVITE_AUTH": invite_auth,
             "BYE_AUTH": bye_auth,
             "TCP_CRLF_PING": "yes" if o["crlf_ping"] else "no",
+            "REJECT": reject,
         }
         text = KAMAILIO_TEMPLATE.read_text()
         for key, value in values.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from typing import Any
 
 from twisted.internet import reactor, threads
@@ -23,6 +24,7 @@ from voiptwisted.media.session import Session
 from voiptwisted.sip.connect import run
 from voiptwisted.sip.datagram import READ_SIZE, SIPDatagramProtocol
 from voiptwisted.sip.dialog import Dialog
+from voiptwisted.sip.message import Request
 from voiptwisted.sip.uri import SipURI
 
 
@@ -151,6 +153,53 @@ class DirectUDPTests(UDPTestCase):
             lambda: (protocol.dialog_count, protocol.transaction_count) == (0, 0),
             40, "calls and transactions (Timer J: 32 s) to be forgotten",
         )
+
+
+class LargeRequestTCPTests(UDPTestCase):
+    """RFC 3261 §18.1.1 against Kamailio listening on UDP and TCP at one port."""
+
+    timeout = 120
+    tmp_prefix = "udp-large-"
+    kamailio_options = {"tcp_on_udp_port": True}
+
+    async def test_large_invite_goes_over_tcp_rfc3261_18_1_1(self) -> None:
+        """§18.1.1: registered over UDP, we dial bob (a SIPp UAS) with an INVITE over 1300
+        octets: it goes over TCP to Kamailio's UDP address and port (Kamailio logs it as
+        arriving over TCP), the 200 comes back on that connection, the call is set up and
+        our BYE (small) ends it over UDP."""
+        Answering.calls, Answering.hangups = [], []
+        protocol = await KamailioUDPTests.register_udp(self, Answering)  # type: ignore[arg-type]
+        uas = self.sipp("uas", service="bob", timeout=30).start()
+        register = self.sipp(
+            "register",
+            self.kamailio.address("udp"),
+            service="bob",
+            auth=("bob", self.kamailio.users["bob"]),
+            keys={"contact_host": "127.0.0.1", "contact_port": uas.local_port, "expires": 60},
+            timeout=10,
+        )
+        KamailioUDPTests.assertSippOk(self, await self.run_sipp(register, 15))  # type: ignore[arg-type]
+        start = protocol.core.start_client_transaction
+
+        def padded(request: Request, **kwargs: Any) -> Any:
+            # A carrier-style INVITE: many headers push it past 1300 octets.
+            if request.method == "INVITE":
+                for n in range(20):
+                    request.headers.add(f"X-Carrier-Info-{n}", "x" * 60)
+            return start(request, **kwargs)
+
+        protocol.start_client_transaction = padded
+        host, port = self.kamailio.address("udp")
+        dialog = Dialog(sip=protocol)
+        answered = await dialog.dial(f"sip:bob@{host}:{port}", session_class=Session)
+        self.assertIs(answered, dialog)
+        self.assertGreater(len(bytes(dialog.invite_request)), 1300)
+        self.kamailio.wait_for_log(r"REQ INVITE sip:bob@\S+ from 127\.0\.0\.1:\d+/tcp")
+        await sleep(0.2)
+        await dialog.bye()
+        KamailioUDPTests.assertSippOk(self, await self.finish(uas, 15))  # type: ignore[arg-type]
+        self.assertIsNone(re.search(r"REQ BYE \S+ from \S+/tcp", self.kamailio.log))
+        await eventually(lambda: protocol.dialog_count == 0, 10, "the call to be forgotten")
 
 
 class BaresipUDPTests(KamailioCallTestCase):

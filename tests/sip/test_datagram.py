@@ -9,7 +9,9 @@ from typing import Any
 
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.sip.test_dialog import CONFIG, callee_class, invite_bytes, make_media_class
@@ -212,22 +214,161 @@ class SendFailureTests(DatagramTestCase):
         self.assertEqual(self.proto.transaction_count, 1)
 
 
-class LargeRequestTests(DatagramTestCase):
-    def test_request_over_1300_octets_warned(self) -> None:
-        """RFC 3261 §18.1.1: a request over 1300 octets belongs on TCP; this adapter cannot
-        switch, so it sends it over UDP and says so in one warning."""
-        from twisted.logger import globalLogPublisher
+class FakeStreamConnector:
+    """Records the TCP connects of RFC 3261 §18.1.1; the test decides how each ends."""
 
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+    def __init__(self) -> None:
+        self.attempts: list[tuple[tuple[str, int], Any, Deferred[Any]]] = []
+
+    def __call__(self, target: tuple[str, int], protocol: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.attempts.append((target, protocol, d))
+        return d
+
+    def accept(self, index: int = -1) -> StringTransport:
+        _, protocol, d = self.attempts[index]
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        d.callback(protocol)
+        return transport
+
+    def refuse(self, index: int = -1) -> None:
+        self.attempts[index][2].errback(ConnectionRefusedError("Connection refused"))
+
+
+def big_request(method: str = "OPTIONS", size: int = 1400) -> Request:
+    headers = [("From", "<sip:bob@127.0.0.1>;tag=1"), ("To", "<sip:x@127.0.0.1>"),
+               ("Call-ID", "big"), ("CSeq", f"1 {method}")]
+    return Request(method, "sip:x@127.0.0.1", headers, b"x" * size)
+
+
+class LargeRequestTests(DatagramTestCase):
+    """RFC 3261 §18.1.1: a request over 1300 octets (path MTU unknown) goes over TCP to the
+    same destination; UDP only when TCP cannot be had."""
+
+    def extra(self) -> dict[str, Any]:
+        self.connector = FakeStreamConnector()
+        return {"stream_connector": self.connector}
+
+    def setUp(self) -> None:
+        super().setUp()
         self.proto.peer = ("127.0.0.1", 5070)
-        headers = [("From", "<sip:bob@127.0.0.1>;tag=1"), ("To", "<sip:x@127.0.0.1>"),
-                   ("Call-ID", "big"), ("CSeq", "1 OPTIONS")]
-        self.proto.send_request(Request("OPTIONS", "sip:x@127.0.0.1", headers, b"x" * 1400))
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def warnings(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if "§18.1.1" in e.get("log_format", "")
+                and e.get("log_level") == LogLevel.warn]
+
+    def test_request_over_1300_octets_goes_over_tcp_rfc3261_18_1_1(self) -> None:
+        """§18.1.1: the large request is written on a TCP connection to the same address and
+        port, its Via says TCP (same branch), nothing goes over UDP, and its response coming
+        back on that connection completes the transaction."""
+        results: list[Response] = []
+        self.proto.send_request(big_request()).addCallback(results.append)
+        [(target, _, _)] = self.connector.attempts
+        self.assertEqual(target, ("127.0.0.1", 5070))
+        stream = self.connector.accept()
+        self.assertEqual(self.take(), [])
+        sent = Message.parse(stream.value())
+        assert isinstance(sent, Request)
+        self.assertEqual(sent.top_via.protocol, "SIP/2.0/TCP")
+        self.assertEqual(len(sent.body), 1400)
+        # Timer E fires: TCP already delivers, so no copy goes anywhere.
+        stream.clear()
+        self.clock.advance(T1)
+        self.assertEqual((stream.value(), self.take()), (b"", []))
+        response = (
+            f"SIP/2.0 200 OK\r\nVia: {sent.headers['Via']}\r\n"
+            f"From: <sip:bob@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>;tag=2\r\n"
+            f"Call-ID: big\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        self.connector.attempts[0][1].dataReceived(response)
+        self.assertEqual([r.status_code for r in results], [200])
+        self.assertEqual(self.warnings(), [])
+
+    def test_idle_tcp_connection_closed(self) -> None:
+        """The TCP connection of §18.1.1 is closed after STREAM_IDLE_TIMEOUT seconds without
+        a byte either way (bounded: a peer never closing it does not keep it forever); the
+        next large request opens a new one."""
+        from voiptwisted.sip.datagram import STREAM_IDLE_TIMEOUT
+
+        timeouts: list[Any] = []
+        self.proto.send_request(big_request()).addErrback(timeouts.append)
+        stream = self.connector.accept()
+        leg = self.connector.attempts[0][1]
+        self.clock.advance(STREAM_IDLE_TIMEOUT - 1)
+        leg.dataReceived(b"\r\n\r\n")  # bytes from the peer: the timer starts over
+        self.clock.advance(STREAM_IDLE_TIMEOUT - 1)
+        self.assertFalse(stream.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(stream.disconnecting)
+        leg.connectionLost()
+        self.assertEqual(len(timeouts), 1)  # Timer F: TCP answered nothing
+        self.proto.send_request(big_request("INFO"))
+        self.assertEqual(len(self.connector.attempts), 2)
+
+    def test_stream_response_address_not_learned_rfc3581(self) -> None:
+        """A response over the §18.1.1 TCP connection carries that connection's
+        received/rport: the core (and the registration learning our public address from
+        the Via, RFC 3581) gets it without them, so the UDP Contact stays."""
+        results: list[Response] = []
+        request = big_request("REGISTER")
+        self.proto.send_request(request).addCallback(results.append)
+        stream = self.connector.accept()
+        sent = Message.parse(stream.value())
+        via = f"{sent.headers['Via']}".replace(";rport", ";received=127.0.0.1;rport=45678")
+        response = (
+            f"SIP/2.0 200 OK\r\nVia: {via}\r\n"
+            f"From: <sip:bob@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>;tag=2\r\n"
+            f"Call-ID: big\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        self.connector.attempts[0][1].dataReceived(response)
+        [ok] = results
+        self.assertNotIn("rport", ok.top_via.params)
+        self.assertNotIn("received", ok.top_via.params)
+
+    def test_small_request_stays_on_udp(self) -> None:
+        """§18.1.1: at or under 1300 octets a request goes over UDP as usual."""
+        self.proto.send_request(big_request(size=200))
+        self.assertEqual(self.connector.attempts, [])
         self.assertEqual(len(self.take()), 1)
-        warned = [e for e in events if "§18.1.1" in e.get("log_format", "")]
-        self.assertEqual(len(warned), 1)
+
+    def test_tcp_refused_falls_back_to_udp_rfc3261_18_1_1(self) -> None:
+        """§18.1.1: when the TCP connection is refused (a peer that only does UDP) the request
+        goes over UDP with its UDP Via, with one warning; its retransmissions stay on UDP,
+        and the next large request to that peer goes over UDP without trying TCP again."""
+        self.proto.send_request(big_request())
+        self.connector.refuse()
+        [(sent, addr)] = self.take()
+        self.assertEqual(addr, ("127.0.0.1", 5070))
+        self.assertEqual(sent.top_via.protocol, "SIP/2.0/UDP")
+        self.assertEqual(len(self.warnings()), 1)
+        self.clock.advance(T1)
+        self.assertEqual(len(self.take()), 1)  # Timer E retransmission, over UDP
+        self.proto.send_request(big_request("INFO"))
+        self.assertEqual(len(self.connector.attempts), 1)
+        self.assertEqual(len(self.take()), 1)
+
+    def test_cancel_follows_the_invite_over_tcp_rfc3261_9_1(self) -> None:
+        """§9.1: a CANCEL goes to the same destination and transport as its INVITE: the
+        connection the large INVITE took, though the CANCEL itself is small."""
+        invite = big_request("INVITE")
+        invite.headers["Contact"] = "<sip:bob@127.0.0.1:5060>"
+        self.proto.start_client_transaction(invite)
+        stream = self.connector.accept()
+        self.assertEqual(self.take(), [])
+        sent = Message.parse(stream.value())
+        stream.clear()
+        cancel = Request("CANCEL", invite.uri, [
+            ("Via", str(invite.headers["Via"])), ("From", invite.headers["From"]),
+            ("To", invite.headers["To"]), ("Call-ID", "big"), ("CSeq", "1 CANCEL"),
+        ])
+        self.proto.start_client_transaction(cancel, new_branch=False)
+        self.assertEqual(self.take(), [])
+        self.assertEqual(Message.parse(stream.value()).method, "CANCEL")
+        self.assertEqual(sent.branch, Message.parse(stream.value()).branch)
 
 
 class RequestRoutingTests(DatagramTestCase):

@@ -304,6 +304,126 @@ class LocatorTests(SynchronousTestCase):
         self.assertFalse(SipURI("sips", "voip.test").port_given)
 
 
+def naptr(order: int, preference: int, service: str, replacement: str,
+          flags: str = "s") -> dns.Record_NAPTR:
+    return dns.Record_NAPTR(order, preference, flags.encode(), service.encode(), b"",
+                            replacement)
+
+
+class NAPTRTests(SynchronousTestCase):
+    """RFC 3263 §4.1: NAPTR chooses the transport when the AOR names none and no port."""
+
+    def choose(self, uri: str, records: dict[str, list[Any]]) -> tuple[str, Any]:
+        locator = ServerLocator(zone(records), rng=ScriptedRandom())
+        aor = SipURI.parse(uri)
+        transport = self.successResultOf(locator.choose_transport(aor))
+        return transport, self.successResultOf(locator(aor))
+
+    def test_lowest_order_then_preference_wins_rfc3263_4_1(self) -> None:
+        """§4.1: of the supported records, lowest order first, then lowest preference; the
+        chosen record's replacement is the SRV name looked up."""
+        events = capture_logs(self)
+        records = {
+            "voip.test": [
+                naptr(20, 10, "SIPS+D2T", "_sips._tcp.voip.test"),
+                naptr(10, 20, "SIP+D2T", "_sip._tcp.voip.test"),
+                naptr(10, 10, "SIP+D2U", "_sip._udp.voip.test"),
+            ],
+            "_sip._udp.voip.test": [srv(0, 0, 5090, SRV_TARGET)],
+        }
+        self.assertEqual(
+            self.choose("sip:alice@voip.test", records), ("UDP", [(SRV_TARGET, 5090)])
+        )
+        self.assertIn(
+            "DNS NAPTR voip.test: SIP over UDP, SRV _sip._udp.voip.test (RFC 3263 §4.1)",
+            lines(events, LogLevel.info),
+        )
+
+    def test_replacement_names_the_srv_records_rfc3263_4_1(self) -> None:
+        """§4.1: the SRV name is the NAPTR replacement, whatever it is called."""
+        records = {
+            "voip.test": [naptr(10, 10, "SIP+D2T", "tcp-servers.voip.test")],
+            "tcp-servers.voip.test": [srv(0, 0, 5070, SRV_TARGET)],
+        }
+        self.assertEqual(
+            self.choose("sip:alice@voip.test", records), ("TCP", [(SRV_TARGET, 5070)])
+        )
+
+    def test_unsupported_services_and_flags_skipped_rfc3263_4_1(self) -> None:
+        """§4.1: records of services we do not support (SCTP, unknown) and without flag "s"
+        are discarded; the best remaining one is used."""
+        records = {
+            "voip.test": [
+                naptr(1, 1, "SIP+D2S", "_sip._sctp.voip.test"),
+                naptr(2, 1, "SIP+D2T", "_sip._tcp.voip.test", flags="a"),
+                naptr(3, 1, "E2U+sip", "_sip._tcp.voip.test"),
+                naptr(4, 1, "SIPS+D2T", "_sips._tcp.voip.test"),
+            ],
+            "_sips._tcp.voip.test": [srv(0, 0, 5061, SRV_TARGET)],
+        }
+        self.assertEqual(
+            self.choose("sip:alice@voip.test", records), ("TLS", [(SRV_TARGET, 5061)])
+        )
+
+    def test_sips_aor_never_downgraded_rfc3263_4_1(self) -> None:
+        """§4.1: a SIPS URI discards every non-SIPS service: TLS even when the domain
+        prefers UDP, through the SIPS+D2T record's SRV name."""
+        records = {
+            "voip.test": [
+                naptr(10, 10, "SIP+D2U", "_sip._udp.voip.test"),
+                naptr(20, 10, "SIPS+D2T", "tls.voip.test"),
+            ],
+            "tls.voip.test": [srv(0, 0, 5066, SRV_TARGET)],
+        }
+        self.assertEqual(
+            self.choose("sips:alice@voip.test", records), ("TLS", [(SRV_TARGET, 5066)])
+        )
+        only_udp = {"voip.test": [naptr(10, 10, "SIP+D2U", "_sip._udp.voip.test")]}
+        transport, _ = self.choose("sips:alice@voip.test", only_udp)
+        self.assertEqual(transport, "TLS")
+
+    def test_no_naptr_keeps_tls_and_srv_order(self) -> None:
+        """§4.1: without NAPTR records the SRV lookup of our default transport follows."""
+        records = {"_sips._tcp.voip.test": [srv(0, 0, 5061, SRV_TARGET)]}
+        self.assertEqual(
+            self.choose("sip:alice@voip.test", records), ("TLS", [(SRV_TARGET, 5061)])
+        )
+
+    def test_failed_naptr_lookup_keeps_tls(self) -> None:
+        """A NAPTR lookup that fails (SERVFAIL) is logged and TLS is kept."""
+        events = capture_logs(self)
+
+        class Failing(RecordingResolver):
+            def lookupNamingAuthorityPointer(self, name: str, timeout: Any = None) -> Any:
+                return defer.fail(dns_error.DNSServerError("servfail"))
+
+        locator = ServerLocator(Failing())
+        self.assertEqual(
+            self.successResultOf(locator.choose_transport(SipURI.parse("sip:a@voip.test"))),
+            "TLS",
+        )
+        self.assertTrue(any("NAPTR" in line for line in lines(events, LogLevel.warn)))
+
+    def test_named_transport_or_port_skips_naptr_rfc3263_4_1(self) -> None:
+        """§4.1: a transport parameter, a port or an IP literal decides without NAPTR."""
+        resolver = RecordingResolver()
+
+        def lookupNamingAuthorityPointer(name: str, timeout: Any = None) -> Any:
+            raise AssertionError("NAPTR asked")
+
+        resolver.lookupNamingAuthorityPointer = lookupNamingAuthorityPointer  # type: ignore[attr-defined]
+        locator = ServerLocator(resolver)
+        for uri, transport in [
+            ("sip:a@voip.test;transport=udp", "UDP"),
+            ("sip:a@voip.test;transport=tcp", "TCP"),
+            ("sip:a@voip.test:5060", "TLS"),
+            ("sip:a@192.0.2.1", "TLS"),
+            ("sips:a@voip.test;transport=udp", "TLS"),
+        ]:
+            chosen = self.successResultOf(locator.choose_transport(SipURI.parse(uri)))
+            self.assertEqual(chosen, transport, uri)
+
+
 class HostnameResolverTests(SynchronousTestCase):
     """The SRV targets' A/AAAA records come from the same DNS server as the SRV records."""
 

@@ -18,6 +18,9 @@
 * ``sip:...;transport=udp`` registers over UDP instead (RFC 3261 §18):
   :class:`SIPDatagramClientService` binds one socket with the datagram adapter
   (:mod:`voiptwisted.sip.datagram`) and keeps it alive with RFC 5626 §4.4.2 STUN.
+* An AOR naming no transport and no port takes the transport DNS NAPTR chooses (RFC 3263
+  §4.1, :meth:`voiptwisted.sip.locate.ServerLocator.choose_transport`; a ``sips:`` AOR only
+  ever TLS): :class:`TransportChoosingService` builds the flow's service once it is known.
 
 Which name is verified: the AOR's host (a domain, or an IP literal checked against the
 certificate's IP SANs).  When the AOR carries ``;maddr=`` we connect there; if that maddr is a
@@ -41,7 +44,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -60,7 +63,12 @@ from zope.interface import implementer
 from voiptwisted.sip.datagram import DatagramKeepalive, SIPDatagramProtocol
 from voiptwisted.sip.digest import Credentials
 from voiptwisted.sip.keepalive import FlowKeepalive
-from voiptwisted.sip.locate import ServerLocator, dns_server_resolver, with_name_resolver
+from voiptwisted.sip.locate import (
+    ServerLocator,
+    dns_server_resolver,
+    naptr_applies,
+    with_name_resolver,
+)
 from voiptwisted.sip.protocol import SessionInitiationProtocol, SIPClientFactory
 from voiptwisted.sip.registration import Registration, RegistrationFailed, normalize_instance_id
 from voiptwisted.sip.uri import SipURI
@@ -179,6 +187,7 @@ def client_endpoint(
     resolver: Resolver | None = None,
     dns_server: tuple[str, int] | None = None,
     timeout: float = 30.0,
+    transport: str | None = None,
 ) -> SIPClientEndpoint:
     """An endpoint for the flow to ``aor``'s registrar.
 
@@ -190,9 +199,10 @@ def client_endpoint(
     targets' addresses are then looked up there too.  Any callable taking the AOR and
     returning (or firing with) a list of ``(host, port)`` to try in order can replace it.
     ``ca_file`` adds a private CA to the platform trust store; ``verify=False`` disables
-    certificate checks and logs a warning on every connect.
+    certificate checks and logs a warning on every connect.  ``transport`` ("TLS" or
+    "TCP") overrides the AOR's: what RFC 3263 §4.1 NAPTR chose for it.
     """
-    transport = aor.transport
+    transport = transport or aor.transport
     if transport not in ("TLS", "TCP"):
         raise ValueError(f"unsupported SIP transport {transport!r}: use TLS or TCP")
     if resolver is None:
@@ -767,8 +777,12 @@ class SIPDatagramClientService(Service):
     registrar or outbound proxy relays our calls).  The socket binds an ephemeral port on the
     local address that routes to the registrar.  It offers what the service reads of a
     :class:`SIPClientService`: :meth:`start`, ``registration``, ``keepalive``,
-    ``client.whenConnected`` and ``endpoint.tried``.  Failover to a later target (RFC 3263
-    §4.3) is not done over UDP yet: the first target is used.
+    ``client.whenConnected`` and ``endpoint.tried``.
+
+    Failover (RFC 3263 §4.3, :meth:`fail_over`): when the registrar answers 503 or 408, or
+    does not answer, the socket's peer moves to the next target of the RFC 3263 list and
+    the registration starts again there; a target that sent Retry-After is skipped until
+    it has passed (RFC 3261 §21.5.4).
     """
 
     def __init__(
@@ -786,6 +800,8 @@ class SIPDatagramClientService(Service):
         self.registration = registration
         self.keepalive = keepalive
         self._build = build_protocol
+        if getattr(registration, "failover", False) is None:
+            registration.failover = self.fail_over
         self.port: Any = None
         self.protocol: Any = None
         #: The targets tried (``endpoint.tried`` of the stream service).
@@ -794,6 +810,15 @@ class SIPDatagramClientService(Service):
         self.client = self
         self._bound: Deferred[Any] | None = None
         self._stopping: Deferred[Any] | None = None
+        #: The RFC 3263 targets, the one in use, and those skipped until a time (Retry-After).
+        self._targets: list[tuple[str, int]] = []
+        self._current = 0
+        self._skip_until: dict[tuple[str, int], float] = {}
+
+    @property
+    def target_count(self) -> int:
+        """How many RFC 3263 targets the registrar's domain gave."""
+        return len(self._targets)
 
     def startService(self) -> None:
         """Locate the registrar, bind the socket; the registration starts on it."""
@@ -806,15 +831,71 @@ class SIPDatagramClientService(Service):
     def _first_address(self, targets: Sequence[tuple[str, int]]) -> Deferred[tuple[str, int]]:
         if not targets:
             raise ValueError(f"resolver returned no address for {self.aor.aor}")
-        host, port = targets[0]
-        self.tried = [f"{host}:{port}"]
+        self._targets = [(str(host), int(port)) for host, port in list(targets)[:16]]
+        self._current = 0
+        self.tried = []
+        return self._address_of(self._targets[0])
+
+    def _address_of(self, target: tuple[str, int]) -> Deferred[tuple[str, int]]:
+        """The ``(ip, port)`` of *target*, its host name resolved (the locator's DNS server
+        when it has one, else the reactor's resolver)."""
+        host, port = target
+        self.tried = [*self.tried[-15:], f"{host}:{port}"]  # bounded: moves may recur
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            return self.reactor.resolve(host).addCallback(  # type: ignore[no-any-return]
-                lambda ip: (ip, port)
-            )
+            # A locator asking a given DNS server resolves its SRV targets there too.
+            if isinstance(self.resolver, ServerLocator) and self.resolver.hostname_resolver:
+                resolving = self.resolver.dns_resolver.getHostByName(host)
+            else:
+                resolving = self.reactor.resolve(host)
+            return resolving.addCallback(lambda ip: (ip, port))  # type: ignore[no-any-return]
         return succeed((host, port))
+
+    def fail_over(self, protocol: Any, retry_after: float | None = None) -> bool:
+        """Move to the next RFC 3263 target after a 503/408/no answer (§4.3); True when
+        moving (the registration then registers there).
+
+        *retry_after* keeps the current target out of the choice until it has passed.  A
+        socket still carrying calls stays where it is (moving it would strand them).
+        """
+        if (
+            protocol is not self.protocol
+            or getattr(protocol, "dialog_count", 0)
+            or len(self._targets) < 2
+        ):
+            return False
+        now = self.reactor.seconds()
+        self._skip_until = {t: end for t, end in self._skip_until.items() if end > now}
+        current = self._targets[self._current]
+        if retry_after:
+            self._skip_until[current] = now + retry_after
+        count = len(self._targets)
+        for step in range(1, count):
+            index = (self._current + step) % count
+            if self._targets[index] not in self._skip_until:
+                break
+        else:
+            return False
+        self._current = index
+        target = self._targets[index]
+        log.info("UDP flow of {aor}: moving to {host}:{port} (RFC 3263 §4.3)",
+                 aor=self.aor.aor, host=target[0], port=target[1])
+        d = self._address_of(target)
+        # Never re-register from inside the registration's own response handling.
+        d.addCallback(lambda peer: self.reactor.callLater(0, self._move, protocol, peer))
+        d.addErrback(lambda f: log.warn("cannot resolve {host}: {why}", host=target[0],
+                                        why=f.getErrorMessage()))
+        return True
+
+    def _move(self, protocol: Any, peer: tuple[str, int]) -> None:
+        """Point the socket at *peer* and register there (the old server's binding is left
+        to expire: it failed us)."""
+        if protocol is not self.protocol or not self.running:
+            return
+        protocol.peer = peer
+        self.registration.connection_lost(protocol)
+        self.registration.connection_made(protocol)
 
     def _bind(self, peer: tuple[str, int]) -> Any:
         from voiptwisted.sip.datagram import READ_SIZE, routable_address
@@ -936,7 +1017,7 @@ def build_client(
     realm_credentials: Mapping[str, tuple[str, str]] | None = None,
     allow_legacy_digest: bool = False,
     protocol_class: type[SessionInitiationProtocol] | None = None,
-) -> SIPClientService:
+) -> SIPClientService | SIPDatagramClientService | TransportChoosingService:
     """Build (not start) the :class:`SIPClientService` that :func:`run` starts.
 
     Use it directly to embed the UA in a ``MultiService`` (``startService``/``stopService``)
@@ -948,7 +1029,10 @@ def build_client(
     ``trace`` ...); ``on_protocol`` is called with each protocol built (one per flow).
     The registrar is located with DNS SRV (RFC 3263) unless the AOR has a port or an IP
     address; ``dns_server`` (``(ip, port)``) asks that DNS server instead of the system's,
-    ``resolver`` replaces the lookup altogether (see :func:`client_endpoint`).
+    ``resolver`` replaces the lookup altogether (see :func:`client_endpoint`).  A ``sip:``
+    or ``sips:`` AOR naming no transport and no port, located by a ``ServerLocator``, gets
+    its transport from DNS NAPTR at start (RFC 3263 §4.1): a
+    :class:`TransportChoosingService` is returned then.
 
     Digest credentials go only to the registrar's realm (bound by its first challenge),
     to ``auth_realms`` (same username and password) and to the realms of
@@ -970,20 +1054,8 @@ def build_client(
     )
 
     instance = normalize_instance_id(instance_id or str(uuid.uuid4()))
-    udp = aor.transport == "UDP"
-    if udp and protocol_class is not None:
+    if aor.transport == "UDP" and protocol_class is not None:
         raise ValueError("protocol_class builds TLS/TCP flows; a UDP AOR has none")
-    if udp:
-        if resolver is None:
-            resolver = ServerLocator(
-                dns_server_resolver(dns_server, reactor) if dns_server is not None else None,
-                reactor=reactor,
-            )
-    else:
-        endpoint = client_endpoint(
-            reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver,
-            dns_server=dns_server,
-        )
     credentials = None
     if password is not None or realm_credentials:
         # One object for the registration and every flow's dialogs: the registrar's
@@ -1002,39 +1074,167 @@ def build_client(
         instance_id=instance,
         credentials=credentials,
     )
-    flow_keepalive: Any = None
-    if keepalive:
-        flow_keepalive = (
-            DatagramKeepalive(reactor, interval=keepalive)
-            if udp
-            else FlowKeepalive(reactor=reactor, interval=keepalive)
+    if resolver is None:
+        resolver = ServerLocator(
+            dns_server_resolver(dns_server, reactor) if dns_server is not None else None,
+            reactor=reactor,
         )
 
-    def build() -> Any:
-        kwargs: dict[str, Any] = {
-            "aor": aor,
-            "reactor": reactor,
-            "instance_id": instance,
-            "credentials": credentials,
-        }
-        if dialog_class is not None:
-            kwargs["dialog_class"] = dialog_class
-        if media_config is not None:
-            kwargs["media_config"] = media_config
-        if keepalive:
-            kwargs["keepalive_interval"] = keepalive
-        cls = SIPDatagramProtocol if udp else (protocol_class or SessionInitiationProtocol)
-        protocol = cls(**kwargs, **(protocol_kwargs or {}))
-        if on_protocol is not None:
-            on_protocol(protocol)
-        return protocol
-
-    if udp:
+    def make(transport: str) -> SIPClientService | SIPDatagramClientService:
+        """The service for the flow over *transport* ("TLS", "TCP" or "UDP")."""
         assert resolver is not None
-        return SIPDatagramClientService(
-            reactor, aor, resolver, build, registration, flow_keepalive
+        udp = transport == "UDP"
+        flow_keepalive: Any = None
+        if keepalive:
+            flow_keepalive = (
+                DatagramKeepalive(reactor, interval=keepalive)
+                if udp
+                else FlowKeepalive(reactor=reactor, interval=keepalive)
+            )
+
+        def build() -> Any:
+            kwargs: dict[str, Any] = {
+                "aor": aor,
+                "reactor": reactor,
+                "instance_id": instance,
+                "credentials": credentials,
+            }
+            if dialog_class is not None:
+                kwargs["dialog_class"] = dialog_class
+            if media_config is not None:
+                kwargs["media_config"] = media_config
+            if keepalive:
+                kwargs["keepalive_interval"] = keepalive
+            cls = SIPDatagramProtocol if udp else (protocol_class or SessionInitiationProtocol)
+            protocol = cls(**kwargs, **(protocol_kwargs or {}))
+            if on_protocol is not None:
+                on_protocol(protocol)
+            return protocol
+
+        if udp:
+            return SIPDatagramClientService(
+                reactor, aor, resolver, build, registration, flow_keepalive
+            )
+        endpoint = client_endpoint(
+            reactor, aor, ca_file=ca_file, verify=verify, resolver=resolver,
+            dns_server=dns_server, transport=transport,
         )
-    return SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
+        return SIPClientService(reactor, endpoint, build, registration, flow_keepalive)
+
+    if isinstance(resolver, ServerLocator) and naptr_applies(aor):
+        return TransportChoosingService(reactor, aor, resolver, make, registration)
+    return make(aor.transport)
+
+
+class TransportChoosingService(Service):
+    """The running UA for an AOR whose transport DNS NAPTR chooses (RFC 3263 §4.1).
+
+    Starting asks :meth:`ServerLocator.choose_transport
+    <voiptwisted.sip.locate.ServerLocator.choose_transport>`, then builds and starts the
+    :class:`SIPClientService` (TLS, TCP) or :class:`SIPDatagramClientService` (UDP) for
+    the transport chosen -- :attr:`inner` -- with the one ``registration`` built up front
+    (so waiting on it works before the choice is made).  It offers what the service reads
+    of those: :meth:`start`, ``registration``, ``keepalive``, ``client.whenConnected``,
+    ``endpoint.tried``, :meth:`fail_over`.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        aor: SipURI,
+        locator: ServerLocator,
+        make: Callable[[str], Any],
+        registration: Registration,
+    ) -> None:
+        self.reactor = reactor
+        self.aor = aor
+        self.locator = locator
+        self.registration = registration
+        self._make = make
+        #: The service for the chosen transport, once chosen.
+        self.inner: Any = None
+        #: The targets tried (before the choice: none).
+        self.tried: list[str] = []
+        self.target_count = 0
+        self._choosing: Deferred[Any] | None = None
+
+    @property
+    def endpoint(self) -> Any:
+        """The inner service's endpoint (``tried``, ``target_count``), else this."""
+        return self.inner.endpoint if self.inner is not None else self
+
+    @property
+    def client(self) -> Any:
+        """The inner service's ``ClientService`` (``whenConnected``), else this."""
+        return self.inner.client if self.inner is not None else self
+
+    @property
+    def keepalive(self) -> Any:
+        """The inner service's keep-alive (None before the choice)."""
+        return self.inner.keepalive if self.inner is not None else None
+
+    def _choose(self) -> Deferred[Any]:
+        """Fires with :attr:`inner`, building it after the NAPTR lookup (once)."""
+        if self._choosing is None:
+            self._choosing = self.locator.choose_transport(self.aor)
+            self._choosing.addCallback(self._chosen)
+        return _when_done_with(self._choosing)
+
+    def _chosen(self, transport: str) -> Any:
+        self.inner = self._make(transport)
+        return self.inner
+
+    def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[Any]:
+        """The inner ``ClientService``'s ``whenConnected``, once the transport is chosen."""
+        return self._choose().addCallback(
+            lambda inner: inner.client.whenConnected(failAfterFailures=failAfterFailures)
+        )
+
+    def fail_over(self, protocol: Any, retry_after: float | None = None) -> bool:
+        """The inner service's RFC 3263 §4.3 failover (False when it has none)."""
+        inner_fail_over = getattr(self.inner, "fail_over", None)
+        return bool(inner_fail_over is not None and inner_fail_over(protocol, retry_after))
+
+    def startService(self) -> None:
+        """Choose the transport, then start the inner service (unless stopped meanwhile)."""
+        super().startService()
+
+        def start(inner: Any) -> None:
+            if self.running and not inner.running:
+                inner.startService()
+
+        self._choose().addCallback(start).addErrback(
+            lambda f: log.error("cannot start {aor}: {why}", aor=self.aor.aor,
+                                why=f.getErrorMessage())
+        )
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the inner service (un-register, close the flow)."""
+        super().stopService()
+        if self.inner is None:
+            return succeed(None)
+        return self.inner.stopService()  # type: ignore[no-any-return]
+
+    def start(self) -> Deferred[Any]:
+        """Choose the transport, start the inner service and fire with the registered
+        protocol (see :meth:`SIPClientService.start`).
+
+        Cancelling it stops the UA wherever it is: before the NAPTR answer no flow is
+        built or started afterwards; after it, the inner service's start is cancelled
+        (no further connect attempt nor REGISTER, the flow closed)."""
+        super().startService()
+
+        def start(inner: Any) -> Deferred[Any]:
+            if not self.running:
+                return fail(RuntimeError(f"{self.aor.aor}: stopped before it started"))
+            return inner.start()  # type: ignore[no-any-return]
+
+        def cancelled(failure: Failure) -> Failure:
+            if failure.check(CancelledError) and self.running:
+                Service.stopService(self)
+            return failure
+
+        return self._choose().addCallback(start).addErrback(cancelled)
 
 
 #: Who we are on a flow :func:`connect` opens without an ``aor``: the From of its calls.

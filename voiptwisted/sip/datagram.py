@@ -21,9 +21,15 @@ One bound UDP socket, one :class:`~voiptwisted.sip.core.UserAgentCore` with
 * passes STUN datagrams to the ``keepalive`` hook (RFC 5626 §4.4.2) and drops
   bare CRLF keepalives.
 
-Requests over 1300 octets should go over a congestion-controlled transport
-(§18.1.1); this adapter has no TCP fallback yet and sends them anyway with a
-warning.
+A request over 1300 octets (:data:`MTU_LIMIT`; the path MTU is unknown) goes
+over TCP to the same address and port (RFC 3261 §18.1.1), its top Via saying
+``TCP``; its responses come back on that connection, retransmissions are not
+sent (TCP is reliable) and a CANCEL or ACK of its transaction takes the same
+connection (§9.1, §17.1.1.3).  When the connection cannot be made (refused,
+reset, no answer in :data:`STREAM_CONNECT_TIMEOUT` seconds: a peer that only
+does UDP) the request is sent over UDP after all, as §18.1.1 says, with one
+warning, and that destination is sent large requests over UDP for
+:data:`STREAM_RETRY_AFTER` seconds.
 
 :class:`DatagramKeepalive` is the RFC 5626 §4.4.2 keep-alive of a UDP flow:
 a STUN Binding request to the registrar every ``interval`` seconds (the
@@ -40,12 +46,14 @@ import ipaddress
 import random
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -55,6 +63,7 @@ from voiptwisted.rtp.stun import StunClient, StunError, StunTimeout, is_stun
 from voiptwisted.sip.core import UserAgentCore
 from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.digest import Credentials
+from voiptwisted.sip.framing import PING, PONG, FramingError, StreamFramer
 from voiptwisted.sip.headers import SIPParseError
 from voiptwisted.sip.message import Message, Request, Response
 from voiptwisted.sip.protocol import FlowEnd, default_media, redact
@@ -63,8 +72,11 @@ from voiptwisted.sip.uri import NetworkAddress, SipURI
 __all__ = [
     "MAX_DATAGRAM",
     "MTU_LIMIT",
+    "STREAM_CONNECT_TIMEOUT",
     "DatagramKeepalive",
     "SIPDatagramProtocol",
+    "connect_stream",
+    "over_stream",
     "stamp_via",
 ]
 
@@ -78,6 +90,17 @@ MTU_LIMIT = 1300
 #: datagrams while the reactor is busy must not be dropped, since an ACK lost here is
 #: never retransmitted by its sender (RFC 3261 §17.1.1.3).
 RECEIVE_BUFFER = 4 * 1024 * 1024
+#: Seconds a TCP connect for a large request may take before it goes over UDP (§18.1.1).
+STREAM_CONNECT_TIMEOUT = 5.0
+#: Seconds a destination whose TCP connect failed is sent large requests over UDP.
+STREAM_RETRY_AFTER = 64 * 0.5
+#: At most this many TCP connections for large requests at once (more go over UDP).
+MAX_STREAMS = 32
+#: Seconds without a byte either way after which such a connection is closed (long enough
+#: for an INVITE that rings for minutes to get its final response on it).
+STREAM_IDLE_TIMEOUT = 300.0
+#: At most this many transactions remembered as sent over TCP (their CANCEL/ACK follow).
+MAX_STREAM_BRANCHES = 1024
 #: What the socket reads at most (one more than accepted, so an oversized datagram is seen).
 READ_SIZE = MAX_DATAGRAM + 1
 
@@ -147,6 +170,109 @@ def request_target(request: Request) -> tuple[str, int]:
     return str(target.host), port
 
 
+def over_stream(data: bytes) -> bytes:
+    """*data* (a request) with its top Via's transport changed to TCP: what goes on the TCP
+    connection of RFC 3261 §18.1.1 (the sent-by and branch stay, so the transaction and
+    its responses match)."""
+    request = Message.parse(data)
+    top = request.top_via
+    top.protocol = "SIP/2.0/TCP"
+    vias = request.headers.getlist("Via")
+    request.headers["Via"] = ", ".join([str(top), *vias[1:]])
+    return bytes(request)
+
+
+def _without_stream_address(frame: bytes) -> bytes:
+    """A response that came back over the TCP connection of §18.1.1 without ``received``
+    and ``rport`` on its top Via: they give that connection's address, not the UDP flow's,
+    and must not become our public address (RFC 3581) -- the Contact would move to a TCP
+    port nothing reads UDP on."""
+    if frame.startswith(b"SIP/"):
+        with contextlib.suppress(SIPParseError):
+            response = Message.parse(frame)
+            top = response.top_via
+            if "received" in top.params or "rport" in top.params:
+                top.params.pop("received", None)
+                top.params.pop("rport", None)
+                vias = response.headers.getlist("Via")
+                response.headers["Via"] = ", ".join([str(top), *vias[1:]])
+                return bytes(response)
+    return frame
+
+
+def connect_stream(reactor: Any, target: Address, protocol: Protocol) -> Deferred[Protocol]:
+    """Open a TCP connection to *target* (an IP literal and port) for *protocol*, with
+    *reactor* (``IReactorTCP``) and :data:`STREAM_CONNECT_TIMEOUT`."""
+    host, port = target
+    kind = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+    endpoint = kind(reactor, host.strip("[]"), port, timeout=STREAM_CONNECT_TIMEOUT)
+    return connectProtocol(endpoint, protocol)
+
+
+class _StreamLeg(Protocol):
+    """One TCP connection large requests go over (RFC 3261 §18.1.1): writes what was sent
+    before it connected, frames what comes back and hands each message to the adapter as
+    if it were a datagram from *target*."""
+
+    def __init__(self, owner: SIPDatagramProtocol, target: Address, clock: IReactorTime) -> None:
+        self.owner = owner
+        self.target = target
+        self.clock = clock
+        self.framer = StreamFramer()
+        #: (TCP octets, UDP octets, branch) sent before the connection is up.
+        self.pending: list[tuple[bytes, bytes, str]] = []
+        self.up = False
+        self._idle: IDelayedCall | None = None
+
+    def send(self, stream_data: bytes, datagram: bytes, branch: str) -> None:
+        if self.up and self.transport is not None:
+            self._busy()
+            self.transport.write(stream_data)
+        else:
+            self.pending.append((stream_data, datagram, branch))
+
+    def _busy(self) -> None:
+        """Bytes moved: the idle timer starts over."""
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(STREAM_IDLE_TIMEOUT)
+        else:
+            self._idle = self.clock.callLater(STREAM_IDLE_TIMEOUT, self._close_idle)
+
+    def _close_idle(self) -> None:
+        self._idle = None
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionMade(self) -> None:
+        self.up = True
+        self._busy()
+        log.info("large requests to {host}:{port} go over TCP (RFC 3261 §18.1.1)",
+                 host=self.target[0], port=self.target[1])
+        pending, self.pending = self.pending, []
+        for stream_data, _, _ in pending:
+            self.transport.write(stream_data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._busy()
+        try:
+            frames = self.framer.feed(data)
+        except FramingError as exc:
+            log.info("closing the TCP connection to {host}: {error}", host=self.target[0],
+                     error=exc)
+            self.transport.loseConnection()
+            return
+        for frame in frames:
+            if frame not in (PING, PONG):
+                self.owner.datagramReceived(_without_stream_address(frame), self.target)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.up = False
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        self.owner._stream_closed(self)
+
+
 def routable_address(toward: str = "192.0.2.1") -> str:
     """The local IPv4 address the system routes toward *toward* (no packet is sent:
     a UDP socket is only connected), for a Via sent-by when bound to 0.0.0.0."""
@@ -199,6 +325,7 @@ class SIPDatagramProtocol(DatagramProtocol):
         resolve: Callable[[str], Deferred[str]] | None = None,
         keepalive_interval: float = 30.0,
         limits: Any = None,
+        stream_connector: Callable[[Address, Protocol], Deferred[Any]] | None = None,
     ) -> None:
         # *limits* (the stream adapter's ConnectionLimits) is taken so one set of protocol
         # arguments serves every transport; a UDP socket has no connections to bound, and
@@ -223,6 +350,14 @@ class SIPDatagramProtocol(DatagramProtocol):
         self.keepalive_interval = float(keepalive_interval)
         self._resolve = resolve
         self.transport: Any = None
+        self._clock = reactor
+        #: Opens the TCP connections of §18.1.1 (tests inject a fake).
+        self.stream_connector = stream_connector or partial(connect_stream, reactor)
+        self._streams: dict[Address, _StreamLeg] = {}
+        #: branch -> (TCP destination, method) of requests sent over TCP; None for those
+        #: that went over UDP because TCP failed (their retransmissions stay on UDP).
+        self._stream_branches: dict[str, tuple[Address, str] | None] = {}
+        self._no_stream_until: dict[Address, float] = {}
         #: Datagrams dropped (oversized, unparseable responses), for tests and monitoring.
         self.dropped = 0
         self._end = FlowEnd()
@@ -275,6 +410,10 @@ class SIPDatagramProtocol(DatagramProtocol):
     def stopProtocol(self) -> None:
         """The socket is closed: fail pending transactions, stop the hooks."""
         self.transport = None
+        streams, self._streams = self._streams, {}
+        for leg in streams.values():
+            if leg.transport is not None:
+                leg.transport.loseConnection()
         self.core.connection_lost()
         for hook in (self.keepalive, self.registration):
             if hook is not None:
@@ -376,16 +515,88 @@ class SIPDatagramProtocol(DatagramProtocol):
             log.warn("cannot send {message!r} over UDP: {error}", message=message, error=exc)
             return
         data = bytes(message)
-        if isinstance(message, Request) and len(data) > MTU_LIMIT:
-            log.warn(
-                "{method} of {n} octets sent over UDP: RFC 3261 §18.1.1 wants requests over "
-                "1300 octets on TCP, which this UDP flow cannot switch to",
-                method=message.method, n=len(data),
-            )
+        if (
+            isinstance(message, Request)
+            and (len(data) > MTU_LIMIT or message.branch in self._stream_branches)
+            and self._send_over_stream(message, data, target)
+        ):
+            return
         if self.trace:
             log.info("sending to {peer}:\n{text}", peer=target,
                      text=redact(data).decode("utf-8", "replace"))
         self.write_to(data, target)
+
+    def _send_over_stream(self, message: Request, data: bytes, target: Address) -> bool:
+        """RFC 3261 §18.1.1: send a large request over TCP to *target*; True when it was
+        sent (or, as a retransmission of one sent over TCP, needs no sending), False when
+        it goes over UDP after all."""
+        branch = message.branch or ""
+        if branch in self._stream_branches:
+            sent = self._stream_branches[branch]
+            if sent is None:
+                return False  # TCP failed for this transaction: it stays on UDP
+            destination, method = sent
+            if method == message.method:
+                return True  # a retransmission: TCP already delivers the first copy
+            target = destination  # its CANCEL or ACK: same connection (§9.1, §17.1.1.3)
+        elif len(data) <= MTU_LIMIT or not branch:
+            return False
+        if not _is_ip(target[0]):
+            self._warn_udp(message, data, target, "its destination is a host name")
+            return False
+        leg = self._streams.get(target)
+        if leg is None:
+            until = self._no_stream_until.get(target, 0.0)
+            if until > self._clock.seconds():
+                self._warn_udp(message, data, target, "TCP to it failed a moment ago")
+                return False
+            if len(self._streams) >= MAX_STREAMS:
+                self._warn_udp(message, data, target, "too many TCP connections are open")
+                return False
+            leg = _StreamLeg(self, target, self._clock)
+            self._streams[target] = leg
+            self.stream_connector(target, leg).addErrback(self._stream_failed, leg)
+        if branch not in self._stream_branches:
+            while len(self._stream_branches) >= MAX_STREAM_BRANCHES:
+                del self._stream_branches[next(iter(self._stream_branches))]
+            self._stream_branches[branch] = (target, message.method)
+        if self.trace:
+            log.info("sending to {peer} over TCP:\n{text}", peer=target,
+                     text=redact(data).decode("utf-8", "replace"))
+        leg.send(over_stream(data), data, branch)
+        return True
+
+    def _warn_udp(self, message: Request, data: bytes, target: Address, why: str) -> None:
+        log.warn(
+            "{method} of {n} octets to {host}:{port} sent over UDP: {why} (RFC 3261 §18.1.1 "
+            "wants requests over 1300 octets on TCP)",
+            method=message.method, n=len(data), host=target[0], port=target[1], why=why,
+        )
+
+    def _stream_failed(self, failure: Failure, leg: _StreamLeg) -> None:
+        """The TCP connection could not be made: §18.1.1 says send over UDP after all."""
+        if self._streams.get(leg.target) is leg:
+            del self._streams[leg.target]
+        now = self._clock.seconds()
+        self._no_stream_until = {t: end for t, end in self._no_stream_until.items() if end > now}
+        if len(self._no_stream_until) < MAX_STREAM_BRANCHES:
+            self._no_stream_until[leg.target] = now + STREAM_RETRY_AFTER
+        pending, leg.pending = leg.pending, []
+        for _, datagram, branch in pending:
+            if branch in self._stream_branches:
+                self._stream_branches[branch] = None
+            log.warn(
+                "TCP to {host}:{port} failed ({why}): the {n}-octet request goes over UDP "
+                "(RFC 3261 §18.1.1)",
+                host=leg.target[0], port=leg.target[1], why=failure.getErrorMessage(),
+                n=len(datagram),
+            )
+            self.write_to(datagram, leg.target)
+
+    def _stream_closed(self, leg: _StreamLeg) -> None:
+        """A TCP connection of §18.1.1 closed: the next large request opens a new one."""
+        if self._streams.get(leg.target) is leg:
+            del self._streams[leg.target]
 
     def write_to(self, data: bytes, target: Address) -> None:
         """Send *data* to *target*; a host name is resolved first (the reactor's resolver)."""

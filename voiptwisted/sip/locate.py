@@ -18,10 +18,18 @@ RFC 3263 §4):
   an empty answer) -- or a failed SRV lookup, logged in one line -- falls back to the name's
   A/AAAA records at the default port (§4.2).
 
-The transport is never chosen by NAPTR (RFC 3263 §4.1): the AOR names it (TLS by default,
-``;transport=tcp`` or ``;transport=udp``; a ``sips:`` AOR is TLS whatever it says, never
-downgraded), so the transport is always known before DNS is asked, and §4.1 allows
-skipping NAPTR then.
+The transport (RFC 3263 §4.1) is the AOR's when it names one (``;transport=tcp``,
+``;transport=udp``, ``;transport=tls``), TLS for a ``sips:`` AOR whatever it says (never
+downgraded), and TLS for an IP literal or a given port.  Otherwise -- a ``sip:`` AOR naming
+no transport and no port -- :meth:`ServerLocator.choose_transport` asks DNS for the
+domain's NAPTR records and takes, of those with flag ``s`` and a service we support
+(``SIPS+D2T`` TLS, ``SIP+D2T`` TCP, ``SIP+D2U`` UDP), the one of lowest order, then
+preference; its replacement is the SRV name then looked up (instead of the ``_sips._tcp``
+/ ``_sip._tcp`` / ``_sip._udp`` name).  A ``sips:`` AOR takes only ``SIPS+D2T`` records.
+No usable NAPTR record (none published, none we support, a failed lookup) keeps TLS and
+the ``_sips._tcp`` SRV name, as before.  NAPTR is unauthenticated: a domain (or whoever
+answers for it) may thus move a plain ``sip:`` AOR to TCP or UDP; ``sips:`` or
+``;transport=tls`` keeps it on TLS.
 
 The TLS identity checked is *not* affected: every target is verified against the SIP domain
 (RFC 5922 §4.1; see :func:`voiptwisted.sip.connect.tls_server_name`), never against the SRV
@@ -60,10 +68,13 @@ from voiptwisted.sip.uri import SipURI
 __all__ = [
     "DNS_TIMEOUT",
     "MAX_TARGETS",
+    "NAPTR_SERVICES",
     "DNSHostnameResolver",
     "ServerLocator",
     "ServiceNotOffered",
     "dns_server_resolver",
+    "naptr_applies",
+    "order_naptr_records",
     "order_srv_records",
     "srv_name",
 ]
@@ -76,6 +87,47 @@ DNS_TIMEOUT = (1, 3)
 MAX_TARGETS = 16
 
 _DEFAULT_PORTS = {"TLS": 5061, "TCP": 5060, "UDP": 5060}
+
+#: RFC 3263 §4.1 / RFC 3261 §26.5: the NAPTR services we support, and their transports.
+NAPTR_SERVICES = {"SIPS+D2T": "TLS", "SIP+D2T": "TCP", "SIP+D2U": "UDP"}
+#: At most this many NAPTR choices are remembered (one per domain located).
+_MAX_REMEMBERED = 64
+
+
+def naptr_applies(aor: SipURI) -> bool:
+    """Whether RFC 3263 §4.1 leaves the transport to DNS NAPTR for ``aor``: it names no
+    ``transport`` and no port, and its target (``maddr`` or host) is a name, not an IP
+    address."""
+    if "transport" in aor.parameters or aor.port_given:
+        return False
+    return not isinstance(aor.maddr.host, ipaddress.IPv4Address | ipaddress.IPv6Address)
+
+
+def order_naptr_records(
+    records: Sequence[dns.Record_NAPTR], secure: bool = False
+) -> list[tuple[str, str]]:
+    """The usable NAPTR records as ``(transport, SRV name)``, best first (RFC 3263 §4.1).
+
+    Usable: flag ``s`` (the replacement names SRV records), a service of
+    :data:`NAPTR_SERVICES` (only ``SIPS+D2T`` when ``secure``: a SIPS URI is never
+    resolved to a plain transport) and a replacement other than the root.  Ordered by
+    ``order``, then ``preference`` (RFC 3403 §4.1).
+    """
+    usable = []
+    for record in records:
+        service = record.service.string.decode("ascii", "replace").upper()
+        transport = NAPTR_SERVICES.get(service)
+        replacement = str(record.replacement).rstrip(".")
+        if (
+            record.flags.string.lower() != b"s"
+            or transport is None
+            or (secure and transport != "TLS")
+            or not replacement
+        ):
+            continue
+        usable.append((record.order, record.preference, transport, replacement))
+    usable.sort(key=lambda item: (item[0], item[1]))
+    return [(transport, replacement) for _, _, transport, replacement in usable]
 
 
 class ServiceNotOffered(Exception):
@@ -282,6 +334,8 @@ class ServerLocator:
         self.hostname_resolver = (
             DNSHostnameResolver(dns_resolver, self.timeout) if dns_resolver is not None else None
         )
+        #: host -> (transport, SRV name) that NAPTR chose (:meth:`choose_transport`).
+        self._chosen: dict[str, tuple[str, str]] = {}
 
     @property
     def dns_resolver(self) -> ResolverBase:
@@ -290,16 +344,66 @@ class ServerLocator:
             self._dns_resolver = client.createResolver(reactor=self._reactor)
         return self._dns_resolver
 
+    def choose_transport(self, aor: SipURI) -> Deferred[str]:
+        """The transport to reach ``aor``'s server with (RFC 3263 §4.1): ``TLS``, ``TCP``
+        or ``UDP``; see the module docstring.  Where NAPTR chose it, the next
+        :meth:`__call__` for the AOR looks up the SRV name NAPTR gave."""
+        if not naptr_applies(aor):
+            return succeed(aor.transport)
+        host = str(aor.maddr.host).rstrip(".")
+        secure = aor.scheme == "sips"
+        d = self.dns_resolver.lookupNamingAuthorityPointer(host, timeout=self.timeout)
+        d.addCallbacks(
+            self._naptr_answer, self._naptr_failed, callbackArgs=(host, secure),
+            errbackArgs=(host,),
+        )
+        return d
+
+    def _naptr_answer(
+        self, result: tuple[list[dns.RRHeader], list[Any], list[Any]], host: str, secure: bool
+    ) -> str:
+        records = [answer.payload for answer in result[0] if answer.type == dns.NAPTR]
+        ordered = order_naptr_records(records, secure)
+        if not ordered:
+            if records:
+                log.info(
+                    "DNS NAPTR {host}: no SIP service we support; SIP over TLS "
+                    "(RFC 3263 §4.1)", host=host,
+                )
+            self._chosen.pop(host, None)
+            return "TLS"
+        transport, name = ordered[0]
+        while len(self._chosen) >= _MAX_REMEMBERED and host not in self._chosen:
+            del self._chosen[next(iter(self._chosen))]
+        self._chosen[host] = (transport, name)
+        log.info(
+            "DNS NAPTR {host}: SIP over {transport}, SRV {name} (RFC 3263 §4.1)",
+            host=host, transport=transport, name=name,
+        )
+        return transport
+
+    def _naptr_failed(self, failure: Failure, host: str) -> str:
+        reason, no_such_name = _describe_dns_failure(failure)
+        emit = log.info if no_such_name else log.warn
+        emit("DNS NAPTR lookup of {host}: {reason}; SIP over TLS (RFC 3263 §4.1)",
+             host=host, reason=reason)
+        self._chosen.pop(host, None)
+        return "TLS"
+
     def __call__(self, aor: SipURI) -> Deferred[list[tuple[str, int]]]:
-        """The targets for ``aor``, in the order to try them (RFC 3263 §4.2)."""
+        """The targets for ``aor``, in the order to try them (RFC 3263 §4.2), over the
+        transport :meth:`choose_transport` chose for it (else the AOR's)."""
         transport = aor.transport
-        default_port = _DEFAULT_PORTS.get(transport, 5060)
         target = aor.maddr.host
+        host = str(target).rstrip(".")
+        chosen = self._chosen.get(host) if naptr_applies(aor) else None
+        if chosen is not None:
+            transport = chosen[0]
+        default_port = _DEFAULT_PORTS.get(transport, 5060)
         port = aor.port if aor.port_given else default_port
         if isinstance(target, ipaddress.IPv4Address | ipaddress.IPv6Address) or aor.port_given:
             return succeed([(str(target), port)])
-        host = str(target).rstrip(".")
-        name = srv_name(host, transport)
+        name = chosen[1] if chosen is not None else srv_name(host, transport)
         d = self.dns_resolver.lookupService(name, timeout=self.timeout)
         d.addCallbacks(
             self._from_answer,
