@@ -121,8 +121,9 @@ class DispatcherTests(SynchronousTestCase):
         if not os.environ.get("KEEP_DISPATCHER_DIR"):
             self.addCleanup(subprocess.run, ["rm", "-rf", str(self.dir)], check=False)
 
-    def start(self, drain_timeout: int = 0) -> None:
-        """Two instances, then Kamailio dispatching to them (once both answer probes)."""
+    def start(self, drain_timeout: int = 0, probe_threshold: int = 1) -> None:
+        """Two instances, then Kamailio dispatching to them (once both answer probes);
+        *probe_threshold* failed probes mark an instance down."""
         self.instances = []
         for i, base in enumerate((41000, 43000)):
             instance = Instance(self.dir, f"i{i}", base, drain_timeout)
@@ -137,7 +138,7 @@ class DispatcherTests(SynchronousTestCase):
         self.kamailio = ManagedProcess([
             "kamailio", "-DD", "-E", "-f", str(CONFIG), "-Y", str(self.dir),
             "-A", f"SIP_PORT={self.sip_port}", "-A", f'DS_LIST="{ds_list}"',
-            "-A", "DS_PING_INTERVAL=1",
+            "-A", "DS_PING_INTERVAL=1", "-A", f"DS_PROBE_THRESHOLD={probe_threshold}",
         ], self.dir / "kamailio.log")
         self.addCleanup(self.kamailio.stop)
         self.kamailio.start()
@@ -284,6 +285,20 @@ class DispatcherTests(SynchronousTestCase):
         result = up.wait(90)
         self.assertEqual((result.successful, result.failed), (on_alive, on_dead),
                          f"{result.errors[-2000:]}")
+
+    def test_calls_sent_to_a_killed_instance_fail_over_at_once(self) -> None:
+        """An instance killed before any probe notices (probing would need 1000 failed
+        probes here): round-robin sends one of the first two new calls to it, the connection
+        is refused, and deploy/kamailio/dispatcher.cfg marks it down and relays the call to
+        the other instance.  All 10 calls succeed, all on the other instance."""
+        self.start(probe_threshold=1000)
+        dead, alive = self.instances
+        dead.process.proc.send_signal(signal.SIGKILL)
+        dead.process.proc.wait(10)
+        self.assertAllSucceeded(self.sipp(10, rate=20, duration_ms=200).start().wait(60), 10)
+        wait_until(lambda: len(alive.records()) == 10, 10, what="10 records")
+        self.assertRegex(self.kamailio.read_log(),
+                         rf"instance sip:127\.0\.0\.1:{dead.port}\S* unreachable for INVITE")
 
     def test_sigterm_drain_keeps_calls_new_ones_elsewhere_exit_after_last(self) -> None:
         """SIGTERM with --drain-timeout 30 during 20 active calls: none of them is cut, new
