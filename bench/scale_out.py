@@ -23,10 +23,11 @@ The same offered load goes to each configuration, in one run:
 Each ladder stops at its first step that fails.  Kamailio's CPU (all its processes) and
 SIPp's are given for the highest passing step of each ladder.
 
-**Metrics cost**: on the 1-instance configuration the same ``--scrape-calls`` echo calls run
-twice, without scrapes and then with the endpoint scraped every ``--scrape-interval``
-seconds (1 s: 15 times Prometheus' default rate); the instance's CPU of both runs is
-compared, and the CPU of 100 back-to-back scrapes under that load gives the cost per scrape.
+**Metrics cost**: on the first configuration (1 instance) the same ``--scrape-calls``
+echo calls run twice, without scrapes and then with the endpoint scraped every
+``--scrape-interval`` seconds (1 s: 15 times Prometheus' default rate); the instance's
+CPU of both runs is compared, and the CPU of 100 back-to-back scrapes under that load
+gives the cost per scrape.
 
 On a 2-core machine SIPp and Kamailio share the cores with the instances: the 2-instance
 figures are bounded by the machine, not by voiptwisted.  ``--quick`` is a smoke run (tiny
@@ -231,7 +232,7 @@ class Configuration:
             "loss": lost / expected if expected else 1.0,
             "instance_cpu": [cpu_seconds(p) - c for p, c in zip(pids, instance0, strict=True)],
             "kamailio_cpu": tree_cpu(self.kamailio_pids) - kamailio0,
-            "sipp_cpu": sipp_cpu, "scrapes": scrapes,
+            "sipp_cpu": sipp_cpu, "scrapes": scrapes, "why": _first_error(result.errors),
         }
         agent.cleanup()
         return outcome
@@ -287,7 +288,18 @@ def metrics_cost(config: Configuration, args: Any) -> dict[str, Any]:
     quiet = config.step(calls, rate, seconds)
     scraped = config.step(calls, rate, seconds, scrape_every=args.scrape_interval)
     per_scrape = config.scrape_cost(calls, rate, seconds)
-    return {"quiet": quiet, "scraped": scraped, "per_scrape": per_scrape}
+    return {"quiet": quiet, "scraped": scraped, "per_scrape": per_scrape,
+            "count": config.count}
+
+
+def _first_error(errors: str) -> str:
+    """What SIPp said about the first call it failed, in a few words, or ""."""
+    match = re.search(r"Aborting call on unexpected message[^:]*: (while expecting '\w+' "
+                      r"\(index \d+\)), received '([^\r\n']*)", errors)
+    if match:
+        return f"{match.group(1)} got {match.group(2)}"
+    match = re.search(r"[^\n']*(?:timed out|timeout)[^\n']{0,120}", errors, re.I)
+    return match.group(0).strip() if match else ""
 
 
 def _brief(step: dict[str, Any]) -> str:
@@ -295,7 +307,8 @@ def _brief(step: dict[str, Any]) -> str:
     return (f"ok={step['ok']} failed={step['failed']} peak={step['peak']} "
             f"loss={step['loss'] * 100:.3f}% ({step['lost']:.0f}/{step['received']:.0f}) "
             f"instance cpu s=[{cpu}] kamailio={step['kamailio_cpu']:.1f}s "
-            f"sipp={step['sipp_cpu']:.1f}s in {step['elapsed']:.1f}s")
+            f"sipp={step['sipp_cpu']:.1f}s in {step['elapsed']:.1f}s"
+            + (f" first failure: {step['why']}" if step["failed"] else ""))
 
 
 def _top(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -335,8 +348,10 @@ def report(results: list[dict[str, Any]], cost: dict[str, Any], args: Any) -> st
     for result in results:
         held, fast = _top(result["concurrent"]), _top(result["rates"])
         failing = [f"{s['calls']} calls: {s['failed']} failed, loss {s['loss'] * 100:.3f} %"
+                   + (f" (first: {s['why']})" if s["why"] else "")
                    for s in result["concurrent"] if not s["held"]]
         failing += [f"{s['rate']:g} cps: {s['failed']} failed"
+                    + (f" (first: {s['why']})" if s["why"] else "")
                     for s in result["rates"] if not s["held"]]
 
         def cells(step: dict[str, Any] | None, key: str) -> str:
@@ -365,7 +380,8 @@ def report(results: list[dict[str, Any]], cost: dict[str, Any], args: Any) -> st
     with_scrapes = scraped["instance_cpu"][0] / scraped["elapsed"]
     at_15 = per_scrape / 15.0 / busy if busy else 0.0
     at_1 = per_scrape / args.scrape_interval / busy if busy else 0.0
-    lines += ["", f"Metrics endpoint, 1 instance, {args.scrape_calls} echo calls x "
+    lines += ["", f"Metrics endpoint, {cost['count']} instance(s), instance 0 scraped, "
+              f"{args.scrape_calls} echo calls x "
               f"{args.hold:g} s: instance CPU {busy * 100:.1f} % of a core without scrapes, "
               f"{with_scrapes * 100:.1f} % with a scrape every {args.scrape_interval:g} s "
               f"({scraped['scrapes']} scrapes; the difference is within run-to-run noise "
@@ -406,6 +422,8 @@ def main() -> None:
                         help="seconds of RTP per call of a cps step")
     parser.add_argument("--scrape-calls", type=int, default=100)
     parser.add_argument("--scrape-interval", type=float, default=1.0)
+    parser.add_argument("--instances", type=_numbers(int), default=[1, 2],
+                        help="configurations to measure (instances behind Kamailio)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: tiny steps, nothing written")
     parser.add_argument("--no-write", action="store_true")
@@ -421,12 +439,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="scale-out-"))
     results, cost = [], None
     try:
-        for count in (1, 2):
+        for count in args.instances:
             config = Configuration(count, workdir)
             try:
                 config.start()
                 results.append(ladder(config, args))
-                if count == 1:
+                if cost is None:
                     cost = metrics_cost(config, args)
             finally:
                 config.stop()
