@@ -262,8 +262,8 @@ class DispatcherTests(SynchronousTestCase):
     def test_killed_instance_calls_up_on_it_fail_every_new_call_on_the_other(self) -> None:
         """Issue 15: one instance is killed (SIGKILL) while 20 calls with RTP are up on the
         two.  Exactly the calls up on the killed instance fail (their BYE, routed by the
-        dialog's Record-Route to the dead instance, gets no 200); those on the other end
-        normally.  Once the dispatcher has marked the instance down (its OPTIONS probe
+        dialog's Record-Route to the dead instance, gets Kamailio's 477); those on the
+        other end normally.  Once the dispatcher has marked the instance down (its OPTIONS probe
         fails), 30 new calls with RTP all succeed, all on the surviving instance.
         Calls are placed only while no instance is dying, so no call is caught half set up
         (an INVITE the dead instance had taken but not answered waits for Kamailio's
