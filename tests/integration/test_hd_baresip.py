@@ -20,7 +20,12 @@ from twisted.internet import threads
 from tests.codecs.signals import band_fraction
 from tests.integration import peers
 from tests.integration.peers import Baresip, make_speech_wav, read_wav, wav_rate, xcorr_peak
-from tests.integration.support import EchoDialog, KamailioCallTestCase
+from tests.integration.support import (
+    EchoDialog,
+    KamailioCallTestCase,
+    recording,
+    recording_dialog,
+)
 from voiptwisted.media.session import PlaybackSession
 from voiptwisted.media.wav import load_mono
 from voiptwisted.sip.dialog import Dialog
@@ -185,3 +190,55 @@ class WidebandBaresipTests(KamailioCallTestCase):
     async def test_we_play_to_opus_baresip(self) -> None:
         """Our --dial with a PlaybackSession to an Opus-only baresip is heard (48 kHz)."""
         await self.play_to("opus")
+
+    async def recorded_at(self, codec: str) -> None:
+        """baresip (only *codec*) calls our RecordingSession: the WAV is written at the
+        codec's audio rate and its far-end channel is baresip's speech."""
+        module, rate, channels = CODECS[codec]
+        directory = self.tmpdir()
+        await self.register_us(recording_dialog(directory), port_range=PORT_RANGE, srtp="off")
+        speech = make_speech_wav(
+            os.path.join(self.tmpdir(), "speech.wav"),
+            "one two three, the wideband recording test is running", rate=rate,
+        )
+        ua = Baresip(
+            self.tmpdir(),
+            account=self.kamailio.baresip_account("bob"),
+            audio_source_wav=str(speech),
+            codec_modules=(module,),
+            source_rate=rate,
+            source_channels=channels,
+        )
+        self.addCleanup(ua.cleanup)
+        await threads.deferToThread(ua.start)
+        await threads.deferToThread(ua.wait_registered)
+        result = await threads.deferToThread(ua.dial, self.kamailio.uri("alice"))
+        self.assertTrue(result["ok"])
+        await threads.deferToThread(ua.wait_for_event, "CALL_ESTABLISHED", 15)
+        # Stereo 16-bit: 4 bytes per sample period; 4 s of the call on disk.
+        minimum = 44 + 4 * rate * 4
+
+        def enough() -> bool:
+            wavs = [os.path.join(directory, f) for f in os.listdir(directory)
+                    if f.endswith(".wav")]
+            return bool(wavs) and os.path.getsize(wavs[0]) > minimum
+
+        await threads.deferToThread(peers.wait_until, enough, 30, 0.1, "our recording")
+        await threads.deferToThread(ua.hangup)
+        _, far_end = await recording(directory)
+        (wav,) = [f for f in os.listdir(directory) if f.endswith(".wav")]
+        self.assertEqual(wav_rate(os.path.join(directory, wav)), rate)
+        peaks = peers.echo_peaks(read_wav(speech), far_end, piece=rate // 2)
+        figures = f"{codec} recording: peaks of the voiced pieces {[round(p, 3) for p in peaks]}"
+        self.assertGreaterEqual(len(peaks), 4, figures)
+        self.assertGreater(float(np.median(peaks)), 0.7, figures)
+
+    async def test_g722_call_recorded_at_16khz(self) -> None:
+        """Issue 12: a G.722 call (RFC 3551 §4.5.2: 16 kHz audio) is recorded as a 16 kHz
+        WAV holding what the phone said."""
+        await self.recorded_at("g722")
+
+    async def test_opus_call_recorded_at_48khz(self) -> None:
+        """Issue 12: an Opus call (RFC 7587: 48 kHz) is recorded as a 48 kHz WAV holding
+        what the phone said."""
+        await self.recorded_at("opus")
