@@ -398,6 +398,8 @@ class Dialog(TransferMixin):
         self._session_refresh_timer: IDelayedCall | None = None
         self._session_expiry_timer: IDelayedCall | None = None
         self._timer_refresh_due = False
+        #: The peer answered our UPDATE refresh 405/501: refresh by re-INVITE from now on.
+        self._update_unusable = False
         #: More headers of our INVITE (a transfer's Replaces and Referred-By, RFC 3891 §4).
         self._extra_invite_headers: list[tuple[str, str]] = []
 
@@ -2038,7 +2040,8 @@ class Dialog(TransferMixin):
         version, RFC 3264 §8).  A 2xx makes the call reachable again, so its orphan timer
         goes; 481 or 408 (a timeout too) ends the call with BYE (§12.2.1.2); 491 is
         retried after the §14.1 random delay, as is a refresh that would cross an INVITE
-        transaction in progress either way; any other refusal leaves the call as it is
+        transaction in progress either way; an UPDATE answered 405 or 501 is sent again
+        as a re-INVITE (and refreshes are re-INVITEs from then on); any other refusal leaves the call as it is
         (§14.1), logged.  Only confirmed calls are refreshed: an early dialog ends with its
         flow (its INVITE transaction cannot outlive the connection, and without 100rel
         there is no UPDATE before the answer).
@@ -2065,7 +2068,8 @@ class Dialog(TransferMixin):
             # §14.1: no INVITE while another INVITE transaction is in progress either way.
             self._retry_refresh()
             return
-        method = "UPDATE" if "UPDATE" in self.remote_allow else "INVITE"
+        usable = "UPDATE" in self.remote_allow and not self._update_unusable
+        method = "UPDATE" if usable else "INVITE"
         base = self._in_dialog_request(method)
         routes = base.headers.getlist("Route")
         uris = [base.uri, _uri_of(routes[0]) if routes else None]
@@ -2123,6 +2127,15 @@ class Dialog(TransferMixin):
             self._retry_refresh()
         elif code in (408, 481):
             self._refresh_ends_call(f"{code} {response.phrase}")
+        elif (
+            code in (405, 501)
+            and request.method == "UPDATE"
+            and self.state is DialogState.CONFIRMED
+        ):
+            # RFC 4028 §9: a refresh is a re-INVITE or an UPDATE; this peer lists UPDATE
+            # but does not take it, so the same refresh goes as a re-INVITE.
+            self._update_unusable = True
+            self._send_refresh()
         elif (
             code == 422
             and self.state is DialogState.CONFIRMED
