@@ -2041,9 +2041,10 @@ class Dialog(TransferMixin):
         goes; 481 or 408 (a timeout too) ends the call with BYE (§12.2.1.2); 491 is
         retried after the §14.1 random delay, as is a refresh that would cross an INVITE
         transaction in progress either way; an UPDATE answered 405 or 501 is sent again
-        as a re-INVITE (and refreshes are re-INVITEs from then on); any other refusal leaves the call as it is
-        (§14.1), logged.  Only confirmed calls are refreshed: an early dialog ends with its
-        flow (its INVITE transaction cannot outlive the connection, and without 100rel
+        as a re-INVITE (and refreshes are re-INVITEs from then on); any other refusal
+        leaves the call as it is (§14.1), logged.  Only confirmed calls are refreshed: an
+        early dialog ends with its flow (its INVITE transaction cannot outlive the
+        connection, and without 100rel
         there is no UPDATE before the answer).
         """
         if self.state is not DialogState.CONFIRMED or self._bye_sent or self.sip is None:
