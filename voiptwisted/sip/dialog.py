@@ -400,6 +400,10 @@ class Dialog(TransferMixin):
         self._timer_refresh_due = False
         #: The peer answered our UPDATE refresh 405/501: refresh by re-INVITE from now on.
         self._update_unusable = False
+        #: RFC 3311 §5.1: the INVITE's offer/answer completed in a reliable 18x (outbound:
+        #: its answer came in one), and an UPDATE changed the media before the 2xx.
+        self._early_answer_reliable = False
+        self._early_updated = False
         #: More headers of our INVITE (a transfer's Replaces and Referred-By, RFC 3891 §4).
         self._extra_invite_headers: list[tuple[str, str]] = []
 
@@ -731,6 +735,9 @@ class Dialog(TransferMixin):
             self._ok_waiting = media
             return
         self._cancel_expiry()
+        # RFC 3261 §13.2.1: once an early UPDATE moved the session on, the 2xx repeats no
+        # (now stale) answer and makes no new offer: it carries no SDP.
+        sdp = [] if self._early_updated else [("Content-Type", "application/sdp")]
         ok = self._response(
             200,
             headers=[
@@ -738,9 +745,9 @@ class Dialog(TransferMixin):
                 ("Allow", sip.allow_header),
                 ("Supported", _SUPPORTED),
                 *self.session_timer.answer(self.invite_request),
-                ("Content-Type", "application/sdp"),
+                *sdp,
             ],
-            body=media.local_sdp,
+            body=b"" if self._early_updated else media.local_sdp,
         )
         self.state = DialogState.CONFIRMED
         self.invite_transaction.respond(ok)
@@ -1002,7 +1009,30 @@ class Dialog(TransferMixin):
             return True
         if self._ok is not None and (self._reoffered if self._ok_reinvite else self._late_offer):
             return True
-        return not self.inbound and self.state is DialogState.EARLY
+        if self.inbound:
+            # our offer in a reliable 18x whose PRACK (with the answer) has not come
+            return self._pending_invite and self._offer_in_provisional
+        return self.state is DialogState.EARLY and not self._early_answer_reliable
+
+    @property
+    def _early_offer_answer_complete(self) -> bool:
+        """RFC 3311 §5.1: the INVITE's offer/answer completed before its 2xx, so an UPDATE
+        may carry a new offer in the early dialog.  Inbound: our 18x with SDP went reliably
+        and is PRACKed (with the answer, when it carried our offer); outbound: the answer
+        came in a reliable 18x (RFC 3262 §5)."""
+        if self.media is None:
+            return False
+        if not self.inbound:
+            return self.state is DialogState.EARLY and self._early_answer_reliable
+        reliable = self._reliable
+        return (
+            self._pending_invite
+            and reliable is not None
+            and reliable.sdp_sent
+            and not reliable.sdp_unacknowledged
+            and not self._offer_in_provisional
+            and not self._progressing
+        )
 
     def _update_received(self, request: Request, transaction: ServerTransaction) -> None:
         """An UPDATE in this dialog (RFC 3311 §5.2): a target refresh, with or without an offer.
@@ -1013,9 +1043,11 @@ class Dialog(TransferMixin):
         the answer goes in the 200; a refusal (488) leaves the call as it was.  §5.2:
         491 when an offer of ours is outstanding (glare; the peer retries after the
         §14.1 delay), 500 with a Retry-After of 0-10 s when an offer of the peer's is
-        not answered yet.  We take no offer in an early dialog (even after a reliable
-        18x completed an offer/answer, RFC 3262): an UPDATE offer before the 2xx gets 500
-        with Retry-After (an inbound call) or 491 (our outbound call).
+        not answered yet.  In an early dialog (§5.1) an offer is taken once the INVITE's
+        offer/answer is complete (a reliable 18x with SDP and its PRACK, RFC 3262), both
+        as UAS and UAC: answered in the 200 and applied; the 2xx to the INVITE then
+        carries no SDP.  Before that an UPDATE offer gets 500 with Retry-After (an
+        inbound call) or 491 (our outbound call, whose offer is unanswered).
         """
         if self._bye_sent or self.state is DialogState.TERMINATED:
             transaction.respond(Response.from_request(request, 481))
@@ -1037,11 +1069,12 @@ class Dialog(TransferMixin):
         if self._our_offer_outstanding:
             transaction.respond(Response.from_request(request, 491))
             return
+        early = self._early_offer_answer_complete
         if (
-            self._pending_invite
+            (self._pending_invite and not early)
             or self._reinvite_tx is not None
             or self._update_tx is not None
-            or self.state is not DialogState.CONFIRMED
+            or (self.state is not DialogState.CONFIRMED and not early)
         ):
             transaction.respond(
                 Response.from_request(
@@ -1053,6 +1086,8 @@ class Dialog(TransferMixin):
             transaction.respond(Response.from_request(request, 481))
             return
         self._update_tx = transaction
+        # the 2xx to the INVITE, even one sent while this is answered, carries no SDP
+        self._early_updated = self._early_updated or early
         before = getattr(self.media, "negotiated", None)
         deferred = maybeDeferred(self.media.reanswer, request.body)
         self._update_deferred = deferred
@@ -1445,6 +1480,7 @@ class Dialog(TransferMixin):
                      code=response.status_code, exc=exc)
             return
         self._early_sdp = response.body
+        self._early_answer_reliable = requires_reliable(response)
         log.info("call {call_id}: early media from {code}", call_id=self.call_id,
                  code=response.status_code)
         try:
@@ -1576,6 +1612,7 @@ class Dialog(TransferMixin):
         if self._early_sdp is not None:
             # the redirecting party's early media is not this target's
             self._early_sdp = None
+            self._early_answer_reliable = False
             self.session = None
             self._stop_media()
             self._new_media(None).addCallbacks(
@@ -1661,7 +1698,7 @@ class Dialog(TransferMixin):
         try:
             if not early:
                 self.media.accept_answer(response.body)
-            elif response.body and response.body != self._early_sdp:
+            elif response.body and response.body != self._early_sdp and not self._early_updated:
                 # §13.2.1: the 2xx carries the answer; a different one updates the media.
                 before = getattr(self.media, "negotiated", None)
                 self.media.accept_answer(response.body)
