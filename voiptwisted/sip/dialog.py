@@ -404,6 +404,8 @@ class Dialog(TransferMixin):
         #: its answer came in one), and an UPDATE changed the media before the 2xx.
         self._early_answer_reliable = False
         self._early_updated = False
+        #: RFC 3960: session_progress() was given the session to run before the 2xx.
+        self._early_session = False
         #: More headers of our INVITE (a transfer's Replaces and Referred-By, RFC 3891 §4).
         self._extra_invite_headers: list[tuple[str, str]] = []
 
@@ -522,7 +524,7 @@ class Dialog(TransferMixin):
             return
         self._send_provisional(self._response(180, headers=self._dialog_headers()))
 
-    def session_progress(self) -> None:
+    def session_progress(self, session_class: type | None = None, **session_kwargs: Any) -> None:
         """Send 183 Session Progress with our SDP for the pending INVITE (RFC 3960, RFC 3262).
 
         With reliable provisionals (the INVITE requires ``100rel``, or supports it and
@@ -530,11 +532,20 @@ class Dialog(TransferMixin):
         our offer when it had none (its answer then comes in the PRACK, RFC 3262 §5), and
         :meth:`answer` sends its 200 only once that 183 is acknowledged (§3).  Unreliably
         it carries our answer, or no SDP when the INVITE had no offer.  Either way the
-        media is agreed here and :meth:`answer` keeps it; our session (and our RTP) starts
-        at the ACK as for any call.  Once per call; ignored once answered.
+        media is agreed here and :meth:`answer` keeps it.  Without *session_class* our
+        session (and our RTP) starts at the ACK as for any call.  With it, our early media
+        (RFC 3960 §3): ``session_class(dialog=self, **session_kwargs)`` starts as soon as
+        the 183 carries our answer (or, when it carries our offer, once the PRACK brings
+        the answer), so an announcement is heard before the call is answered; that
+        session then runs on for the whole call and :meth:`answer`'s session class is not
+        used.  Once per call; ignored once answered.
         """
         if not self._pending_invite or self._answering or self._progressing:
             return
+        if session_class is not None:
+            self._session_class = session_class
+            self._session_kwargs = dict(session_kwargs)
+            self._early_session = True
         invite = self.invite_request
         assert invite is not None
         reliable = wants_reliable(invite, self.reliable_when_supported)
@@ -562,6 +573,8 @@ class Dialog(TransferMixin):
             headers=[*self._dialog_headers(), ("Content-Type", "application/sdp")],
             body=media.local_sdp,
         ))
+        if not self._offer_in_provisional:
+            self._start_early_session()
         if self._answering:
             self._send_ok(media)
 
@@ -624,12 +637,26 @@ class Dialog(TransferMixin):
                 self.reject(SIPStatus.NOT_ACCEPTABLE_HERE)
                 return
             self._late_offer = False
+            self._start_early_session()
         # the 18x is acknowledged either way; only a new offer in the PRACK is refused
         transaction.respond(Response.from_request(request, 488 if new_offer else 200))
         waiting = self._ok_waiting
         if waiting is not None and reliable is not None and not reliable.sdp_unacknowledged:
             self._ok_waiting = None
             self._send_ok(waiting)
+
+    def _start_early_session(self) -> None:
+        """Our early media (RFC 3960 §3): the session given to :meth:`session_progress`
+        starts now that the 183's offer/answer is agreed; it failing rejects the call 500."""
+        if not self._early_session or self.session is not None or not self._pending_invite:
+            return
+        assert self._session_class is not None
+        try:
+            self.session = self._session_class(dialog=self, **self._session_kwargs)
+            self.media.start(self.session)
+        except Exception:
+            log.failure("call {call_id}: early session failed to start", call_id=self.call_id)
+            self.reject(SIPStatus.SERVER_INTERNAL_ERROR)
 
     def _new_media(self, offer: bytes | None, secure: bool | None = None) -> Deferred[Any]:
         """Set up this call's media through the CallMedia contract; fires with the media.
@@ -676,8 +703,10 @@ class Dialog(TransferMixin):
         assert self.invite_request is not None
         self._answering = True
         self.session_timer = self._new_session_timer()
-        self._session_class = session_class
-        self._session_kwargs = dict(session_kwargs)
+        if self.session is None:
+            # (an early session of session_progress() runs on instead)
+            self._session_class = session_class
+            self._session_kwargs = dict(session_kwargs)
         if self._progressing:
             return  # _send_progress sends the 200 after its 183
         if self.media is not None:
@@ -848,7 +877,8 @@ class Dialog(TransferMixin):
         if self._bye_after_ack:
             self._send_bye()
             return
-        if self._start_session() is None and self.replacing is not None:
+        started = self.session is not None or self._start_session() is None
+        if started and self.replacing is not None:
             self._replaced()
 
     def _start_session(self) -> Failure | None:
