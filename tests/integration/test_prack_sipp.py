@@ -9,13 +9,17 @@ and sends its 200 after the PRACK.  SIPp fails the call on any other message.
 
 The same flows with an UPDATE offer between the PRACK and the 200 (RFC 3311 §5.1,
 ``sipp/uac_100rel_update.xml`` and ``sipp/uas_100rel_update.xml``): the early dialog's
-UPDATE is answered in its 200 and applied, by us as UAS and as UAC.
+UPDATE is answered in its 200 and applied, by us as UAS and as UAC.  And our own early
+media (RFC 3960): a session started by ``session_progress`` whose tone SIPp echoes back
+to us before we answer.
 """
 
 from __future__ import annotations
 
 import random
 from typing import Any
+
+import numpy as np
 
 from tests.integration.support import KamailioCallTestCase, eventually
 from voiptwisted.media.session import Session
@@ -167,4 +171,58 @@ class EarlyUpdateTests(KamailioCallTestCase):
         self.assertEqual(direction(dialog), "recvonly")
         await dialog.bye()
         self.assertSippOk(await self.finish(uas, 20))
+        await self.assertNothingLeft(protocol)
+
+
+class Announcement(Session):
+    """Sends a loud tone from its start and counts the loud frames it hears back."""
+
+    def start(self) -> None:
+        self.heard = 0
+        rate = self.sample_rate
+        t = np.arange(rate * 2) / rate
+        self.send_audio(np.sin(2 * np.pi * 440 * t) * 12000)
+
+    def audio_received(self, samples: np.ndarray) -> None:
+        if int(np.abs(samples.astype(np.int32)).max()) > 3000:
+            self.heard += 1
+
+
+class Announcing(Dialog):
+    """Plays the announcement from a reliable 183, before any answer (RFC 3960)."""
+
+    calls: list[Announcing] = []
+
+    def call_received(self) -> None:
+        type(self).calls.append(self)
+        self.session_progress(session_class=Announcement)
+
+
+class EarlyMediaTests(KamailioCallTestCase):
+    """RFC 3960 §3 / RFC 3262: our own early media as UAS, heard before the 200."""
+
+    timeout = 120
+    tmp_prefix = "early-media-sipp-"
+    assertSippOk = PrackTests.assertSippOk
+
+    async def test_announcement_before_the_answer(self) -> None:
+        """RFC 3960 §3: session_progress(session_class=...) starts our session with the
+        reliable 183; SIPp (uac_100rel, echoing the RTP it gets) PRACKs it and waits for
+        the 200, and our tone comes back to us through SIPp while the call is still
+        early; then we answer, SIPp ACKs and hangs up."""
+        Announcing.calls = []
+        base = random.randrange(40000, 60000, 2)
+        protocol = await self.register_us(Announcing, port_range=(base, base + 200))
+        sipp = self.sipp(
+            "uac_100rel", self.kamailio.address("tcp"), transport="t1", service="alice",
+            rtp_echo=True, timeout=40, tmpdir=self.tmpdir(),
+        )
+        sipp.start()
+        call = await eventually(lambda: Announcing.calls and Announcing.calls[0], 20, "the call")
+        await eventually(lambda: call.session is not None and call.session.heard >= 5, 20,
+                         "our announcement echoed back before the answer")
+        self.assertIs(call.state, DialogState.EARLY)
+        call.answer(session_class=Session)
+        self.assertIsInstance(call.session, Announcement)
+        self.assertSippOk(await self.finish(sipp, 40))
         await self.assertNothingLeft(protocol)
