@@ -1030,3 +1030,55 @@ class WaitingTests(ServiceTestCase):
         self.assertNoResult(waiter)
         self.successResultOf(service.stopService())
         self.successResultOf(waiter)
+
+
+class RingingDialog(Dialog):
+    """Rings and leaves the call unanswered."""
+
+    def call_received(self) -> None:
+        self.ringing()
+
+
+class ReliableProvisionalsTests(ServiceTestCase):
+    """``reliable_provisionals`` (``--100rel``) reaches the dialogs of calls we receive."""
+
+    def ringing_for(self, supported: str, **kwargs: Any) -> Any:
+        service = self.service(dialog_class=RingingDialog, **kwargs)
+        service.startService()
+        self.addCleanup(service.stopService)
+        protocol, transport = self.connect_caller(service)
+        request = invite("rel@test", "z9hG4bKrel").replace(
+            b"CSeq: 1 INVITE\r\n", f"CSeq: 1 INVITE\r\nSupported: {supported}\r\n".encode()
+        )
+        protocol.dataReceived(request)
+        return [m for m in written(transport) if getattr(m, "status_code", 0) == 180][-1]
+
+    def test_supported_policy_sends_18x_reliably_to_a_supporting_invite(self) -> None:
+        """RFC 3262 §3: "supported": an INVITE that only lists ``100rel`` in Supported
+        gets its 180 reliably (Require: 100rel, RSeq)."""
+        ringing = self.ringing_for("100rel", reliable_provisionals="supported")
+        self.assertIn("100rel", ringing.headers.get("Require", ""))
+        self.assertIsNotNone(ringing.headers.get("RSeq"))
+
+    def test_required_policy_and_default_send_it_unreliably(self) -> None:
+        """RFC 3262 §3: "required" (and the default, Dialog's own policy) sends 18x
+        reliably only when the INVITE requires ``100rel``."""
+        for kwargs in ({"reliable_provisionals": "required"}, {}):
+            ringing = self.ringing_for("100rel", **kwargs)
+            self.assertIsNone(ringing.headers.get("RSeq"))
+            self.assertNotIn("100rel", ringing.headers.get("Require", ""))
+
+    def test_required_policy_overrides_the_dialog_class(self) -> None:
+        """An explicit policy wins over the class attribute; None keeps the class's."""
+
+        class Eager(RingingDialog):
+            reliable_when_supported = True
+
+        self.assertTrue(self.service(dialog_class=Eager).inbound_dialog_class
+                        .reliable_when_supported)
+        self.assertFalse(self.service(dialog_class=Eager, reliable_provisionals="required")
+                         .inbound_dialog_class.reliable_when_supported)
+
+    def test_unknown_policy_refused(self) -> None:
+        with self.assertRaises(ValueError):
+            self.service(reliable_provisionals="always")

@@ -103,6 +103,23 @@ class OptionsTests(unittest.SynchronousTestCase):
         for bad in ("89", "0", "x", "90.5", "86401"):
             self.assertUsage("--session-expires", "--session-expires", bad)
 
+    def test_100rel_policy(self) -> None:
+        """Issue 11: --100rel required|supported (RFC 3262 §3) reaches ServiceConfig and
+        the class of the dialogs the service receives; anything else is refused; left
+        out, the dialog class keeps its own ``reliable_when_supported``."""
+        from voiptwisted.service import VoIPService
+
+        self.assertIsNone(parse("--state-dir", self.state).config.reliable_provisionals)
+        config = parse("--state-dir", self.state, "--100rel", "supported").config
+        self.assertEqual(config.reliable_provisionals, "supported")
+        service = VoIPService(config, task.Clock())
+        self.assertTrue(service.inbound_dialog_class.reliable_when_supported)
+        config = parse("--state-dir", self.state, "--100rel", "required").config
+        service = VoIPService(config, task.Clock())
+        self.assertFalse(service.inbound_dialog_class.reliable_when_supported)
+        for bad in ("always", "", "Supported"):
+            self.assertUsage("--100rel", "--100rel", bad)
+
     def test_password_sources(self) -> None:
         """The password comes from the AOR, --password-file or $SIP_PASSWORD, in that order."""
         self.assertEqual(parse("--aor", "sip:alice:pw1@example.com").config.password, "pw1")

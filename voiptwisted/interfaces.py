@@ -45,11 +45,13 @@ class IDialog(Interface):
         Optional; idempotent once the call is answered or rejected.
         """
 
-    def session_progress() -> None:
+    def session_progress(session_class: type | None = None, **session_kwargs: object) -> None:
         """Send 183 Session Progress with our SDP for the pending inbound INVITE.
 
         Reliably (RFC 3262) when the INVITE requires ``100rel``: ``answer()`` then keeps
-        the media agreed here and sends its 200 once the 183 is PRACKed.  Optional.
+        the media agreed here and sends its 200 once the 183 is PRACKed.  With
+        *session_class*, that session (our early media, RFC 3960) starts once the 183's
+        offer/answer is agreed, before the answer, and runs for the whole call.  Optional.
         """
 
     def answer(*, session_class: type, **session_kwargs: object) -> None:

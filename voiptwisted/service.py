@@ -46,6 +46,7 @@ from voiptwisted.sip.uri import SipURI
 __all__ = [
     "DIRECT_FLOW_IDLE",
     "EMBEDDED_PORT",
+    "RELIABLE_PROVISIONALS",
     "RETRY_AFTER",
     "STOP_TIMEOUT",
     "ListenFailed",
@@ -70,6 +71,9 @@ EMBEDDED_PORT = 5061
 #: How often (seconds) a flow opened for direct calls (no registrar) is checked; one that
 #: carries no call nor transaction then is closed.
 DIRECT_FLOW_IDLE = 32.0
+#: The ``--100rel`` policies (RFC 3262): our 18x go reliably when the INVITE "required"
+#: ``100rel``, or whenever it "supported" it.
+RELIABLE_PROVISIONALS = ("required", "supported")
 
 
 @dataclasses.dataclass
@@ -126,6 +130,10 @@ class ServiceConfig:
     #: The session interval calls ask for (RFC 4028, ``--session-expires``); see MediaConfig.
     session_expires: int = 1800
     codecs: tuple[str, ...] = DEFAULT_CODECS
+    #: When our 18x go reliably (RFC 3262, ``--100rel``): "required" only when the INVITE
+    #: requires ``100rel``, "supported" whenever it supports it; None: the dialog class's
+    #: ``reliable_when_supported``.  Applies to the calls this service receives.
+    reliable_provisionals: str | None = None
     max_calls: int | None = None
     max_call_duration: float = 0.0
     max_connections: int = 1000
@@ -165,6 +173,10 @@ class ServiceConfig:
             raise ValueError("max_calls must not be negative")
         if not 90 <= self.session_expires <= 86400:
             raise ValueError("session_expires must be 90 to 86400 seconds (RFC 4028)")
+        if self.reliable_provisionals not in (None, *RELIABLE_PROVISIONALS):
+            raise ValueError(
+                f"reliable_provisionals must be one of {', '.join(RELIABLE_PROVISIONALS)}"
+            )
         # ValueError here for a bad bound, before any socket is opened.
         self.connection_limits()
         # A default codec whose system library is missing is left out; one named is an error.
@@ -590,12 +602,12 @@ class VoIPService(MultiService):
             owner.bound_duration(dialog)
             base.call_received(dialog)
 
-        return type(
-            base.__name__,
-            (base,),
-            {"call_received": call_received, "__module__": base.__module__,
-             "__doc__": base.__doc__},
-        )
+        namespace: dict[str, Any] = {"call_received": call_received,
+                                     "__module__": base.__module__, "__doc__": base.__doc__}
+        policy = self.config.reliable_provisionals
+        if policy is not None:
+            namespace["reliable_when_supported"] = policy == "supported"
+        return type(base.__name__, (base,), namespace)
 
     def _add_observer(self) -> None:
         """The call observer, the ``--metrics`` listener and the ``--cdr`` writer."""

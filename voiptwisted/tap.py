@@ -57,6 +57,18 @@ def _parse_port_range(value: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _reliable_provisionals(value: str) -> str:
+    """``--100rel``: one of :data:`~voiptwisted.service.RELIABLE_PROVISIONALS`."""
+    from voiptwisted.service import RELIABLE_PROVISIONALS
+
+    if value not in RELIABLE_PROVISIONALS:
+        raise ValueError(f"--100rel must be one of {', '.join(RELIABLE_PROVISIONALS)}")
+    return value
+
+
+_reliable_provisionals.coerceDoc = "required or supported."  # type: ignore[attr-defined]
+
+
 def _parse_codecs(value: str) -> tuple[str, ...]:
     """``--codecs opus,g722,pcma,pcmu``: registered codec names, no repeats, at least one."""
     from voiptwisted.codecs import lookup, usable
@@ -140,6 +152,15 @@ class Options(usage.Options):
             "1800",
             "Session interval in seconds calls ask for (RFC 4028 session timers, 90-86400): "
             "the refresher refreshes at half of it, else the call ends with BYE.",
+        ],
+        [
+            "100rel",
+            None,
+            None,
+            "When the 18x of calls we receive go reliably (RFC 3262 PRACK): required (only "
+            "when the INVITE requires 100rel) or supported (whenever it supports it); "
+            "default: the dialog class's reliable_when_supported (required for Dialog).",
+            _reliable_provisionals,
         ],
         [
             "codecs",
@@ -366,6 +387,7 @@ class Options(usage.Options):
             **({"codecs": codecs} if codecs is not None else {}),
             max_calls=max_calls,
             dialog_class=self._dialog_class(),
+            reliable_provisionals=self["100rel"],
             dial=dial,
             listen=tuple(self["listen"]) or None,
             trace_sip=bool(self["trace-sip"]),

@@ -1,12 +1,14 @@
 """Session timers (RFC 4028) against SIPp through Kamailio, both refresher roles.
 
-Our UA registers over TLS; four SIPp agents run at once, so the whole proof costs about one
+Our UA registers over TLS; five SIPp agents run at once, so the whole proof costs about one
 session interval (90 s asked for, the RFC's floor: refreshes at 45 s, the expiry BYE at
 60 s):
 
 - ``uac_timer_refresh_update`` / ``uac_timer_refresh_reinvite``: SIPp calls us asking for
   90 s with ``refresher=uas``; we refresh at half the interval, by UPDATE when SIPp's Allow
   lists it, else by re-INVITE with our SDP unchanged (same ``o=`` line, RFC 3264 §8).
+- ``uac_timer_update_405``: as ``uac_timer_refresh_update``, but SIPp answers our UPDATE
+  405 although its Allow listed it; we refresh by re-INVITE at once (RFC 4028 §9).
 - ``uac_timer_peer_refreshes``: SIPp calls us as the refresher (``refresher=uac``),
   refreshes once by UPDATE and once by re-INVITE, then stops; we hang up with BYE when the
   session expires unrefreshed (§10).
@@ -50,7 +52,8 @@ class SippSessionTimerTests(KamailioCallTestCase):
 
     async def test_session_timers_both_roles(self) -> None:
         """RFC 4028 §9/§10 (we refresh at half the interval by UPDATE, and by same-SDP
-        re-INVITE without UPDATE in Allow), §9/§10 (the peer refreshes by UPDATE and
+        re-INVITE without UPDATE in Allow, and by re-INVITE after a 405 to our UPDATE),
+        §9/§10 (the peer refreshes by UPDATE and
         re-INVITE, each restarting the timer; unrefreshed, we send BYE), §7.4 (422 with
         Min-SE: 120 to our INVITE: retried once asking for 120 s, then we refresh as
         refresher=uac), all through Kamailio."""
@@ -67,6 +70,7 @@ class SippSessionTimerTests(KamailioCallTestCase):
             caller("uac_timer_refresh_update"),
             caller("uac_timer_refresh_reinvite"),
             caller("uac_timer_peer_refreshes"),
+            caller("uac_timer_update_405"),
         ]
         callee = self.sipp("uas_timer_422", service="bob", timeout=150, tmpdir=self.tmpdir())
         callee.start()
@@ -96,4 +100,7 @@ class SippSessionTimerTests(KamailioCallTestCase):
         origins = our_origins(reinvite)
         self.assertEqual(len(origins), 2, reinvite[-3000:])  # our 200, our re-INVITE
         self.assertEqual(origins[0], origins[1])
+        fallback = our_origins(callers[3].messages)
+        self.assertEqual(len(fallback), 2, callers[3].messages[-3000:])  # 200, re-INVITE
+        self.assertEqual(fallback[0], fallback[1])
         await self.assertNothingLeft(protocol)

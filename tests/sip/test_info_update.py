@@ -378,3 +378,118 @@ class OutboundUpdateTests(SynchronousTestCase):
         self.assertEqual(ok.status_code, 200)
         self.assertIn(b"a=recvonly", ok.body)
         self.assertEqual(dialog.session.changes, ["recvonly"])
+
+
+class EarlyUpdateTests(SynchronousTestCase):
+    """RFC 3311 §5.1: an UPDATE offer in the early dialog once a reliable 18x with SDP and
+    its PRACK completed the INVITE's offer/answer (RFC 3262 §5)."""
+
+    setUp = InfoTests.setUp
+    send = InfoTests.send
+
+    def progress(self, offer: bool = True) -> tuple[Any, Response]:
+        """Alice's INVITE (Require: 100rel) gets Bob's reliable 183 with SDP; Bob waits."""
+        self.bob.dialog_class = reliable_callee("progress-only")
+        body = {} if offer else {"body": b""}
+        self.bob.dataReceived(invite_bytes(extra="Require: 100rel\r\n", **body))
+        progress = written(self.transport)[-1]
+        self.assertEqual((progress.status_code, progress.headers["Require"]), (183, "100rel"))
+        [callee] = self.bob.dialog_class.instances
+        return callee, progress
+
+    def test_uas_early_update_offer_answered_after_prack(self) -> None:
+        """RFC 3311 §5.1/§5.2: after the PRACK of our reliable 183 (our answer in it), an
+        UPDATE offer before the 2xx is answered in the UPDATE's 200 and applied; the 200
+        to the INVITE then carries no SDP (RFC 3261 §13.2.1: no new offer, no stale
+        answer), and the session starts at the ACK with the UPDATE's media."""
+        callee, progress = self.progress()
+        tag = progress.remote_tag
+        self.assertEqual(self.send(prack(tag, progress.headers["RSeq"])).status_code, 200)
+        ok = self.send(update(tag, 3, HOLD_OFFER))
+        self.assertEqual((ok.status_code, ok.cseq), (200, (3, "UPDATE")))
+        self.assertEqual(ok.body, ANSWER + b"a=recvonly\r\n")
+        self.assertEqual(ok.headers["Content-Type"], "application/sdp")
+        [media] = self.media.created
+        self.assertEqual(media.negotiated.direction, "recvonly")
+        callee.answer(session_class=ChangeSession)
+        [final] = written(self.transport)
+        self.assertEqual((final.status_code, final.cseq, final.body), (200, (1, "INVITE"), b""))
+        self.assertIsNone(final.headers.get("Content-Type"))
+        self.bob.dataReceived(invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", to_tag=tag))
+        self.assertIsInstance(callee.session, ChangeSession)
+        self.assertIs(media.session, callee.session)
+        self.assertEqual(media.negotiated.direction, "recvonly")
+
+    def test_uas_early_update_before_prack_500(self) -> None:
+        """RFC 3311 §5.2: before the PRACK of the reliable 183 our answer is not
+        acknowledged yet: an UPDATE offer gets 500 with Retry-After, as without 100rel."""
+        _callee, progress = self.progress()
+        refused = self.send(update(progress.remote_tag, 3, HOLD_OFFER))
+        self.assertEqual(refused.status_code, 500)
+        self.assertIn(int(refused.headers["Retry-After"]), range(11))
+
+    def test_uas_early_update_glare_491(self) -> None:
+        """RFC 3311 §5.2: our offer went in the reliable 183 (the INVITE had none) and its
+        answer (in the PRACK) has not come: an UPDATE offer now is glare, 491."""
+        _callee, progress = self.progress(offer=False)
+        refused = self.send(update(progress.remote_tag, 3, HOLD_OFFER))
+        self.assertEqual((refused.status_code, refused.cseq), (491, (3, "UPDATE")))
+
+
+def reliable_callee(action: str) -> type:
+    from tests.sip.test_reliable import callee
+
+    return callee(action)
+
+
+def prack(tag: str, rseq: str) -> bytes:
+    from tests.sip.test_reliable import prack as reliable_prack
+
+    return reliable_prack(tag, rseq)
+
+
+class OutboundEarlyUpdateTests(SynchronousTestCase):
+    """RFC 3311 §5.1 as UAC: we called Bob; his reliable 183 answered our offer."""
+
+    setUp = OutboundUpdateTests.setUp
+    update_from_bob = OutboundUpdateTests.update_from_bob
+
+    def early(self, reliable: bool) -> tuple[Dialog, Any, Request]:
+        dialog = Dialog(sip=self.alice)
+        d = dialog.dial("sip:bob@example.com", session_class=ChangeSession)
+        [invite] = written(self.transport)
+        headers = [("Content-Type", "application/sdp"),
+                   ("Contact", "<sip:bob@127.0.0.1:5088;transport=tls>")]
+        if reliable:
+            headers += [("Require", "100rel"), ("RSeq", "77")]
+        self.alice.dataReceived(respond_to(invite, 183, body=ANSWER, headers=headers))
+        sent = written(self.transport)
+        self.assertEqual([m.method for m in sent], ["PRACK"] if reliable else [])
+        self.assertIsInstance(dialog.session, ChangeSession)  # early media (RFC 3960)
+        return dialog, d, invite
+
+    def test_uac_early_update_offer_answered_after_reliable_183(self) -> None:
+        """RFC 3311 §5.1/§5.2: the reliable 183's SDP answered our offer (RFC 3262 §5), so
+        the callee's UPDATE offer before the 2xx is answered in the 200 and the session
+        hears the change; the 2xx's SDP (the 183's answer again) does not undo it."""
+        dialog, d, invite = self.early(reliable=True)
+        self.alice.dataReceived(self.update_from_bob(dialog, 2, HOLD_OFFER))
+        [ok] = written(self.transport)
+        self.assertEqual((ok.status_code, ok.cseq), (200, (2, "UPDATE")))
+        self.assertIn(b"a=recvonly", ok.body)
+        self.assertEqual(dialog.session.changes, ["recvonly"])
+        self.alice.dataReceived(respond_to(invite, 200, body=ANSWER, headers=[
+            ("Content-Type", "application/sdp")]))
+        self.assertIs(self.successResultOf(d), dialog)
+        self.assertEqual(dialog.session.changes, ["recvonly"])
+        self.assertEqual(dialog.media.negotiated.direction, "recvonly")
+
+    def test_uac_early_update_after_unreliable_183_491(self) -> None:
+        """RFC 3311 §5.2: an unreliable 183's SDP completes no offer/answer (RFC 3261
+        §13.2.1), so our offer is still outstanding: the callee's UPDATE offer is 491."""
+        dialog, d, _invite = self.early(reliable=False)
+        self.alice.dataReceived(self.update_from_bob(dialog, 2, HOLD_OFFER))
+        [refused] = written(self.transport)
+        self.assertEqual(refused.status_code, 491)
+        self.assertEqual(dialog.session.changes, [])
+        self.assertNoResult(d)

@@ -426,6 +426,60 @@ class UASTests(SynchronousTestCase):
         [dialog] = cls.instances
         self.assertEqual(dialog.session.started, 1)
 
+    def early_session_callee(self) -> type[Callee]:
+        class EarlyMedia(Callee):
+            def call_received(self) -> None:
+                type(self).instances.append(self)
+                self.session_progress(session_class=FakeSession, prompt="welcome")
+
+        EarlyMedia.instances = []
+        self.bob(EarlyMedia)
+        return EarlyMedia
+
+    def test_early_session_runs_from_the_reliable_183(self) -> None:
+        """RFC 3960 §3 / RFC 3262 §5: session_progress(session_class=...) starts our
+        session (our RTP) as soon as the reliable 183 carries our answer, before any
+        PRACK or 2xx; answer() later keeps that session (its class unused), and the ACK
+        starts nothing more."""
+        cls = self.early_session_callee()
+        _trying, progress = self.receive(invite_bytes(extra=REQUIRE))
+        self.assertEqual((progress.status_code, progress.body), (183, ANSWER))
+        [dialog] = cls.instances
+        [media] = self.media.created
+        self.assertIsInstance(dialog.session, FakeSession)
+        self.assertEqual(dialog.session.started, 1)
+        self.assertEqual(dialog.session.kwargs, {"prompt": "welcome"})
+        self.assertIs(media.session, dialog.session)
+        early = dialog.session
+        tag = progress.remote_tag
+        self.receive(prack(tag, progress.headers["RSeq"]))
+        dialog.answer(session_class=dict)
+        [ok] = written(self.transport)
+        self.assertEqual(ok.status_code, 200)
+        self.receive(invite_bytes(method="ACK", branch="z9hG4bKa", body=b"", to_tag=tag))
+        self.assertIs(dialog.session, early)
+        self.assertEqual(early.started, 1)
+
+    def test_early_session_with_our_offer_starts_at_the_prack(self) -> None:
+        """RFC 3262 §5: our offer in the reliable 183 (the INVITE had none): the early
+        session starts when the PRACK brings the answer, not before."""
+        cls = self.early_session_callee()
+        _trying, progress = self.receive(invite_bytes(extra=REQUIRE, body=b""))
+        [dialog] = cls.instances
+        self.assertIsNone(dialog.session)
+        self.receive(prack(progress.remote_tag, progress.headers["RSeq"], body=ANSWER))
+        self.assertEqual(dialog.session.started, 1)
+
+    def test_early_session_stopped_by_cancel(self) -> None:
+        """RFC 3261 §9.2: a CANCEL before the answer ends the early session with the call."""
+        cls = self.early_session_callee()
+        self.receive(invite_bytes(extra=REQUIRE))
+        [dialog] = cls.instances
+        early = dialog.session
+        codes = [m.status_code for m in self.receive(invite_bytes(method="CANCEL", body=b""))]
+        self.assertEqual(sorted(codes), [200, 487])
+        self.assertEqual(early.stopped, 1)
+
     def test_offer_in_183_prack_without_answer_488(self) -> None:
         """RFC 3262 §5: the PRACK must answer the offer of the 18x it acknowledges; without
         one the offer/answer failed: the PRACK gets 200, the INVITE 488."""

@@ -494,6 +494,50 @@ class UACTests(SynchronousTestCase):
         self.assertEqual([m.method for m in written(self.transport)], ["UPDATE"])
         self.assertIs(dialog.state, DialogState.CONFIRMED)
 
+    def test_refresh_update_refused_405_falls_back_to_reinvite(self) -> None:
+        """RFC 4028 §7.4 / §9 (a refresh is a re-INVITE or an UPDATE): a peer whose Allow
+        lists UPDATE but answers our UPDATE refresh 405 (or 501) is refreshed by re-INVITE
+        with our SDP unchanged at once and from then on; the call stays up."""
+        for code in (405, 501):
+            dialog, _, invite = self.dial()
+            self.answer(invite, [("Session-Expires", "90;refresher=uac"),
+                                 ("Allow", "INVITE, ACK, BYE, UPDATE")])
+            self.clock.advance(45)
+            [update] = written(self.transport)
+            self.assertEqual(update.method, "UPDATE")
+            self.alice.dataReceived(respond_to(update, code, to_tag=None))
+            [reinvite] = written(self.transport)
+            self.assertEqual(reinvite.method, "INVITE")
+            self.assertEqual(reinvite.cseq[0], update.cseq[0] + 1)
+            self.assertEqual(reinvite.body, dialog.media.local_sdp)
+            self.assertEqual(reinvite.headers["Session-Expires"], "90;refresher=uac")
+            self.alice.dataReceived(respond_to(reinvite, 200, to_tag=None, body=ANSWER, headers=[
+                ("Content-Type", "application/sdp"), ("Session-Expires", "90;refresher=uac")]))
+            [ack] = written(self.transport)
+            self.assertEqual(ack.method, "ACK")
+            self.clock.advance(45)
+            self.assertEqual([m.method for m in written(self.transport)], ["INVITE"])
+            self.assertIs(dialog.state, DialogState.CONFIRMED)
+            self.assertEqual(self.hangups, 0)
+            dialog.bye()
+            written(self.transport)
+
+    def test_refresh_answered_491_retried_after_the_glare_delay(self) -> None:
+        """RFC 3261 §14.1: a refresh answered 491 is sent again (a new CSeq) after the
+        random delay, 2.1-4 s for the Call-ID's owner; nothing is sent before 2.1 s."""
+        dialog, _, invite = self.dial()
+        self.answer(invite, [("Session-Expires", "90;refresher=uac"),
+                             ("Allow", "INVITE, ACK, BYE, UPDATE")])
+        self.clock.advance(45)
+        [update] = written(self.transport)
+        self.alice.dataReceived(respond_to(update, 491, to_tag=None))
+        self.clock.advance(2.09)
+        self.assertEqual(written(self.transport), [])
+        self.clock.advance(1.91)
+        [retry] = written(self.transport)
+        self.assertEqual((retry.method, retry.cseq[0]), ("UPDATE", update.cseq[0] + 1))
+        self.assertIs(dialog.state, DialogState.CONFIRMED)
+
     def test_hangup_cancels_the_session_timer(self) -> None:
         """A call that ended leaves no session-timer timer behind."""
         dialog, _, invite = self.dial()

@@ -398,6 +398,14 @@ class Dialog(TransferMixin):
         self._session_refresh_timer: IDelayedCall | None = None
         self._session_expiry_timer: IDelayedCall | None = None
         self._timer_refresh_due = False
+        #: The peer answered our UPDATE refresh 405/501: refresh by re-INVITE from now on.
+        self._update_unusable = False
+        #: RFC 3311 §5.1: the INVITE's offer/answer completed in a reliable 18x (outbound:
+        #: its answer came in one), and an UPDATE changed the media before the 2xx.
+        self._early_answer_reliable = False
+        self._early_updated = False
+        #: RFC 3960: session_progress() was given the session to run before the 2xx.
+        self._early_session = False
         #: More headers of our INVITE (a transfer's Replaces and Referred-By, RFC 3891 §4).
         self._extra_invite_headers: list[tuple[str, str]] = []
 
@@ -516,7 +524,7 @@ class Dialog(TransferMixin):
             return
         self._send_provisional(self._response(180, headers=self._dialog_headers()))
 
-    def session_progress(self) -> None:
+    def session_progress(self, session_class: type | None = None, **session_kwargs: Any) -> None:
         """Send 183 Session Progress with our SDP for the pending INVITE (RFC 3960, RFC 3262).
 
         With reliable provisionals (the INVITE requires ``100rel``, or supports it and
@@ -524,11 +532,20 @@ class Dialog(TransferMixin):
         our offer when it had none (its answer then comes in the PRACK, RFC 3262 §5), and
         :meth:`answer` sends its 200 only once that 183 is acknowledged (§3).  Unreliably
         it carries our answer, or no SDP when the INVITE had no offer.  Either way the
-        media is agreed here and :meth:`answer` keeps it; our session (and our RTP) starts
-        at the ACK as for any call.  Once per call; ignored once answered.
+        media is agreed here and :meth:`answer` keeps it.  Without *session_class* our
+        session (and our RTP) starts at the ACK as for any call.  With it, our early media
+        (RFC 3960 §3): ``session_class(dialog=self, **session_kwargs)`` starts as soon as
+        the 183 carries our answer (or, when it carries our offer, once the PRACK brings
+        the answer), so an announcement is heard before the call is answered; that
+        session then runs on for the whole call and :meth:`answer`'s session class is not
+        used.  Once per call; ignored once answered.
         """
         if not self._pending_invite or self._answering or self._progressing:
             return
+        if session_class is not None:
+            self._session_class = session_class
+            self._session_kwargs = dict(session_kwargs)
+            self._early_session = True
         invite = self.invite_request
         assert invite is not None
         reliable = wants_reliable(invite, self.reliable_when_supported)
@@ -556,6 +573,8 @@ class Dialog(TransferMixin):
             headers=[*self._dialog_headers(), ("Content-Type", "application/sdp")],
             body=media.local_sdp,
         ))
+        if not self._offer_in_provisional:
+            self._start_early_session()
         if self._answering:
             self._send_ok(media)
 
@@ -618,12 +637,26 @@ class Dialog(TransferMixin):
                 self.reject(SIPStatus.NOT_ACCEPTABLE_HERE)
                 return
             self._late_offer = False
+            self._start_early_session()
         # the 18x is acknowledged either way; only a new offer in the PRACK is refused
         transaction.respond(Response.from_request(request, 488 if new_offer else 200))
         waiting = self._ok_waiting
         if waiting is not None and reliable is not None and not reliable.sdp_unacknowledged:
             self._ok_waiting = None
             self._send_ok(waiting)
+
+    def _start_early_session(self) -> None:
+        """Our early media (RFC 3960 §3): the session given to :meth:`session_progress`
+        starts now that the 183's offer/answer is agreed; it failing rejects the call 500."""
+        if not self._early_session or self.session is not None or not self._pending_invite:
+            return
+        assert self._session_class is not None
+        try:
+            self.session = self._session_class(dialog=self, **self._session_kwargs)
+            self.media.start(self.session)
+        except Exception:
+            log.failure("call {call_id}: early session failed to start", call_id=self.call_id)
+            self.reject(SIPStatus.SERVER_INTERNAL_ERROR)
 
     def _new_media(self, offer: bytes | None, secure: bool | None = None) -> Deferred[Any]:
         """Set up this call's media through the CallMedia contract; fires with the media.
@@ -670,8 +703,10 @@ class Dialog(TransferMixin):
         assert self.invite_request is not None
         self._answering = True
         self.session_timer = self._new_session_timer()
-        self._session_class = session_class
-        self._session_kwargs = dict(session_kwargs)
+        if self.session is None:
+            # (an early session of session_progress() runs on instead)
+            self._session_class = session_class
+            self._session_kwargs = dict(session_kwargs)
         if self._progressing:
             return  # _send_progress sends the 200 after its 183
         if self.media is not None:
@@ -729,6 +764,9 @@ class Dialog(TransferMixin):
             self._ok_waiting = media
             return
         self._cancel_expiry()
+        # RFC 3261 §13.2.1: once an early UPDATE moved the session on, the 2xx repeats no
+        # (now stale) answer and makes no new offer: it carries no SDP.
+        sdp = [] if self._early_updated else [("Content-Type", "application/sdp")]
         ok = self._response(
             200,
             headers=[
@@ -736,9 +774,9 @@ class Dialog(TransferMixin):
                 ("Allow", sip.allow_header),
                 ("Supported", _SUPPORTED),
                 *self.session_timer.answer(self.invite_request),
-                ("Content-Type", "application/sdp"),
+                *sdp,
             ],
-            body=media.local_sdp,
+            body=b"" if self._early_updated else media.local_sdp,
         )
         self.state = DialogState.CONFIRMED
         self.invite_transaction.respond(ok)
@@ -839,7 +877,8 @@ class Dialog(TransferMixin):
         if self._bye_after_ack:
             self._send_bye()
             return
-        if self._start_session() is None and self.replacing is not None:
+        started = self.session is not None or self._start_session() is None
+        if started and self.replacing is not None:
             self._replaced()
 
     def _start_session(self) -> Failure | None:
@@ -1000,7 +1039,30 @@ class Dialog(TransferMixin):
             return True
         if self._ok is not None and (self._reoffered if self._ok_reinvite else self._late_offer):
             return True
-        return not self.inbound and self.state is DialogState.EARLY
+        if self.inbound:
+            # our offer in a reliable 18x whose PRACK (with the answer) has not come
+            return self._pending_invite and self._offer_in_provisional
+        return self.state is DialogState.EARLY and not self._early_answer_reliable
+
+    @property
+    def _early_offer_answer_complete(self) -> bool:
+        """RFC 3311 §5.1: the INVITE's offer/answer completed before its 2xx, so an UPDATE
+        may carry a new offer in the early dialog.  Inbound: our 18x with SDP went reliably
+        and is PRACKed (with the answer, when it carried our offer); outbound: the answer
+        came in a reliable 18x (RFC 3262 §5)."""
+        if self.media is None:
+            return False
+        if not self.inbound:
+            return self.state is DialogState.EARLY and self._early_answer_reliable
+        reliable = self._reliable
+        return (
+            self._pending_invite
+            and reliable is not None
+            and reliable.sdp_sent
+            and not reliable.sdp_unacknowledged
+            and not self._offer_in_provisional
+            and not self._progressing
+        )
 
     def _update_received(self, request: Request, transaction: ServerTransaction) -> None:
         """An UPDATE in this dialog (RFC 3311 §5.2): a target refresh, with or without an offer.
@@ -1011,9 +1073,11 @@ class Dialog(TransferMixin):
         the answer goes in the 200; a refusal (488) leaves the call as it was.  §5.2:
         491 when an offer of ours is outstanding (glare; the peer retries after the
         §14.1 delay), 500 with a Retry-After of 0-10 s when an offer of the peer's is
-        not answered yet.  We take no offer in an early dialog (even after a reliable
-        18x completed an offer/answer, RFC 3262): an UPDATE offer before the 2xx gets 500
-        with Retry-After (an inbound call) or 491 (our outbound call).
+        not answered yet.  In an early dialog (§5.1) an offer is taken once the INVITE's
+        offer/answer is complete (a reliable 18x with SDP and its PRACK, RFC 3262), both
+        as UAS and UAC: answered in the 200 and applied; the 2xx to the INVITE then
+        carries no SDP.  Before that an UPDATE offer gets 500 with Retry-After (an
+        inbound call) or 491 (our outbound call, whose offer is unanswered).
         """
         if self._bye_sent or self.state is DialogState.TERMINATED:
             transaction.respond(Response.from_request(request, 481))
@@ -1035,11 +1099,12 @@ class Dialog(TransferMixin):
         if self._our_offer_outstanding:
             transaction.respond(Response.from_request(request, 491))
             return
+        early = self._early_offer_answer_complete
         if (
-            self._pending_invite
+            (self._pending_invite and not early)
             or self._reinvite_tx is not None
             or self._update_tx is not None
-            or self.state is not DialogState.CONFIRMED
+            or (self.state is not DialogState.CONFIRMED and not early)
         ):
             transaction.respond(
                 Response.from_request(
@@ -1051,6 +1116,8 @@ class Dialog(TransferMixin):
             transaction.respond(Response.from_request(request, 481))
             return
         self._update_tx = transaction
+        # the 2xx to the INVITE, even one sent while this is answered, carries no SDP
+        self._early_updated = self._early_updated or early
         before = getattr(self.media, "negotiated", None)
         deferred = maybeDeferred(self.media.reanswer, request.body)
         self._update_deferred = deferred
@@ -1443,6 +1510,7 @@ class Dialog(TransferMixin):
                      code=response.status_code, exc=exc)
             return
         self._early_sdp = response.body
+        self._early_answer_reliable = requires_reliable(response)
         log.info("call {call_id}: early media from {code}", call_id=self.call_id,
                  code=response.status_code)
         try:
@@ -1574,6 +1642,7 @@ class Dialog(TransferMixin):
         if self._early_sdp is not None:
             # the redirecting party's early media is not this target's
             self._early_sdp = None
+            self._early_answer_reliable = False
             self.session = None
             self._stop_media()
             self._new_media(None).addCallbacks(
@@ -1659,7 +1728,7 @@ class Dialog(TransferMixin):
         try:
             if not early:
                 self.media.accept_answer(response.body)
-            elif response.body and response.body != self._early_sdp:
+            elif response.body and response.body != self._early_sdp and not self._early_updated:
                 # §13.2.1: the 2xx carries the answer; a different one updates the media.
                 before = getattr(self.media, "negotiated", None)
                 self.media.accept_answer(response.body)
@@ -2038,9 +2107,11 @@ class Dialog(TransferMixin):
         version, RFC 3264 §8).  A 2xx makes the call reachable again, so its orphan timer
         goes; 481 or 408 (a timeout too) ends the call with BYE (§12.2.1.2); 491 is
         retried after the §14.1 random delay, as is a refresh that would cross an INVITE
-        transaction in progress either way; any other refusal leaves the call as it is
-        (§14.1), logged.  Only confirmed calls are refreshed: an early dialog ends with its
-        flow (its INVITE transaction cannot outlive the connection, and without 100rel
+        transaction in progress either way; an UPDATE answered 405 or 501 is sent again
+        as a re-INVITE (and refreshes are re-INVITEs from then on); any other refusal
+        leaves the call as it is (§14.1), logged.  Only confirmed calls are refreshed: an
+        early dialog ends with its flow (its INVITE transaction cannot outlive the
+        connection, and without 100rel
         there is no UPDATE before the answer).
         """
         if self.state is not DialogState.CONFIRMED or self._bye_sent or self.sip is None:
@@ -2065,7 +2136,8 @@ class Dialog(TransferMixin):
             # §14.1: no INVITE while another INVITE transaction is in progress either way.
             self._retry_refresh()
             return
-        method = "UPDATE" if "UPDATE" in self.remote_allow else "INVITE"
+        usable = "UPDATE" in self.remote_allow and not self._update_unusable
+        method = "UPDATE" if usable else "INVITE"
         base = self._in_dialog_request(method)
         routes = base.headers.getlist("Route")
         uris = [base.uri, _uri_of(routes[0]) if routes else None]
@@ -2123,6 +2195,15 @@ class Dialog(TransferMixin):
             self._retry_refresh()
         elif code in (408, 481):
             self._refresh_ends_call(f"{code} {response.phrase}")
+        elif (
+            code in (405, 501)
+            and request.method == "UPDATE"
+            and self.state is DialogState.CONFIRMED
+        ):
+            # RFC 4028 §9: a refresh is a re-INVITE or an UPDATE; this peer lists UPDATE
+            # but does not take it, so the same refresh goes as a re-INVITE.
+            self._update_unusable = True
+            self._send_refresh()
         elif (
             code == 422
             and self.state is DialogState.CONFIRMED

@@ -124,6 +124,8 @@ class ReliableProvisionals:
         self._interval = t1
         self._retransmit_timer: IDelayedCall | None = None
         self._deadline: IDelayedCall | None = None
+        #: Whether a reliable 18x with a body (SDP) has been sent.
+        self.sdp_sent = False
 
     @property
     def sdp_unacknowledged(self) -> bool:
@@ -151,6 +153,7 @@ class ReliableProvisionals:
         response.headers["RSeq"] = str(self.next_rseq)
         self.next_rseq += 1
         self.pending = response
+        self.sdp_sent = self.sdp_sent or bool(response.body)
         if not self._transmit(response):
             self.stop()
             return
