@@ -308,6 +308,22 @@ class RealtimeTransportProtocol(DatagramProtocol):
     is negotiated, :meth:`start` with the session, :meth:`stop` at the end.
     """
 
+    #: Slots, not a dict: ~60 attributes per call overflow CPython's shared-key instance
+    #: dicts (a 2.5 KB table per call, issue 16).  Twisted's ``transport`` and
+    #: ``numPorts`` are set per instance too.
+    __slots__ = (
+        "_carry", "_concealer", "_decode_table", "_decoder", "_dtmf_receiver", "_dtmf_sender",
+        "_dtmf_start", "_dtmf_ticks", "_encode_table", "_encoder", "_failed", "_frame",
+        "_jitter", "_last_frames", "_pending_frames", "_rates", "_receiving", "_remote_fmtp",
+        "_remote_is_ip", "_rtcp_latched", "_running", "_rx_resampler", "_rx_stats", "_sendto",
+        "_sendto_transport", "_sequence", "_stopped", "_talking", "_tick", "_ts_base",
+        "_ts_step", "_tx", "_tx_resampler", "_tx_slices", "clock", "cname", "codec",
+        "deliver_dtmf_events", "direction", "frames_per_packet", "last_activity", "latch",
+        "local_port", "multiplexer", "numPorts", "pacer", "payload_type", "ports", "remote",
+        "rtcp_mux", "rtcp_remote", "session", "session_rate", "srtp", "ssrc", "stats",
+        "stop_reason", "stun", "telephone_event_pt", "transport",
+    )
+
     log = Logger()
     noisy = False  # one per call: "Starting/Stopping protocol" would drown the call's lines
 
@@ -322,6 +338,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
 
         _LOST = Lost
         _load_numpy()
+        self.transport: Any = None
+        self.numPorts = 0
         if pacer is None:
             from voiptwisted.media.pacer import default_pacer
 
