@@ -315,9 +315,9 @@ class RealtimeTransportProtocol(DatagramProtocol):
         "_carry", "_concealer", "_decode_table", "_decoder", "_dtmf_receiver", "_dtmf_sender",
         "_dtmf_start", "_dtmf_ticks", "_encode_table", "_encoder", "_failed", "_frame",
         "_jitter", "_last_frames", "_pending_frames", "_rates", "_receiving", "_remote_fmtp",
-        "_remote_is_ip", "_rtcp_latched", "_running", "_rx_resampler", "_rx_stats", "_sendto",
-        "_sendto_transport", "_sequence", "_stopped", "_talking", "_tick", "_ts_base",
-        "_ts_step", "_tx", "_tx_resampler", "_tx_slices", "clock", "cname", "codec",
+        "_remote_is_ip", "_rtcp_latched", "_running", "_rx_resampler", "_rx_stats", "_sending",
+        "_sendto", "_sendto_transport", "_sequence", "_stopped", "_talking", "_tick",
+        "_ts_base", "_ts_step", "_tx", "_tx_resampler", "_tx_slices", "clock", "cname", "codec",
         "deliver_dtmf_events", "direction", "frames_per_packet", "last_activity", "latch",
         "local_port", "multiplexer", "numPorts", "pacer", "payload_type", "ports", "remote",
         "rtcp_mux", "rtcp_remote", "session", "session_rate", "srtp", "ssrc", "stats",
@@ -386,6 +386,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._encode_table: np.ndarray | None = None
         self._decode_table: np.ndarray | None = None
         self._receiving = True
+        self._sending = True
         self._sendto: Any = None
         self._sendto_transport: Any = None
         self._remote_is_ip = True
@@ -485,6 +486,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._encode_table = getattr(self._encoder, "encode_table", None)
         self._decode_table = getattr(self._decoder, "decode_table", None)
         self._receiving = direction in _RECEIVING
+        self._sending = direction in _SENDING
         self._remote_is_ip = remote is None or _is_ip(remote[0])
         if self._rx_stats is not None:
             self._rx_stats.clock_rate = codec.clock_rate
@@ -614,8 +616,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
             return
         if ticks == 1:
             self._one_tick()
-            self._tick += 1
-            if self._tick % RTCP_TICKS == 0:
+            tick = self._tick = self._tick + 1
+            if not tick % RTCP_TICKS:
                 self._send_rtcp()
             return
         if ticks > MAX_CATCH_UP:
@@ -673,7 +675,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if (
             table is not None
             and isinstance(samples, np.ndarray)
-            and samples.dtype == _INT16
+            and (samples.dtype is _INT16 or samples.dtype == _INT16)
             and samples.ndim == 1
             and 0 < len(samples) <= _MAX_TX_PAYLOAD
         ):
@@ -703,14 +705,16 @@ class RealtimeTransportProtocol(DatagramProtocol):
         beyond what the socket call needs): header packed in place, payload coded in place.
         With SRTP the built packet is protected as it is (one copy: pylibsrtp takes bytes)."""
         remote = self.remote
-        if remote is None or self.direction not in _SENDING or not self.ports:
+        if remote is None or not self._sending or not self.ports:
             return
         size = len(samples)
         slices = self._tx_slices.get(size)
         if slices is None:
             slices = self._tx_slices[size] = self._tx_slice(size)
         out, packet = slices
-        table.take(samples.view(np.uint16), out=out)
+        # Indexed by the int16 sample itself: "wrap" maps -32768..-1 to 32768..65535, the
+        # table's uint16 bit-pattern order, and (unlike "raise") writes *out* unbuffered.
+        table.take(samples, out=out, mode="wrap")
         seq = self._sequence = (self._sequence + 1) & 0xFFFF
         tx = self._tx
         _HEADER.pack_into(
@@ -765,7 +769,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         return True
 
     def _send(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> None:
-        if self.direction not in _SENDING or self.remote is None or not self.ports:
+        if not self._sending or self.remote is None or not self.ports:
             return
         seq = self._sequence = (self._sequence + 1) & 0xFFFF
         packet = _HEADER.pack(
