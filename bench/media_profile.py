@@ -20,6 +20,7 @@ import cProfile
 import io
 import os
 import pstats
+import statistics
 import struct
 import subprocess
 import sys
@@ -186,6 +187,7 @@ def main() -> None:
     if args.compare:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         child = [a for a in sys.argv[1:] if a != "--compare" and a != args.compare]
+        figures: dict[str, list[float]] = {"base": [], "new": []}
         for _ in range(args.repeat):
             for label, root in (("base", os.path.abspath(args.compare)), ("new", here)):
                 env = dict(os.environ, PYTHONPATH=root)
@@ -194,6 +196,11 @@ def main() -> None:
                     env=env, capture_output=True, text=True, timeout=900, check=True,
                 ).stdout
                 print(f"[{label}] {out.strip()}")
+                figures[label].extend(
+                    float(word.split("=")[1]) for word in out.split() if word.startswith("us/")
+                )
+        base, new = statistics.median(figures["base"]), statistics.median(figures["new"])
+        print(f"median us/packet: base {base:.2f}, new {new:.2f}, new/base {new / base:.2f}")
         return
     for _ in range(args.repeat):
         result = measure(args.calls, args.packets, args.srtp, args.profile)
