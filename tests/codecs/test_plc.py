@@ -65,6 +65,25 @@ class RepeatFadeTests(SynchronousTestCase):
         self.assertTrue(np.all(np.abs(concealed[:80] - 100) <= 1))
         self.assertTrue(np.all(np.abs(concealed[80:] - 200) <= 1))
 
+    def test_short_packet_after_a_whole_frame_leaves_that_frame_alone(self) -> None:
+        """A whole frame is kept by reference (no copy per packet): shorter packets after
+        it must build a new array, not shift samples inside the caller's frame."""
+        plc = RepeatFadeConcealer(160, fade_db_per_frame=0.0001)
+        whole = np.full(160, 100, np.int16)
+        plc.good(whole)
+        plc.good(np.full(80, 200, np.int16))
+        np.testing.assert_array_equal(whole, np.full(160, 100, np.int16))
+        concealed = plc.conceal()
+        self.assertTrue(np.all(np.abs(concealed[:80] - 100) <= 1))
+        self.assertTrue(np.all(np.abs(concealed[80:] - 200) <= 1))
+
+    def test_short_packet_first_is_preceded_by_silence(self) -> None:
+        plc = RepeatFadeConcealer(160, fade_db_per_frame=0.0001)
+        plc.good(np.full(40, 300, np.int16))
+        concealed = plc.conceal()
+        np.testing.assert_array_equal(concealed[:120], np.zeros(120, np.int16))
+        self.assertTrue(np.all(np.abs(concealed[120:] - 300) <= 1))
+
     def test_long_packets_keep_their_tail(self) -> None:
         plc = RepeatFadeConcealer(160, fade_db_per_frame=0.0001)
         plc.good(np.concatenate([np.full(160, 7, np.int16), np.full(160, 300, np.int16)]))

@@ -177,3 +177,35 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual([p.ssrc for p in out], [2])
         self.assertEqual(buffer._ssrc, 2)
 
+
+
+class InOrderTests(SynchronousTestCase):
+    """``in_order`` is push()'s fast path for a receiver that has no packet object yet."""
+
+    def test_next_packet_counts_as_played(self) -> None:
+        buffer = JitterBuffer()
+        feed(buffer, [10])
+        self.assertTrue(buffer.in_order(11, 1))
+        self.assertEqual(buffer.played, 2)
+        # ... and the stream goes on from there, as if push() had played it.
+        self.assertEqual([p.sequence for p in buffer.push(pkt(12))], [12])
+
+    def test_anything_else_changes_nothing(self) -> None:
+        """Another SSRC, a gap, a buffered packet or no stream yet: False, state untouched,
+        so the caller's push() applies the RFC 3550 §A.1 rules as before."""
+        fresh = JitterBuffer()
+        self.assertFalse(fresh.in_order(0, 1))
+        buffer = JitterBuffer()
+        feed(buffer, [10])
+        for seq, ssrc in ((11, 2), (13, 1), (10, 1)):
+            self.assertFalse(buffer.in_order(seq, ssrc))
+        self.assertEqual((buffer.played, buffer._next), (1, 11))
+        buffer.push(pkt(13))
+        self.assertFalse(buffer.in_order(11, 1))
+        self.assertEqual([p.sequence for p in buffer.push(pkt(11))], [11])
+
+    def test_wraps_at_16_bits(self) -> None:
+        buffer = JitterBuffer()
+        feed(buffer, [0xFFFF])
+        self.assertTrue(buffer.in_order(0, 1))
+        self.assertTrue(buffer.in_order(1, 1))

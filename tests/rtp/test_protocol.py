@@ -262,6 +262,66 @@ class SendTests(unittest.SynchronousTestCase):
         self.assertEqual(proto.stats.packets_received, 0)
 
 
+class FootprintTests(unittest.SynchronousTestCase):
+    """Memory and work per call (issue 16): what a running call holds and builds."""
+
+    def test_call_state_lives_in_slots(self) -> None:
+        """Every attribute of a running call is a slot: an attribute added without its slot
+        brings back the per-call instance dict (2.5 KB once past CPython's shared keys)."""
+        proto, clock, _, _, session = make()
+        for seq in range(1, 4):
+            proto.datagramReceived(audio_packet(seq), SDP_PEER)
+        proto.datagramReceived(audio_packet(6), SDP_PEER)
+        session.send_audio(frames(2))
+        proto.send_dtmf("1")
+        clock.advance(0.02 * (RTCP_TICKS + 20))
+        proto.datagramReceived(audio_packet(7), SDP_PEER)
+        proto.refresh_stats()
+        proto.stop()
+        self.assertEqual(vars(proto), {})
+
+    def test_send_buffer_holds_one_packet(self) -> None:
+        """The reusable send buffer is sized by the packets sent (20 ms: 12 + 160 bytes),
+        not for the largest ptime, and grows when a longer packet is sent."""
+        proto, clock, rtp, _, session = make()
+        session.send_audio(frames(1))
+        clock.advance(0.02)
+        self.assertEqual(len(proto._tx), 172)
+        proto.configure(remote=SDP_PEER, codec=CODECS["PCMA"], payload_type=8, ptime=40)
+        session.send_audio(frames(2, start=1))
+        clock.advance(0.04)
+        self.assertEqual(len(proto._tx), 332)
+        packets = [RTPPacket.parse(d) for d, _ in rtp.sent]
+        self.assertEqual([len(p.payload) for p in packets], [160, 320])
+        np.testing.assert_allclose(alaw_decode(packets[1].payload), frames(2, start=1), atol=20)
+
+    def test_in_order_packet_builds_no_packet_object(self) -> None:
+        """The usual packet (next in sequence, nothing buffered) is decoded in place: no
+        RTPPacket per packet; the stream's first and reordered ones still go through the
+        jitter buffer (RFC 3550 §A.1 checks)."""
+        import voiptwisted.rtp.protocol as module
+
+        proto, _, _, _, session = make()
+        built = []
+        real = module.RTPPacket
+
+        def counting(*args: Any, **kwargs: Any) -> RTPPacket:
+            built.append(args)
+            return real(*args, **kwargs)
+
+        self.patch(module, "RTPPacket", counting)
+        for seq, value in ((1, 1000), (2, 2000), (3, 3000)):
+            proto.datagramReceived(audio_packet(seq, value), SDP_PEER)
+        self.assertEqual([args[1] for args in built], [1])
+        proto.datagramReceived(audio_packet(5, 5000), SDP_PEER)
+        proto.datagramReceived(audio_packet(4, 4000), SDP_PEER)
+        self.assertEqual([args[1] for args in built], [1, 5, 4])
+        levels = [int(np.median(frame)) for frame in session.audio]
+        self.assertEqual(len(levels), 5)
+        for level, value in zip(levels, (1000, 2000, 3000, 4000, 5000), strict=True):
+            self.assertLess(abs(level - value), value // 20)
+
+
 class ReceiveTests(unittest.SynchronousTestCase):
     def test_latching(self) -> None:
         """RFC 4961 §4: send to the SDP address until the peer's packets arrive from another

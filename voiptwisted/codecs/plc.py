@@ -6,6 +6,10 @@ a row, the gain ramped sample by sample so no step is heard; after ``max_frames`
 like a buzz rather than speech.  A good frame resets the fade.  This is the shape of the
 simple concealment of ITU-T G.711 Appendix I without its pitch search: cheap, pure numpy, no
 state but the last frame.
+
+A whole received frame is kept by reference, not copied (it runs for every packet of every
+call, issue 16): the decoded array is the stream's own, fresh for each packet.  The fade ramp
+is shared by every concealer of one frame size, read-only.
 """
 
 from __future__ import annotations
@@ -15,9 +19,23 @@ import numpy.typing as npt
 
 __all__ = ["RepeatFadeConcealer"]
 
+#: Read-only gain ramps (1/n ... 1) by frame size, shared by all calls of that size.
+_RAMPS: dict[int, npt.NDArray[np.float64]] = {}
+
+
+def _ramp(frame_samples: int) -> npt.NDArray[np.float64]:
+    ramp = _RAMPS.get(frame_samples)
+    if ramp is None:
+        ramp = np.arange(1, frame_samples + 1, dtype=np.float64) / frame_samples
+        ramp.setflags(write=False)
+        ramp = _RAMPS.setdefault(frame_samples, ramp)
+    return ramp
+
 
 class RepeatFadeConcealer:
     """Concealment state of one receive direction of one call."""
+
+    __slots__ = ("_last", "_lost", "_ramp", "_step", "frame_samples", "max_frames")
 
     def __init__(
         self, frame_samples: int, *, fade_db_per_frame: float = 6.0, max_frames: int = 3
@@ -27,8 +45,9 @@ class RepeatFadeConcealer:
         self.frame_samples = frame_samples
         self.max_frames = max_frames
         self._step = 10.0 ** (-fade_db_per_frame / 20.0)
-        self._ramp = np.arange(1, frame_samples + 1, dtype=np.float64) / frame_samples
-        self._last = np.zeros(frame_samples, dtype=np.int16)
+        self._ramp = _ramp(frame_samples)
+        #: The last frame_samples samples received (None before any: silence).
+        self._last: npt.NDArray[np.int16] | None = None
         self._lost = 0
 
     def good(self, frame: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
@@ -38,11 +57,15 @@ class RepeatFadeConcealer:
         sending shorter or longer packets is concealed with its most recent audio too.
         """
         size = self.frame_samples
+        self._lost = 0
+        if len(frame) == size:
+            self._last = frame
+            return frame
         count = min(len(frame), size)
         if count:
-            self._last[: size - count] = self._last[count:]
-            self._last[size - count :] = frame[len(frame) - count :]
-        self._lost = 0
+            last = np.zeros(size, np.int16) if self._last is None else self._last
+            # A new array: the previous one may be a received frame kept by reference.
+            self._last = np.concatenate((last[count:], frame[len(frame) - count :]))
         return frame
 
     def conceal(self) -> npt.NDArray[np.int16]:
@@ -52,7 +75,7 @@ class RepeatFadeConcealer:
         silence.
         """
         self._lost += 1
-        if self._lost > self.max_frames:
+        if self._lost > self.max_frames or self._last is None:
             return np.zeros(self.frame_samples, dtype=np.int16)
         start = self._step ** (self._lost - 1)
         end = self._step**self._lost if self._lost < self.max_frames else 0.0

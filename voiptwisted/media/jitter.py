@@ -90,13 +90,22 @@ class JitterBuffer:
         source with nothing buffered: it is played at once.  Every other packet
         takes :meth:`_push_general`; both give the same outputs and counters.
         """
-        seq = packet.sequence & 0xFFFF
-        if seq == self._next and not self._buffer and packet.ssrc == self._ssrc and self._started:
-            self._next = (seq + 1) & 0xFFFF
-            self._bad_seq = None
-            self.played += 1
+        if self.in_order(packet.sequence & 0xFFFF, packet.ssrc):
             return [packet]
         return self._push_general(packet)
+
+    def in_order(self, sequence: int, ssrc: int) -> bool:
+        """:meth:`push`'s fast path without a packet object: True when *sequence* (16
+        bits) is the next expected of the current source *ssrc* with nothing buffered,
+        and it is then counted as played (the caller plays it at once, as ``push`` would
+        have returned it alone).  False changes nothing: the caller pushes the packet.
+        Lets the receive path skip building a packet object for the usual packet."""
+        if sequence == self._next and not self._buffer and ssrc == self._ssrc and self._started:
+            self._next = (sequence + 1) & 0xFFFF
+            self._bad_seq = None
+            self.played += 1
+            return True
+        return False
 
     def _push_general(self, packet: _Packet) -> list[_Packet | Lost]:
         """RFC 3550 §A.1 sequence checks, duplicate/late drops, reordering and release."""

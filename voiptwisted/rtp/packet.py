@@ -482,6 +482,13 @@ class RTPStats:
     MAX_DROPOUT = 3000
     MAX_MISORDER = 100
 
+    # One per received source of every call: slots keep it small (issue 16).
+    __slots__ = (
+        "_bad_seq", "_expected_prior", "_initialised", "_last_sr", "_last_sr_arrival",
+        "_received_prior", "_transit", "base_seq", "clock_rate", "cycles", "jitter",
+        "max_seq", "received", "ssrc",
+    )
+
     def __init__(self, ssrc: int, clock_rate: int = 8000) -> None:
         self.ssrc = ssrc
         self.clock_rate = clock_rate

@@ -308,6 +308,22 @@ class RealtimeTransportProtocol(DatagramProtocol):
     is negotiated, :meth:`start` with the session, :meth:`stop` at the end.
     """
 
+    #: Slots, not a dict: ~60 attributes per call overflow CPython's shared-key instance
+    #: dicts (a 2.5 KB table per call, issue 16).  Twisted's ``transport`` and
+    #: ``numPorts`` are set per instance too.
+    __slots__ = (
+        "_carry", "_concealer", "_decode_table", "_decoder", "_dtmf_receiver", "_dtmf_sender",
+        "_dtmf_start", "_dtmf_ticks", "_encode_table", "_encoder", "_failed", "_frame",
+        "_jitter", "_last_frames", "_pending_frames", "_rates", "_receiving", "_remote_fmtp",
+        "_remote_is_ip", "_rtcp_latched", "_running", "_rx_resampler", "_rx_stats", "_sending",
+        "_sendto", "_sendto_transport", "_sequence", "_stopped", "_talking", "_tick",
+        "_ts_base", "_ts_step", "_tx", "_tx_resampler", "_tx_slices", "clock", "cname", "codec",
+        "deliver_dtmf_events", "direction", "frames_per_packet", "last_activity", "latch",
+        "local_port", "multiplexer", "numPorts", "pacer", "payload_type", "ports", "remote",
+        "rtcp_mux", "rtcp_remote", "session", "session_rate", "srtp", "ssrc", "stats",
+        "stop_reason", "stun", "telephone_event_pt", "transport",
+    )
+
     log = Logger()
     noisy = False  # one per call: "Starting/Stopping protocol" would drown the call's lines
 
@@ -322,6 +338,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
 
         _LOST = Lost
         _load_numpy()
+        self.transport: Any = None
+        self.numPorts = 0
         if pacer is None:
             from voiptwisted.media.pacer import default_pacer
 
@@ -363,17 +381,17 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._talking = False
         self._pending_frames: list[np.ndarray] = []
         # Send buffer reused for every packet: header packed in place, G.711 coded in place.
-        self._tx = bytearray(12 + _MAX_TX_PAYLOAD)
-        self._tx_view = memoryview(self._tx)
-        self._tx_array = np.frombuffer(self._tx, np.uint8)
+        self._tx: bytearray | None = None
         self._tx_slices: dict[int, tuple[np.ndarray, memoryview]] = {}
         self._encode_table: np.ndarray | None = None
         self._decode_table: np.ndarray | None = None
         self._receiving = True
+        self._sending = True
         self._sendto: Any = None
         self._sendto_transport: Any = None
         self._remote_is_ip = True
-        self._carry = np.empty(0, np.int16)
+        #: Received samples short of a whole frame, waiting for the next packet (or None).
+        self._carry: np.ndarray | None = None
         self._dtmf_sender = DTMFSender()
         self._dtmf_ticks: list[Any] = []
         self._dtmf_start = 0
@@ -468,6 +486,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._encode_table = getattr(self._encoder, "encode_table", None)
         self._decode_table = getattr(self._decoder, "decode_table", None)
         self._receiving = direction in _RECEIVING
+        self._sending = direction in _SENDING
         self._remote_is_ip = remote is None or _is_ip(remote[0])
         if self._rx_stats is not None:
             self._rx_stats.clock_rate = codec.clock_rate
@@ -482,7 +501,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         self._ts_step = max(1, clock_rate // 50)
         self._dtmf_sender = DTMFSender(clock_rate=clock_rate)
         self._jitter.set_clock_rate(clock_rate)
-        self._carry = np.empty(0, np.int16)
+        self._carry = None
         self._pending_frames = []
         self._last_frames = 1
         # Opus conceals with libopus itself (and FEC); the others repeat and fade.
@@ -597,8 +616,8 @@ class RealtimeTransportProtocol(DatagramProtocol):
             return
         if ticks == 1:
             self._one_tick()
-            self._tick += 1
-            if self._tick % RTCP_TICKS == 0:
+            tick = self._tick = self._tick + 1
+            if not tick % RTCP_TICKS:
                 self._send_rtcp()
             return
         if ticks > MAX_CATCH_UP:
@@ -656,7 +675,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         if (
             table is not None
             and isinstance(samples, np.ndarray)
-            and samples.dtype == _INT16
+            and (samples.dtype is _INT16 or samples.dtype == _INT16)
             and samples.ndim == 1
             and 0 < len(samples) <= _MAX_TX_PAYLOAD
         ):
@@ -685,28 +704,50 @@ class RealtimeTransportProtocol(DatagramProtocol):
         """Send one audio packet built in the reusable buffer (no per-packet allocation
         beyond what the socket call needs): header packed in place, payload coded in place.
         With SRTP the built packet is protected as it is (one copy: pylibsrtp takes bytes)."""
-        if self.direction not in _SENDING or self.remote is None or not self.ports:
+        remote = self.remote
+        if remote is None or not self._sending or not self.ports:
             return
         size = len(samples)
         slices = self._tx_slices.get(size)
         if slices is None:
-            slices = self._tx_slices[size] = (self._tx_array[12 : 12 + size],
-                                              self._tx_view[: 12 + size])
+            slices = self._tx_slices[size] = self._tx_slice(size)
         out, packet = slices
-        table.take(samples.view(np.uint16), out=out)
+        # Indexed by the int16 sample itself: "wrap" maps -32768..-1 to 32768..65535, the
+        # table's uint16 bit-pattern order, and (unlike "raise") writes *out* unbuffered.
+        table.take(samples, out=out, mode="wrap")
         seq = self._sequence = (self._sequence + 1) & 0xFFFF
+        tx = self._tx
         _HEADER.pack_into(
-            self._tx, 0, 0x80, self.payload_type | (0x80 if marker else 0), seq,
+            tx, 0, 0x80, self.payload_type | (0x80 if marker else 0), seq,
             timestamp & 0xFFFFFFFF, self.ssrc,
         )
         srtp = self.srtp
         if srtp is not None:
             packet = srtp.protect(bytes(packet))
-        if not self._write(packet):
+        sendto = self._sendto
+        if sendto is not None and self.transport is self._sendto_transport and self._remote_is_ip:
+            # The usual case, what _write does first, without its call and checks.
+            try:
+                sendto(packet, remote)
+            except Exception as exc:
+                self.stats.send_failures += 1
+                self.log.debug("RTP send to {remote} failed: {exc}", remote=remote, exc=exc)
+                return
+        elif not self._write(packet):
             return
         stats = self.stats
         stats.packets_sent += 1
         stats.octets_sent += size
+
+    def _tx_slice(self, size: int) -> tuple[np.ndarray, memoryview]:
+        """The payload array and packet view of the send buffer for *size* samples; the
+        buffer is made (or grown) here, so a call that never sends G.711 holds none, and
+        one sending 20 ms packets holds 172 bytes rather than room for 120 ms."""
+        if self._tx is None or len(self._tx) < 12 + size:
+            self._tx = bytearray(12 + size)
+            self._tx_slices = {}
+        view = memoryview(self._tx)
+        return (np.frombuffer(self._tx, np.uint8, size, 12), view[: 12 + size])
 
     def _write(self, packet: Any) -> bool:
         """Write one RTP datagram to the remote; straight to the socket when there is one
@@ -728,7 +769,7 @@ class RealtimeTransportProtocol(DatagramProtocol):
         return True
 
     def _send(self, payload_type: int, marker: bool, timestamp: int, payload: bytes) -> None:
-        if self.direction not in _SENDING or self.remote is None or not self.ports:
+        if not self._sending or self.remote is None or not self.ports:
             return
         seq = self._sequence = (self._sequence + 1) & 0xFFFF
         packet = _HEADER.pack(
@@ -829,21 +870,24 @@ class RealtimeTransportProtocol(DatagramProtocol):
         session = self.session
         if session is None or not self._receiving:
             return
-        if packet is None:
-            if pt == self.telephone_event_pt:
-                payload = data[12:]
-            else:
-                packet = RTPPacket(pt, sequence, timestamp, ssrc, data[12:], bool(b1 & 0x80))
-        else:
-            payload = packet.payload
         if pt == self.telephone_event_pt:
-            digit = self._dtmf_receiver.receive(timestamp, payload)
+            digit = self._dtmf_receiver.receive(
+                timestamp, data[12:] if packet is None else packet.payload
+            )
             if digit is not None:
                 stats.dtmf_received += 1
                 if self.deliver_dtmf_events:
                     self._call_session(session.dtmf_received, digit)
             return
-        ready = self._jitter.push(packet)
+        jitter = self._jitter
+        if packet is None:
+            if jitter.in_order(sequence, ssrc):
+                # The usual packet: next in sequence, nothing buffered; played at once
+                # without building a packet object (JitterBuffer.push's fast path).
+                self._deliver(data, 12)
+                return
+            packet = RTPPacket(pt, sequence, timestamp, ssrc, data[12:], bool(b1 & 0x80))
+        ready = jitter.push(packet)
         if len(ready) == 1 and ready[0].__class__ is not _LOST:
             self._deliver(ready[0].payload)
             return
@@ -877,20 +921,33 @@ class RealtimeTransportProtocol(DatagramProtocol):
                 self.rtcp_remote = (source[0], source[1] + 1)
         return True
 
-    def _deliver(self, payload: bytes) -> None:
+    def _deliver(self, payload: bytes, offset: int = 0) -> None:
+        """Decode the audio at *offset* of *payload* (12: a whole RTP packet, read in place
+        by a G.711 table) and hand it on; a whole 20 ms frame goes straight to the session."""
         table = self._decode_table
         try:
             if table is not None:
-                samples = table.take(np.frombuffer(payload, np.uint8))
+                samples = table.take(np.frombuffer(payload, np.uint8, -1, offset))
             else:
-                samples = self._decoder.decode(payload)
+                samples = self._decoder.decode(payload[offset:] if offset else payload)
         except Exception:
             self.stats.malformed += 1
             return
         concealer = self._concealer
         if concealer is not None:
             concealer.good(samples)
-        self._last_frames = max(1, min(6, len(samples) // self._frame))
+        size = self._frame
+        if len(samples) == size and self._carry is None:
+            self._last_frames = 1
+            if self._rx_resampler is None:
+                try:
+                    self.session.audio_received(samples)
+                except Exception:
+                    self._session_failed()
+            else:
+                self._to_session(samples)
+            return
+        self._last_frames = max(1, min(6, len(samples) // size))
         self._play(samples)
 
     def _conceal(self, count: int, following: Any) -> None:
@@ -919,16 +976,17 @@ class RealtimeTransportProtocol(DatagramProtocol):
     def _play(self, samples: Any) -> None:
         """Hand decoded audio to the session in 20 ms frames (at its rate)."""
         size = self._frame
-        if len(samples) == size and not len(self._carry):
+        carry = self._carry
+        if len(samples) == size and carry is None:
             self._to_session(samples)
             return
-        data = np.concatenate((self._carry, samples)) if len(self._carry) else samples
+        data = samples if carry is None else np.concatenate((carry, samples))
         whole = len(data) - len(data) % size
         for start in range(0, whole, size):
             if self.session is None:
                 return
             self._to_session(data[start : start + size])
-        self._carry = data[whole:].copy()
+        self._carry = data[whole:].copy() if whole < len(data) else None
 
     def _to_session(self, frame: Any) -> None:
         if self._rx_resampler is not None:
