@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from twisted.internet import task
 from twisted.internet.error import ConnectionLost
 from twisted.trial.unittest import SynchronousTestCase
@@ -52,6 +55,13 @@ def response(req: Request, code: int, to_tag: str | None = "bobtag") -> Response
     return Response.from_request(req, code, to_tag=to_tag)
 
 
+class _Target:
+    """Something a timer calls, weakly referenceable (to see when it is freed)."""
+
+    def run(self) -> None:
+        pass
+
+
 class TimersTests(SynchronousTestCase):
     def test_tracks_until_fired_or_cancelled(self) -> None:
         clock = task.Clock()
@@ -67,6 +77,22 @@ class TimersTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         timers.cancel(second)  # idempotent
         timers.cancel(None)
+
+    def test_fired_timer_leaves_no_reference_cycle(self) -> None:
+        """A fired timer's function and arguments are freed by reference counting: Twisted
+        keeps a fired call's ``func``, and a closure holding the call made a cycle that
+        only the cyclic garbage collector (full passes stalling the reactor) could free."""
+        clock = task.Clock()
+        timers = Timers(clock)
+        target = _Target()
+        alive = weakref.ref(target)
+        timers.call_later(1, target.run)
+        del target
+        enabled = gc.isenabled()
+        gc.disable()
+        self.addCleanup(lambda: gc.enable() if enabled else None)
+        clock.advance(1)
+        self.assertIsNone(alive())
 
     def test_cancel_all(self) -> None:
         clock = task.Clock()

@@ -7,6 +7,9 @@ J, K zero, no retransmissions) is checked alongside so the switch is visible.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -225,3 +228,21 @@ class ServerNonInviteUDPTests(UDPHarness):
         tx = ServerNonInviteTransaction(req, **self.kwargs(reliable=True))
         tx.respond(response(req, 200))
         self.assertEqual(tx.state, State.TERMINATED)
+
+    def test_lingering_transaction_freed_without_cycle_collector(self) -> None:
+        """RFC 3261 §17.2.2: once Timer J ends a UDP transaction, nothing keeps it (nor the
+        request and response it held) alive: it is freed by reference counting, not left
+        as cyclic garbage (every UDP transaction ends by a timer firing; their garbage
+        made the collector's full passes long enough to delay calls by hundreds of ms)."""
+        req = request("OPTIONS")
+        tx = ServerNonInviteTransaction(req, **self.kwargs())
+        tx.respond(response(req, 200))
+        alive = weakref.ref(tx)
+        del tx
+        self.sent.clear()
+        enabled = gc.isenabled()
+        gc.disable()
+        self.addCleanup(lambda: gc.enable() if enabled else None)
+        self.clock.advance(64 * T1)
+        self.terminated.clear()
+        self.assertIsNone(alive())
