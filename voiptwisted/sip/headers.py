@@ -641,6 +641,21 @@ class Headers:
         for name, value in pairs:
             self.add(name, value)
 
+    @classmethod
+    def _of_checked(cls, items: list[tuple[str, str, str]]) -> Headers:
+        """Headers holding *items* ``(key, display, value)`` as they are, in order.
+
+        For values taken from another Headers (already checked: no CR/LF) under names
+        already resolved with :func:`name_info`: building a response copies five or
+        more fields per message, and :meth:`add` re-checked each one (issue 16).
+        """
+        headers = cls()
+        index = headers._index_map
+        for key, _, value in items:
+            index.setdefault(key, []).append(value)
+        headers._item_list = items
+        return headers
+
     def _changed(self) -> None:
         """Drop every derived value: the fields they came from changed."""
         self._call_id = self._cseq = self._branch = self._from_tag = self._to_tag = UNSET
