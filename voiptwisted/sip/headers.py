@@ -715,6 +715,11 @@ class Headers:
         return values[0] if values else None
 
     def _values(self, key: str) -> list[str]:
+        first = self._first
+        if first is not None and key not in first:
+            # Absent from a parsed message (``_first`` names every header it has): no need
+            # to build the full index to say so (Require, Content-Encoding... per request).
+            return []
         return self._index.get(key, [])
 
     def __getitem__(self, name: str) -> str:
@@ -734,7 +739,7 @@ class Headers:
         Empty list elements are dropped.
         """
         key = name_info(name)[0]
-        values = self._index.get(key, [])
+        values = self._values(key)
         if key not in LIST_HEADERS:
             return list(values)
         out: list[str] = []
