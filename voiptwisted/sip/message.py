@@ -31,7 +31,6 @@ from voiptwisted.sip.headers import (
     NameAddr,
     SIPParseError,
     Via,
-    _check_value,
     canonical_name,
     delta_seconds,
     find_branch,
@@ -412,7 +411,9 @@ class Response(Message):
         items.append((*from_, request._one("from", "From")))
         to_value = request._one("to", "To")
         if to_tag is not None and find_tag(to_value) is None:
-            to_value = _check_value(f"{to_value};tag={to_tag}")
+            if "\r" in to_tag or "\n" in to_tag:
+                raise ValueError("header values must not contain CR or LF")
+            to_value = f"{to_value};tag={to_tag}"
         items.append((*to, to_value))
         items.append((*call_id, request.call_id))
         items.append((*cseq, request._one("cseq", "CSeq")))
