@@ -9,6 +9,7 @@ from twisted.trial import unittest
 from tests.sdp.test_types import SDESTests, key_leaked, malformed_crypto_lines
 from voiptwisted.sdp import CryptoAttribute, SessionDescription
 from voiptwisted.sdp.negotiation import (
+    AudioFormat,
     NegotiationFailed,
     answer_for,
     create_offer,
@@ -317,3 +318,14 @@ class OfferTests(unittest.SynchronousTestCase):
                 parse_answer(SessionDescription.parse(text), offer=offer, offered_crypto=crypto)
             reason = f"{ctx.exception} {ctx.exception.reason}"
             self.assertIsNone(key_leaked(SDESTests.key, reason), value)
+
+
+class StaticCodecNameTests(unittest.SynchronousTestCase):
+    def test_codec_names_resolve_to_their_one_static_payload_type(self) -> None:
+        """RFC 3551 §6 Table 4: a codec given by name is its static payload type, in any
+        case; a name with several (DVI4, L16) or none needs a description (ValueError)."""
+        self.assertEqual(AudioFormat.static("pcmu"), AudioFormat("PCMU", 8000, 1, 0))
+        self.assertEqual(AudioFormat.static("G722"), AudioFormat("G722", 8000, 1, 9))
+        for name in ("DVI4", "L16", "telephone-event", "opus", ""):
+            with self.subTest(name=name), self.assertRaises(ValueError):
+                AudioFormat.static(name)

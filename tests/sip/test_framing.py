@@ -114,5 +114,32 @@ class FramingTests(SynchronousTestCase):
         data = ONE.replace(b"Content-Length: ", b"Content-Length:\r\n ")
         self.assertEqual(StreamFramer().feed(data + TWO), [data, TWO])
 
+    def test_content_length_in_every_shape(self) -> None:
+        """RFC 3261 §7.3.1, §20.14: the length is read the same whether the one-line quick
+        reading applies (issue 16) or not: LWS around the colon, any case, the compact form,
+        look-alike names, folding elsewhere, an absent header."""
+        base = ONE.split(b"Content-Length")[0]
+        shapes = {
+            b"Content-Length: 5\r\n": 5,
+            b"CONTENT-LENGTH \t:\t 5 \r\n": 5,
+            b"content-length:5\r\n": 5,
+            b"l: 5\r\n": 5,
+            b"Content-Lengthy: 9\r\nContent-Length: 5\r\n": 5,
+            b"X-Content-Length: 9\r\nContent-Length: 5\r\n": 5,
+            b"Content-Length: 5\r\nLoad: 9\r\n": 5,
+            b"Content-Length: 5\r\nl: 5\r\n": 5,
+            b"Subject: a\r\n b\r\nContent-Length: 5\r\n": 5,
+            b"Content-Length:\r\n 5\r\n": 5,
+            b"Subject: none\r\n": 0,
+        }
+        for head, length in shapes.items():
+            with self.subTest(head=head):
+                data = base + head + b"\r\n" + b"x" * length
+                self.assertEqual(StreamFramer().feed(data + TWO), [data, TWO])
+        for bad in (b"Content-Length: 5\r\nl: 6\r\n", b"Content-Length: 0x5\r\n",
+                    b"Content-Length: \xd9\xa5\r\n"):  # fmt: skip
+            with self.subTest(bad=bad), self.assertRaises(FramingError):
+                StreamFramer().feed(base + bad + b"\r\n")
+
     def test_stray_bytes(self) -> None:
         self.assertRaises(FramingError, StreamFramer().feed, b"\n\nINVITE")

@@ -278,6 +278,15 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(Response(486).phrase, "Busy Here")
         self.assertEqual(Response(299).phrase, "OK")
 
+    def test_from_request_refuses_a_to_tag_with_a_line_break(self) -> None:
+        """RFC 3261 §7.3: a To tag carrying CR/LF would inject a header line; the copied
+        fields skip the per-value check (issue 16), the tag we add never does."""
+        request = Message.parse(INVITE)
+        assert isinstance(request, Request)
+        for tag in ("t\r\nX-Injected: 1", "t\nX: 1", "t\r"):
+            with self.subTest(tag=tag), self.assertRaises(ValueError):
+                Response.from_request(request, 200, to_tag=tag)
+
     def test_from_request(self) -> None:
         """RFC 3261 §8.2.6.2: Via (all, in order), From, Call-ID, CSeq copied once; To gets
         our tag."""

@@ -25,7 +25,6 @@ Parsing rules (decided here, pinned by tests):
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import secrets
 from collections.abc import Iterable
 from typing import Any
@@ -44,6 +43,7 @@ from voiptwisted.sdp.types import (
     StrField,
     Timing,
     direction_of,
+    ip_literal,
     layout_entries,
     line_error,
     list_keys,
@@ -79,10 +79,10 @@ def _default_origin() -> Origin:
 
 def _addrtype(host: str) -> str:
     """``IP6`` for an IPv6 literal (RFC 4566 §5.7), else ``IP4``."""
-    try:
-        return "IP6" if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address) else "IP4"
-    except ValueError:
+    address = ip_literal(host)
+    if address is None:
         return "IP6" if ":" in host else "IP4"
+    return "IP6" if address.version == 6 else "IP4"
 
 
 @dataclasses.dataclass(slots=True)

@@ -30,10 +30,9 @@ addresses ``0.0.0.0``/``::`` are refused (``ValueError``).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from voiptwisted.sdp.description import SessionDescription
 from voiptwisted.sdp.policy import SRTP_POLICIES
@@ -45,6 +44,7 @@ from voiptwisted.sdp.types import (
     RTPPayloadFormat,
     SDESError,
     StaticPayloadType,
+    ip_literal,
 )
 
 __all__ = [
@@ -106,6 +106,20 @@ class CodecDescription(Protocol):
         """``a=fmtp`` parameters we offer and answer with, if any."""
 
 
+def _static_audio() -> dict[str, Any]:
+    """Upper-case encoding name -> its one static audio payload type (RFC 3551 §6 Table
+    4); names with several (DVI4, L16) are left out: they need a description."""
+    by_name: dict[str, list[Any]] = {}
+    for spec in StaticPayloadType:
+        if spec.value.frame_size:
+            by_name.setdefault(spec.value.encoding_name.upper(), []).append(spec.value)
+    return {name: specs[0] for name, specs in by_name.items() if len(specs) == 1}
+
+
+#: Looked up per codec name given as text, instead of scanning the enum each time.
+_STATIC_AUDIO = _static_audio()
+
+
 @dataclass(frozen=True)
 class AudioFormat:
     """A :class:`CodecDescription` as plain values: what a codec name given as text means."""
@@ -120,15 +134,11 @@ class AudioFormat:
     def static(cls, name: str) -> AudioFormat:
         """The static audio payload type called *name* in RFC 3551 §6 Table 4 (ValueError
         if there is none, or several as for DVI4 and L16)."""
-        found = [
-            spec.value for spec in StaticPayloadType
-            if spec.value.encoding_name.upper() == name.upper() and spec.value.frame_size
-        ]
-        if len(found) != 1:
+        spec = _STATIC_AUDIO.get(name.upper())
+        if spec is None:
             raise ValueError(
                 f"unknown codec {name!r}: give its description (e.g. a voiptwisted.codecs entry)"
             )
-        spec = found[0]
         return cls(spec.encoding_name, spec.sample_rate, spec.channels, spec.pt)
 
 
@@ -177,9 +187,8 @@ class NegotiatedMedia:
 
 
 def _check_host(host: str) -> str:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = ip_literal(host)
+    if address is None:
         return host
     if address.is_unspecified:
         raise ValueError("the SDP address must be reachable, not 0.0.0.0 or ::")
@@ -191,9 +200,8 @@ def _remote_host(sd: SessionDescription, media: MediaDescription) -> str | None:
     connection = sd.media_connection(media)
     if connection is None:
         return None
-    try:
-        address = ipaddress.ip_address(connection.address)
-    except ValueError:
+    address = ip_literal(connection.address)
+    if address is None:
         return None
     return None if address.is_unspecified else str(address)
 

@@ -16,6 +16,8 @@ import base64
 import binascii
 import dataclasses
 import enum
+import functools
+import ipaddress
 import re
 import secrets
 from collections.abc import Iterable
@@ -42,6 +44,7 @@ __all__ = [
     "StaticPayloadType",
     "StrField",
     "Timing",
+    "ip_literal",
     "redact_sdp",
 ]
 
@@ -72,6 +75,20 @@ def _excerpt(value: str, limit: int = 60) -> str:
     if len(value) > limit:
         value = value[:limit] + "..."
     return repr(value)
+
+
+@functools.lru_cache(maxsize=256)
+def ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """*text* as an IP address, or None when it is not one (a hostname, garbage).
+
+    Cached and bounded: a call's SDP work reads the same few addresses (ours, the peer's)
+    several times, and each ``ipaddress.ip_address`` builds and checks one object per
+    octet (issue 16).  The objects are immutable, so sharing them is safe.
+    """
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _uint(value: str, what: str, maximum: int | None = None) -> int:

@@ -25,6 +25,7 @@ for new inbound calls, where *agent* is the IUserAgent dialogs are handed
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 from collections.abc import Callable
@@ -148,10 +149,21 @@ def _source_host_port(source: Any) -> tuple[str, int] | None:
 
 def _same_ip(sent_by: str, source: str) -> bool:
     """Whether the Via sent-by host is an IP address equal to the source's (§18.2.1)."""
+    if sent_by == source:
+        # The usual case (no NAT, no received= needed): one cached parse, not two.
+        return _ip_address(source) is not None
+    first, second = _ip_address(sent_by.strip("[]")), _ip_address(source)
+    return first is not None and first == second
+
+
+@functools.lru_cache(maxsize=256)
+def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """*text* as an address, or None: cached, as a flow's peers are few and parsing one
+    builds an object per octet check (issue 16: 2 per request received)."""
     try:
-        return ipaddress.ip_address(sent_by.strip("[]")) == ipaddress.ip_address(source)
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
+        return None
 
 
 #: What the core hands out: ``send(message, destination)``; see the module docstring.

@@ -120,6 +120,20 @@ class StreamFramer:
 
 def _content_length(head: bytes) -> int:
     """Find Content-Length (or ``l``) in a raw header block; 0 if absent."""
+    lower = head.lower()
+    if lower.count(b"\r\ncontent-length") == 1 and b"\r\nl" not in lower:
+        # The usual block: one Content-Length line, no compact form, no folding.  Read it
+        # where it is instead of decoding and splitting every line (issue 16); anything
+        # else (or any doubt) takes the general path below, which gives the same answer.
+        start = lower.index(b"\r\ncontent-length") + 16
+        end = head.find(b"\r\n", start)
+        before, sep, value = head[start : len(head) if end < 0 else end].partition(b":")
+        value = value.strip(b" \t")
+        if (
+            sep and not before.strip(b" \t") and value.isdigit() and len(value) <= 20
+            and b"\r\n " not in head and b"\r\n\t" not in head
+        ):
+            return int(value)
     text = head.decode("latin-1")
     if "\r\n " in text or "\r\n\t" in text:
         text = text.replace("\r\n ", " ").replace("\r\n\t", " ")

@@ -641,6 +641,21 @@ class Headers:
         for name, value in pairs:
             self.add(name, value)
 
+    @classmethod
+    def _of_checked(cls, items: list[tuple[str, str, str]]) -> Headers:
+        """Headers holding *items* ``(key, display, value)`` as they are, in order.
+
+        For values taken from another Headers (already checked: no CR/LF) under names
+        already resolved with :func:`name_info`: building a response copies five or
+        more fields per message, and :meth:`add` re-checked each one (issue 16).
+        """
+        headers = cls()
+        index = headers._index_map
+        for key, _, value in items:
+            index.setdefault(key, []).append(value)
+        headers._item_list = items
+        return headers
+
     def _changed(self) -> None:
         """Drop every derived value: the fields they came from changed."""
         self._call_id = self._cseq = self._branch = self._from_tag = self._to_tag = UNSET
@@ -700,6 +715,11 @@ class Headers:
         return values[0] if values else None
 
     def _values(self, key: str) -> list[str]:
+        first = self._first
+        if first is not None and key not in first:
+            # Absent from a parsed message (``_first`` names every header it has): no need
+            # to build the full index to say so (Require, Content-Encoding... per request).
+            return []
         return self._index.get(key, [])
 
     def __getitem__(self, name: str) -> str:
@@ -719,7 +739,7 @@ class Headers:
         Empty list elements are dropped.
         """
         key = name_info(name)[0]
-        values = self._index.get(key, [])
+        values = self._values(key)
         if key not in LIST_HEADERS:
             return list(values)
         out: list[str] = []

@@ -45,6 +45,8 @@ from voiptwisted.sip.status import SIPMethod, SIPStatus
 __all__ = ["Message", "Request", "Response", "SIPParseError"]
 
 SIP_VERSION = "SIP/2.0"
+#: (key, display) of the fields a response copies from its request (RFC 3261 §8.2.6.2).
+_COPIED = tuple(name_info(name) for name in ("Via", "From", "To", "Call-ID", "CSeq"))
 
 _TOKEN_PAT = r"[A-Za-z0-9\-.!%*_+`'~]+"  # noqa: S105 (a regex, not a secret)
 _URI_PAT = r"[A-Za-z][A-Za-z0-9+\-.]*:[^\x00-\x20\x7f<>\"]+"
@@ -404,16 +406,19 @@ class Response(Message):
         grammar is broken.  *headers* are
         added after these; a name already copied is replaced, never duplicated.
         """
-        out = Headers()
-        for value in request.headers._values("via"):
-            out.add("Via", value)
-        out.add("From", request._one("from", "From"))
+        via, from_, to, call_id, cseq = _COPIED
+        items = [(*via, value) for value in request.headers._values("via")]
+        items.append((*from_, request._one("from", "From")))
         to_value = request._one("to", "To")
         if to_tag is not None and find_tag(to_value) is None:
+            if "\r" in to_tag or "\n" in to_tag:
+                raise ValueError("header values must not contain CR or LF")
             to_value = f"{to_value};tag={to_tag}"
-        out.add("To", to_value)
-        out.add("Call-ID", request.call_id)
-        out.add("CSeq", request._one("cseq", "CSeq"))
+        items.append((*to, to_value))
+        items.append((*call_id, request.call_id))
+        items.append((*cseq, request._one("cseq", "CSeq")))
+        # The copied values come from the request's Headers (checked when they got there).
+        out = Headers._of_checked(items)
         if headers is not None:
             extra = headers.items() if isinstance(headers, (Mapping, Headers)) else headers
             seen: set[str] = set()
