@@ -48,6 +48,32 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertEqual(config.keepalive, 30.0)
         self.assertTrue(config.verify_tls)
 
+    def test_dial_without_aor_goes_direct(self) -> None:
+        """Issue 13: --dial without --aor is a direct call (no registrar), not a usage
+        error; TLS verification stays on unless --no-verify-tls, --ca-file is kept, and
+        the process listens nowhere (not even the embedded default's 127.0.0.1:5061)."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from voiptwisted.service import VoIPService
+
+        ca = os.path.join(self.state, "ca.pem")
+        pathlib.Path(ca).write_text("")
+        options = parse("--state-dir", self.state, "--dial", "sips:bob@127.0.0.1:5071",
+                        "--ca-file", ca, "--app", "reject")  # fmt: skip
+        config = options.config
+        self.assertIsNone(config.aor)
+        self.assertEqual(str(config.dial), "sips:bob@127.0.0.1:5071")
+        self.assertEqual((config.ca_file, config.verify_tls), (ca, True))
+        self.assertEqual(config.srtp, "required")  # RFC 3261 §26.2.2: a sips: target
+        self.assertEqual(config.dialog_class.__name__, "RejectDialog")
+        service = VoIPService(config, MemoryReactorClock())
+        self.assertEqual((service.listeners, service.client), ([], None))
+        tcp = parse("--state-dir", self.state, "--no-verify-tls",
+                    "--dial", "sip:bob@127.0.0.1:5071;transport=tcp").config  # fmt: skip
+        self.assertFalse(tcp.verify_tls)
+        self.assertEqual(tcp.dial.transport, "TCP")
+        self.assertEqual(tcp.srtp, "optional")
+
     def test_codecs_option(self) -> None:
         """Issue 12: --codecs picks the codecs and their order (default Opus, G.722, PCMA,
         PCMU); the service's MediaConfig gets them; unknown or repeated names are refused."""
@@ -231,7 +257,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertUsage("--max-calls", "--max-calls", "many")
         self.assertUsage("--ca-file", "--ca-file", "/nonexistent/ca.pem")
         self.assertUsage("--password-file", "--password-file", "/nonexistent/pw")
-        self.assertUsage("--dial needs --aor", "--dial", "sip:bob@example.com")
+        self.assertUsage("--dial", "--dial", "mailto:bob@example.com")
         self.assertUsage("unknown app", "--app", "karaoke")
         self.assertUsage("no such WAV", "--app", "play:/nonexistent.wav")
         self.assertUsage("--dialog", "--dialog", "no.such.Module")

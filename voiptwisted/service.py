@@ -3,7 +3,7 @@
 It is what ``twistd voip`` runs and what an existing Twisted application adds to its
 own service tree (``VoIPService(ServiceConfig(...), reactor).setServiceParent(application)``).
 
-Without an AOR and without ``listen`` it is the *embedded default*: TLS on
+Without an AOR, ``listen`` and ``dial`` it is the *embedded default*: TLS on
 127.0.0.1:5061 with a self-signed certificate created once in ``state_dir``,
 answering every call with echo, so a newcomer can try it without a carrier.
 
@@ -466,8 +466,10 @@ class VoIPService(MultiService):
     """A SIP user agent as a Twisted service.
 
     With ``config.aor`` it keeps a registered flow to the AOR's registrar (reconnecting
-    with backoff, RFC 5626 keepalive); with ``config.listen`` (or neither: the embedded
-    default on TLS 127.0.0.1:5061) it also accepts calls sent straight to it.  Inbound
+    with backoff, RFC 5626 keepalive); with ``config.listen`` (or none of ``aor``,
+    ``listen`` and ``dial``: the embedded default on TLS 127.0.0.1:5061) it also accepts
+    calls sent straight to it.  A direct ``dial`` alone listens nowhere: its call's
+    in-dialog requests come back on the flow it opened.  Inbound
     calls go to ``config.dialog_class``, at most ``config.max_calls`` at a time over all
     flows (486 Busy Here beyond).  ``config.dial`` places one call once registered (straight
     to it without an AOR, see :meth:`place_call`);
@@ -553,7 +555,7 @@ class VoIPService(MultiService):
             self._add_client(config.aor)
         for description in listen:
             self._add_listener(description, config.aor)
-        if not listen and config.aor is None:
+        if not listen and config.aor is None and config.dial is None:
             embedded_aor = SipURI.parse("sip:echo@127.0.0.1")
             self._add_listener(f"ssl:{EMBEDDED_PORT}:interface=127.0.0.1", embedded_aor)
 

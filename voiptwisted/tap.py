@@ -109,8 +109,8 @@ class Options(usage.Options):
     synopsis = "[--aor sips:user@domain] [--app echo|reject|play:PATH|record:DIR] [options]"
     longdesc = (
         "Register a SIP address of record over TLS and answer (or --dial) calls with an "
-        "application.  Without --aor and --listen, listen on TLS at 127.0.0.1:5061 with a "
-        "self-signed certificate and answer every call with echo."
+        "application.  Without --aor, --listen and --dial, listen on TLS at 127.0.0.1:5061 "
+        "with a self-signed certificate and answer every call with echo."
     )
 
     optParameters = [
@@ -226,7 +226,13 @@ class Options(usage.Options):
         ["cdr", None, None, "Append one JSON call record per ended call to this file (0600)."],
         ["app", None, "echo", "Built-in call handler: echo, reject, play:PATH or record:DIR."],
         ["dialog", None, None, "Dotted name of an IDialog class (overrides --app)."],
-        ["dial", None, None, "Once registered, call this URI, then stop when it ends."],
+        [
+            "dial",
+            None,
+            None,
+            "Call this URI, then stop when it ends: once registered with --aor, else "
+            "straight to it (TLS verified against its host unless ;transport=tcp).",
+        ],
         ["state-dir", None, None, "Directory for the instance id and embedded certificate."],
     ]
     optFlags = [
@@ -340,10 +346,7 @@ class Options(usage.Options):
                 raise usage.UsageError("--max-calls must not be negative")
         dial = None
         if self["dial"]:
-            if aor is None:
-                raise usage.UsageError(
-                    "--dial needs --aor (calls are placed through the registrar)"
-                )
+            # Without --aor the call goes straight to the target (VoIPService.place_call).
             try:
                 dial = SipURI.parse(self["dial"])
             except ValueError as e:

@@ -23,9 +23,10 @@ from typing import Any
 from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
+from tests.integration.apps import PatientEcho
 from tests.integration.peers import Kamailio, Sipp, SippResult, read_wav
 from voiptwisted.media.call import MediaConfig
-from voiptwisted.media.session import EchoSession, RecordingSession
+from voiptwisted.media.session import RecordingSession
 from voiptwisted.sip.connect import run
 from voiptwisted.sip.dialog import Dialog
 from voiptwisted.sip.uri import SipURI
@@ -53,9 +54,11 @@ async def eventually(predicate: Any, timeout: float, what: str) -> Any:
 
 
 class EchoDialog(Dialog):
-    """Answers every call with ``session_class`` (an EchoSession unless overridden)."""
+    """Answers every call with ``session_class`` (a :class:`PatientEcho` unless
+    overridden: the tests that use it correlate what the peer hears, and the plain
+    echo cuts what a loaded reactor hands it in bursts)."""
 
-    session_class: type = EchoSession
+    session_class: type = PatientEcho
 
     def call_received(self) -> None:
         self.answer(session_class=self.session_class)

@@ -41,6 +41,10 @@ REPO = Path(__file__).resolve().parents[2]
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 PASSWORD = "Al1ce-pw-7731"
 SPEECH = "one two three four five, the voip service test is running"
+#: The tests that correlate an echo run ``--dialog`` with an echo that delays a burst a
+#: stalled reactor hands it instead of cutting it (``--app echo`` keeps 60 ms by design,
+#: and on a loaded machine that cut most half seconds of the speech).
+PATIENT_ECHO = ("--dialog", "tests.integration.apps.PatientEchoDialog")
 
 
 
@@ -252,8 +256,8 @@ class TwistdTests(SynchronousTestCase):
     def test_listen_direct_baresip_hears_echo(self) -> None:
         """--listen tls:PORT (embedded certificate): baresip calls straight in, hears its echo."""
         port = peers.free_port()
-        process = self.voip("--listen", f"tls:{port}:interface=127.0.0.1")
-        uri = process.wait_for_log(r"answering calls with EchoDialog on (\S+)").group(1)
+        process = self.voip("--listen", f"tls:{port}:interface=127.0.0.1", *PATIENT_ECHO)
+        uri = process.wait_for_log(r"answering calls with \w+ on (\S+)").group(1)
         self.assertEqual(uri, f"sip:echo@127.0.0.1:{port};transport=tls")
         ua = self.baresip(
             "<sip:me@127.0.0.1;transport=tls>;regint=0", audio_source_wav=self.speech
@@ -280,7 +284,9 @@ class TwistdTests(SynchronousTestCase):
         calls alice through Kamailio and hears its echo; SIGTERM un-registers."""
         kam = self.kamailio()
         host, port = kam.address("udp")
-        process = self.registered_voip(kam, aor=f"sip:alice@{host}:{port};transport=udp")
+        process = self.registered_voip(
+            kam, *PATIENT_ECHO, aor=f"sip:alice@{host}:{port};transport=udp"
+        )
         [binding] = kam.bindings("alice")
         self.assertIn("transport=udp", binding.contact)
         ua = self.baresip(kam.baresip_account("bob", transport="udp"),
@@ -372,6 +378,52 @@ class TwistdTests(SynchronousTestCase):
         self.assertRegex(process.log, r"call to \S+ failed: 404 Not Found")
         self.assertIn("Server Shut Down.", process.log)
         self.assertNotIn("Traceback", process.log)
+
+    # -- --dial without --aor: straight to the target ------------------------------------
+
+    def test_dial_direct_tcp_to_sipp_uas(self) -> None:
+        """Issue 13: --dial without --aor calls a SIPp UAS straight over TCP
+        (``;transport=tcp``, no registrar): answered, --app play:WAV plays to the end and
+        hangs up (SIPp gets the BYE), exit status 0; the process listens nowhere."""
+        uas = Sipp("uas", transport="t1", timeout=40, tmpdir=self.dir / "sipp-uas").start()
+        self.addCleanup(uas.cleanup)
+        process = self.voip(
+            "--dial", f"sip:sipp@127.0.0.1:{uas.local_port};transport=tcp",
+            "--app", f"play:{self.speech}", "--srtp", "off",  # SIPp answers RTP/AVP only
+        )  # fmt: skip
+        self.assertEqual(process.wait(60), 0, process.log)
+        # SIPp counts the call failed because our flow closes (the process has exited)
+        # during the scenario's closing pause; what matters is that our BYE reached it.
+        uas.wait(20)
+        self.assertRegex(uas.messages, r"(?s)BYE sip:sipp@127\.0\.0\.1.*SIP/2\.0 200 OK\s"
+                         r"[^\n]*\n(?:[^\n]+\n)*?CSeq: \d+ BYE", process.log)  # fmt: skip
+        self.assertRegex(process.log, r"call to \S+ answered")
+        self.assertNotIn("answering calls", process.log)
+        self.assertNotIn("Traceback", process.log)
+
+    def test_dial_direct_tls_verified_against_target(self) -> None:
+        """Issue 13: --dial without --aor over TLS (the default transport) verifies the
+        target's certificate against its host: a second ``twistd voip --listen tls:PORT``
+        (embedded self-signed certificate) is refused without --ca-file (exit 1, one line,
+        nothing placed), answered with --ca-file naming that certificate (its echo
+        answers, our play:WAV hangs up, exit 0)."""
+        port = peers.free_port()
+        callee_state = self.dir / "callee-state"
+        callee = self.twistd("voip", "--state-dir", str(callee_state),
+                             "--listen", f"tls:{port}:interface=127.0.0.1")  # fmt: skip
+        uri = callee.wait_for_log(r"answering calls with EchoDialog on (\S+)").group(1)
+        refused = self.voip("--dial", uri, "--app", f"play:{self.speech}")
+        self.assertEqual(refused.wait(40), 1, refused.log)
+        self.assertRegex(refused.log, r"call to \S+ failed: .*(certificate|verif)")
+        self.assertNotIn("Traceback", refused.log)
+        self.assertNotIn("answering with", callee.log)
+        placed = self.voip(
+            "--dial", uri, "--ca-file", str(callee_state / "embedded-tls.pem"),
+            "--app", f"play:{self.speech}",
+        )  # fmt: skip
+        self.assertEqual(placed.wait(60), 0, placed.log)
+        self.assertRegex(placed.log, r"call to \S+ answered")
+        callee.wait_for_log(r"call \S+ from .*: answering with")
 
     def test_record_app_writes_wav_and_digits(self) -> None:
         """--app record:DIR: SIPp's RFC 2833 pcap (digit 1) lands in the JSON, audio in the WAV."""

@@ -13,10 +13,11 @@ import random
 import re
 from typing import Any
 
+import numpy as np
 from twisted.internet import reactor, threads
 
 from tests.integration import peers
-from tests.integration.peers import Baresip, free_port, make_speech_wav, read_wav, xcorr_peak
+from tests.integration.peers import Baresip, echo_peaks, free_port, make_speech_wav, read_wav
 from tests.integration.support import EchoDialog, KamailioCallTestCase, eventually, sleep
 from tests.integration.test_calls_sipp import Answering
 from voiptwisted.media.call import MediaConfig
@@ -208,7 +209,8 @@ class BaresipUDPTests(KamailioCallTestCase):
 
     async def test_baresip_hears_its_echo_over_udp(self) -> None:
         """RFC 3261 §18: baresip (registered over UDP) calls us (registered over UDP) through
-        Kamailio and hears its own speech echoed (cross-correlation peak > 0.8)."""
+        Kamailio and hears its own speech echoed (median correlation peak of its voiced half
+        seconds > 0.8)."""
         speech = make_speech_wav(
             f"{self.tmpdir()}/speech.wav", "one two three, the echo test is running over UDP"
         )
@@ -244,7 +246,11 @@ class BaresipUDPTests(KamailioCallTestCase):
         await threads.deferToThread(ua.hangup)
         await threads.deferToThread(ua.wait_for_event, "CALL_CLOSED", 10)
         await threads.deferToThread(ua.stop)
-        heard = read_wav(ua.received_recordings()[0])
-        peak, lag = xcorr_peak(read_wav(speech), heard)
-        self.assertGreater(peak, 0.8, f"echo not found (peak {peak:.2f}, lag {lag})")
+        # Every voiced half second is found on its own (median peak > 0.8): a packet
+        # dropped or a silence inserted under load shifts the rest of the call, and one
+        # whole-speech template then scored about 0.6 (seen at load 10).
+        peaks = echo_peaks(read_wav(speech), read_wav(ua.received_recordings()[0]))
+        figures = f"echo over UDP: peaks of the voiced pieces {[round(p, 3) for p in peaks]}"
+        self.assertGreaterEqual(len(peaks), 4, figures)
+        self.assertGreater(float(np.median(peaks)), 0.8, figures)
         await eventually(lambda: protocol.dialog_count == 0, 10, "the call to be forgotten")
