@@ -1474,16 +1474,7 @@ class Dialog(TransferMixin):
                      code=response.status_code, exc=exc)
             return False
         self.outbound_cseq += 1
-
-        def answered(result: Response | Failure) -> None:
-            if isinstance(result, Failure):
-                log.info("call {call_id}: PRACK failed: {f}", call_id=self.call_id,
-                         f=result.value)
-            elif result.status_code >= 300:
-                log.info("call {call_id}: PRACK answered {code}", call_id=self.call_id,
-                         code=result.status_code)
-
-        self.send_in_dialog(prack).addBoth(answered)
+        self.send_logged(prack)
         return True
 
     def _early_media(self, response: Response) -> None:
@@ -1920,6 +1911,21 @@ class Dialog(TransferMixin):
         if request.method in ("ACK", "CANCEL"):
             return deferred
         return deferred.addCallback(self._answer_in_dialog_challenge, request)
+
+    def send_logged(self, request: Request) -> Deferred[None]:
+        """:meth:`send_in_dialog` for a request whose outcome matters only to the log
+        (PRACK, NOTIFY): a failure or a refusal (3xx-6xx) is one info line; the Deferred
+        fires with None either way."""
+
+        def answered(result: Response | Failure) -> None:
+            if isinstance(result, Failure):
+                log.info("call {call_id}: {method} failed: {f}", call_id=self.call_id,
+                         method=request.method, f=result.value)
+            elif result.status_code >= 300:
+                log.info("call {call_id}: {method} answered {code}", call_id=self.call_id,
+                         method=request.method, code=result.status_code)
+
+        return self.send_in_dialog(request).addBoth(answered)
 
     def _answer_in_dialog_challenge(
         self, response: Response, request: Request

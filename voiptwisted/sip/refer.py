@@ -248,8 +248,8 @@ class TransferMixin:
     _refers_received = 0
     _refers_sent = 0
 
-    # Dialog's attributes (and its _in_dialog_request, send_in_dialog, bye, answer and
-    # _call_app) are used here: this class is only ever a base of Dialog.
+    # Dialog's attributes (and its _in_dialog_request, send_in_dialog, send_logged, bye,
+    # answer and _call_app) are used here: this class is only ever a base of Dialog.
     sip: Any
     state: Any
     call_id: str
@@ -414,16 +414,7 @@ class TransferMixin:
         ):
             request.headers.add(name, value)
         request.body = sipfrag(code)
-
-        def answered(result: Response | Failure) -> None:
-            if isinstance(result, Failure):
-                log.info("call {call_id}: NOTIFY failed: {f}", call_id=self.call_id,
-                         f=result.value)
-            elif result.status_code >= 300:
-                log.info("call {call_id}: NOTIFY answered {code}", call_id=self.call_id,
-                         code=result.status_code)
-
-        return self.send_in_dialog(request).addBoth(answered)
+        return self.send_logged(request)
 
     # -- sending REFER (RFC 3515 §2.4.3), receiving its NOTIFYs ---------------------------
 
