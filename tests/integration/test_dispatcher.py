@@ -222,8 +222,13 @@ class DispatcherTests(SynchronousTestCase):
             self.assertTrue(0.35 <= taken / CALLS <= 0.65, f"instance took {taken} of {CALLS}")
             found = instance.metrics()
             self.assertEqual(found[ENDED], taken)
+            # Every message counts, retransmissions too: under load a late ACK makes the
+            # instance resend its 200 (RFC 3261 §13.3.1.4: the UAS core does so on any
+            # transport) and each resent 200 gets an ACK of its own (CI once saw 108 ACKs
+            # for 100 calls), so the request counters are at least the calls; the call
+            # counters above are exact.
             for method in ("INVITE", "ACK", "BYE"):
-                self.assertEqual(
+                self.assertGreaterEqual(
                     found[f'voip_sip_requests_total{{direction="in",method="{method}"}}'],
                     taken, method)
             self.assertEqual(found[ACTIVE], 0)
